@@ -1,0 +1,1010 @@
+//! The state machine: `Engine::apply(seq, &Command, &mut events)`.
+//!
+//! Layout, chosen for speed and for memory at millions of markets:
+//! - every taken order id lives for good in `ids` (append-only; its index is
+//!   the `IdIx` events carry) and is found through `id_table`, a hash table
+//!   of indices keyed by (market, id);
+//! - a market's side is a `Ladder`: price levels sorted so that the best is
+//!   last, keyed by `price` for bids and `!price` for asks, so "best" is
+//!   always `last()` and price-time priority lives in the key order plus the
+//!   FIFO list inside a level;
+//! - resting orders and levels are slab entries linked by `u32` indices.
+//!
+//! Levels emptied by a cancel below the top stay in the ladder (counted in
+//! `empties`) and are swept when they reach the top or when they outnumber
+//! live levels, so cancel-by-id is O(1) amortised and the best price O(1).
+//! Inserting a new price level costs a search plus a move of the levels
+//! better than it (near the touch: a handful).
+//!
+//! Hash tables are seeded from `Config::hash_seed`; their layout never
+//! reaches output (nothing iterates them), which a test checks by running
+//! the same flow under different seeds.
+
+use std::hash::{BuildHasher, Hasher};
+
+use foldhash::fast::FixedState;
+use hashbrown::HashTable;
+
+use crate::command::{Amend, Cancel, Command, OrderKind, Place, Side, Tif};
+use crate::event::{CancelReason, Event, IdIx, MarketIx, RejectReason};
+use crate::{Price, Qty, Sym};
+
+pub(crate) const NONE: u32 = u32::MAX;
+
+/// Limits and the hash seed. Every limit, when reached, rejects the command
+/// with reason `limit` and changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Seed of the internal hash tables. Any value gives the same output.
+    pub hash_seed: u64,
+    /// Longest market name, id or account accepted in a `place`, in bytes.
+    pub max_symbol_bytes: usize,
+    /// Most markets.
+    pub max_markets: u32,
+    /// Most orders resting at once, over all markets.
+    pub max_live_orders: u32,
+    /// Most ids ever taken, over all markets.
+    pub max_ids: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hash_seed: 0x7a6e_6465_6d00_0001,
+            max_symbol_bytes: 1024,
+            max_markets: 1 << 26,
+            max_live_orders: NONE - 1,
+            max_ids: NONE - 1,
+        }
+    }
+}
+
+/// Lifecycle of a taken id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderStatus {
+    Open,
+    Filled,
+    Cancelled,
+}
+
+const F_SELL: u8 = 1;
+const F_POST_ONLY: u8 = 2;
+const F_MARKET: u8 = 4;
+const F_STATUS_SHIFT: u8 = 3;
+const F_STATUS_MASK: u8 = 3 << F_STATUS_SHIFT;
+
+/// One taken id. Kept for good: ids are never reused in a market.
+#[derive(Debug, Clone)]
+pub(crate) struct IdEntry {
+    pub(crate) id: Sym,
+    pub(crate) market: MarketIx,
+    /// Slab index of the resting order, or NONE once it is not live.
+    pub(crate) order: u32,
+    pub(crate) account: u32,
+    pub(crate) flags: u8,
+    /// Limit price in units (0 for a market order), as last placed/amended.
+    pub(crate) price: u64,
+    /// Quantity in units, as last placed/amended.
+    pub(crate) qty: u64,
+}
+
+impl IdEntry {
+    pub(crate) fn side(&self) -> Side {
+        if self.flags & F_SELL != 0 {
+            Side::Sell
+        } else {
+            Side::Buy
+        }
+    }
+    pub(crate) fn post_only(&self) -> bool {
+        self.flags & F_POST_ONLY != 0
+    }
+    pub(crate) fn status(&self) -> OrderStatus {
+        match (self.flags & F_STATUS_MASK) >> F_STATUS_SHIFT {
+            0 => OrderStatus::Open,
+            1 => OrderStatus::Filled,
+            _ => OrderStatus::Cancelled,
+        }
+    }
+    fn set_status(&mut self, s: OrderStatus) {
+        let code = match s {
+            OrderStatus::Open => 0,
+            OrderStatus::Filled => 1,
+            OrderStatus::Cancelled => 2,
+        };
+        self.flags = (self.flags & !F_STATUS_MASK) | (code << F_STATUS_SHIFT);
+    }
+    pub(crate) fn make_flags(side: Side, post_only: bool, market: bool, status: OrderStatus) -> u8 {
+        let mut e = IdEntry {
+            id: Sym::new(""),
+            market: 0,
+            order: NONE,
+            account: 0,
+            flags: 0,
+            price: 0,
+            qty: 0,
+        };
+        e.flags = (if side == Side::Sell { F_SELL } else { 0 })
+            | (if post_only { F_POST_ONLY } else { 0 })
+            | (if market { F_MARKET } else { 0 });
+        e.set_status(status);
+        e.flags
+    }
+}
+
+/// A resting order.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Order {
+    pub(crate) qty: u64,
+    pub(crate) id: IdIx,
+    pub(crate) account: u32,
+    pub(crate) prev: u32,
+    pub(crate) next: u32,
+    pub(crate) level: u32,
+}
+
+/// A price level: a FIFO list of resting orders.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Level {
+    pub(crate) price: u64,
+    pub(crate) head: u32,
+    pub(crate) tail: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rung {
+    pub(crate) key: u64,
+    pub(crate) level: u32,
+}
+
+/// One side of a book: levels sorted by key ascending, best last.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Ladder {
+    pub(crate) rungs: Vec<Rung>,
+    /// Empty levels left in `rungs` below the top.
+    pub(crate) empties: u32,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Market {
+    pub(crate) name: Sym,
+    pub(crate) bids: Ladder,
+    pub(crate) asks: Ladder,
+}
+
+impl Market {
+    pub(crate) fn ladder_mut(&mut self, side: Side) -> &mut Ladder {
+        match side {
+            Side::Buy => &mut self.bids,
+            Side::Sell => &mut self.asks,
+        }
+    }
+    pub(crate) fn ladder_ref(&self, side: Side) -> &Ladder {
+        match side {
+            Side::Buy => &self.bids,
+            Side::Sell => &self.asks,
+        }
+    }
+}
+
+#[inline]
+pub(crate) fn key_of(side: Side, price: u64) -> u64 {
+    match side {
+        Side::Buy => price,
+        Side::Sell => !price,
+    }
+}
+
+/// Does a `side` order limited at `limit` accept a resting `price`?
+#[inline]
+fn acceptable(side: Side, limit: Option<u64>, price: u64) -> bool {
+    match (limit, side) {
+        (None, _) => true,
+        (Some(l), Side::Buy) => price <= l,
+        (Some(l), Side::Sell) => price >= l,
+    }
+}
+
+/// The matching state machine. See the module doc.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub(crate) cfg: Config,
+    pub(crate) hasher: FixedState,
+    pub(crate) markets: Vec<Market>,
+    pub(crate) market_table: HashTable<u32>,
+    pub(crate) accounts: Vec<Sym>,
+    pub(crate) account_table: HashTable<u32>,
+    pub(crate) ids: Vec<IdEntry>,
+    pub(crate) id_table: HashTable<u32>,
+    pub(crate) orders: Vec<Order>,
+    pub(crate) free_orders: Vec<u32>,
+    pub(crate) levels: Vec<Level>,
+    pub(crate) free_levels: Vec<u32>,
+    pub(crate) live_orders: u32,
+    pub(crate) seq: u64,
+    pub(crate) chain: u128,
+    pub(crate) scratch: Vec<u8>,
+}
+
+/// A read-only view of one order id, live or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderInfo {
+    pub side: Side,
+    /// Limit price as last placed or amended; `None` for a market order.
+    pub price: Option<Price>,
+    /// Quantity as last placed or amended.
+    pub qty: Qty,
+    /// What is still resting (zero unless open).
+    pub remaining: u64,
+    pub status: OrderStatus,
+    pub post_only: bool,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::new(Config::default())
+    }
+}
+
+impl Engine {
+    /// An empty engine at seq 0.
+    pub fn new(cfg: Config) -> Self {
+        Engine {
+            hasher: FixedState::with_seed(cfg.hash_seed),
+            cfg,
+            markets: Vec::new(),
+            market_table: HashTable::new(),
+            accounts: Vec::new(),
+            account_table: HashTable::new(),
+            ids: Vec::new(),
+            id_table: HashTable::new(),
+            orders: Vec::new(),
+            free_orders: Vec::new(),
+            levels: Vec::new(),
+            free_levels: Vec::new(),
+            live_orders: 0,
+            seq: 0,
+            chain: 0,
+            scratch: Vec::with_capacity(256),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Seq of the last applied command (0 before any).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The output hash chain after the last applied command.
+    pub fn chain(&self) -> u128 {
+        self.chain
+    }
+
+    /// Markets that have had an accepted order.
+    pub fn market_count(&self) -> usize {
+        self.markets.len()
+    }
+
+    /// Orders resting now, over all markets.
+    pub fn live_orders(&self) -> u32 {
+        self.live_orders
+    }
+
+    /// Ids taken so far, over all markets.
+    pub fn taken_ids(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Name of a market index from an event.
+    pub fn market_name(&self, m: MarketIx) -> &Sym {
+        &self.markets[m as usize].name
+    }
+
+    /// Order id string of an id index from an event.
+    pub fn order_id(&self, ix: IdIx) -> &Sym {
+        &self.ids[ix as usize].id
+    }
+
+    /// Index of a market by name.
+    pub fn find_market(&self, name: &[u8]) -> Option<MarketIx> {
+        let h = self.hasher.hash_one(name);
+        self.market_table
+            .find(h, |&m| self.markets[m as usize].name.as_bytes() == name)
+            .copied()
+    }
+
+    /// Markets in byte order of their names.
+    pub fn markets_by_name(&self) -> Vec<MarketIx> {
+        let mut v: Vec<MarketIx> = (0..self.markets.len() as u32).collect();
+        v.sort_unstable_by(|&a, &b| {
+            self.markets[a as usize]
+                .name
+                .cmp(&self.markets[b as usize].name)
+        });
+        v
+    }
+
+    /// An order of `account` by market and id, live or not.
+    pub fn order(&self, market: &[u8], id: &[u8], account: &[u8]) -> Option<OrderInfo> {
+        let m = self.find_market(market)?;
+        let a = self.find_account(account)?;
+        let ix = self.find_id(m, id)?;
+        let e = &self.ids[ix as usize];
+        if e.account != a {
+            return None;
+        }
+        Some(OrderInfo {
+            side: e.side(),
+            price: if e.flags & F_MARKET != 0 {
+                None
+            } else {
+                Price::from_units(e.price)
+            },
+            qty: Qty::raw(e.qty),
+            remaining: if e.order == NONE {
+                0
+            } else {
+                self.orders[e.order as usize].qty
+            },
+            status: e.status(),
+            post_only: e.post_only(),
+        })
+    }
+
+    /// Resting orders of one side of a market, best first, then by time:
+    /// `(id, price, qty)`.
+    pub fn book_side(
+        &self,
+        m: MarketIx,
+        side: Side,
+    ) -> impl Iterator<Item = (IdIx, Price, Qty)> + '_ {
+        let ladder = self.markets[m as usize].ladder_ref(side);
+        ladder.rungs.iter().rev().flat_map(move |r| {
+            let lv = self.levels[r.level as usize];
+            let mut o = lv.head;
+            std::iter::from_fn(move || {
+                if o == NONE {
+                    return None;
+                }
+                let ord = &self.orders[o as usize];
+                o = ord.next;
+                Some((ord.id, Price(lv.price), Qty::raw(ord.qty)))
+            })
+        })
+    }
+
+    /// Aggregated levels of one side, best first: `(price, total qty)`.
+    /// The total saturates at `u64::MAX` units.
+    pub fn depth(&self, m: MarketIx, side: Side, max_levels: usize) -> Vec<(Price, u64)> {
+        let ladder = self.markets[m as usize].ladder_ref(side);
+        let mut out = Vec::new();
+        for r in ladder.rungs.iter().rev() {
+            if out.len() >= max_levels {
+                break;
+            }
+            let lv = self.levels[r.level as usize];
+            let mut total: u64 = 0;
+            let mut o = lv.head;
+            while o != NONE {
+                total = total.saturating_add(self.orders[o as usize].qty);
+                o = self.orders[o as usize].next;
+            }
+            if lv.head != NONE {
+                out.push((Price(lv.price), total));
+            }
+        }
+        out
+    }
+
+    /// Applies one command at `seq` (which must exceed the last one),
+    /// appending its events to `out`, and folds them into the hash chain.
+    pub fn apply(&mut self, seq: u64, cmd: &Command, out: &mut Vec<Event>) {
+        assert!(seq > self.seq, "seq {seq} not after {}", self.seq);
+        let start = out.len();
+        match cmd {
+            Command::Place(p) => self.place(p, out),
+            Command::Cancel(c) => self.cancel(c, out),
+            Command::Amend(a) => self.amend(a, out),
+            Command::Invalid(i) => out.push(Event::Rejected {
+                market: i.market.clone(),
+                id: i.id.clone(),
+                reason: RejectReason::Invalid,
+            }),
+        }
+        self.seq = seq;
+        self.fold_chain(seq, &out[start..]);
+    }
+
+    fn reject(cmd_market: &Sym, cmd_id: &Sym, reason: RejectReason, out: &mut Vec<Event>) {
+        out.push(Event::Rejected {
+            market: Some(cmd_market.clone()),
+            id: Some(cmd_id.clone()),
+            reason,
+        });
+    }
+
+    fn symbol_ok(&self, s: &Sym) -> bool {
+        !s.is_empty() && s.len() <= self.cfg.max_symbol_bytes
+    }
+
+    pub(crate) fn find_account(&self, name: &[u8]) -> Option<u32> {
+        let h = self.hasher.hash_one(name);
+        self.account_table
+            .find(h, |&a| self.accounts[a as usize].as_bytes() == name)
+            .copied()
+    }
+
+    fn intern_account(&mut self, name: &Sym) -> u32 {
+        if let Some(a) = self.find_account(name.as_bytes()) {
+            return a;
+        }
+        let a = self.accounts.len() as u32;
+        self.accounts.push(name.clone());
+        let (accounts, hasher) = (&self.accounts, &self.hasher);
+        let h = hasher.hash_one(name.as_bytes());
+        self.account_table
+            .insert_unique(h, a, |&x| hasher.hash_one(accounts[x as usize].as_bytes()));
+        a
+    }
+
+    #[inline]
+    pub(crate) fn id_hash(hasher: &FixedState, m: MarketIx, id: &[u8]) -> u64 {
+        let mut h = hasher.build_hasher();
+        h.write_u32(m);
+        h.write(id);
+        h.finish()
+    }
+
+    pub(crate) fn find_id(&self, m: MarketIx, id: &[u8]) -> Option<IdIx> {
+        let h = Self::id_hash(&self.hasher, m, id);
+        self.id_table
+            .find(h, |&ix| {
+                let e = &self.ids[ix as usize];
+                e.market == m && e.id.as_bytes() == id
+            })
+            .copied()
+    }
+
+    pub(crate) fn push_id(&mut self, e: IdEntry) -> IdIx {
+        let ix = self.ids.len() as u32;
+        let h = Self::id_hash(&self.hasher, e.market, e.id.as_bytes());
+        self.ids.push(e);
+        let (ids, hasher) = (&self.ids, &self.hasher);
+        self.id_table.insert_unique(h, ix, |&x| {
+            let e = &ids[x as usize];
+            Self::id_hash(hasher, e.market, e.id.as_bytes())
+        });
+        ix
+    }
+
+    pub(crate) fn push_market(&mut self, name: Sym) -> MarketIx {
+        let m = self.markets.len() as u32;
+        let h = self.hasher.hash_one(name.as_bytes());
+        self.markets.push(Market {
+            name,
+            bids: Ladder::default(),
+            asks: Ladder::default(),
+        });
+        let (markets, hasher) = (&self.markets, &self.hasher);
+        self.market_table.insert_unique(h, m, |&x| {
+            hasher.hash_one(markets[x as usize].name.as_bytes())
+        });
+        m
+    }
+
+    pub(crate) fn push_account(&mut self, name: Sym) -> u32 {
+        let a = self.accounts.len() as u32;
+        let h = self.hasher.hash_one(name.as_bytes());
+        self.accounts.push(name);
+        let (accounts, hasher) = (&self.accounts, &self.hasher);
+        self.account_table
+            .insert_unique(h, a, |&x| hasher.hash_one(accounts[x as usize].as_bytes()));
+        a
+    }
+
+    /// Best price on `side` of market `m`.
+    #[inline]
+    fn best(&self, m: MarketIx, side: Side) -> Option<u64> {
+        let r = self.markets[m as usize].ladder_ref(side).rungs.last()?;
+        Some(self.levels[r.level as usize].price)
+    }
+
+    /// Would a `side` order at `price` cross the best opposite price?
+    fn crosses(&self, m: MarketIx, side: Side, price: u64) -> bool {
+        match self.best(m, side.opposite()) {
+            None => false,
+            Some(best) => acceptable(side, Some(price), best),
+        }
+    }
+
+    fn place(&mut self, p: &Place, out: &mut Vec<Event>) {
+        if !self.symbol_ok(&p.market) || !self.symbol_ok(&p.id) || !self.symbol_ok(&p.account) {
+            return Self::reject(&p.market, &p.id, RejectReason::Invalid, out);
+        }
+        let limit = match p.kind {
+            OrderKind::Limit(px) => Some(px.units()),
+            OrderKind::Market => None,
+        };
+        if p.post_only && (limit.is_none() || p.tif != Tif::Gtc) {
+            return Self::reject(&p.market, &p.id, RejectReason::Invalid, out);
+        }
+        let found = self.find_market(p.market.as_bytes());
+        if let Some(m) = found {
+            if self.find_id(m, p.id.as_bytes()).is_some() {
+                return Self::reject(&p.market, &p.id, RejectReason::DuplicateId, out);
+            }
+            if let (true, Some(px)) = (p.post_only, limit) {
+                if self.crosses(m, p.side, px) {
+                    return Self::reject(&p.market, &p.id, RejectReason::PostOnly, out);
+                }
+            }
+        }
+        if self.ids.len() as u64 >= u64::from(self.cfg.max_ids)
+            || (found.is_none() && self.markets.len() as u64 >= u64::from(self.cfg.max_markets))
+            || (p.tif == Tif::Gtc
+                && limit.is_some()
+                && self.live_orders >= self.cfg.max_live_orders)
+        {
+            return Self::reject(&p.market, &p.id, RejectReason::Limit, out);
+        }
+        let m = match found {
+            Some(m) => m,
+            None => self.push_market(p.market.clone()),
+        };
+        let account = self.intern_account(&p.account);
+        let ix = self.push_id(IdEntry {
+            id: p.id.clone(),
+            market: m,
+            order: NONE,
+            account,
+            flags: IdEntry::make_flags(p.side, p.post_only, limit.is_none(), OrderStatus::Open),
+            price: limit.unwrap_or(0),
+            qty: p.qty.units(),
+        });
+        out.push(Event::Accepted { market: m, id: ix });
+        let qty = p.qty.units();
+        if p.tif == Tif::Fok && !self.fok_fillable(m, p.side, limit, account, qty) {
+            self.ids[ix as usize].set_status(OrderStatus::Cancelled);
+            out.push(Event::Cancelled {
+                market: m,
+                id: ix,
+                remaining: Qty::raw(qty),
+                reason: CancelReason::Fok,
+            });
+            return;
+        }
+        let rest = match (limit, p.tif) {
+            (Some(px), Tif::Gtc) => Some(px),
+            _ => None,
+        };
+        self.enter(m, ix, account, p.side, limit, rest, qty, out);
+    }
+
+    /// Runs an arriving order (a new place or an amend that lost its place)
+    /// as a taker, then rests what is left at `rest` or cancels it.
+    #[allow(clippy::too_many_arguments)]
+    fn enter(
+        &mut self,
+        m: MarketIx,
+        ix: IdIx,
+        account: u32,
+        side: Side,
+        limit: Option<u64>,
+        rest: Option<u64>,
+        qty: u64,
+        out: &mut Vec<Event>,
+    ) {
+        let (left, self_trade) = self.take(m, ix, account, side, limit, qty, out);
+        if self_trade {
+            self.ids[ix as usize].set_status(OrderStatus::Cancelled);
+            out.push(Event::Cancelled {
+                market: m,
+                id: ix,
+                remaining: Qty::raw(left),
+                reason: CancelReason::SelfTrade,
+            });
+        } else if left == 0 {
+            self.ids[ix as usize].set_status(OrderStatus::Filled);
+        } else if let Some(px) = rest {
+            self.rest(m, ix, account, side, px, left);
+        } else {
+            self.ids[ix as usize].set_status(OrderStatus::Cancelled);
+            out.push(Event::Cancelled {
+                market: m,
+                id: ix,
+                remaining: Qty::raw(left),
+                reason: CancelReason::Ioc,
+            });
+        }
+    }
+
+    /// Can a `side` order of `account` for `qty` at `limit` fill whole,
+    /// walking in priority order and stopping at the account's own order?
+    fn fok_fillable(
+        &self,
+        m: MarketIx,
+        side: Side,
+        limit: Option<u64>,
+        account: u32,
+        qty: u64,
+    ) -> bool {
+        let ladder = self.markets[m as usize].ladder_ref(side.opposite());
+        let mut sum: u64 = 0;
+        for r in ladder.rungs.iter().rev() {
+            let lv = &self.levels[r.level as usize];
+            if lv.head == NONE {
+                continue;
+            }
+            if !acceptable(side, limit, lv.price) {
+                return false;
+            }
+            let mut o = lv.head;
+            while o != NONE {
+                let ord = &self.orders[o as usize];
+                if ord.account == account {
+                    return false;
+                }
+                sum += ord.qty;
+                if sum >= qty {
+                    return true;
+                }
+                o = ord.next;
+            }
+        }
+        false
+    }
+
+    /// Trades an incoming order against the opposite side. Returns what is
+    /// left and whether it stopped at an order of its own account.
+    #[allow(clippy::too_many_arguments)]
+    fn take(
+        &mut self,
+        m: MarketIx,
+        taker: IdIx,
+        account: u32,
+        side: Side,
+        limit: Option<u64>,
+        mut left: u64,
+        out: &mut Vec<Event>,
+    ) -> (u64, bool) {
+        let opp = side.opposite();
+        while left > 0 {
+            let Some(&Rung { level: lvl, .. }) =
+                self.markets[m as usize].ladder_ref(opp).rungs.last()
+            else {
+                break;
+            };
+            let price = self.levels[lvl as usize].price;
+            if !acceptable(side, limit, price) {
+                break;
+            }
+            let mut o = self.levels[lvl as usize].head;
+            let mut self_trade = false;
+            while o != NONE {
+                let ord = &mut self.orders[o as usize];
+                if ord.account == account {
+                    self_trade = true;
+                    break;
+                }
+                let fill = left.min(ord.qty);
+                out.push(Event::Trade {
+                    market: m,
+                    maker: ord.id,
+                    taker,
+                    price: Price(price),
+                    qty: Qty::raw(fill),
+                });
+                left -= fill;
+                ord.qty -= fill;
+                if ord.qty != 0 {
+                    break;
+                }
+                let (next, maker) = (ord.next, ord.id);
+                let e = &mut self.ids[maker as usize];
+                e.order = NONE;
+                e.set_status(OrderStatus::Filled);
+                self.free_orders.push(o);
+                self.live_orders -= 1;
+                o = next;
+                if left == 0 {
+                    break;
+                }
+            }
+            let lv = &mut self.levels[lvl as usize];
+            lv.head = o;
+            if o == NONE {
+                lv.tail = NONE;
+                self.sweep_top(m, opp);
+            } else {
+                self.orders[o as usize].prev = NONE;
+            }
+            if self_trade {
+                return (left, true);
+            }
+        }
+        (left, false)
+    }
+
+    /// The top level of `side` just emptied: drop it and any emptied levels
+    /// that are now on top, so the top is always live.
+    fn sweep_top(&mut self, m: MarketIx, side: Side) {
+        let ladder = self.markets[m as usize].ladder_mut(side);
+        if let Some(r) = ladder.rungs.pop() {
+            self.free_levels.push(r.level);
+        }
+        while let Some(r) = ladder.rungs.last() {
+            if self.levels[r.level as usize].head != NONE {
+                break;
+            }
+            self.free_levels.push(r.level);
+            ladder.rungs.pop();
+            ladder.empties -= 1;
+        }
+    }
+
+    /// Rests `qty` of order `ix` at the tail of its price level.
+    fn rest(&mut self, m: MarketIx, ix: IdIx, account: u32, side: Side, price: u64, qty: u64) {
+        let key = key_of(side, price);
+        let ladder = self.markets[m as usize].ladder_mut(side);
+        let len = ladder.rungs.len();
+        // Adds cluster at the touch: look at the top before searching.
+        let pos = match ladder.rungs.last() {
+            None => 0,
+            Some(r) if r.key < key => len,
+            Some(r) if r.key == key => len - 1,
+            Some(_) => ladder.rungs.partition_point(|r| r.key < key),
+        };
+        let lvl = if pos < len && ladder.rungs[pos].key == key {
+            let lvl = ladder.rungs[pos].level;
+            if self.levels[lvl as usize].head == NONE {
+                ladder.empties -= 1;
+            }
+            lvl
+        } else {
+            let level = Level {
+                price,
+                head: NONE,
+                tail: NONE,
+            };
+            let lvl = match self.free_levels.pop() {
+                Some(l) => {
+                    self.levels[l as usize] = level;
+                    l
+                }
+                None => {
+                    self.levels.push(level);
+                    (self.levels.len() - 1) as u32
+                }
+            };
+            ladder.rungs.insert(pos, Rung { key, level: lvl });
+            lvl
+        };
+        let tail = self.levels[lvl as usize].tail;
+        let order = Order {
+            qty,
+            id: ix,
+            account,
+            prev: tail,
+            next: NONE,
+            level: lvl,
+        };
+        let o = match self.free_orders.pop() {
+            Some(o) => {
+                self.orders[o as usize] = order;
+                o
+            }
+            None => {
+                self.orders.push(order);
+                (self.orders.len() - 1) as u32
+            }
+        };
+        let lv = &mut self.levels[lvl as usize];
+        if tail == NONE {
+            lv.head = o;
+        } else {
+            self.orders[tail as usize].next = o;
+        }
+        lv.tail = o;
+        self.live_orders += 1;
+        self.ids[ix as usize].order = o;
+    }
+
+    /// Takes live order `o` (on `side` of `m`) out of the book and frees it.
+    fn remove(&mut self, m: MarketIx, side: Side, o: u32) {
+        let Order {
+            prev,
+            next,
+            level,
+            id,
+            ..
+        } = self.orders[o as usize];
+        if prev == NONE {
+            self.levels[level as usize].head = next;
+        } else {
+            self.orders[prev as usize].next = next;
+        }
+        if next == NONE {
+            self.levels[level as usize].tail = prev;
+        } else {
+            self.orders[next as usize].prev = prev;
+        }
+        self.free_orders.push(o);
+        self.live_orders -= 1;
+        self.ids[id as usize].order = NONE;
+        if self.levels[level as usize].head != NONE {
+            return;
+        }
+        let ladder = self.markets[m as usize].ladder_mut(side);
+        if ladder.rungs.last().map(|r| r.level) == Some(level) {
+            self.sweep_top(m, side);
+            return;
+        }
+        ladder.empties += 1;
+        let empties = ladder.empties as usize;
+        if empties > 32 && empties * 2 > ladder.rungs.len() {
+            let levels = &self.levels;
+            let free = &mut self.free_levels;
+            ladder.rungs.retain(|r| {
+                let live = levels[r.level as usize].head != NONE;
+                if !live {
+                    free.push(r.level);
+                }
+                live
+            });
+            ladder.empties = 0;
+        }
+    }
+
+    /// The live order `id` of `account` in `market`, as (market, id, slab).
+    fn find_live(&self, market: &Sym, id: &Sym, account: &Sym) -> Option<(MarketIx, IdIx, u32)> {
+        let m = self.find_market(market.as_bytes())?;
+        let a = self.find_account(account.as_bytes())?;
+        let ix = self.find_id(m, id.as_bytes())?;
+        let e = &self.ids[ix as usize];
+        (e.order != NONE && e.account == a).then_some((m, ix, e.order))
+    }
+
+    fn cancel(&mut self, c: &Cancel, out: &mut Vec<Event>) {
+        let Some((m, ix, o)) = self.find_live(&c.market, &c.id, &c.account) else {
+            let reason = if c.market.is_empty() || c.id.is_empty() || c.account.is_empty() {
+                RejectReason::Invalid
+            } else {
+                RejectReason::UnknownOrder
+            };
+            return Self::reject(&c.market, &c.id, reason, out);
+        };
+        let remaining = self.orders[o as usize].qty;
+        let side = self.ids[ix as usize].side();
+        self.remove(m, side, o);
+        self.ids[ix as usize].set_status(OrderStatus::Cancelled);
+        out.push(Event::Cancelled {
+            market: m,
+            id: ix,
+            remaining: Qty::raw(remaining),
+            reason: CancelReason::User,
+        });
+    }
+
+    fn amend(&mut self, a: &Amend, out: &mut Vec<Event>) {
+        if (a.price.is_none() && a.qty.is_none())
+            || a.market.is_empty()
+            || a.id.is_empty()
+            || a.account.is_empty()
+        {
+            return Self::reject(&a.market, &a.id, RejectReason::Invalid, out);
+        }
+        let Some((m, ix, o)) = self.find_live(&a.market, &a.id, &a.account) else {
+            return Self::reject(&a.market, &a.id, RejectReason::UnknownOrder, out);
+        };
+        let ord = self.orders[o as usize];
+        let old_price = self.levels[ord.level as usize].price;
+        let price = a.price.map_or(old_price, Price::units);
+        let qty = a.qty.map_or(ord.qty, Qty::units);
+        let e = &self.ids[ix as usize];
+        let side = e.side();
+        if price == old_price && qty <= ord.qty {
+            self.orders[o as usize].qty = qty;
+            self.ids[ix as usize].qty = qty;
+            out.push(Event::Amended {
+                market: m,
+                id: ix,
+                price: Price(price),
+                qty: Qty::raw(qty),
+            });
+            return;
+        }
+        if e.post_only() && self.crosses(m, side, price) {
+            return Self::reject(&a.market, &a.id, RejectReason::PostOnly, out);
+        }
+        let account = ord.account;
+        self.remove(m, side, o);
+        let e = &mut self.ids[ix as usize];
+        e.price = price;
+        e.qty = qty;
+        out.push(Event::Amended {
+            market: m,
+            id: ix,
+            price: Price(price),
+            qty: Qty::raw(qty),
+        });
+        self.enter(m, ix, account, side, Some(price), Some(price), qty, out);
+    }
+
+    /// Checks every structural invariant; for tests and debug tooling.
+    /// Returns a description of the first one broken.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut live = 0u64;
+        for (mi, mk) in self.markets.iter().enumerate() {
+            for side in [Side::Buy, Side::Sell] {
+                let ladder = mk.ladder_ref(side);
+                let mut empties = 0;
+                for (i, r) in ladder.rungs.iter().enumerate() {
+                    if i > 0 && ladder.rungs[i - 1].key >= r.key {
+                        return Err(format!("market {mi} {side:?}: keys not ascending at {i}"));
+                    }
+                    let lv = &self.levels[r.level as usize];
+                    if key_of(side, lv.price) != r.key {
+                        return Err(format!("market {mi} {side:?}: key/price mismatch at {i}"));
+                    }
+                    if lv.head == NONE {
+                        empties += 1;
+                        if i + 1 == ladder.rungs.len() {
+                            return Err(format!("market {mi} {side:?}: empty top level"));
+                        }
+                        continue;
+                    }
+                    let mut o = lv.head;
+                    let mut prev = NONE;
+                    while o != NONE {
+                        let ord = &self.orders[o as usize];
+                        if ord.prev != prev || ord.level != r.level || ord.qty == 0 {
+                            return Err(format!("market {mi} {side:?}: bad order link {o}"));
+                        }
+                        let e = &self.ids[ord.id as usize];
+                        if e.order != o
+                            || e.market as usize != mi
+                            || e.side() != side
+                            || e.account != ord.account
+                        {
+                            return Err(format!(
+                                "market {mi} {side:?}: id entry of order {o} disagrees"
+                            ));
+                        }
+                        live += 1;
+                        prev = o;
+                        o = ord.next;
+                    }
+                    if lv.tail != prev {
+                        return Err(format!("market {mi} {side:?}: bad tail"));
+                    }
+                }
+                if empties != ladder.empties {
+                    return Err(format!(
+                        "market {mi} {side:?}: empties {} counted {empties}",
+                        ladder.empties
+                    ));
+                }
+            }
+            if let (Some(b), Some(a)) = (
+                self.best(mi as u32, Side::Buy),
+                self.best(mi as u32, Side::Sell),
+            ) {
+                if b >= a {
+                    return Err(format!("market {mi}: crossed book {b} >= {a}"));
+                }
+            }
+        }
+        if live != u64::from(self.live_orders) {
+            return Err(format!("live orders {} counted {live}", self.live_orders));
+        }
+        let open = self.ids.iter().filter(|e| e.order != NONE).count() as u64;
+        if open != live {
+            return Err(format!("ids with an order {open}, live {live}"));
+        }
+        Ok(())
+    }
+}
