@@ -54,12 +54,12 @@ fn cmd_match(args: &[String]) -> Result<()> {
             other => bail!("match: unknown flag {other:?}"),
         }
     }
-    let reader: Box<dyn io::BufRead> = match &input {
+    let reader: Box<dyn io::BufRead + Send> = match &input {
         Some(p) => Box::new(BufReader::with_capacity(
             1 << 16,
             File::open(p).with_context(|| format!("open input {p}"))?,
         )),
-        None => Box::new(BufReader::with_capacity(1 << 16, io::stdin().lock())),
+        None => Box::new(BufReader::with_capacity(1 << 16, io::stdin())),
     };
     let writer: Box<dyn Write> = match &output {
         Some(p) => Box::new(File::create(p).with_context(|| format!("create output {p}"))?),

@@ -6,13 +6,15 @@
 //! Unknown members are validated and skipped. Nesting deeper than
 //! `MAX_DEPTH` is refused rather than recursed into.
 
+use std::borrow::Cow;
+
 /// Deepest nesting of arrays/objects accepted inside a command.
 pub const MAX_DEPTH: usize = 64;
 
 /// The value of a known member, as far as a command cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Val {
-    Str(String),
+pub enum Val<'a> {
+    Str(Cow<'a, str>),
     Bool(bool),
     Null,
     Other,
@@ -34,7 +36,7 @@ pub const KEYS: [&str; 10] = [
 
 /// The known members of a command object, by position in `KEYS`.
 /// A repeated key keeps its last value, as most JSON readers do.
-pub type Fields = [Option<Val>; KEYS.len()];
+pub type Fields<'a> = [Option<Val<'a>>; KEYS.len()];
 
 /// Why a line is not a JSON object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,10 +105,11 @@ impl<'a> P<'a> {
                 }
                 self.i += 1;
             }
+            // Runs end only at ASCII bytes, so checking each run checks
+            // the whole string.
+            let run = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| NotJson)?;
             if let Some(o) = out.as_deref_mut() {
-                // The whole line was checked to be UTF-8 and we split only
-                // at ASCII bytes, so this slice is UTF-8 too.
-                o.push_str(std::str::from_utf8(&self.b[start..self.i]).map_err(|_| NotJson)?);
+                o.push_str(run);
             }
             match self.peek() {
                 Some(b'"') => {
@@ -247,14 +250,31 @@ impl<'a> P<'a> {
             _ => self.number(),
         }
     }
+    /// Reads a string after its opening quote, borrowing it from the
+    /// input when it has no escapes.
+    fn str_val(&mut self) -> Result<Cow<'a, str>, NotJson> {
+        let start = self.i;
+        while let Some(&c) = self.b.get(self.i) {
+            if c == b'"' || c == b'\\' || c < 0x20 {
+                break;
+            }
+            self.i += 1;
+        }
+        let run = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| NotJson)?;
+        if self.peek() == Some(b'"') {
+            self.i += 1;
+            return Ok(Cow::Borrowed(run));
+        }
+        let mut s = String::from(run);
+        self.string(Some(&mut s))?;
+        Ok(Cow::Owned(s))
+    }
     /// Reads a value of a known member.
-    fn value(&mut self) -> Result<Val, NotJson> {
+    fn value(&mut self) -> Result<Val<'a>, NotJson> {
         match self.peek().ok_or(NotJson)? {
             b'"' => {
                 self.i += 1;
-                let mut s = String::new();
-                self.string(Some(&mut s))?;
-                Ok(Val::Str(s))
+                Ok(Val::Str(self.str_val()?))
             }
             b't' => self.lit(b"true").map(|_| Val::Bool(true)),
             b'f' => self.lit(b"false").map(|_| Val::Bool(false)),
@@ -266,11 +286,9 @@ impl<'a> P<'a> {
 
 /// Reads one JSON object from `line` (which must hold nothing else but
 /// whitespace) into its known fields.
-pub fn read_object(line: &[u8]) -> Result<Fields, NotJson> {
-    std::str::from_utf8(line).map_err(|_| NotJson)?;
+pub fn read_object(line: &[u8]) -> Result<Fields<'_>, NotJson> {
     let mut p = P { b: line, i: 0 };
     let mut fields: Fields = Default::default();
-    let mut key = String::with_capacity(16);
     p.ws();
     p.eat(b'{')?;
     p.ws();
@@ -280,12 +298,11 @@ pub fn read_object(line: &[u8]) -> Result<Fields, NotJson> {
         loop {
             p.ws();
             p.eat(b'"')?;
-            key.clear();
-            p.string(Some(&mut key))?;
+            let key = p.str_val()?;
             p.ws();
             p.eat(b':')?;
             p.ws();
-            match KEYS.iter().position(|k| *k == key) {
+            match KEYS.iter().position(|k| *k == key.as_ref()) {
                 Some(k) => fields[k] = Some(p.value()?),
                 None => p.skip(1)?,
             }

@@ -40,7 +40,7 @@ pub enum Op {
     Amend,
 }
 
-fn str_of(v: &Option<Val>) -> Option<&str> {
+fn str_of<'a>(v: &'a Option<Val<'_>>) -> Option<&'a str> {
     match v {
         Some(Val::Str(s)) => Some(s),
         _ => None,
@@ -295,49 +295,93 @@ pub fn write_book(eng: &Engine, m: MarketIx, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
+/// Commands decoded per batch handed from the reader thread to the engine.
+const BATCH: usize = 1024;
+/// Batches in flight between the two threads (bounds memory).
+const BATCHES_IN_FLIGHT: usize = 8;
+
 /// Runs a whole JSONL stream through a fresh engine: the `tandem match`
 /// job. Reads lines from `input`, writes event lines to `output`, and
 /// returns the final engine (for its seq and chain).
-pub fn run_match<R: std::io::BufRead, W: std::io::Write>(
-    mut input: R,
+///
+/// Two threads: one reads and decodes lines into batches of commands, the
+/// other applies them in order and encodes the events. Order is kept by
+/// the channel, so output is the same as a single-threaded run; memory is
+/// bounded by `BATCH * BATCHES_IN_FLIGHT` commands plus the book.
+pub fn run_match<R: std::io::BufRead + Send, W: std::io::Write>(
+    input: R,
     mut output: W,
     cfg: tandem_core::Config,
 ) -> std::io::Result<Engine> {
-    let mut eng = Engine::new(cfg);
-    let mut line = Vec::with_capacity(512);
-    let mut events = Vec::with_capacity(64);
-    let mut buf = Vec::with_capacity(1 << 16);
-    let mut seq: u64 = 0;
-    loop {
-        line.clear();
-        if input.read_until(b'\n', &mut line)? == 0 {
-            break;
-        }
-        seq += 1;
-        if is_blank(&line) {
-            continue;
-        }
-        let cmd = decode_command(&line);
-        events.clear();
-        eng.apply(seq, &cmd, &mut events);
-        for ev in &events {
-            write_event(&eng, Some(seq), ev, &mut buf);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u64, Command)>>(BATCHES_IN_FLIGHT);
+    let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<(u64, Command)>>();
+    std::thread::scope(|s| {
+        let reader = s.spawn(move || -> std::io::Result<()> {
+            let mut input = input;
+            let mut line = Vec::with_capacity(512);
+            let mut seq: u64 = 0;
+            let mut batch = Vec::with_capacity(BATCH);
+            loop {
+                line.clear();
+                if input.read_until(b'\n', &mut line)? == 0 {
+                    break;
+                }
+                seq += 1;
+                if is_blank(&line) {
+                    continue;
+                }
+                batch.push((seq, decode_command(&line)));
+                if batch.len() == BATCH {
+                    let next = back_rx
+                        .try_recv()
+                        .unwrap_or_else(|_| Vec::with_capacity(BATCH));
+                    if tx.send(std::mem::replace(&mut batch, next)).is_err() {
+                        return Ok(()); // the engine side stopped (its error wins)
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                let _ = tx.send(batch);
+            }
+            Ok(())
+        });
+        let mut eng = Engine::new(cfg);
+        let mut events = Vec::with_capacity(64);
+        let mut buf = Vec::with_capacity(1 << 16);
+        let applied = (|| -> std::io::Result<()> {
+            for mut batch in rx.iter() {
+                for (seq, cmd) in batch.drain(..) {
+                    events.clear();
+                    eng.apply(seq, &cmd, &mut events);
+                    for ev in &events {
+                        write_event(&eng, Some(seq), ev, &mut buf);
+                        buf.push(b'\n');
+                    }
+                    if buf.len() >= 1 << 15 {
+                        output.write_all(&buf)?;
+                        buf.clear();
+                    }
+                }
+                let _ = back_tx.send(batch);
+            }
+            Ok(())
+        })();
+        drop(rx);
+        let read = reader
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("reader thread panicked")));
+        applied?;
+        read?;
+        for m in eng.markets_by_name() {
+            write_book(&eng, m, &mut buf);
             buf.push(b'\n');
+            if buf.len() >= 1 << 15 {
+                output.write_all(&buf)?;
+                buf.clear();
+            }
         }
-        if buf.len() >= 1 << 15 {
-            output.write_all(&buf)?;
-            buf.clear();
-        }
-    }
-    for m in eng.markets_by_name() {
-        write_book(&eng, m, &mut buf);
-        buf.push(b'\n');
-        if buf.len() >= 1 << 15 {
-            output.write_all(&buf)?;
-            buf.clear();
-        }
-    }
-    output.write_all(&buf)?;
-    output.flush()?;
-    Ok(eng)
+        output.write_all(&buf)?;
+        output.flush()?;
+        Ok(eng)
+    })
 }
