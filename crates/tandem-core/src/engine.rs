@@ -21,6 +21,7 @@
 //! the same flow under different seeds.
 
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use foldhash::fast::FixedState;
 use hashbrown::HashTable;
@@ -224,6 +225,18 @@ pub struct Engine {
     pub(crate) seq: u64,
     pub(crate) chain: u128,
     pub(crate) scratch: Vec<u8>,
+    /// The market found last (a lookup cache; never reaches output).
+    pub(crate) last_market: LastMarket,
+}
+
+/// A one-entry lookup cache; atomic only so that `Engine` stays `Sync`.
+#[derive(Debug)]
+pub(crate) struct LastMarket(AtomicU32);
+
+impl Clone for LastMarket {
+    fn clone(&self) -> Self {
+        LastMarket(AtomicU32::new(self.0.load(Relaxed)))
+    }
 }
 
 /// A read-only view of one order id, live or not.
@@ -266,6 +279,7 @@ impl Engine {
             seq: 0,
             chain: 0,
             scratch: Vec::with_capacity(256),
+            last_market: LastMarket(AtomicU32::new(NONE)),
         }
     }
 
@@ -311,10 +325,18 @@ impl Engine {
 
     /// Index of a market by name.
     pub fn find_market(&self, name: &[u8]) -> Option<MarketIx> {
+        // Flows repeat markets: try the last one found before hashing.
+        let last = self.last_market.0.load(Relaxed);
+        if let Some(mk) = self.markets.get(last as usize) {
+            if mk.name.as_bytes() == name {
+                return Some(last);
+            }
+        }
         let h = self.hasher.hash_one(name);
         self.market_table
             .find(h, |&m| self.markets[m as usize].name.as_bytes() == name)
             .copied()
+            .inspect(|&m| self.last_market.0.store(m, Relaxed))
     }
 
     /// Markets in byte order of their names.
@@ -460,7 +482,11 @@ impl Engine {
     }
 
     pub(crate) fn find_id(&self, m: MarketIx, id: &[u8]) -> Option<IdIx> {
-        let h = Self::id_hash(&self.hasher, m, id);
+        self.find_id_hashed(Self::id_hash(&self.hasher, m, id), m, id)
+    }
+
+    #[inline]
+    fn find_id_hashed(&self, h: u64, m: MarketIx, id: &[u8]) -> Option<IdIx> {
         self.id_table
             .find(h, |&ix| {
                 let e = &self.ids[ix as usize];
@@ -469,9 +495,34 @@ impl Engine {
             .copied()
     }
 
-    pub(crate) fn push_id(&mut self, e: IdEntry) -> IdIx {
-        let ix = self.ids.len() as u32;
+    /// Adds an id whose (market, id) hash is `h`, unless that id is taken
+    /// already (then `Err` with its index). One probe of the table.
+    pub(crate) fn try_push_id(&mut self, e: IdEntry) -> Result<IdIx, IdIx> {
         let h = Self::id_hash(&self.hasher, e.market, e.id.as_bytes());
+        let ix = self.ids.len() as u32;
+        let (ids, hasher) = (&self.ids, &self.hasher);
+        match self.id_table.entry(
+            h,
+            |&x| {
+                let o = &ids[x as usize];
+                o.market == e.market && o.id == e.id
+            },
+            |&x| {
+                let o = &ids[x as usize];
+                Self::id_hash(hasher, o.market, o.id.as_bytes())
+            },
+        ) {
+            hashbrown::hash_table::Entry::Occupied(o) => Err(*o.get()),
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(ix);
+                self.ids.push(e);
+                Ok(ix)
+            }
+        }
+    }
+
+    fn push_id_hashed(&mut self, h: u64, e: IdEntry) -> IdIx {
+        let ix = self.ids.len() as u32;
         self.ids.push(e);
         let (ids, hasher) = (&self.ids, &self.hasher);
         self.id_table.insert_unique(h, ix, |&x| {
@@ -533,8 +584,9 @@ impl Engine {
             return Self::reject(&p.market, &p.id, RejectReason::Invalid, out);
         }
         let found = self.find_market(p.market.as_bytes());
+        let id_hash = Self::id_hash(&self.hasher, found.unwrap_or(0), p.id.as_bytes());
         if let Some(m) = found {
-            if self.find_id(m, p.id.as_bytes()).is_some() {
+            if self.find_id_hashed(id_hash, m, p.id.as_bytes()).is_some() {
                 return Self::reject(&p.market, &p.id, RejectReason::DuplicateId, out);
             }
             if let (true, Some(px)) = (p.post_only, limit) {
@@ -551,20 +603,26 @@ impl Engine {
         {
             return Self::reject(&p.market, &p.id, RejectReason::Limit, out);
         }
-        let m = match found {
-            Some(m) => m,
-            None => self.push_market(p.market.clone()),
+        let (m, id_hash) = match found {
+            Some(m) => (m, id_hash),
+            None => {
+                let m = self.push_market(p.market.clone());
+                (m, Self::id_hash(&self.hasher, m, p.id.as_bytes()))
+            }
         };
         let account = self.intern_account(&p.account);
-        let ix = self.push_id(IdEntry {
-            id: p.id.clone(),
-            market: m,
-            order: NONE,
-            account,
-            flags: IdEntry::make_flags(p.side, p.post_only, limit.is_none(), OrderStatus::Open),
-            price: limit.unwrap_or(0),
-            qty: p.qty.units(),
-        });
+        let ix = self.push_id_hashed(
+            id_hash,
+            IdEntry {
+                id: p.id.clone(),
+                market: m,
+                order: NONE,
+                account,
+                flags: IdEntry::make_flags(p.side, p.post_only, limit.is_none(), OrderStatus::Open),
+                price: limit.unwrap_or(0),
+                qty: p.qty.units(),
+            },
+        );
         out.push(Event::Accepted { market: m, id: ix });
         let qty = p.qty.units();
         if p.tif == Tif::Fok && !self.fok_fillable(m, p.side, limit, account, qty) {
@@ -1006,5 +1064,16 @@ impl Engine {
             return Err(format!("ids with an order {open}, live {live}"));
         }
         Ok(())
+    }
+}
+
+impl Engine {
+    /// Makes room for `n` more ids without rehashing (used by restore).
+    pub(crate) fn reserve_id_table(&mut self, n: usize) {
+        let (ids, hasher) = (&self.ids, &self.hasher);
+        self.id_table.reserve(n, |&x| {
+            let e = &ids[x as usize];
+            Self::id_hash(hasher, e.market, e.id.as_bytes())
+        });
     }
 }

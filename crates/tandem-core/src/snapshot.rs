@@ -268,7 +268,8 @@ impl Engine {
             eng.push_market(s);
         }
         let n = r.count(6, u64::from(u32::MAX - 1), "ids")?;
-        eng.ids.reserve(n);
+        eng.ids.reserve_exact(n);
+        eng.reserve_id_table(n);
         let (n_markets, n_accounts) = (eng.markets.len(), eng.accounts.len());
         for _ in 0..n {
             let market = r.index(n_markets, "id's market")?;
@@ -280,10 +281,10 @@ impl Engine {
             }
             let price = r.varint()?;
             let qty = r.units("id's qty")?;
-            if price > MAX_UNITS || id.is_empty() || eng.find_id(market, id.as_bytes()).is_some() {
-                return Err(r.err(format!("id {id:?} invalid or listed twice")));
+            if price > MAX_UNITS || id.is_empty() {
+                return Err(r.err(format!("id {id:?} invalid")));
             }
-            eng.push_id(IdEntry {
+            let entry = IdEntry {
                 id,
                 market,
                 order: NONE,
@@ -291,7 +292,10 @@ impl Engine {
                 flags,
                 price,
                 qty,
-            });
+            };
+            if let Err(dup) = eng.try_push_id(entry) {
+                return Err(r.err(format!("id {dup} listed twice")));
+            }
         }
         let n_ids = eng.ids.len();
         for m in 0..n_markets {

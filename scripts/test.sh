@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every test Tandem has, installing what they need when it is missing.
+# This is the README's test command and what CI (.ci/run) calls.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# The toolchain's own components (present on the machine's rustup install).
+for comp in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^$comp"; then
+    step "installing rust component $comp"
+    rustup component add "$comp"
+  fi
+done
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+# Bounded property runs in CI; raise PROPTEST_CASES locally for a soak.
+export PROPTEST_CASES="${PROPTEST_CASES:-256}"
+cargo test --workspace --locked
+
+step "tandem match on the shipped sample equals its golden output"
+cargo build --quiet --locked -p tandem-cli
+./target/debug/tandem match --input examples/sample.jsonl --output target/sample.out.jsonl
+diff -u examples/sample.expected.jsonl target/sample.out.jsonl
+echo "sample output matches"
