@@ -1,24 +1,28 @@
 //! The output hash chain. After each command,
 //! `chain = xxh3_128(chain_prev (16 bytes LE) ‖ seq (8 bytes LE) ‖ events)`
-//! where each event is encoded canonically:
+//! where each event is encoded canonically. An order is named in full
+//! once, by its `accepted` event; later events name it by its *ordinal*:
+//! the number of `accepted` events (over all markets) before its own. The
+//! ordinal is a fact of the output stream itself, so any implementation
+//! that emits the same JSON events computes the same chain, and encoding a
+//! trade reads no strings.
 //!
 //! ```text
-//! tag u8 | market str | fields...       str = len u32 LE ‖ bytes, absent = 0xFFFF_FFFF
-//! 1 accepted  : market, id
-//! 2 trade     : market, maker id, taker id, price u64, qty u64
-//! 3 cancelled : market, id, remaining u64, reason u8 (user 0, ioc 1, fok 2, self_trade 3)
-//! 4 amended   : market, id, price u64, qty u64
-//! 5 rejected  : market?, id?, reason u8 (invalid 0, duplicate_id 1, post_only 2, unknown_order 3, limit 4)
+//! str = len u32 LE ‖ bytes; absent str = 0xFFFF_FFFF; numbers u64 LE in units of 1e-8
+//! 1 accepted  : market str, id str
+//! 2 trade     : maker ordinal u64, taker ordinal u64, price, qty
+//! 3 cancelled : ordinal u64, remaining, reason u8 (user 0, ioc 1, fok 2, self_trade 3)
+//! 4 amended   : ordinal u64, price, qty
+//! 5 rejected  : market str?, id str?, reason u8 (invalid 0, duplicate_id 1, post_only 2,
+//!               unknown_order 3, limit 4)
 //! ```
-//! Numbers are units of 1e-8, little-endian. The encoding depends only on
-//! what the JSON event says, never on internal indices, so replicas built
-//! from snapshots or from the start agree byte for byte.
 
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::event::Event;
 use crate::Engine;
 
+#[inline]
 fn put_str(buf: &mut Vec<u8>, s: Option<&[u8]>) {
     match s {
         Some(b) => {
@@ -29,8 +33,18 @@ fn put_str(buf: &mut Vec<u8>, s: Option<&[u8]>) {
     }
 }
 
+/// Tag, then the fixed-size numeric tail of an event, written in one copy.
+#[inline]
+fn put_nums(buf: &mut Vec<u8>, a: u64, b: u64) {
+    let mut x = [0u8; 16];
+    x[..8].copy_from_slice(&a.to_le_bytes());
+    x[8..].copy_from_slice(&b.to_le_bytes());
+    buf.extend_from_slice(&x);
+}
+
 impl Engine {
     /// Appends the canonical encoding of `ev` to `buf`.
+    #[inline]
     pub fn encode_event(&self, ev: &Event, buf: &mut Vec<u8>) {
         match ev {
             Event::Accepted { market, id } => {
@@ -39,42 +53,30 @@ impl Engine {
                 put_str(buf, Some(self.order_id(*id).as_bytes()));
             }
             Event::Trade {
-                market,
                 maker,
                 taker,
                 price,
                 qty,
+                ..
             } => {
                 buf.push(2);
-                put_str(buf, Some(self.market_name(*market).as_bytes()));
-                put_str(buf, Some(self.order_id(*maker).as_bytes()));
-                put_str(buf, Some(self.order_id(*taker).as_bytes()));
-                buf.extend_from_slice(&price.units().to_le_bytes());
-                buf.extend_from_slice(&qty.units().to_le_bytes());
+                put_nums(buf, u64::from(*maker), u64::from(*taker));
+                put_nums(buf, price.units(), qty.units());
             }
             Event::Cancelled {
-                market,
                 id,
                 remaining,
                 reason,
+                ..
             } => {
                 buf.push(3);
-                put_str(buf, Some(self.market_name(*market).as_bytes()));
-                put_str(buf, Some(self.order_id(*id).as_bytes()));
-                buf.extend_from_slice(&remaining.units().to_le_bytes());
+                put_nums(buf, u64::from(*id), remaining.units());
                 buf.push(reason.code());
             }
-            Event::Amended {
-                market,
-                id,
-                price,
-                qty,
-            } => {
+            Event::Amended { id, price, qty, .. } => {
                 buf.push(4);
-                put_str(buf, Some(self.market_name(*market).as_bytes()));
-                put_str(buf, Some(self.order_id(*id).as_bytes()));
-                buf.extend_from_slice(&price.units().to_le_bytes());
-                buf.extend_from_slice(&qty.units().to_le_bytes());
+                buf.extend_from_slice(&u64::from(*id).to_le_bytes());
+                put_nums(buf, price.units(), qty.units());
             }
             Event::Rejected { market, id, reason } => {
                 buf.push(5);
@@ -88,6 +90,8 @@ impl Engine {
     pub(crate) fn fold_chain(&mut self, seq: u64, events: &[Event]) {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
+        // Room for the usual case up front, so the pushes below never grow.
+        buf.reserve(32 + events.len() * 48);
         buf.extend_from_slice(&self.chain.to_le_bytes());
         buf.extend_from_slice(&seq.to_le_bytes());
         for ev in events {

@@ -46,6 +46,13 @@ pub struct Config {
     pub max_live_orders: u32,
     /// Most ids ever taken, over all markets.
     pub max_ids: u32,
+    /// Ids to make room for up front, so the registry neither reallocates
+    /// nor rehashes until then (a latency spike otherwise).
+    pub reserve_ids: usize,
+    /// Resting orders to make room for up front.
+    pub reserve_orders: usize,
+    /// Markets to make room for up front.
+    pub reserve_markets: usize,
 }
 
 impl Default for Config {
@@ -56,6 +63,9 @@ impl Default for Config {
             max_markets: 1 << 26,
             max_live_orders: NONE - 1,
             max_ids: NONE - 1,
+            reserve_ids: 0,
+            reserve_orders: 0,
+            reserve_markets: 0,
         }
     }
 }
@@ -216,7 +226,7 @@ pub struct Engine {
     pub(crate) accounts: Vec<Sym>,
     pub(crate) account_table: HashTable<u32>,
     pub(crate) ids: Vec<IdEntry>,
-    pub(crate) id_table: HashTable<u32>,
+    pub(crate) id_table: HashTable<u64>,
     pub(crate) orders: Vec<Order>,
     pub(crate) free_orders: Vec<u32>,
     pub(crate) levels: Vec<Level>,
@@ -262,6 +272,22 @@ impl Default for Engine {
 impl Engine {
     /// An empty engine at seq 0.
     pub fn new(cfg: Config) -> Self {
+        let mut eng = Engine::bare(cfg);
+        let c = &eng.cfg;
+        let (ids, orders, markets) = (c.reserve_ids, c.reserve_orders, c.reserve_markets);
+        eng.ids.reserve_exact(ids);
+        eng.reserve_id_table(ids);
+        eng.orders.reserve_exact(orders);
+        eng.levels.reserve(orders.min(1 << 20));
+        eng.markets.reserve_exact(markets);
+        let (mk, hasher) = (&eng.markets, &eng.hasher);
+        eng.market_table.reserve(markets, |&x| {
+            hasher.hash_one(mk[x as usize].name.as_bytes())
+        });
+        eng
+    }
+
+    fn bare(cfg: Config) -> Self {
         Engine {
             hasher: FixedState::with_seed(cfg.hash_seed),
             cfg,
@@ -485,36 +511,50 @@ impl Engine {
         self.find_id_hashed(Self::id_hash(&self.hasher, m, id), m, id)
     }
 
+    // The id table holds `slot = h32 << 32 | index`, where h32 is the top
+    // half of the (market, id) hash, and hashes each slot as
+    // `h32 << 32 | h32`. So growing the table rehashes from the slot alone
+    // (never touching `ids`), and a lookup compares 32 hash bits before it
+    // reads an entry: a miss almost never costs a trip to `ids`.
     #[inline]
-    fn find_id_hashed(&self, h: u64, m: MarketIx, id: &[u8]) -> Option<IdIx> {
-        self.id_table
-            .find(h, |&ix| {
-                let e = &self.ids[ix as usize];
-                e.market == m && e.id.as_bytes() == id
-            })
-            .copied()
+    fn slot_hash(slot: u64) -> u64 {
+        (slot & !0xffff_ffff) | (slot >> 32)
     }
 
-    /// Adds an id whose (market, id) hash is `h`, unless that id is taken
-    /// already (then `Err` with its index). One probe of the table.
+    #[inline]
+    fn find_id_hashed(&self, h: u64, m: MarketIx, id: &[u8]) -> Option<IdIx> {
+        let tag = h & !0xffff_ffff;
+        self.id_table
+            .find(Self::slot_hash(tag), |&slot| {
+                if slot & !0xffff_ffff != tag {
+                    return false;
+                }
+                let e = &self.ids[(slot & 0xffff_ffff) as usize];
+                e.market == m && e.id.as_bytes() == id
+            })
+            .map(|&slot| slot as u32)
+    }
+
+    /// Adds an id unless it is taken already (then `Err` with its index).
+    /// One probe of the table.
     pub(crate) fn try_push_id(&mut self, e: IdEntry) -> Result<IdIx, IdIx> {
-        let h = Self::id_hash(&self.hasher, e.market, e.id.as_bytes());
+        let tag = Self::id_hash(&self.hasher, e.market, e.id.as_bytes()) & !0xffff_ffff;
         let ix = self.ids.len() as u32;
-        let (ids, hasher) = (&self.ids, &self.hasher);
+        let ids = &self.ids;
         match self.id_table.entry(
-            h,
-            |&x| {
-                let o = &ids[x as usize];
+            Self::slot_hash(tag),
+            |&slot| {
+                if slot & !0xffff_ffff != tag {
+                    return false;
+                }
+                let o = &ids[(slot & 0xffff_ffff) as usize];
                 o.market == e.market && o.id == e.id
             },
-            |&x| {
-                let o = &ids[x as usize];
-                Self::id_hash(hasher, o.market, o.id.as_bytes())
-            },
+            |&slot| Self::slot_hash(slot),
         ) {
-            hashbrown::hash_table::Entry::Occupied(o) => Err(*o.get()),
+            hashbrown::hash_table::Entry::Occupied(o) => Err(*o.get() as u32),
             hashbrown::hash_table::Entry::Vacant(v) => {
-                v.insert(ix);
+                v.insert(tag | u64::from(ix));
                 self.ids.push(e);
                 Ok(ix)
             }
@@ -524,11 +564,11 @@ impl Engine {
     fn push_id_hashed(&mut self, h: u64, e: IdEntry) -> IdIx {
         let ix = self.ids.len() as u32;
         self.ids.push(e);
-        let (ids, hasher) = (&self.ids, &self.hasher);
-        self.id_table.insert_unique(h, ix, |&x| {
-            let e = &ids[x as usize];
-            Self::id_hash(hasher, e.market, e.id.as_bytes())
-        });
+        let tag = h & !0xffff_ffff;
+        self.id_table
+            .insert_unique(Self::slot_hash(tag), tag | u64::from(ix), |&slot| {
+                Self::slot_hash(slot)
+            });
         ix
     }
 
@@ -1070,10 +1110,6 @@ impl Engine {
 impl Engine {
     /// Makes room for `n` more ids without rehashing (used by restore).
     pub(crate) fn reserve_id_table(&mut self, n: usize) {
-        let (ids, hasher) = (&self.ids, &self.hasher);
-        self.id_table.reserve(n, |&x| {
-            let e = &ids[x as usize];
-            Self::id_hash(hasher, e.market, e.id.as_bytes())
-        });
+        self.id_table.reserve(n, |&slot| Self::slot_hash(slot));
     }
 }
