@@ -613,8 +613,11 @@ impl Engine {
     }
 
     fn place(&mut self, p: &Place, out: &mut Vec<Event>) {
-        if !self.symbol_ok(&p.market) || !self.symbol_ok(&p.id) || !self.symbol_ok(&p.account) {
+        if p.market.is_empty() || p.id.is_empty() || p.account.is_empty() {
             return Self::reject(&p.market, &p.id, RejectReason::Invalid, out);
+        }
+        if !self.symbol_ok(&p.market) || !self.symbol_ok(&p.id) || !self.symbol_ok(&p.account) {
+            return Self::reject(&p.market, &p.id, RejectReason::Limit, out);
         }
         let limit = match p.kind {
             OrderKind::Limit(px) => Some(px.units()),
