@@ -1,0 +1,418 @@
+//! Hand-written command-line parsing (no clap): subcommands `core`,
+//! `capacity` and `match`, each with `--flag value` / `--flag=value`
+//! options. Integers accept `_` separators and a `0x` prefix (handy for
+//! seeds).
+
+/// Seed every subcommand uses unless `--seed` says otherwise.
+pub const DEFAULT_SEED: u64 = 0x7A4D_E4B3_2026_0001;
+
+/// Options of `tandem-bench core`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoreArgs {
+    /// Timed operations.
+    pub ops: usize,
+    /// PRNG seed.
+    pub seed: u64,
+    /// Where to write the JSON report.
+    pub json: Option<String>,
+    /// Untimed resting orders placed before timing.
+    pub warmup: usize,
+    /// Number of accounts orders are spread over.
+    pub accounts: u32,
+    /// Throughput passes per engine (median reported).
+    pub reps: usize,
+    /// Engines to run, by name; empty = all compiled in.
+    pub engines: Vec<String>,
+}
+
+impl Default for CoreArgs {
+    fn default() -> Self {
+        Self {
+            ops: 2_000_000,
+            seed: DEFAULT_SEED,
+            json: None,
+            warmup: 10_000,
+            accounts: 1000,
+            reps: 3,
+            engines: Vec::new(),
+        }
+    }
+}
+
+/// Options of `tandem-bench capacity`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapacityArgs {
+    /// Markets to create (each gets at least one order while orders last).
+    pub markets: usize,
+    /// Resting orders to place.
+    pub orders: usize,
+    /// PRNG seed.
+    pub seed: u64,
+    /// Snapshot file to write and restore from.
+    pub snapshot: String,
+    /// Where to write the JSON report.
+    pub json: Option<String>,
+}
+
+impl Default for CapacityArgs {
+    fn default() -> Self {
+        Self {
+            markets: 3_000_000,
+            orders: 10_000_000,
+            seed: DEFAULT_SEED,
+            snapshot: "target/capacity.snap".to_string(),
+            json: None,
+        }
+    }
+}
+
+/// Options of `tandem-bench match`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchArgs {
+    /// Operations of the `core` stream (after the warm-up orders).
+    pub ops: usize,
+    /// PRNG seed.
+    pub seed: u64,
+    /// Resting orders placed first (lines before the 70/20/10 stream).
+    pub warmup: usize,
+    /// Number of accounts orders are spread over.
+    pub accounts: u32,
+    /// Timed `run_match` passes into a sink (median reported).
+    pub reps: usize,
+    /// Only write the JSONL flow to this file and exit.
+    pub write_flow: Option<String>,
+    /// Where to write the JSON report.
+    pub json: Option<String>,
+}
+
+impl Default for MatchArgs {
+    fn default() -> Self {
+        let c = CoreArgs::default();
+        Self {
+            ops: c.ops,
+            seed: c.seed,
+            warmup: c.warmup,
+            accounts: c.accounts,
+            reps: 3,
+            write_flow: None,
+            json: None,
+        }
+    }
+}
+
+/// A parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cli {
+    /// `core ...`
+    Core(CoreArgs),
+    /// `capacity ...`
+    Capacity(CapacityArgs),
+    /// `match ...`
+    Match(MatchArgs),
+    /// `-h` / `--help` / `help`.
+    Help,
+}
+
+/// Usage text.
+pub fn usage(engines: &[&str]) -> String {
+    let d = CoreArgs::default();
+    let c = CapacityArgs::default();
+    let m = MatchArgs::default();
+    format!(
+        "tandem-bench — order-book matching core benchmarks
+
+USAGE:
+    tandem-bench core     [OPTIONS]   Tandem vs. peer cores on one seeded op stream
+    tandem-bench capacity [OPTIONS]   one Engine with millions of markets / resting orders:
+                                      build rate, RSS, snapshot write, restore
+    tandem-bench match    [OPTIONS]   tandem_codec::run_match over the core stream as JSONL
+
+CORE OPTIONS:
+    --ops N          timed operations (default {ops})
+    --seed S         workload seed, decimal or 0x-hex (default {seed:#x})
+    --json FILE      also write the figures as JSON to FILE
+    --warmup N       untimed resting orders placed first (default {warmup})
+    --accounts N     accounts orders are spread over (default {accounts})
+    --reps N         throughput passes per engine, median reported (default {reps})
+    --engines LIST   comma-separated subset of: {list} (default: all)
+
+CAPACITY OPTIONS:
+    --markets N      markets (default {c_markets})
+    --orders N       resting GTC limit orders, spread over the markets (default {c_orders})
+    --seed S         workload seed (default {seed:#x})
+    --snapshot FILE  snapshot file written and restored (default {c_snap})
+    --json FILE      also write the figures as JSON to FILE
+
+MATCH OPTIONS:
+    --ops N          operations of the 70/20/10 core stream (default {m_ops})
+    --seed S         workload seed (default {seed:#x})
+    --warmup N       resting orders placed first, as the first lines (default {m_warmup})
+    --accounts N     accounts orders are spread over (default {m_accounts})
+    --reps N         timed run_match passes into io::sink(), median reported (default {m_reps})
+    --write-flow FILE  only write the JSONL command flow to FILE and exit (for timing
+                     `tandem match --input FILE --output /dev/null` from the shell)
+    --json FILE      also write the figures as JSON to FILE
+
+    -h, --help       this text
+",
+        ops = d.ops,
+        seed = d.seed,
+        warmup = d.warmup,
+        accounts = d.accounts,
+        reps = d.reps,
+        list = engines.join(", "),
+        c_markets = c.markets,
+        c_orders = c.orders,
+        c_snap = c.snapshot,
+        m_ops = m.ops,
+        m_warmup = m.warmup,
+        m_accounts = m.accounts,
+        m_reps = m.reps,
+    )
+}
+
+/// Parses an unsigned integer with optional `_` separators and `0x` prefix.
+pub fn parse_u64(s: &str) -> Result<u64, String> {
+    let t: String = s.chars().filter(|&c| c != '_').collect();
+    let r = if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        u64::from_str_radix(hex, 16)
+    } else {
+        t.parse::<u64>()
+    };
+    r.map_err(|e| format!("invalid number {s:?}: {e}"))
+}
+
+/// Splits the options after the subcommand into `(flag, value)` pairs
+/// (every option takes a value). `Ok(None)` means help was asked for.
+fn pairs(it: impl Iterator<Item = String>) -> Result<Option<Vec<(String, String)>>, String> {
+    let mut it = it;
+    let mut out = Vec::new();
+    while let Some(arg) = it.next() {
+        if arg == "-h" || arg == "--help" {
+            return Ok(None);
+        }
+        if !arg.starts_with("--") {
+            return Err(format!("unexpected argument {arg:?}"));
+        }
+        match arg.split_once('=') {
+            Some((f, v)) => out.push((f.to_string(), v.to_string())),
+            None => {
+                let v = it.next().ok_or_else(|| format!("{arg} needs a value"))?;
+                out.push((arg, v));
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Parses `args` (without the program name).
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
+    let mut it = args.into_iter();
+    let sub = match it.next().as_deref() {
+        None | Some("-h" | "--help" | "help") => return Ok(Cli::Help),
+        Some(s @ ("core" | "capacity" | "match")) => s.to_string(),
+        Some(other) => {
+            return Err(format!(
+                "unknown subcommand {other:?} (expected `core`, `capacity` or `match`)"
+            ))
+        }
+    };
+    let Some(opts) = pairs(it)? else {
+        return Ok(Cli::Help);
+    };
+    match sub.as_str() {
+        "core" => parse_core(opts).map(Cli::Core),
+        "capacity" => parse_capacity(opts).map(Cli::Capacity),
+        _ => parse_match(opts).map(Cli::Match),
+    }
+}
+
+fn unknown(flag: &str, sub: &str) -> String {
+    format!("unknown option {flag:?} for `{sub}`")
+}
+
+fn accounts(v: &str) -> Result<u32, String> {
+    let n = parse_u64(v)?;
+    u32::try_from(n)
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("--accounts must be 1..=2^32-1, got {n}"))
+}
+
+fn reps(v: &str) -> Result<usize, String> {
+    let n = to_usize(parse_u64(v)?)?;
+    if n == 0 {
+        return Err("--reps must be at least 1".into());
+    }
+    Ok(n)
+}
+
+fn parse_core(opts: Vec<(String, String)>) -> Result<CoreArgs, String> {
+    let mut a = CoreArgs::default();
+    for (flag, v) in opts {
+        match flag.as_str() {
+            "--ops" => a.ops = to_usize(parse_u64(&v)?)?,
+            "--seed" => a.seed = parse_u64(&v)?,
+            "--json" => a.json = Some(v),
+            "--warmup" => a.warmup = to_usize(parse_u64(&v)?)?,
+            "--accounts" => a.accounts = accounts(&v)?,
+            "--reps" => a.reps = reps(&v)?,
+            "--engines" => {
+                a.engines = v
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+            }
+            _ => return Err(unknown(&flag, "core")),
+        }
+    }
+    Ok(a)
+}
+
+fn parse_capacity(opts: Vec<(String, String)>) -> Result<CapacityArgs, String> {
+    let mut a = CapacityArgs::default();
+    for (flag, v) in opts {
+        match flag.as_str() {
+            "--markets" => a.markets = to_usize(parse_u64(&v)?)?,
+            "--orders" => a.orders = to_usize(parse_u64(&v)?)?,
+            "--seed" => a.seed = parse_u64(&v)?,
+            "--snapshot" => a.snapshot = v,
+            "--json" => a.json = Some(v),
+            _ => return Err(unknown(&flag, "capacity")),
+        }
+    }
+    if a.markets == 0 {
+        return Err("--markets must be at least 1".into());
+    }
+    // Ids and slab indices are u32 inside the engine.
+    if a.orders as u64 >= u64::from(u32::MAX) || a.markets as u64 >= u64::from(u32::MAX) {
+        return Err("--orders and --markets must be below 2^32-1".into());
+    }
+    if a.snapshot.is_empty() {
+        return Err("--snapshot needs a file name".into());
+    }
+    Ok(a)
+}
+
+fn parse_match(opts: Vec<(String, String)>) -> Result<MatchArgs, String> {
+    let mut a = MatchArgs::default();
+    for (flag, v) in opts {
+        match flag.as_str() {
+            "--ops" => a.ops = to_usize(parse_u64(&v)?)?,
+            "--seed" => a.seed = parse_u64(&v)?,
+            "--warmup" => a.warmup = to_usize(parse_u64(&v)?)?,
+            "--accounts" => a.accounts = accounts(&v)?,
+            "--reps" => a.reps = reps(&v)?,
+            "--write-flow" => a.write_flow = Some(v),
+            "--json" => a.json = Some(v),
+            _ => return Err(unknown(&flag, "match")),
+        }
+    }
+    Ok(a)
+}
+
+fn to_usize(n: u64) -> Result<usize, String> {
+    usize::try_from(n).map_err(|_| format!("{n} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(v: &[&str]) -> Result<Cli, String> {
+        parse(v.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        assert_eq!(p(&[]), Ok(Cli::Help));
+        assert_eq!(p(&["core"]), Ok(Cli::Core(CoreArgs::default())));
+        assert_eq!(p(&["core", "--help"]), Ok(Cli::Help));
+        let Ok(Cli::Core(a)) = p(&[
+            "core",
+            "--ops",
+            "1_000_000",
+            "--seed=0x2A",
+            "--json",
+            "out.json",
+            "--engines",
+            "lobster, orderbook-rs",
+            "--reps",
+            "1",
+        ]) else {
+            panic!("parse failed");
+        };
+        assert_eq!(a.ops, 1_000_000);
+        assert_eq!(a.seed, 42);
+        assert_eq!(a.json.as_deref(), Some("out.json"));
+        assert_eq!(a.engines, vec!["lobster", "orderbook-rs"]);
+        assert_eq!(a.reps, 1);
+    }
+
+    #[test]
+    fn capacity_flags() {
+        assert_eq!(p(&["capacity"]), Ok(Cli::Capacity(CapacityArgs::default())));
+        let Ok(Cli::Capacity(a)) = p(&[
+            "capacity",
+            "--markets=1_000",
+            "--orders",
+            "5000",
+            "--seed",
+            "7",
+            "--snapshot",
+            "/tmp/x.snap",
+            "--json",
+            "c.json",
+        ]) else {
+            panic!("parse failed");
+        };
+        assert_eq!(
+            a,
+            CapacityArgs {
+                markets: 1000,
+                orders: 5000,
+                seed: 7,
+                snapshot: "/tmp/x.snap".into(),
+                json: Some("c.json".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn match_flags() {
+        assert_eq!(p(&["match"]), Ok(Cli::Match(MatchArgs::default())));
+        let Ok(Cli::Match(a)) = p(&[
+            "match",
+            "--ops",
+            "100",
+            "--seed",
+            "0x10",
+            "--write-flow",
+            "flow.jsonl",
+            "--reps=2",
+        ]) else {
+            panic!("parse failed");
+        };
+        assert_eq!(a.ops, 100);
+        assert_eq!(a.seed, 16);
+        assert_eq!(a.reps, 2);
+        assert_eq!(a.write_flow.as_deref(), Some("flow.jsonl"));
+    }
+
+    #[test]
+    fn errors() {
+        assert!(p(&["bench"]).is_err());
+        assert!(p(&["core", "--ops"]).is_err());
+        assert!(p(&["core", "--ops", "x"]).is_err());
+        assert!(p(&["core", "--nope", "1"]).is_err());
+        assert!(p(&["core", "--reps", "0"]).is_err());
+        assert!(p(&["core", "--accounts", "0"]).is_err());
+        assert!(p(&["core", "stray"]).is_err());
+        assert!(p(&["core", "--markets", "1"]).is_err());
+        assert!(p(&["capacity", "--markets", "0"]).is_err());
+        assert!(p(&["capacity", "--engines", "tandem"]).is_err());
+        assert!(p(&["match", "--markets", "1"]).is_err());
+        assert!(p(&["match", "--reps", "0"]).is_err());
+    }
+}

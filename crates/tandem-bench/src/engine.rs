@@ -1,0 +1,42 @@
+//! The adapter trait every benchmarked matching core implements.
+//!
+//! An adapter turns each engine-neutral [`Op`] into the engine's own native
+//! command *before* timing ([`BenchEngine::prepare`]), so that building ids,
+//! strings and enum payloads is not measured. The timed loop then only calls
+//! [`BenchEngine::apply`] with a reference to a prepared command.
+//!
+//! Adding an engine = one file implementing this trait + one line in
+//! `main.rs`'s engine registry (`ENGINES`).
+
+use crate::workload::{BookSummary, Op};
+
+/// A matching core under test, driven single-threaded over one market.
+pub trait BenchEngine {
+    /// Short name used on the command line, in the table and in JSON.
+    const NAME: &'static str;
+    /// Crate name and version being benchmarked (for the report).
+    const VERSION: &'static str;
+    /// True for the engine the others are compared against (Tandem).
+    const IS_SUBJECT: bool = false;
+    /// True if the engine applies cancel-taker self-trade prevention; its
+    /// final book is then checked against the STP variant of the model.
+    const STP: bool = false;
+
+    /// The engine's native, pre-built command.
+    type Cmd;
+
+    /// A fresh, empty book for one market, in the engine's default configuration.
+    fn new_engine() -> Self;
+
+    /// Converts an engine-neutral op into a native command (untimed).
+    fn prepare(op: &Op) -> Self::Cmd;
+
+    /// Applies one command. Implementations must keep the engine's outputs
+    /// observable (e.g. via `std::hint::black_box`) so nothing is optimised away.
+    fn apply(&mut self, cmd: &Self::Cmd);
+
+    /// The book's final state in ticks / lots, for cross-checking against
+    /// the generator's reference model. `None` if the engine offers no way
+    /// to read it; individual fields it cannot report stay `None`.
+    fn summary(&self) -> Option<BookSummary>;
+}
