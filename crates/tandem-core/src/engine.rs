@@ -32,6 +32,23 @@ use crate::{Price, Qty, Sym};
 
 pub(crate) const NONE: u32 = u32::MAX;
 
+/// Hints the CPU to bring `p` into cache: used where a loop knows the
+/// random addresses it will touch a few iterations ahead.
+#[inline(always)]
+pub(crate) fn prefetch<T>(p: &T) {
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unsafe_code)]
+    // SAFETY: a prefetch is only a hint: it never faults, reads nothing
+    // into the program and writes nothing; `p` is a valid reference anyway.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            (p as *const T).cast::<i8>(),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Limits and the hash seed. Every limit, when reached, rejects the command
 /// with reason `limit` and changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -535,32 +552,6 @@ impl Engine {
             .map(|&slot| slot as u32)
     }
 
-    /// Adds an id unless it is taken already (then `Err` with its index).
-    /// One probe of the table.
-    pub(crate) fn try_push_id(&mut self, e: IdEntry) -> Result<IdIx, IdIx> {
-        let tag = Self::id_hash(&self.hasher, e.market, e.id.as_bytes()) & !0xffff_ffff;
-        let ix = self.ids.len() as u32;
-        let ids = &self.ids;
-        match self.id_table.entry(
-            Self::slot_hash(tag),
-            |&slot| {
-                if slot & !0xffff_ffff != tag {
-                    return false;
-                }
-                let o = &ids[(slot & 0xffff_ffff) as usize];
-                o.market == e.market && o.id == e.id
-            },
-            |&slot| Self::slot_hash(slot),
-        ) {
-            hashbrown::hash_table::Entry::Occupied(o) => Err(*o.get() as u32),
-            hashbrown::hash_table::Entry::Vacant(v) => {
-                v.insert(tag | u64::from(ix));
-                self.ids.push(e);
-                Ok(ix)
-            }
-        }
-    }
-
     fn push_id_hashed(&mut self, h: u64, e: IdEntry) -> IdIx {
         let ix = self.ids.len() as u32;
         self.ids.push(e);
@@ -585,16 +576,6 @@ impl Engine {
             hasher.hash_one(markets[x as usize].name.as_bytes())
         });
         m
-    }
-
-    pub(crate) fn push_account(&mut self, name: Sym) -> u32 {
-        let a = self.accounts.len() as u32;
-        let h = self.hasher.hash_one(name.as_bytes());
-        self.accounts.push(name);
-        let (accounts, hasher) = (&self.accounts, &self.hasher);
-        self.account_table
-            .insert_unique(h, a, |&x| hasher.hash_one(accounts[x as usize].as_bytes()));
-        a
     }
 
     /// Best price on `side` of market `m`.
@@ -1114,5 +1095,131 @@ impl Engine {
     /// Makes room for `n` more ids without rehashing (used by restore).
     pub(crate) fn reserve_id_table(&mut self, n: usize) {
         self.id_table.reserve(n, |&slot| Self::slot_hash(slot));
+    }
+}
+
+/// Inserts entries into an empty `table` in the order of their buckets, so
+/// that building a table of millions touches memory almost sequentially
+/// instead of at random (restore of a large snapshot is dominated by this).
+/// `entries` holds `(table hash, index)`; `value` makes the stored value;
+/// `same` says whether two entries with equal hashes are the same key, in
+/// which case the pair is returned as an error.
+fn bulk_build<T>(
+    table: &mut HashTable<T>,
+    mut entries: Vec<(u64, u32)>,
+    value: impl Fn(u64, u32) -> T,
+    rehash: impl Fn(&T) -> u64,
+    same: impl Fn(u32, u32) -> bool,
+) -> Result<(), (u32, u32)> {
+    debug_assert!(table.is_empty());
+    table.reserve(entries.len(), &rehash);
+    let cap = table.capacity();
+    // hashbrown keeps 7/8 of its buckets usable; smaller tables are tiny.
+    let buckets = if cap < 8 {
+        8
+    } else {
+        (cap / 7 * 8).next_power_of_two()
+    };
+    let mask = buckets as u64 - 1;
+    radix_sort_by(&mut entries, mask);
+    let mut run = 0;
+    for i in 0..entries.len() {
+        if i > 0 && entries[i].0 & mask != entries[i - 1].0 & mask {
+            run = i;
+        }
+        let (h, ix) = entries[i];
+        for &(h2, ix2) in &entries[run..i] {
+            if h2 == h && same(ix2, ix) {
+                return Err((ix2, ix));
+            }
+        }
+        table.insert_unique(h, value(h, ix), &rehash);
+    }
+    Ok(())
+}
+
+/// Stable LSD radix sort of `(hash, index)` pairs by `hash & mask`.
+fn radix_sort_by(v: &mut Vec<(u64, u32)>, mask: u64) {
+    const BITS: u32 = 11;
+    let significant = 64 - mask.leading_zeros();
+    let mut tmp = vec![(0u64, 0u32); v.len()];
+    let mut shift = 0;
+    while shift < significant {
+        let mut counts = vec![0usize; 1 << BITS];
+        let digit = |h: u64| (((h & mask) >> shift) & ((1 << BITS) - 1)) as usize;
+        for &(h, _) in v.iter() {
+            counts[digit(h)] += 1;
+        }
+        let mut sum = 0;
+        for c in counts.iter_mut() {
+            let n = *c;
+            *c = sum;
+            sum += n;
+        }
+        for &e in v.iter() {
+            let d = digit(e.0);
+            tmp[counts[d]] = e;
+            counts[d] += 1;
+        }
+        std::mem::swap(v, &mut tmp);
+        shift += BITS;
+    }
+}
+
+impl Engine {
+    /// Builds the market, account and id tables from their vectors (which
+    /// must be filled and the tables empty), refusing duplicates. Used by
+    /// restore; a bulk build is several times faster than one insert each.
+    pub(crate) fn rebuild_tables(&mut self) -> Result<(), String> {
+        let hasher = &self.hasher;
+        let markets = &self.markets;
+        let hs = markets
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (hasher.hash_one(m.name.as_bytes()), i as u32))
+            .collect();
+        bulk_build(
+            &mut self.market_table,
+            hs,
+            |_, ix| ix,
+            |&x| hasher.hash_one(markets[x as usize].name.as_bytes()),
+            |a, b| markets[a as usize].name == markets[b as usize].name,
+        )
+        .map_err(|(a, _)| format!("market {:?} listed twice", markets[a as usize].name))?;
+        let accounts = &self.accounts;
+        let hs = accounts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (hasher.hash_one(a.as_bytes()), i as u32))
+            .collect();
+        bulk_build(
+            &mut self.account_table,
+            hs,
+            |_, ix| ix,
+            |&x| hasher.hash_one(accounts[x as usize].as_bytes()),
+            |a, b| accounts[a as usize] == accounts[b as usize],
+        )
+        .map_err(|(a, _)| format!("account {:?} listed twice", accounts[a as usize]))?;
+        let ids = &self.ids;
+        let hs = ids
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let tag = Self::id_hash(hasher, e.market, e.id.as_bytes()) & !0xffff_ffff;
+                (Self::slot_hash(tag), i as u32)
+            })
+            .collect();
+        bulk_build(
+            &mut self.id_table,
+            hs,
+            |h, ix| (h & !0xffff_ffff) | u64::from(ix),
+            |&slot| Self::slot_hash(slot),
+            |a, b| {
+                let (x, y) = (&ids[a as usize], &ids[b as usize]);
+                x.market == y.market && x.id == y.id
+            },
+        )
+        .map_err(|(a, _)| format!("id {:?} listed twice in one market", ids[a as usize].id))?;
+        Ok(())
     }
 }
