@@ -24,10 +24,10 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use foldhash::fast::FixedState;
-use hashbrown::HashTable;
 
 use crate::command::{Amend, Cancel, Command, OrderKind, Place, Side, Tif};
 use crate::event::{CancelReason, Event, IdIx, MarketIx, RejectReason};
+use crate::table::IndexTable;
 use crate::{Price, Qty, Sym};
 
 pub(crate) const NONE: u32 = u32::MAX;
@@ -239,11 +239,11 @@ pub struct Engine {
     pub(crate) cfg: Config,
     pub(crate) hasher: FixedState,
     pub(crate) markets: Vec<Market>,
-    pub(crate) market_table: HashTable<u32>,
+    pub(crate) market_table: IndexTable,
     pub(crate) accounts: Vec<Sym>,
-    pub(crate) account_table: HashTable<u32>,
+    pub(crate) account_table: IndexTable,
     pub(crate) ids: Vec<IdEntry>,
-    pub(crate) id_table: HashTable<u64>,
+    pub(crate) id_table: IndexTable,
     pub(crate) orders: Vec<Order>,
     pub(crate) free_orders: Vec<u32>,
     pub(crate) levels: Vec<Level>,
@@ -293,14 +293,11 @@ impl Engine {
         let c = &eng.cfg;
         let (ids, orders, markets) = (c.reserve_ids, c.reserve_orders, c.reserve_markets);
         eng.ids.reserve_exact(ids);
-        eng.reserve_id_table(ids);
+        eng.id_table.reserve(ids);
         eng.orders.reserve_exact(orders);
         eng.levels.reserve(orders.min(1 << 20));
         eng.markets.reserve_exact(markets);
-        let (mk, hasher) = (&eng.markets, &eng.hasher);
-        eng.market_table.reserve(markets, |&x| {
-            hasher.hash_one(mk[x as usize].name.as_bytes())
-        });
+        eng.market_table.reserve(markets);
         eng
     }
 
@@ -309,11 +306,11 @@ impl Engine {
             hasher: FixedState::with_seed(cfg.hash_seed),
             cfg,
             markets: Vec::new(),
-            market_table: HashTable::new(),
+            market_table: IndexTable::default(),
             accounts: Vec::new(),
-            account_table: HashTable::new(),
+            account_table: IndexTable::default(),
             ids: Vec::new(),
-            id_table: HashTable::new(),
+            id_table: IndexTable::default(),
             orders: Vec::new(),
             free_orders: Vec::new(),
             levels: Vec::new(),
@@ -368,18 +365,9 @@ impl Engine {
 
     /// Index of a market by name.
     pub fn find_market(&self, name: &[u8]) -> Option<MarketIx> {
-        // Flows repeat markets: try the last one found before hashing.
-        let last = self.last_market.0.load(Relaxed);
-        if let Some(mk) = self.markets.get(last as usize) {
-            if mk.name.as_bytes() == name {
-                return Some(last);
-            }
-        }
-        let h = self.hasher.hash_one(name);
-        self.market_table
-            .find(h, |&m| self.markets[m as usize].name.as_bytes() == name)
-            .copied()
-            .inspect(|&m| self.last_market.0.store(m, Relaxed))
+        self.market_table.find(self.str_hash(name), |m| {
+            self.markets[m as usize].name.as_bytes() == name
+        })
     }
 
     /// Markets in byte order of their names.
@@ -496,26 +484,56 @@ impl Engine {
         !s.is_empty() && s.len() <= self.cfg.max_symbol_bytes
     }
 
-    pub(crate) fn find_account(&self, name: &[u8]) -> Option<u32> {
-        let h = self.hasher.hash_one(name);
+    /// Hash of a market name or account (seeded; never reaches output).
+    #[inline]
+    pub(crate) fn str_hash(&self, b: &[u8]) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        h.write(b);
+        h.finish()
+    }
+
+    #[inline]
+    fn find_account_sym(&self, name: &Sym) -> Option<u32> {
         self.account_table
-            .find(h, |&a| self.accounts[a as usize].as_bytes() == name)
-            .copied()
+            .find(self.str_hash(name.as_bytes()), |a| {
+                self.accounts[a as usize] == *name
+            })
+    }
+
+    #[inline]
+    fn find_market_sym(&self, name: &Sym) -> Option<MarketIx> {
+        // Flows repeat markets: try the last one found before hashing.
+        let last = self.last_market.0.load(Relaxed);
+        if let Some(mk) = self.markets.get(last as usize) {
+            if mk.name == *name {
+                return Some(last);
+            }
+        }
+        self.market_table
+            .find(self.str_hash(name.as_bytes()), |m| {
+                self.markets[m as usize].name == *name
+            })
+            .inspect(|&m| self.last_market.0.store(m, Relaxed))
+    }
+
+    pub(crate) fn find_account(&self, name: &[u8]) -> Option<u32> {
+        self.account_table.find(self.str_hash(name), |a| {
+            self.accounts[a as usize].as_bytes() == name
+        })
     }
 
     fn intern_account(&mut self, name: &Sym) -> u32 {
-        if let Some(a) = self.find_account(name.as_bytes()) {
+        if let Some(a) = self.find_account_sym(name) {
             return a;
         }
         let a = self.accounts.len() as u32;
+        let h = self.str_hash(name.as_bytes());
         self.accounts.push(name.clone());
-        let (accounts, hasher) = (&self.accounts, &self.hasher);
-        let h = hasher.hash_one(name.as_bytes());
-        self.account_table
-            .insert_unique(h, a, |&x| hasher.hash_one(accounts[x as usize].as_bytes()));
+        self.account_table.insert(h, a);
         a
     }
 
+    /// Hash of a (market, order id) pair (seeded; never reaches output).
     #[inline]
     pub(crate) fn id_hash(hasher: &FixedState, m: MarketIx, id: &[u8]) -> u64 {
         let mut h = hasher.build_hasher();
@@ -525,56 +543,37 @@ impl Engine {
     }
 
     pub(crate) fn find_id(&self, m: MarketIx, id: &[u8]) -> Option<IdIx> {
-        self.find_id_hashed(Self::id_hash(&self.hasher, m, id), m, id)
-    }
-
-    // The id table holds `slot = h32 << 32 | index`, where h32 is the top
-    // half of the (market, id) hash, and hashes each slot as
-    // `h32 << 32 | h32`. So growing the table rehashes from the slot alone
-    // (never touching `ids`), and a lookup compares 32 hash bits before it
-    // reads an entry: a miss almost never costs a trip to `ids`.
-    #[inline]
-    fn slot_hash(slot: u64) -> u64 {
-        (slot & !0xffff_ffff) | (slot >> 32)
-    }
-
-    #[inline]
-    fn find_id_hashed(&self, h: u64, m: MarketIx, id: &[u8]) -> Option<IdIx> {
-        let tag = h & !0xffff_ffff;
         self.id_table
-            .find(Self::slot_hash(tag), |&slot| {
-                if slot & !0xffff_ffff != tag {
-                    return false;
-                }
-                let e = &self.ids[(slot & 0xffff_ffff) as usize];
+            .find(Self::id_hash(&self.hasher, m, id), |ix| {
+                let e = &self.ids[ix as usize];
                 e.market == m && e.id.as_bytes() == id
             })
-            .map(|&slot| slot as u32)
+    }
+
+    #[inline]
+    fn find_id_sym(&self, h: u64, m: MarketIx, id: &Sym) -> Option<IdIx> {
+        self.id_table.find(h, |ix| {
+            let e = &self.ids[ix as usize];
+            e.market == m && e.id == *id
+        })
     }
 
     fn push_id_hashed(&mut self, h: u64, e: IdEntry) -> IdIx {
         let ix = self.ids.len() as u32;
         self.ids.push(e);
-        let tag = h & !0xffff_ffff;
-        self.id_table
-            .insert_unique(Self::slot_hash(tag), tag | u64::from(ix), |&slot| {
-                Self::slot_hash(slot)
-            });
+        self.id_table.insert(h, ix);
         ix
     }
 
     pub(crate) fn push_market(&mut self, name: Sym) -> MarketIx {
         let m = self.markets.len() as u32;
-        let h = self.hasher.hash_one(name.as_bytes());
+        let h = self.str_hash(name.as_bytes());
         self.markets.push(Market {
             name,
             bids: Ladder::default(),
             asks: Ladder::default(),
         });
-        let (markets, hasher) = (&self.markets, &self.hasher);
-        self.market_table.insert_unique(h, m, |&x| {
-            hasher.hash_one(markets[x as usize].name.as_bytes())
-        });
+        self.market_table.insert(h, m);
         m
     }
 
@@ -607,10 +606,10 @@ impl Engine {
         if p.post_only && (limit.is_none() || p.tif != Tif::Gtc) {
             return Self::reject(&p.market, &p.id, RejectReason::Invalid, out);
         }
-        let found = self.find_market(p.market.as_bytes());
+        let found = self.find_market_sym(&p.market);
         let id_hash = Self::id_hash(&self.hasher, found.unwrap_or(0), p.id.as_bytes());
         if let Some(m) = found {
-            if self.find_id_hashed(id_hash, m, p.id.as_bytes()).is_some() {
+            if self.find_id_sym(id_hash, m, &p.id).is_some() {
                 return Self::reject(&p.market, &p.id, RejectReason::DuplicateId, out);
             }
             if let (true, Some(px)) = (p.post_only, limit) {
@@ -943,9 +942,9 @@ impl Engine {
 
     /// The live order `id` of `account` in `market`, as (market, id, slab).
     fn find_live(&self, market: &Sym, id: &Sym, account: &Sym) -> Option<(MarketIx, IdIx, u32)> {
-        let m = self.find_market(market.as_bytes())?;
-        let a = self.find_account(account.as_bytes())?;
-        let ix = self.find_id(m, id.as_bytes())?;
+        let m = self.find_market_sym(market)?;
+        let a = self.find_account_sym(account)?;
+        let ix = self.find_id_sym(Self::id_hash(&self.hasher, m, id.as_bytes()), m, id)?;
         let e = &self.ids[ix as usize];
         (e.order != NONE && e.account == a).then_some((m, ix, e.order))
     }
@@ -1092,134 +1091,45 @@ impl Engine {
 }
 
 impl Engine {
-    /// Makes room for `n` more ids without rehashing (used by restore).
-    pub(crate) fn reserve_id_table(&mut self, n: usize) {
-        self.id_table.reserve(n, |&slot| Self::slot_hash(slot));
-    }
-}
-
-/// Inserts entries into an empty `table` in the order of their buckets, so
-/// that building a table of millions touches memory almost sequentially
-/// instead of at random (restore of a large snapshot is dominated by this).
-/// `entries` holds `(table hash, index)`; `value` makes the stored value;
-/// `same` says whether two entries with equal hashes are the same key, in
-/// which case the pair is returned as an error.
-fn bulk_build<T>(
-    table: &mut HashTable<T>,
-    mut entries: Vec<(u64, u32)>,
-    value: impl Fn(u64, u32) -> T,
-    rehash: impl Fn(&T) -> u64,
-    same: impl Fn(u32, u32) -> bool,
-) -> Result<(), (u32, u32)> {
-    debug_assert!(table.is_empty());
-    table.reserve(entries.len(), &rehash);
-    let cap = table.capacity();
-    // hashbrown keeps 7/8 of its buckets usable; smaller tables are tiny.
-    let buckets = if cap < 8 {
-        8
-    } else {
-        (cap / 7 * 8).next_power_of_two()
-    };
-    let mask = buckets as u64 - 1;
-    radix_sort_by(&mut entries, mask);
-    let mut run = 0;
-    for i in 0..entries.len() {
-        if i > 0 && entries[i].0 & mask != entries[i - 1].0 & mask {
-            run = i;
-        }
-        let (h, ix) = entries[i];
-        for &(h2, ix2) in &entries[run..i] {
-            if h2 == h && same(ix2, ix) {
-                return Err((ix2, ix));
-            }
-        }
-        table.insert_unique(h, value(h, ix), &rehash);
-    }
-    Ok(())
-}
-
-/// Stable LSD radix sort of `(hash, index)` pairs by `hash & mask`.
-fn radix_sort_by(v: &mut Vec<(u64, u32)>, mask: u64) {
-    const BITS: u32 = 11;
-    let significant = 64 - mask.leading_zeros();
-    let mut tmp = vec![(0u64, 0u32); v.len()];
-    let mut shift = 0;
-    while shift < significant {
-        let mut counts = vec![0usize; 1 << BITS];
-        let digit = |h: u64| (((h & mask) >> shift) & ((1 << BITS) - 1)) as usize;
-        for &(h, _) in v.iter() {
-            counts[digit(h)] += 1;
-        }
-        let mut sum = 0;
-        for c in counts.iter_mut() {
-            let n = *c;
-            *c = sum;
-            sum += n;
-        }
-        for &e in v.iter() {
-            let d = digit(e.0);
-            tmp[counts[d]] = e;
-            counts[d] += 1;
-        }
-        std::mem::swap(v, &mut tmp);
-        shift += BITS;
-    }
-}
-
-impl Engine {
     /// Builds the market, account and id tables from their vectors (which
     /// must be filled and the tables empty), refusing duplicates. Used by
-    /// restore; a bulk build is several times faster than one insert each.
+    /// restore.
     pub(crate) fn rebuild_tables(&mut self) -> Result<(), String> {
-        let hasher = &self.hasher;
         let markets = &self.markets;
-        let hs = markets
+        let hs: Vec<u64> = markets
             .iter()
-            .enumerate()
-            .map(|(i, m)| (hasher.hash_one(m.name.as_bytes()), i as u32))
+            .map(|m| self.str_hash(m.name.as_bytes()))
             .collect();
-        bulk_build(
-            &mut self.market_table,
-            hs,
-            |_, ix| ix,
-            |&x| hasher.hash_one(markets[x as usize].name.as_bytes()),
-            |a, b| markets[a as usize].name == markets[b as usize].name,
-        )
-        .map_err(|(a, _)| format!("market {:?} listed twice", markets[a as usize].name))?;
-        let accounts = &self.accounts;
-        let hs = accounts
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (hasher.hash_one(a.as_bytes()), i as u32))
-            .collect();
-        bulk_build(
-            &mut self.account_table,
-            hs,
-            |_, ix| ix,
-            |&x| hasher.hash_one(accounts[x as usize].as_bytes()),
-            |a, b| accounts[a as usize] == accounts[b as usize],
-        )
-        .map_err(|(a, _)| format!("account {:?} listed twice", accounts[a as usize]))?;
-        let ids = &self.ids;
-        let hs = ids
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                let tag = Self::id_hash(hasher, e.market, e.id.as_bytes()) & !0xffff_ffff;
-                (Self::slot_hash(tag), i as u32)
+        let mut table = IndexTable::default();
+        table
+            .bulk_build(&hs, |a, b| {
+                markets[a as usize].name == markets[b as usize].name
             })
+            .map_err(|(a, _)| format!("market {:?} listed twice", markets[a as usize].name))?;
+        self.market_table = table;
+        let accounts = &self.accounts;
+        let hs: Vec<u64> = accounts
+            .iter()
+            .map(|a| self.str_hash(a.as_bytes()))
             .collect();
-        bulk_build(
-            &mut self.id_table,
-            hs,
-            |h, ix| (h & !0xffff_ffff) | u64::from(ix),
-            |&slot| Self::slot_hash(slot),
-            |a, b| {
+        let mut table = IndexTable::default();
+        table
+            .bulk_build(&hs, |a, b| accounts[a as usize] == accounts[b as usize])
+            .map_err(|(a, _)| format!("account {:?} listed twice", accounts[a as usize]))?;
+        self.account_table = table;
+        let ids = &self.ids;
+        let hs: Vec<u64> = ids
+            .iter()
+            .map(|e| Self::id_hash(&self.hasher, e.market, e.id.as_bytes()))
+            .collect();
+        let mut table = IndexTable::default();
+        table
+            .bulk_build(&hs, |a, b| {
                 let (x, y) = (&ids[a as usize], &ids[b as usize]);
                 x.market == y.market && x.id == y.id
-            },
-        )
-        .map_err(|(a, _)| format!("id {:?} listed twice in one market", ids[a as usize].id))?;
+            })
+            .map_err(|(a, _)| format!("id {:?} listed twice in one market", ids[a as usize].id))?;
+        self.id_table = table;
         Ok(())
     }
 }

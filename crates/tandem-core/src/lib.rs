@@ -15,6 +15,7 @@ mod event;
 mod num;
 mod snapshot;
 mod sym;
+mod table;
 
 pub use chain::chain_hex;
 pub use command::{Amend, Cancel, Command, Invalid, OrderKind, Place, Side, Tif};

@@ -6,7 +6,9 @@ use std::fmt;
 
 const INLINE: usize = 22;
 
-#[derive(Clone)]
+// Derived equality is byte equality: `new` zero-fills the inline buffer and
+// picks the variant by length alone, so equal strings have equal reprs.
+#[derive(Clone, PartialEq, Eq)]
 enum Repr {
     Inline { len: u8, buf: [u8; INLINE] },
     Heap(Box<str>),
@@ -18,6 +20,7 @@ pub struct Sym(Repr);
 
 impl Sym {
     /// Copies `s`; inline when it is at most 22 bytes.
+    #[inline]
     pub fn new(s: &str) -> Self {
         let b = s.as_bytes();
         if b.len() <= INLINE {
@@ -61,19 +64,22 @@ impl Sym {
     }
 
     /// Length in bytes.
+    #[inline]
     pub fn len(&self) -> usize {
         self.as_bytes().len()
     }
 
     /// True for "".
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
 impl PartialEq for Sym {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
-        self.as_bytes() == other.as_bytes()
+        self.0 == other.0
     }
 }
 impl Eq for Sym {}
