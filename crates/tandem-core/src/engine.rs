@@ -293,8 +293,10 @@ impl Engine {
         let c = &eng.cfg;
         let (ids, orders, markets) = (c.reserve_ids, c.reserve_orders, c.reserve_markets);
         eng.ids.reserve_exact(ids);
+        crate::mem::advise_huge(&eng.ids);
         eng.id_table.reserve(ids);
         eng.orders.reserve_exact(orders);
+        crate::mem::advise_huge(&eng.orders);
         eng.levels.reserve(orders.min(1 << 20));
         eng.markets.reserve_exact(markets);
         eng.market_table.reserve(markets);
@@ -560,7 +562,11 @@ impl Engine {
 
     fn push_id_hashed(&mut self, h: u64, e: IdEntry) -> IdIx {
         let ix = self.ids.len() as u32;
+        let cap = self.ids.capacity();
         self.ids.push(e);
+        if self.ids.capacity() != cap {
+            crate::mem::advise_huge(&self.ids);
+        }
         self.id_table.insert(h, ix);
         ix
     }
@@ -1091,10 +1097,8 @@ impl Engine {
 }
 
 impl Engine {
-    /// Builds the market, account and id tables from their vectors (which
-    /// must be filled and the tables empty), refusing duplicates. Used by
-    /// restore.
-    pub(crate) fn rebuild_tables(&mut self) -> Result<(), String> {
+    /// The market index, built from `markets`, refusing duplicate names.
+    pub(crate) fn build_market_table(&self) -> Result<IndexTable, String> {
         let markets = &self.markets;
         let hs: Vec<u64> = markets
             .iter()
@@ -1106,7 +1110,11 @@ impl Engine {
                 markets[a as usize].name == markets[b as usize].name
             })
             .map_err(|(a, _)| format!("market {:?} listed twice", markets[a as usize].name))?;
-        self.market_table = table;
+        Ok(table)
+    }
+
+    /// The account index, built from `accounts`, refusing duplicates.
+    pub(crate) fn build_account_table(&self) -> Result<IndexTable, String> {
         let accounts = &self.accounts;
         let hs: Vec<u64> = accounts
             .iter()
@@ -1116,7 +1124,12 @@ impl Engine {
         table
             .bulk_build(&hs, |a, b| accounts[a as usize] == accounts[b as usize])
             .map_err(|(a, _)| format!("account {:?} listed twice", accounts[a as usize]))?;
-        self.account_table = table;
+        Ok(table)
+    }
+
+    /// The id index, built from `ids`, refusing an id taken twice in one
+    /// market.
+    pub(crate) fn build_id_table(&self) -> Result<IndexTable, String> {
         let ids = &self.ids;
         let hs: Vec<u64> = ids
             .iter()
@@ -1129,7 +1142,6 @@ impl Engine {
                 x.market == y.market && x.id == y.id
             })
             .map_err(|(a, _)| format!("id {:?} listed twice in one market", ids[a as usize].id))?;
-        self.id_table = table;
-        Ok(())
+        Ok(table)
     }
 }

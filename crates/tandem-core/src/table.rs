@@ -43,6 +43,7 @@ impl IndexTable {
 
     fn resize(&mut self, n: usize) {
         let old = std::mem::replace(&mut self.slots, vec![0; n]);
+        crate::mem::advise_huge(&self.slots);
         let mask = n - 1;
         for s in old.into_iter().filter(|&s| s != 0) {
             let mut i = (s >> 32) as usize & mask;
