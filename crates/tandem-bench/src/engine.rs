@@ -25,8 +25,10 @@ pub trait BenchEngine {
     /// The engine's native, pre-built command.
     type Cmd;
 
-    /// A fresh, empty book for one market, in the engine's default configuration.
-    fn new_engine() -> Self;
+    /// A fresh, empty book for one market, in the engine's default
+    /// configuration, told how many commands the run will apply (an engine
+    /// that can preallocate sizes itself to that; the others ignore it).
+    fn new_engine(expected_cmds: usize) -> Self;
 
     /// Converts an engine-neutral op into a native command (untimed).
     fn prepare(op: &Op) -> Self::Cmd;

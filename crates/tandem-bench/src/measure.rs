@@ -115,8 +115,8 @@ pub fn timer_overhead(samples: usize) -> LatencyStats {
     LatencyStats::from_samples(&mut v)
 }
 
-fn warmed<E: BenchEngine>(warm: &[E::Cmd]) -> E {
-    let mut e = E::new_engine();
+fn warmed<E: BenchEngine>(warm: &[E::Cmd], expected: usize) -> E {
+    let mut e = E::new_engine(warm.len() + expected);
     for c in warm {
         e.apply(c);
     }
@@ -132,7 +132,7 @@ pub fn run_engine<E: BenchEngine>(w: &Workload, reps: usize) -> EngineResult {
     let mut reps_ops_per_sec = Vec::with_capacity(reps);
     let mut state = StateCheck::NotAvailable;
     for rep in 0..reps.max(1) {
-        let mut e = warmed::<E>(&warm);
+        let mut e = warmed::<E>(&warm, n);
         let t0 = Instant::now();
         for c in &cmds {
             e.apply(c);
@@ -172,7 +172,7 @@ pub fn run_engine<E: BenchEngine>(w: &Workload, reps: usize) -> EngineResult {
     let ops_per_sec = sorted[sorted.len() / 2];
 
     let mut lat = vec![0u32; n]; // pre-faulted: no page faults while timing
-    let mut e = warmed::<E>(&warm);
+    let mut e = warmed::<E>(&warm, n);
     let t_all = Instant::now();
     for (c, slot) in cmds.iter().zip(lat.iter_mut()) {
         let t0 = Instant::now();

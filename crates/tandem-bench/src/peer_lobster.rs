@@ -36,7 +36,7 @@ impl BenchEngine for Lobster {
     const VERSION: &'static str = "lobster 0.7.0";
     type Cmd = OrderType;
 
-    fn new_engine() -> Self {
+    fn new_engine(_expected_cmds: usize) -> Self {
         Self {
             book: OrderBook::default(),
         }

@@ -88,7 +88,7 @@ impl BenchEngine for OrderbookRs {
     const VERSION: &'static str = "orderbook-rs 0.15.3";
     type Cmd = ObCmd;
 
-    fn new_engine() -> Self {
+    fn new_engine(_expected_cmds: usize) -> Self {
         Self {
             book: OrderBook::<()>::new("BTC-USD"),
         }

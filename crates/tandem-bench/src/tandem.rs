@@ -73,12 +73,12 @@ impl BenchEngine for Tandem {
     const STP: bool = true;
     type Cmd = Command;
 
-    fn new_engine() -> Self {
+    fn new_engine(expected_cmds: usize) -> Self {
         Self {
             eng: Engine::new(Config {
-                // Production config preallocates the id registry (see README);
-                // sized for the default 2M-op run plus warm-up.
-                reserve_ids: 1 << 22,
+                // A production config sizes the id registry to the volume it
+                // expects (see README); here that is the run's command count.
+                reserve_ids: expected_cmds,
                 reserve_orders: 1 << 16,
                 ..Config::default()
             }),

@@ -1,11 +1,20 @@
-//! The output hash chain. After each command,
-//! `chain = xxh3_128(chain_prev (16 bytes LE) ‖ seq (8 bytes LE) ‖ events)`
-//! where each event is encoded canonically. An order is named in full
-//! once, by its `accepted` event; later events name it by its *ordinal*:
-//! the number of `accepted` events (over all markets) before its own. The
-//! ordinal is a fact of the output stream itself, so any implementation
-//! that emits the same JSON events computes the same chain, and encoding a
-//! trade reads no strings.
+//! The output hash chain.
+//!
+//! Every command appends `seq (u64 LE) ‖ its events, canonically encoded`
+//! to one byte stream. The stream is folded in blocks: the state starts as
+//! 16 zero bytes, and whenever at least `BLOCK` bytes are pending,
+//! `state = xxh3_128(state (16 bytes LE) ‖ pending)` and the pending bytes
+//! are dropped. The chain after seq N is `xxh3_128(state ‖ pending)` at
+//! that point. It is a function of the output stream up to N alone, so
+//! replicas that emitted the same events agree on it at every seq, and a
+//! snapshot carries `state ‖ pending` (under `BLOCK` + one command of bytes)
+//! so a restored replica continues the same stream. Folding in blocks costs
+//! a fraction of a cycle per byte instead of one hash call per command.
+//!
+//! An order is named in full once, by its `accepted` event; later events
+//! name it by its *ordinal*: the number of `accepted` events (over all
+//! markets) before its own, a fact of the output stream that any
+//! implementation emitting the same JSON computes identically.
 //!
 //! ```text
 //! str = len u32 LE ‖ bytes; absent str = 0xFFFF_FFFF; numbers u64 LE in units of 1e-8
@@ -88,18 +97,35 @@ impl Engine {
     }
 
     pub(crate) fn fold_chain(&mut self, seq: u64, events: &[Event]) {
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.clear();
-        // Room for the usual case up front, so the pushes below never grow.
-        buf.reserve(32 + events.len() * 48);
-        buf.extend_from_slice(&self.chain.to_le_bytes());
+        let mut buf = std::mem::take(&mut self.chain_buf);
         buf.extend_from_slice(&seq.to_le_bytes());
         for ev in events {
             self.encode_event(ev, &mut buf);
         }
-        self.chain = xxh3_128(&buf);
-        self.scratch = buf;
+        if buf.len() >= STATE + BLOCK {
+            let state = xxh3_128(&buf);
+            buf.clear();
+            buf.extend_from_slice(&state.to_le_bytes());
+        }
+        self.chain_buf = buf;
     }
+}
+
+/// Bytes of folded state at the front of the chain buffer.
+pub(crate) const STATE: usize = 16;
+/// Pending bytes that trigger a fold.
+pub(crate) const BLOCK: usize = 4096;
+
+/// The chain buffer of an engine that has emitted nothing.
+pub(crate) fn initial_buf() -> Vec<u8> {
+    let mut v = Vec::with_capacity(STATE + BLOCK + 1024);
+    v.extend_from_slice(&[0u8; STATE]);
+    v
+}
+
+/// The chain value of a chain buffer.
+pub(crate) fn digest(buf: &[u8]) -> u128 {
+    xxh3_128(buf)
 }
 
 /// Lower-case hex of a chain value, as `/v1/status` shows it.

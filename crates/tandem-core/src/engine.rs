@@ -117,6 +117,17 @@ pub(crate) struct IdEntry {
 }
 
 impl IdEntry {
+    fn placeholder() -> Self {
+        IdEntry {
+            id: Sym::new(""),
+            market: 0,
+            order: NONE,
+            account: 0,
+            flags: 0,
+            price: 0,
+            qty: 0,
+        }
+    }
     pub(crate) fn side(&self) -> Side {
         if self.flags & F_SELL != 0 {
             Side::Sell
@@ -169,6 +180,19 @@ pub(crate) struct Order {
     pub(crate) prev: u32,
     pub(crate) next: u32,
     pub(crate) level: u32,
+}
+
+impl Order {
+    fn placeholder() -> Self {
+        Order {
+            qty: 0,
+            id: NONE,
+            account: NONE,
+            prev: NONE,
+            next: NONE,
+            level: NONE,
+        }
+    }
 }
 
 /// A price level: a FIFO list of resting orders.
@@ -250,8 +274,9 @@ pub struct Engine {
     pub(crate) free_levels: Vec<u32>,
     pub(crate) live_orders: u32,
     pub(crate) seq: u64,
-    pub(crate) chain: u128,
-    pub(crate) scratch: Vec<u8>,
+    /// The chain's running state: 16 bytes of folded blocks, then the
+    /// canonical bytes not yet folded (see `chain.rs`).
+    pub(crate) chain_buf: Vec<u8>,
     /// The market found last (a lookup cache; never reaches output).
     pub(crate) last_market: LastMarket,
 }
@@ -292,11 +317,17 @@ impl Engine {
         let mut eng = Engine::bare(cfg);
         let c = &eng.cfg;
         let (ids, orders, markets) = (c.reserve_ids, c.reserve_orders, c.reserve_markets);
+        // Reserved memory is touched now, so the page faults (and huge-page
+        // zeroing) happen here rather than as latency spikes while matching.
         eng.ids.reserve_exact(ids);
         crate::mem::advise_huge(&eng.ids);
+        eng.ids.resize(ids, IdEntry::placeholder());
+        eng.ids.clear();
         eng.id_table.reserve(ids);
         eng.orders.reserve_exact(orders);
         crate::mem::advise_huge(&eng.orders);
+        eng.orders.resize(orders, Order::placeholder());
+        eng.orders.clear();
         eng.levels.reserve(orders.min(1 << 20));
         eng.markets.reserve_exact(markets);
         eng.market_table.reserve(markets);
@@ -319,8 +350,7 @@ impl Engine {
             free_levels: Vec::new(),
             live_orders: 0,
             seq: 0,
-            chain: 0,
-            scratch: Vec::with_capacity(256),
+            chain_buf: crate::chain::initial_buf(),
             last_market: LastMarket(AtomicU32::new(NONE)),
         }
     }
@@ -337,7 +367,7 @@ impl Engine {
 
     /// The output hash chain after the last applied command.
     pub fn chain(&self) -> u128 {
-        self.chain
+        crate::chain::digest(&self.chain_buf)
     }
 
     /// Markets that have had an accepted order.

@@ -4,7 +4,7 @@
 //! ```text
 //! "TNDMSNAP" | version u32 LE | body | body_len u64 LE | xxh3_64(body) u64 LE
 //! body (integers are LEB128 varints, str = varint len ‖ UTF-8 bytes):
-//!   seq | chain (16 bytes LE)
+//!   seq | chain state (varint len ‖ folded state ‖ pending bytes, see chain.rs)
 //!   accounts: n | str × n                       (index order)
 //!   markets:  n | name str × n                  (index order)
 //!   ids:      n | (market, id str, account, flags u8, price, qty) × n
@@ -31,7 +31,7 @@ use crate::Sym;
 
 const MAGIC: &[u8; 8] = b"TNDMSNAP";
 /// Format version written by this build.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Why a snapshot could not be restored.
 #[derive(Debug, thiserror::Error)]
@@ -230,7 +230,8 @@ impl Engine {
         w.inner.write_all(MAGIC)?;
         w.inner.write_all(&VERSION.to_le_bytes())?;
         w.varint(self.seq)?;
-        w.put(&self.chain.to_le_bytes())?;
+        w.varint(self.chain_buf.len() as u64)?;
+        w.put(&self.chain_buf)?;
         w.varint(self.accounts.len() as u64)?;
         for a in &self.accounts {
             w.str(a)?;
@@ -322,7 +323,14 @@ impl Engine {
         let mut r = Reader { b: body, pos: 0 };
         let mut eng = Engine::new(cfg);
         eng.seq = r.varint()?;
-        eng.chain = u128::from_le_bytes(r.bytes(16)?.try_into().expect("16 bytes"));
+        let n = r.varint()?;
+        if n < crate::chain::STATE as u64 || n >= (crate::chain::STATE + crate::chain::BLOCK) as u64
+        {
+            return Err(r.err(format!("chain state of {n} bytes is impossible")));
+        }
+        let chain = r.bytes(n as usize)?;
+        eng.chain_buf.clear();
+        eng.chain_buf.extend_from_slice(chain);
 
         let n = r.count(1, u64::from(u32::MAX - 1), "accounts")?;
         eng.accounts.reserve(n);

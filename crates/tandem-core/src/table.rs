@@ -3,11 +3,18 @@
 //!
 //! Nothing is ever removed from these sets (an id stays taken for good), so
 //! the table is plain linear probing without tombstones. A slot is one
-//! `u64`: the top 32 bits of the key's hash, then `index + 1` (0 = empty).
+//! `u64`: the top 32 bits of the key's hash, then the index.
 //! A lookup therefore usually costs one cache line, compares 32 hash bits
 //! before it reads the caller's entry, and growing rehashes from the slots
 //! alone. The probe position comes from those same 32 bits, so a table can
 //! hold up to 2^31 slots. Iteration order is never exposed.
+//!
+//! An empty slot is `u64::MAX` rather than 0 so that allocating a table
+//! writes every page: the page faults happen when the table is made or
+//! grown, not one by one on the matching path.
+
+/// A slot no entry uses (an entry's index is below `u32::MAX`).
+const EMPTY: u64 = u64::MAX;
 
 /// See the module doc.
 #[derive(Debug, Clone, Default)]
@@ -42,12 +49,12 @@ impl IndexTable {
     }
 
     fn resize(&mut self, n: usize) {
-        let old = std::mem::replace(&mut self.slots, vec![0; n]);
+        let old = std::mem::replace(&mut self.slots, vec![EMPTY; n]);
         crate::mem::advise_huge(&self.slots);
         let mask = n - 1;
-        for s in old.into_iter().filter(|&s| s != 0) {
+        for s in old.into_iter().filter(|&s| s != EMPTY) {
             let mut i = (s >> 32) as usize & mask;
-            while self.slots[i] != 0 {
+            while self.slots[i] != EMPTY {
                 i = (i + 1) & mask;
             }
             self.slots[i] = s;
@@ -65,11 +72,11 @@ impl IndexTable {
         let mut i = tag as usize & mask;
         loop {
             let s = self.slots[i];
-            if s == 0 {
+            if s == EMPTY {
                 return None;
             }
             if s >> 32 == tag {
-                let ix = (s as u32).wrapping_sub(1);
+                let ix = s as u32;
                 if eq(ix) {
                     return Some(ix);
                 }
@@ -102,13 +109,13 @@ impl IndexTable {
         let mut i = tag as usize & mask;
         loop {
             let s = self.slots[i];
-            if s == 0 {
-                self.slots[i] = (tag << 32) | u64::from(ix + 1);
+            if s == EMPTY {
+                self.slots[i] = (tag << 32) | u64::from(ix);
                 self.len += 1;
                 return Ok(());
             }
             if s >> 32 == tag {
-                let other = (s as u32).wrapping_sub(1);
+                let other = s as u32;
                 if same(other) {
                     return Err(other);
                 }
