@@ -37,6 +37,19 @@ pub trait BenchEngine {
     /// observable (e.g. via `std::hint::black_box`) so nothing is optimised away.
     fn apply(&mut self, cmd: &Self::Cmd);
 
+    /// Applies a whole stream in order. The default applies one command at
+    /// a time; an engine with a batch path (Tandem's look-ahead prefetch of
+    /// its id index, as its replica uses on a log batch) overrides it. The
+    /// report says which engines did.
+    fn apply_all(&mut self, cmds: &[Self::Cmd]) {
+        for c in cmds {
+            self.apply(c);
+        }
+    }
+
+    /// True if `apply_all` is a batch path rather than a loop over `apply`.
+    const BATCHED: bool = false;
+
     /// The book's final state in ticks / lots, for cross-checking against
     /// the generator's reference model. `None` if the engine offers no way
     /// to read it; individual fields it cannot report stay `None`.

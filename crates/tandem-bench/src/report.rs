@@ -295,6 +295,32 @@ pub fn print_results(results: &[EngineResult]) {
             r.state.label()
         );
     }
+    for r in results {
+        if let Some(single) = r.single_ops_per_sec {
+            println!(
+                "{:<13} ops/s above applies the stream as a batch with look-ahead prefetch of its id index \
+                 (Engine::prefetch, as a replica does with a log batch);",
+                r.name
+            );
+            println!(
+                "{:<13} one command at a time, no look-ahead: {} ops/s",
+                "",
+                thousands(single)
+            );
+            for p in results.iter().filter(|p| !p.is_subject) {
+                println!(
+                    "{:<13}   one-at-a-time / {:<13} ops/s x{:.2}",
+                    "",
+                    p.name,
+                    if p.ops_per_sec > 0.0 {
+                        single / p.ops_per_sec
+                    } else {
+                        f64::NAN
+                    }
+                );
+            }
+        }
+    }
     let subjects: Vec<&EngineResult> = results.iter().filter(|r| r.is_subject).collect();
     if subjects.is_empty() {
         println!();
@@ -442,6 +468,10 @@ pub fn to_json(
                 ("version", Json::Str(r.version.to_string())),
                 ("subject", Json::Bool(r.is_subject)),
                 ("ops_per_sec", Json::Num(r.ops_per_sec)),
+                (
+                    "one_at_a_time_ops_per_sec",
+                    Json::Num(r.single_ops_per_sec.unwrap_or(f64::NAN)),
+                ),
                 (
                     "throughput_passes_ops_per_sec",
                     Json::Arr(r.reps_ops_per_sec.iter().map(|&v| Json::Num(v)).collect()),

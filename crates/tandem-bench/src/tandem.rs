@@ -138,6 +138,18 @@ impl BenchEngine for Tandem {
         std::hint::black_box(&self.out);
     }
 
+    const BATCHED: bool = true;
+
+    fn apply_all(&mut self, cmds: &[Command]) {
+        const AHEAD: usize = 8;
+        for (i, c) in cmds.iter().enumerate() {
+            if let Some(next) = cmds.get(i + AHEAD) {
+                self.eng.prefetch(next);
+            }
+            self.apply(c);
+        }
+    }
+
     fn summary(&self) -> Option<BookSummary> {
         let Some(m) = self.eng.find_market(MARKET.as_bytes()) else {
             return Some(BookSummary::default());

@@ -34,6 +34,24 @@ pub const KEYS: [&str; 10] = [
     "post_only",
 ];
 
+/// Position of a known key in `KEYS`.
+#[inline]
+fn key_index(key: &[u8]) -> Option<usize> {
+    Some(match key {
+        b"op" => 0,
+        b"market" => 1,
+        b"id" => 2,
+        b"account" => 3,
+        b"side" => 4,
+        b"type" => 5,
+        b"price" => 6,
+        b"qty" => 7,
+        b"tif" => 8,
+        b"post_only" => 9,
+        _ => return None,
+    })
+}
+
 /// The known members of a command object, by position in `KEYS`.
 /// A repeated key keeps its last value, as most JSON readers do.
 pub type Fields<'a> = [Option<Val<'a>>; KEYS.len()];
@@ -48,6 +66,22 @@ struct P<'a> {
 }
 
 impl<'a> P<'a> {
+    /// `b[start..end]` as text. `read_object` checks the whole line is
+    /// UTF-8 before parsing, and runs are cut only at ASCII bytes (quotes,
+    /// backslashes, control characters), so every run is UTF-8 too.
+    #[inline]
+    fn text(&self, start: usize, end: usize) -> &'a str {
+        let run = &self.b[start..end];
+        debug_assert!(std::str::from_utf8(run).is_ok());
+        #[allow(unsafe_code)]
+        // SAFETY: see the doc comment: the line was validated as UTF-8 and
+        // `start`/`end` sit next to ASCII bytes or the line's ends, which
+        // are always char boundaries.
+        unsafe {
+            std::str::from_utf8_unchecked(run)
+        }
+    }
+
     #[inline]
     fn ws(&mut self) {
         while let Some(&c) = self.b.get(self.i) {
@@ -105,11 +139,8 @@ impl<'a> P<'a> {
                 }
                 self.i += 1;
             }
-            // Runs end only at ASCII bytes, so checking each run checks
-            // the whole string.
-            let run = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| NotJson)?;
             if let Some(o) = out.as_deref_mut() {
-                o.push_str(run);
+                o.push_str(self.text(start, self.i));
             }
             match self.peek() {
                 Some(b'"') => {
@@ -260,7 +291,7 @@ impl<'a> P<'a> {
             }
             self.i += 1;
         }
-        let run = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| NotJson)?;
+        let run = self.text(start, self.i);
         if self.peek() == Some(b'"') {
             self.i += 1;
             return Ok(Cow::Borrowed(run));
@@ -287,6 +318,10 @@ impl<'a> P<'a> {
 /// Reads one JSON object from `line` (which must hold nothing else but
 /// whitespace) into its known fields.
 pub fn read_object(line: &[u8]) -> Result<Fields<'_>, NotJson> {
+    // One check of the whole line (fast for ASCII) instead of one per string.
+    if !line.is_ascii() && std::str::from_utf8(line).is_err() {
+        return Err(NotJson);
+    }
     let mut p = P { b: line, i: 0 };
     let mut fields: Fields = Default::default();
     p.ws();
@@ -302,7 +337,7 @@ pub fn read_object(line: &[u8]) -> Result<Fields<'_>, NotJson> {
             p.ws();
             p.eat(b':')?;
             p.ws();
-            match KEYS.iter().position(|k| *k == key.as_ref()) {
+            match key_index(key.as_bytes()) {
                 Some(k) => fields[k] = Some(p.value()?),
                 None => p.skip(1)?,
             }

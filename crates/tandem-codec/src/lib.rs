@@ -297,6 +297,8 @@ pub fn write_book(eng: &Engine, m: MarketIx, out: &mut Vec<u8>) {
 
 /// Commands decoded per batch handed from the reader thread to the engine.
 const BATCH: usize = 1024;
+/// How many commands ahead of `apply` the engine is asked to prefetch.
+const PREFETCH_AHEAD: usize = 8;
 /// Batches in flight between the two threads (bounds memory).
 const BATCHES_IN_FLIGHT: usize = 8;
 
@@ -350,9 +352,15 @@ pub fn run_match<R: std::io::BufRead + Send, W: std::io::Write>(
         let mut buf = Vec::with_capacity(1 << 16);
         let applied = (|| -> std::io::Result<()> {
             for mut batch in rx.iter() {
-                for (seq, cmd) in batch.drain(..) {
+                for i in 0..batch.len() {
+                    // Look ahead in the batch so id-index misses overlap.
+                    if let Some((_, next)) = batch.get(i + PREFETCH_AHEAD) {
+                        eng.prefetch(next);
+                    }
+                    let (seq, cmd) = &batch[i];
+                    let seq = *seq;
                     events.clear();
-                    eng.apply(seq, &cmd, &mut events);
+                    eng.apply(seq, cmd, &mut events);
                     for ev in &events {
                         write_event(&eng, Some(seq), ev, &mut buf);
                         buf.push(b'\n');
@@ -362,6 +370,7 @@ pub fn run_match<R: std::io::BufRead + Send, W: std::io::Write>(
                         buf.clear();
                     }
                 }
+                batch.clear();
                 let _ = back_tx.send(batch);
             }
             Ok(())

@@ -504,6 +504,25 @@ impl Engine {
         self.fold_chain(seq, &out[start..]);
     }
 
+    /// Starts loading the memory that applying `cmd` will touch first (the
+    /// id index slot of its order id), without changing anything. A caller
+    /// holding a batch of commands (a replica reading its log, `tandem
+    /// match`) calls this a few commands ahead of `apply`, so the cache
+    /// misses of the id registry overlap instead of queueing.
+    #[inline]
+    pub fn prefetch(&self, cmd: &Command) {
+        let (market, id) = match cmd {
+            Command::Place(p) => (&p.market, &p.id),
+            Command::Cancel(c) => (&c.market, &c.id),
+            Command::Amend(a) => (&a.market, &a.id),
+            Command::Invalid(_) => return,
+        };
+        if let Some(m) = self.find_market_sym(market) {
+            self.id_table
+                .prefetch(Self::id_hash(&self.hasher, m, id.as_bytes()));
+        }
+    }
+
     fn reject(cmd_market: &Sym, cmd_id: &Sym, reason: RejectReason, out: &mut Vec<Event>) {
         out.push(Event::Rejected {
             market: Some(cmd_market.clone()),

@@ -61,6 +61,17 @@ impl IndexTable {
         }
     }
 
+    /// Starts loading the slot a lookup of `h` will read first.
+    #[inline]
+    pub(crate) fn prefetch(&self, h: u64) {
+        if let Some(s) = self
+            .slots
+            .get((h >> 32) as usize & self.slots.len().wrapping_sub(1))
+        {
+            crate::engine::prefetch(s);
+        }
+    }
+
     /// The index stored under hash `h` for which `eq` holds.
     #[inline]
     pub(crate) fn find(&self, h: u64, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
