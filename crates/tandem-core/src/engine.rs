@@ -538,9 +538,7 @@ impl Engine {
     /// Hash of a market name or account (seeded; never reaches output).
     #[inline]
     pub(crate) fn str_hash(&self, b: &[u8]) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        h.write(b);
-        h.finish()
+        str_hash_with(&self.hasher, b)
     }
 
     #[inline]
@@ -1145,52 +1143,55 @@ impl Engine {
     }
 }
 
-impl Engine {
-    /// The market index, built from `markets`, refusing duplicate names.
-    pub(crate) fn build_market_table(&self) -> Result<IndexTable, String> {
-        let markets = &self.markets;
-        let hs: Vec<u64> = markets
-            .iter()
-            .map(|m| self.str_hash(m.name.as_bytes()))
-            .collect();
-        let mut table = IndexTable::default();
-        table
-            .bulk_build(&hs, |a, b| {
-                markets[a as usize].name == markets[b as usize].name
-            })
-            .map_err(|(a, _)| format!("market {:?} listed twice", markets[a as usize].name))?;
-        Ok(table)
-    }
+impl Engine {}
 
-    /// The account index, built from `accounts`, refusing duplicates.
-    pub(crate) fn build_account_table(&self) -> Result<IndexTable, String> {
-        let accounts = &self.accounts;
-        let hs: Vec<u64> = accounts
-            .iter()
-            .map(|a| self.str_hash(a.as_bytes()))
-            .collect();
-        let mut table = IndexTable::default();
-        table
-            .bulk_build(&hs, |a, b| accounts[a as usize] == accounts[b as usize])
-            .map_err(|(a, _)| format!("account {:?} listed twice", accounts[a as usize]))?;
-        Ok(table)
-    }
+/// Hash of a market name or account under `hasher`.
+#[inline]
+pub(crate) fn str_hash_with(hasher: &FixedState, b: &[u8]) -> u64 {
+    let mut h = hasher.build_hasher();
+    h.write(b);
+    h.finish()
+}
 
-    /// The id index, built from `ids`, refusing an id taken twice in one
-    /// market.
-    pub(crate) fn build_id_table(&self) -> Result<IndexTable, String> {
-        let ids = &self.ids;
-        let hs: Vec<u64> = ids
-            .iter()
-            .map(|e| Self::id_hash(&self.hasher, e.market, e.id.as_bytes()))
-            .collect();
-        let mut table = IndexTable::default();
-        table
-            .bulk_build(&hs, |a, b| {
-                let (x, y) = (&ids[a as usize], &ids[b as usize]);
-                x.market == y.market && x.id == y.id
-            })
-            .map_err(|(a, _)| format!("id {:?} listed twice in one market", ids[a as usize].id))?;
-        Ok(table)
-    }
+/// The market and account indexes, built from their vectors, refusing
+/// duplicates (used by restore).
+pub(crate) fn name_tables_of(
+    hasher: &FixedState,
+    markets: &[Market],
+    accounts: &[Sym],
+) -> Result<(IndexTable, IndexTable), String> {
+    let hs: Vec<u64> = markets
+        .iter()
+        .map(|m| str_hash_with(hasher, m.name.as_bytes()))
+        .collect();
+    let mut mt = IndexTable::default();
+    mt.bulk_build(&hs, |a, b| {
+        markets[a as usize].name == markets[b as usize].name
+    })
+    .map_err(|(a, _)| format!("market {:?} listed twice", markets[a as usize].name))?;
+    let hs: Vec<u64> = accounts
+        .iter()
+        .map(|a| str_hash_with(hasher, a.as_bytes()))
+        .collect();
+    let mut at = IndexTable::default();
+    at.bulk_build(&hs, |a, b| accounts[a as usize] == accounts[b as usize])
+        .map_err(|(a, _)| format!("account {:?} listed twice", accounts[a as usize]))?;
+    Ok((mt, at))
+}
+
+/// The id index, built from `ids`, refusing an id taken twice in one
+/// market (used by restore).
+pub(crate) fn id_table_of(hasher: &FixedState, ids: &[IdEntry]) -> Result<IndexTable, String> {
+    let hs: Vec<u64> = ids
+        .iter()
+        .map(|e| Engine::id_hash(hasher, e.market, e.id.as_bytes()))
+        .collect();
+    let mut table = IndexTable::default();
+    table
+        .bulk_build(&hs, |a, b| {
+            let (x, y) = (&ids[a as usize], &ids[b as usize]);
+            x.market == y.market && x.id == y.id
+        })
+        .map_err(|(a, _)| format!("id {:?} listed twice in one market", ids[a as usize].id))?;
+    Ok(table)
 }

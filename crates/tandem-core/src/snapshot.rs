@@ -5,16 +5,22 @@
 //! "TNDMSNAP" | version u32 LE | body | body_len u64 LE | xxh3_64(body) u64 LE
 //! body (integers are LEB128 varints, str = varint len ‖ UTF-8 bytes):
 //!   seq | chain state (varint len ‖ folded state ‖ pending bytes, see chain.rs)
-//!   accounts: n | str × n                       (index order)
-//!   markets:  n | name str × n                  (index order)
-//!   ids:      n | (market, id str, account, flags u8, price, qty) × n
-//!   books:    per market, bids then asks, best level first:
-//!             levels | (price | orders | (id index, qty) × orders) × levels
+//!   accounts:  str × n_accounts                  (index order)
+//!   markets:   name str × n_markets              (index order)
+//!   ids:       (market, id str, account, flags u8, price, qty) × n_ids,
+//!              in two halves (the second starts at off_ids2)
+//!   books:     per market, bids then asks, best level first:
+//!              levels | (price | orders | (id index, qty) × orders) × levels
+//!   section table, ten u64 LE: n_accounts, n_markets, n_ids, n_ids_first,
+//!              off_accounts, off_markets, off_ids, off_ids2, off_books, off_table
 //! ```
 //! Everything that reaches output (names, ids, priorities, quantities, the
 //! chain) is in the snapshot; slab positions and hash-table layout are not,
 //! so a restored engine continues exactly as the original would have.
-//! `restore` checks the checksum first and then every structural rule, so a
+//! The section table lets `restore` decode on both cores at once (names and
+//! the first half of the ids on one, the rest on the other) and then
+//! rebuild the id index beside the books. It checks the checksum first and
+//! then every structural rule, each section to its exact end, so a
 //! truncated, corrupt or hostile snapshot is an error, never a panic.
 
 use std::io::{self, Write};
@@ -23,15 +29,15 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use crate::command::Side;
 use crate::engine::{
-    key_of, prefetch, Config, Engine, IdEntry, Ladder, Level, Market, Order, OrderStatus, Rung,
-    NONE,
+    id_table_of, key_of, name_tables_of, prefetch, Config, Engine, IdEntry, Ladder, Level, Market,
+    Order, OrderStatus, Rung, NONE,
 };
 use crate::num::MAX_UNITS;
 use crate::Sym;
 
 const MAGIC: &[u8; 8] = b"TNDMSNAP";
 /// Format version written by this build.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Why a snapshot could not be restored.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +76,10 @@ impl<W: Write> HashingWriter<W> {
             self.drain()?;
         }
         Ok(())
+    }
+    /// Offset in the body of the next byte written.
+    fn pos(&self) -> u64 {
+        self.len + self.buf.len() as u64
     }
     fn drain(&mut self) -> io::Result<()> {
         self.hash.update(&self.buf);
@@ -141,6 +151,14 @@ impl<'a> Reader<'a> {
             if shift > 63 {
                 return Err(self.err("varint longer than 10 bytes"));
             }
+        }
+    }
+    /// Checks that a section was read to its very end.
+    fn end(&self, what: &str) -> Result<(), SnapshotError> {
+        if self.pos == self.b.len() {
+            Ok(())
+        } else {
+            Err(self.err(format!("{what} end early or run on")))
         }
     }
     /// A count of items that each take at least `min_bytes`: bounded by what
@@ -218,6 +236,126 @@ fn decode_books(
     Ok((side_starts, lv_recs, ord_recs))
 }
 
+/// Bytes of the section table at the end of the body: ten u64 LE.
+const TOC_BYTES: usize = 80;
+
+/// Decodes `n` id entries, checking each field.
+fn decode_ids(
+    r: &mut Reader<'_>,
+    n: usize,
+    n_markets: usize,
+    n_accounts: usize,
+    out: &mut Vec<IdEntry>,
+) -> Result<(), SnapshotError> {
+    for _ in 0..n {
+        let market = r.index(n_markets, "id's market")?;
+        let id = r.sym()?;
+        let account = r.index(n_accounts, "id's account")?;
+        let flags = r.u8()?;
+        if flags & !0b1_1111 != 0 || (flags >> 3) == 3 {
+            return Err(r.err(format!("id flags {flags:#x} invalid")));
+        }
+        let price = r.varint()?;
+        let qty = r.units("id's qty")?;
+        if price > MAX_UNITS || id.is_empty() {
+            return Err(r.err(format!("id {id:?} invalid")));
+        }
+        out.push(IdEntry {
+            id,
+            market,
+            order: NONE,
+            account,
+            flags,
+            price,
+            qty,
+        });
+    }
+    Ok(())
+}
+
+/// Links the decoded books into levels, orders and ladders. Reads each
+/// order's id entry (a random access into a large array, so it prefetches
+/// a few orders ahead) and returns, per id, the slab index of its resting
+/// order or NONE, for the caller to store once the id index is built.
+fn build_books(
+    ids: &[IdEntry],
+    markets: &mut [Market],
+    levels: &mut Vec<Level>,
+    orders: &mut Vec<Order>,
+    recs: &BookRecs,
+) -> Result<Vec<u32>, String> {
+    const AHEAD: usize = 16;
+    let (side_starts, lv_recs, ord_recs) = recs;
+    let mut id_order = vec![NONE; ids.len()];
+    levels.reserve_exact(lv_recs.len());
+    orders.reserve_exact(ord_recs.len());
+    crate::mem::advise_huge(orders);
+    for (m, market) in markets.iter_mut().enumerate() {
+        for (si, side) in [Side::Buy, Side::Sell].into_iter().enumerate() {
+            let (first, end) = (
+                side_starts[2 * m + si] as usize,
+                side_starts[2 * m + si + 1] as usize,
+            );
+            let mut rungs = Vec::with_capacity(end - first);
+            for l in first..end {
+                let (price, o_first) = lv_recs[l];
+                let o_end = lv_recs[l + 1].1;
+                let lvl = levels.len() as u32;
+                levels.push(Level {
+                    price,
+                    head: NONE,
+                    tail: NONE,
+                });
+                rungs.push(Rung {
+                    key: key_of(side, price),
+                    level: lvl,
+                });
+                for k in o_first as usize..o_end as usize {
+                    if let Some(&(ahead, _)) = ord_recs.get(k + AHEAD) {
+                        prefetch(&ids[ahead as usize]);
+                    }
+                    let (ix, qty) = ord_recs[k];
+                    let e = &ids[ix as usize];
+                    if e.market as usize != m
+                        || e.side() != side
+                        || e.status() != OrderStatus::Open
+                        || id_order[ix as usize] != NONE
+                    {
+                        return Err(format!(
+                            "resting order {k} (id {ix}) does not belong in market {m}"
+                        ));
+                    }
+                    let o = orders.len() as u32;
+                    let tail = levels[lvl as usize].tail;
+                    orders.push(Order {
+                        qty,
+                        id: ix,
+                        account: e.account,
+                        prev: tail,
+                        next: NONE,
+                        level: lvl,
+                    });
+                    if tail == NONE {
+                        levels[lvl as usize].head = o;
+                    } else {
+                        orders[tail as usize].next = o;
+                    }
+                    levels[lvl as usize].tail = o;
+                    id_order[ix as usize] = o;
+                }
+            }
+            rungs.reverse();
+            market.ladder_mut(side).rungs = rungs;
+        }
+        if let (Some(b), Some(a)) = (market.bids.rungs.last(), market.asks.rungs.last()) {
+            if levels[b.level as usize].price >= levels[a.level as usize].price {
+                return Err(format!("book of market {m} is crossed"));
+            }
+        }
+    }
+    Ok(id_order)
+}
+
 impl Engine {
     /// Writes the whole state to `w` (wrap a file in a `BufWriter`).
     pub fn snapshot_to<W: Write>(&self, w: W) -> io::Result<()> {
@@ -232,16 +370,21 @@ impl Engine {
         w.varint(self.seq)?;
         w.varint(self.chain_buf.len() as u64)?;
         w.put(&self.chain_buf)?;
-        w.varint(self.accounts.len() as u64)?;
+        let off_accounts = w.pos();
         for a in &self.accounts {
             w.str(a)?;
         }
-        w.varint(self.markets.len() as u64)?;
+        let off_markets = w.pos();
         for m in &self.markets {
             w.str(&m.name)?;
         }
-        w.varint(self.ids.len() as u64)?;
-        for e in &self.ids {
+        let off_ids = w.pos();
+        let n_first = self.ids.len() / 2;
+        let mut off_ids2 = off_ids;
+        for (i, e) in self.ids.iter().enumerate() {
+            if i == n_first {
+                off_ids2 = w.pos();
+            }
             w.varint(u64::from(e.market))?;
             w.str(&e.id)?;
             w.varint(u64::from(e.account))?;
@@ -249,6 +392,10 @@ impl Engine {
             w.varint(e.price)?;
             w.varint(e.qty)?;
         }
+        if n_first == self.ids.len() {
+            off_ids2 = w.pos();
+        }
+        let off_books = w.pos();
         for m in &self.markets {
             for side in [Side::Buy, Side::Sell] {
                 let ladder = m.ladder_ref(side);
@@ -276,6 +423,21 @@ impl Engine {
                     }
                 }
             }
+        }
+        let off_toc = w.pos();
+        for v in [
+            self.accounts.len() as u64,
+            self.markets.len() as u64,
+            self.ids.len() as u64,
+            n_first as u64,
+            off_accounts,
+            off_markets,
+            off_ids,
+            off_ids2,
+            off_books,
+            off_toc,
+        ] {
+            w.put(&v.to_le_bytes())?;
         }
         w.drain()?;
         let (len, digest) = (w.len, w.hash.digest());
@@ -320,8 +482,57 @@ impl Engine {
         if computed != stored {
             return Err(SnapshotError::Checksum { stored, computed });
         }
-        let mut r = Reader { b: body, pos: 0 };
+        if body.len() < TOC_BYTES {
+            return Err(SnapshotError::Malformed {
+                offset: 0,
+                what: "no room for the section table".into(),
+            });
+        }
+        let toc_at = body.len() - TOC_BYTES;
+        let mut toc = [0u64; TOC_BYTES / 8];
+        for (v, c) in toc.iter_mut().zip(body[toc_at..].chunks_exact(8)) {
+            *v = u64::from_le_bytes(c.try_into().expect("chunks of 8"));
+        }
+        let [n_accounts, n_markets, n_ids, n_first, off_accounts, off_markets, off_ids, off_ids2, off_books, off_toc] =
+            toc;
+        let bad_toc = |what: &str| SnapshotError::Malformed {
+            offset: toc_at,
+            what: format!("section table: {what}"),
+        };
+        let offs = [
+            off_accounts,
+            off_markets,
+            off_ids,
+            off_ids2,
+            off_books,
+            off_toc,
+        ];
+        if off_toc != toc_at as u64 || offs.windows(2).any(|w| w[0] > w[1]) {
+            return Err(bad_toc("offsets out of order or not ending at the table"));
+        }
+        let limit = u64::from(u32::MAX - 1);
+        if n_accounts > limit.min(off_markets - off_accounts)
+            || n_markets > limit.min(off_ids - off_markets)
+            || n_ids > limit
+            || n_first > n_ids
+            || n_first.saturating_mul(6) > off_ids2 - off_ids
+            || (n_ids - n_first).saturating_mul(6) > off_books - off_ids2
+        {
+            return Err(bad_toc("counts impossible for the section sizes"));
+        }
+        let (n_accounts, n_markets, n_ids, n_first) = (
+            n_accounts as usize,
+            n_markets as usize,
+            n_ids as usize,
+            n_first as usize,
+        );
+        let section = |from: u64, to: u64| Reader {
+            b: &body[..to as usize],
+            pos: from as usize,
+        };
+
         let mut eng = Engine::new(cfg);
+        let mut r = section(0, off_accounts);
         eng.seq = r.varint()?;
         let n = r.varint()?;
         if n < crate::chain::STATE as u64 || n >= (crate::chain::STATE + crate::chain::BLOCK) as u64
@@ -331,165 +542,101 @@ impl Engine {
         let chain = r.bytes(n as usize)?;
         eng.chain_buf.clear();
         eng.chain_buf.extend_from_slice(chain);
+        r.end("the header")?;
 
-        let n = r.count(1, u64::from(u32::MAX - 1), "accounts")?;
-        eng.accounts.reserve(n);
-        for _ in 0..n {
-            eng.accounts.push(r.sym()?);
-        }
-        let n = r.count(1, u64::from(u32::MAX - 1), "markets")?;
-        eng.markets.reserve(n);
-        for _ in 0..n {
-            let name = r.sym()?;
-            if name.is_empty() {
-                return Err(r.err("empty market name"));
-            }
-            eng.markets.push(Market {
-                name,
-                bids: Ladder::default(),
-                asks: Ladder::default(),
+        // Phase 1, both cores: names and the first half of the ids on one
+        // thread; the second half of the ids and the books on this one.
+        let (first, second) = std::thread::scope(|s| {
+            let job = s.spawn(|| -> Result<_, SnapshotError> {
+                let mut r = section(off_accounts, off_markets);
+                let mut accounts = Vec::with_capacity(n_accounts);
+                for _ in 0..n_accounts {
+                    accounts.push(r.sym()?);
+                }
+                r.end("the accounts")?;
+                let mut r = section(off_markets, off_ids);
+                let mut markets = Vec::with_capacity(n_markets);
+                for _ in 0..n_markets {
+                    let name = r.sym()?;
+                    if name.is_empty() {
+                        return Err(r.err("empty market name"));
+                    }
+                    markets.push(Market {
+                        name,
+                        bids: Ladder::default(),
+                        asks: Ladder::default(),
+                    });
+                }
+                r.end("the markets")?;
+                let mut ids = Vec::with_capacity(n_ids);
+                crate::mem::advise_huge(&ids);
+                let mut r = section(off_ids, off_ids2);
+                decode_ids(&mut r, n_first, n_markets, n_accounts, &mut ids)?;
+                r.end("the first half of the ids")?;
+                Ok((accounts, markets, ids))
             });
-        }
-        let n = r.count(6, u64::from(u32::MAX - 1), "ids")?;
-        eng.ids.reserve_exact(n);
-        crate::mem::advise_huge(&eng.ids);
-        let (n_markets, n_accounts) = (eng.markets.len(), eng.accounts.len());
-        for _ in 0..n {
-            let market = r.index(n_markets, "id's market")?;
-            let id = r.sym()?;
-            let account = r.index(n_accounts, "id's account")?;
-            let flags = r.u8()?;
-            if flags & !0b1_1111 != 0 || (flags >> 3) == 3 {
-                return Err(r.err(format!("id flags {flags:#x} invalid")));
-            }
-            let price = r.varint()?;
-            let qty = r.units("id's qty")?;
-            if price > MAX_UNITS || id.is_empty() {
-                return Err(r.err(format!("id {id:?} invalid")));
-            }
-            let entry = IdEntry {
-                id,
-                market,
-                order: NONE,
-                account,
-                flags,
-                price,
-                qty,
-            };
-            eng.ids.push(entry);
-        }
-        let n_ids = eng.ids.len();
-        let tables_at = r.pos;
-        // The hash indexes are rebuilt from the vectors just decoded while
-        // this thread decodes the books: the two touch disjoint memory, and
-        // the id index alone is about a third of a large restore.
-        let (id_table, books, market_table, account_table) = std::thread::scope(|s| {
-            let eng_ref = &eng;
-            let ids_job = s.spawn(move || eng_ref.build_id_table());
-            let books = decode_books(&mut r, n_markets, n_ids);
-            let markets = eng_ref.build_market_table();
-            let accounts = eng_ref.build_account_table();
-            let ids = ids_job
+            let second = (|| -> Result<_, SnapshotError> {
+                let mut ids = Vec::with_capacity(n_ids - n_first);
+                let mut r = section(off_ids2, off_books);
+                decode_ids(&mut r, n_ids - n_first, n_markets, n_accounts, &mut ids)?;
+                r.end("the second half of the ids")?;
+                let mut r = section(off_books, off_toc);
+                let books = decode_books(&mut r, n_markets, n_ids)?;
+                r.end("the books")?;
+                Ok((ids, books))
+            })();
+            let first = job.join().unwrap_or_else(|_| {
+                Err(SnapshotError::Malformed {
+                    offset: 0,
+                    what: "decoder thread panicked".into(),
+                })
+            });
+            (first, second)
+        });
+        let (accounts, markets, mut ids) = first?;
+        let (mut ids2, books) = second?;
+        ids.append(&mut ids2);
+        drop(ids2);
+        eng.accounts = accounts;
+        eng.markets = markets;
+        eng.ids = ids;
+
+        // Phase 2, both cores: the id index on one thread; the name indexes
+        // and the books on this one (the books only read the id entries and
+        // record each order's slab index aside).
+        let Engine {
+            ref hasher,
+            ref ids,
+            ref mut markets,
+            ref accounts,
+            ref mut levels,
+            ref mut orders,
+            ..
+        } = eng;
+        let (id_table, tables, books) = std::thread::scope(|s| {
+            let job = s.spawn(|| id_table_of(hasher, ids));
+            let tables = name_tables_of(hasher, markets, accounts);
+            let books = build_books(ids, markets, levels, orders, &books);
+            let id_table = job
                 .join()
                 .unwrap_or_else(|_| Err("id index builder panicked".to_owned()));
-            (ids, books, markets, accounts)
+            (id_table, tables, books)
         });
-        let table_err = |what| SnapshotError::Malformed {
-            offset: tables_at,
+        let at = |what| SnapshotError::Malformed {
+            offset: off_books as usize,
             what,
         };
-        eng.market_table = market_table.map_err(table_err)?;
-        eng.account_table = account_table.map_err(table_err)?;
-        eng.id_table = id_table.map_err(table_err)?;
-        let (side_starts, lv_recs, ord_recs) = books?;
-        if r.pos != body.len() {
-            return Err(r.err("trailing bytes after the books"));
-        }
-        // Second pass over the books: link orders, reading each order's id
-        // entry, a random access into a large array; prefetching a few
-        // orders ahead lets those misses overlap instead of queueing.
-        eng.levels.reserve_exact(lv_recs.len());
-        eng.orders.reserve_exact(ord_recs.len());
-        crate::mem::advise_huge(&eng.orders);
-        const AHEAD: usize = 16;
-        let bad = |what: String| SnapshotError::Malformed {
-            offset: r.pos,
-            what,
-        };
-        for m in 0..n_markets {
-            for (si, side) in [Side::Buy, Side::Sell].into_iter().enumerate() {
-                let (first, end) = (
-                    side_starts[2 * m + si] as usize,
-                    side_starts[2 * m + si + 1] as usize,
-                );
-                let mut rungs = Vec::with_capacity(end - first);
-                for l in first..end {
-                    let (price, o_first) = lv_recs[l];
-                    let o_end = lv_recs[l + 1].1;
-                    let lvl = eng.levels.len() as u32;
-                    eng.levels.push(Level {
-                        price,
-                        head: NONE,
-                        tail: NONE,
-                    });
-                    rungs.push(Rung {
-                        key: key_of(side, price),
-                        level: lvl,
-                    });
-                    for k in o_first as usize..o_end as usize {
-                        if let Some(&(ahead, _)) = ord_recs.get(k + AHEAD) {
-                            prefetch(&eng.ids[ahead as usize]);
-                        }
-                        let (ix, qty) = ord_recs[k];
-                        let e = &eng.ids[ix as usize];
-                        if e.market as usize != m
-                            || e.side() != side
-                            || e.status() != OrderStatus::Open
-                            || e.order != NONE
-                        {
-                            return Err(bad(format!(
-                                "resting order {k} (id {ix}) does not belong in market {m}"
-                            )));
-                        }
-                        let o = eng.orders.len() as u32;
-                        let tail = eng.levels[lvl as usize].tail;
-                        eng.orders.push(Order {
-                            qty,
-                            id: ix,
-                            account: e.account,
-                            prev: tail,
-                            next: NONE,
-                            level: lvl,
-                        });
-                        if tail == NONE {
-                            eng.levels[lvl as usize].head = o;
-                        } else {
-                            eng.orders[tail as usize].next = o;
-                        }
-                        eng.levels[lvl as usize].tail = o;
-                        eng.ids[ix as usize].order = o;
-                        eng.live_orders += 1;
-                    }
-                }
-                rungs.reverse();
-                eng.markets[m].ladder_mut(side).rungs = rungs;
+        eng.id_table = id_table.map_err(at)?;
+        (eng.market_table, eng.account_table) = tables.map_err(at)?;
+        let id_order = books.map_err(at)?;
+        eng.live_orders = eng.orders.len() as u32;
+        for (ix, (e, &o)) in eng.ids.iter_mut().zip(&id_order).enumerate() {
+            if (e.status() == OrderStatus::Open) != (o != NONE) {
+                return Err(at(format!(
+                    "id {ix} is open without a resting order or the reverse"
+                )));
             }
-            let mk = &eng.markets[m];
-            if let (Some(b), Some(a)) = (mk.bids.rungs.last(), mk.asks.rungs.last()) {
-                if eng.levels[b.level as usize].price >= eng.levels[a.level as usize].price {
-                    return Err(bad(format!("book of market {m} is crossed")));
-                }
-            }
-        }
-        if let Some(ix) = eng
-            .ids
-            .iter()
-            .position(|e| (e.status() == OrderStatus::Open) != (e.order != NONE))
-        {
-            return Err(SnapshotError::Malformed {
-                offset: r.pos,
-                what: format!("id {ix} is open without a resting order or the reverse"),
-            });
+            e.order = o;
         }
         // Every rule `check_invariants` checks holds by construction above;
         // the tests and fuzz targets run it on every restored engine.
