@@ -1,0 +1,761 @@
+//! [`FileLog`]: the default backend, a directory of segment files named by
+//! their first seq (`00000000000000000001.seg`), rolled at a configured size.
+//!
+//! Group commit: `append` callers queue their batch and block; one committer
+//! thread takes everything queued (up to `max_batch_bytes`), assigns seqs,
+//! writes it with one `pwrite` and makes it durable with one `fdatasync`,
+//! then wakes every caller of the group with its first seq (or with the
+//! error). A failed write is rolled back (the file is cut to its last
+//! durable length) and the log stays usable; a failed fsync poisons it,
+//! since what the kernel kept can no longer be known. Readers see only
+//! acknowledged records. Each segment has an in-memory sparse index
+//! `(seq, offset)` rebuilt by the recovery scan on open; the scan reads and
+//! checks every record, so open time grows with the retained log.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::frame::{encode, HEADER_BYTES, MAX_PAYLOAD_BYTES};
+use crate::segment::{parse_segment_name, scan, segment_path, SegmentReader};
+use crate::{Log, LogError, Record};
+
+/// Whether an append waits for `fdatasync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FsyncPolicy {
+    /// Every group commit is `fdatasync`ed before it is acknowledged.
+    #[default]
+    Always,
+    /// Acknowledge after the write only (survives a process crash, not a
+    /// machine crash). For benchmarks and tests.
+    Never,
+}
+
+/// Configuration of a [`FileLog`].
+#[derive(Debug, Clone)]
+pub struct FileLogConfig {
+    /// A segment is rolled when the next batch would take it past this
+    /// size (a single batch larger than this gets a segment of its own).
+    pub segment_bytes: u64,
+    /// Most encoded bytes (16-byte headers included) written by one group
+    /// commit; also the most one `append` may take
+    /// ([`LogError::BatchTooLarge`]).
+    pub max_batch_bytes: usize,
+    /// Durability of acknowledged appends.
+    pub fsync: FsyncPolicy,
+    /// Distance in bytes between entries of the sparse seq index.
+    pub index_interval_bytes: u64,
+    /// Test-only fault injection (simulated full disk, failing fsync).
+    pub faults: Option<Arc<FaultInjector>>,
+}
+
+impl Default for FileLogConfig {
+    fn default() -> Self {
+        FileLogConfig {
+            segment_bytes: 64 << 20,
+            max_batch_bytes: 16 << 20,
+            fsync: FsyncPolicy::Always,
+            index_interval_bytes: 4096,
+            faults: None,
+        }
+    }
+}
+
+/// Injects storage faults into a [`FileLog`], for tests: a write budget
+/// after which writes fail as a full disk would (after a partial write), and
+/// failing fsyncs. Shared with the log through [`FileLogConfig::faults`].
+#[derive(Debug)]
+pub struct FaultInjector {
+    write_budget_bytes: AtomicU64,
+    fail_syncs: AtomicBool,
+}
+
+impl Default for FaultInjector {
+    fn default() -> Self {
+        FaultInjector {
+            write_budget_bytes: AtomicU64::new(u64::MAX),
+            fail_syncs: AtomicBool::new(false),
+        }
+    }
+}
+
+impl FaultInjector {
+    /// From now on, allow `bytes` more bytes to be written; the write that
+    /// crosses the budget writes what fits, then fails with
+    /// `io::ErrorKind::StorageFull`. `u64::MAX` means unlimited.
+    pub fn set_write_budget(&self, bytes: u64) {
+        self.write_budget_bytes.store(bytes, Ordering::SeqCst);
+    }
+
+    /// Makes every fsync fail (or succeed again).
+    pub fn set_fail_syncs(&self, fail: bool) {
+        self.fail_syncs.store(fail, Ordering::SeqCst);
+    }
+}
+
+/// What opening a [`FileLog`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Segment files in the directory.
+    pub segments: usize,
+    /// First readable seq.
+    pub first_seq: u64,
+    /// Last seq after recovery.
+    pub last_seq: u64,
+    /// Bytes cut from a torn tail (0 if the tail was clean).
+    pub truncated_bytes: u64,
+    /// The segment that was cut, if one was.
+    pub truncated_segment: Option<PathBuf>,
+    /// Why it was cut.
+    pub truncated_reason: Option<String>,
+}
+
+/// The file backend of [`Log`]. Dropping it waits for queued appends.
+#[derive(Debug)]
+pub struct FileLog {
+    inner: Arc<Inner>,
+    committer: Option<JoinHandle<()>>,
+    report: OpenReport,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    config: FileLogConfig,
+    queue: Mutex<Queue>,
+    queue_cv: Condvar,
+    segments: RwLock<Vec<Segment>>,
+    first_seq: AtomicU64,
+    last_seq: AtomicU64,
+    tail: Mutex<()>,
+    tail_cv: Condvar,
+    poisoned: Mutex<Option<String>>,
+}
+
+#[derive(Debug)]
+struct Segment {
+    base_seq: u64,
+    path: PathBuf,
+    file: Arc<File>,
+    /// Sparse `(seq, offset)` index, ascending.
+    index: Vec<(u64, u64)>,
+    /// Acknowledged length.
+    len: u64,
+    /// Last acknowledged seq (`base_seq - 1` if none).
+    last_seq: u64,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    pending: VecDeque<Pending>,
+    shutdown: bool,
+}
+
+/// One caller's batch, waiting for the committer.
+#[derive(Debug)]
+struct Pending {
+    /// Payloads, concatenated.
+    data: Vec<u8>,
+    /// End of each payload in `data`.
+    ends: Vec<usize>,
+    /// Encoded size.
+    frame_bytes: usize,
+    done: Arc<Completion>,
+}
+
+#[derive(Debug, Default)]
+struct Completion {
+    result: Mutex<Option<Result<u64, LogError>>>,
+    cv: Condvar,
+}
+
+impl Completion {
+    fn complete(&self, r: Result<u64, LogError>) {
+        *lock(&self.result) = Some(r);
+        self.cv.notify_one();
+    }
+
+    fn wait(&self) -> Result<u64, LogError> {
+        let mut g = lock(&self.result);
+        loop {
+            if let Some(r) = g.take() {
+                return r;
+            }
+            g = self.cv.wait(g).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::io("fsync directory", dir, e))
+}
+
+impl FileLog {
+    /// Opens (creating if needed) the log in `dir`, recovering a torn tail
+    /// (see [`FileLog::open_report`]) and refusing a corrupt log.
+    pub fn open(dir: impl AsRef<Path>, config: FileLogConfig) -> Result<FileLog, LogError> {
+        let dir = dir.as_ref().to_path_buf();
+        validate(&config)?;
+        fs::create_dir_all(&dir).map_err(|e| LogError::io("create directory", &dir, e))?;
+        let mut bases = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|e| LogError::io("list directory", &dir, e))? {
+            let entry = entry.map_err(|e| LogError::io("list directory", &dir, e))?;
+            if let Some(base) = entry.file_name().to_str().and_then(parse_segment_name) {
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+        if bases.is_empty() {
+            let path = segment_path(&dir, 1);
+            File::create_new(&path).map_err(|e| LogError::io("create segment", &path, e))?;
+            sync_dir(&dir)?;
+            bases.push(1);
+        }
+        let mut report = OpenReport {
+            segments: bases.len(),
+            ..OpenReport::default()
+        };
+        let mut segments = Vec::with_capacity(bases.len());
+        let mut prev_last: Option<u64> = None;
+        for (i, &base) in bases.iter().enumerate() {
+            let path = segment_path(&dir, base);
+            let expected = prev_last.map_or(base.max(1), |l| l + 1);
+            if base != expected {
+                return Err(LogError::Corrupt {
+                    segment: path,
+                    offset: 0,
+                    reason: format!("segment starts at seq {base}, expected {expected}"),
+                });
+            }
+            let bytes = fs::read(&path).map_err(|e| LogError::io("read segment", &path, e))?;
+            let is_last = i + 1 == bases.len();
+            let s = scan(
+                &path,
+                &bytes,
+                base,
+                is_last,
+                config.index_interval_bytes,
+                config.max_batch_bytes as u64,
+            )?;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| LogError::io("open segment", &path, e))?;
+            if let Some(reason) = s.torn {
+                file.set_len(s.valid_len)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| LogError::io("truncate torn tail", &path, e))?;
+                report.truncated_bytes = bytes.len() as u64 - s.valid_len;
+                report.truncated_segment = Some(path.clone());
+                report.truncated_reason = Some(reason);
+            }
+            prev_last = Some(s.last_seq);
+            segments.push(Segment {
+                base_seq: base,
+                path,
+                file: Arc::new(file),
+                index: s.index,
+                len: s.valid_len,
+                last_seq: s.last_seq,
+            });
+        }
+        let first_seq = segments[0].base_seq;
+        let last = segments.last().map_or(0, |s| s.last_seq);
+        report.first_seq = first_seq;
+        report.last_seq = last;
+        let active = segments.last().expect("at least one segment");
+        let committer = Committer {
+            file: Arc::clone(&active.file),
+            path: active.path.clone(),
+            len: active.len,
+            next_seq: last + 1,
+            next_index_at: active
+                .index
+                .last()
+                .map_or(0, |&(_, off)| off + config.index_interval_bytes),
+            buf: Vec::new(),
+            inner: Arc::new(Inner {
+                dir,
+                config,
+                queue: Mutex::new(Queue::default()),
+                queue_cv: Condvar::new(),
+                segments: RwLock::new(segments),
+                first_seq: AtomicU64::new(first_seq),
+                last_seq: AtomicU64::new(last),
+                tail: Mutex::new(()),
+                tail_cv: Condvar::new(),
+                poisoned: Mutex::new(None),
+            }),
+        };
+        let inner = Arc::clone(&committer.inner);
+        let handle = std::thread::Builder::new()
+            .name("tandem-log-commit".into())
+            .spawn(move || committer.run())
+            .map_err(|e| LogError::io("spawn committer", &inner.dir, e))?;
+        Ok(FileLog {
+            inner,
+            committer: Some(handle),
+            report,
+        })
+    }
+
+    /// What recovery found when this log was opened.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    /// The directory of the log.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    fn poisoned(&self) -> Option<LogError> {
+        lock(&self.inner.poisoned)
+            .as_ref()
+            .map(|reason| LogError::Poisoned {
+                reason: reason.clone(),
+            })
+    }
+}
+
+fn validate(c: &FileLogConfig) -> Result<(), LogError> {
+    if c.segment_bytes == 0 || c.index_interval_bytes == 0 {
+        return Err(LogError::InvalidConfig(
+            "segment_bytes and index_interval_bytes must be positive".into(),
+        ));
+    }
+    if c.max_batch_bytes <= HEADER_BYTES || c.max_batch_bytes > MAX_PAYLOAD_BYTES {
+        return Err(LogError::InvalidConfig(format!(
+            "max_batch_bytes must be in {}..={MAX_PAYLOAD_BYTES}",
+            HEADER_BYTES + 1
+        )));
+    }
+    Ok(())
+}
+
+impl Drop for FileLog {
+    fn drop(&mut self) {
+        lock(&self.inner.queue).shutdown = true;
+        self.inner.queue_cv.notify_all();
+        if let Some(h) = self.committer.take() {
+            // A panicked committer has already failed its callers.
+            let _ = h.join();
+        }
+    }
+}
+
+impl Log for FileLog {
+    fn append(&self, records: &[&[u8]]) -> Result<u64, LogError> {
+        if records.is_empty() {
+            return Ok(self.last_seq());
+        }
+        if let Some(e) = self.poisoned() {
+            return Err(e);
+        }
+        let payload_bytes: usize = records.iter().map(|r| r.len()).sum();
+        let frame_bytes = payload_bytes.saturating_add(records.len() * HEADER_BYTES);
+        let max = self.inner.config.max_batch_bytes;
+        if frame_bytes > max {
+            return Err(LogError::BatchTooLarge {
+                bytes: frame_bytes,
+                max,
+            });
+        }
+        let mut data = Vec::with_capacity(payload_bytes);
+        let mut ends = Vec::with_capacity(records.len());
+        for r in records {
+            data.extend_from_slice(r);
+            ends.push(data.len());
+        }
+        let done = Arc::new(Completion::default());
+        {
+            let mut q = lock(&self.inner.queue);
+            if q.shutdown {
+                return Err(LogError::Closed);
+            }
+            q.pending.push_back(Pending {
+                data,
+                ends,
+                frame_bytes,
+                done: Arc::clone(&done),
+            });
+        }
+        self.inner.queue_cv.notify_one();
+        done.wait()
+    }
+
+    fn read_from(&self, from: u64, max: usize) -> Result<Vec<Record>, LogError> {
+        let first = self.first_seq();
+        if from < first {
+            return Err(LogError::Truncated {
+                requested: from,
+                first,
+            });
+        }
+        let last = self.last_seq();
+        let mut out = Vec::new();
+        let mut seq = from;
+        while out.len() < max && seq <= last {
+            let (file, path, start_seq, start_off, end) = {
+                let segs = self
+                    .inner
+                    .segments
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let i = segs.partition_point(|s| s.base_seq <= seq);
+                if i == 0 {
+                    return Err(LogError::Truncated {
+                        requested: seq,
+                        first: self.first_seq(),
+                    });
+                }
+                let s = &segs[i - 1];
+                let j = s.index.partition_point(|&(q, _)| q <= seq);
+                let (start_seq, start_off) = if j == 0 {
+                    (s.base_seq, 0)
+                } else {
+                    s.index[j - 1]
+                };
+                (
+                    Arc::clone(&s.file),
+                    s.path.clone(),
+                    start_seq,
+                    start_off,
+                    s.len,
+                )
+            };
+            let mut reader = SegmentReader::new(&file, &path, start_off, end);
+            for _ in start_seq..seq {
+                reader.skip_record()?;
+            }
+            let before = seq;
+            while out.len() < max && seq <= last {
+                match reader.next_record(seq)? {
+                    Some(r) => {
+                        out.push(r);
+                        seq += 1;
+                    }
+                    None => break,
+                }
+            }
+            if seq == before {
+                // The segment had nothing at `seq` although `seq <= last`.
+                return Err(LogError::Corrupt {
+                    segment: path,
+                    offset: end,
+                    reason: format!("seq {seq} missing from its segment"),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn wait_for(&self, after: u64, timeout: Duration) -> Result<u64, LogError> {
+        let deadline = Instant::now() + timeout;
+        let mut g = lock(&self.inner.tail);
+        loop {
+            let last = self.last_seq();
+            let now = Instant::now();
+            if last > after || now >= deadline {
+                return Ok(last);
+            }
+            g = self
+                .inner
+                .tail_cv
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    fn first_seq(&self) -> u64 {
+        self.inner.first_seq.load(Ordering::Acquire)
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.inner.last_seq.load(Ordering::Acquire)
+    }
+
+    fn truncate_before(&self, seq: u64) -> Result<(), LogError> {
+        let mut segs = self
+            .inner
+            .segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Segment i holds only seqs < seq when the next one starts at or
+        // before seq. The last (active) segment is never dropped.
+        let drop_count = (0..segs.len().saturating_sub(1))
+            .take_while(|&i| segs[i + 1].base_seq <= seq)
+            .count();
+        if drop_count == 0 {
+            return Ok(());
+        }
+        let dropped: Vec<Segment> = segs.drain(..drop_count).collect();
+        self.inner
+            .first_seq
+            .store(segs[0].base_seq, Ordering::Release);
+        drop(segs);
+        for s in dropped {
+            fs::remove_file(&s.path).map_err(|e| LogError::io("remove segment", &s.path, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The committer thread's state: the active segment and the next seq.
+#[derive(Debug)]
+struct Committer {
+    inner: Arc<Inner>,
+    file: Arc<File>,
+    path: PathBuf,
+    /// Durable length of the active segment.
+    len: u64,
+    next_seq: u64,
+    next_index_at: u64,
+    buf: Vec<u8>,
+}
+
+/// Fails every queued caller when the committer exits, even by panic.
+#[derive(Debug)]
+struct ShutdownGuard(Arc<Inner>);
+
+impl Drop for ShutdownGuard {
+    fn drop(&mut self) {
+        let mut q = lock(&self.0.queue);
+        q.shutdown = true;
+        for p in q.pending.drain(..) {
+            p.done.complete(Err(LogError::Closed));
+        }
+    }
+}
+
+impl Committer {
+    fn run(mut self) {
+        let _guard = ShutdownGuard(Arc::clone(&self.inner));
+        let max = self.inner.config.max_batch_bytes;
+        loop {
+            let group = {
+                let mut q = lock(&self.inner.queue);
+                while q.pending.is_empty() && !q.shutdown {
+                    q = self
+                        .inner
+                        .queue_cv
+                        .wait(q)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                if q.pending.is_empty() {
+                    return;
+                }
+                let mut bytes = 0usize;
+                let mut group = Vec::new();
+                while let Some(p) = q.pending.front() {
+                    if !group.is_empty() && bytes + p.frame_bytes > max {
+                        break;
+                    }
+                    bytes += p.frame_bytes;
+                    group.extend(q.pending.pop_front());
+                }
+                group
+            };
+            self.commit(&group);
+        }
+    }
+
+    /// Writes `group` (splitting it where a segment must roll) and answers
+    /// every caller in it.
+    fn commit(&mut self, group: &[Pending]) {
+        if let Some(reason) = lock(&self.inner.poisoned).clone() {
+            for p in group {
+                p.done.complete(Err(LogError::Poisoned {
+                    reason: reason.clone(),
+                }));
+            }
+            return;
+        }
+        let segment_bytes = self.inner.config.segment_bytes;
+        let interval = self.inner.config.index_interval_bytes;
+        let mut i = 0;
+        while i < group.len() {
+            self.buf.clear();
+            let mut index = Vec::new();
+            let mut next_index_at = self.next_index_at;
+            let mut seq = self.next_seq;
+            let mut j = i;
+            while j < group.len() {
+                let p = &group[j];
+                let used = self.len + self.buf.len() as u64;
+                if used > 0 && used + p.frame_bytes as u64 > segment_bytes {
+                    break;
+                }
+                let mut start = 0;
+                for (k, &end) in p.ends.iter().enumerate() {
+                    let offset = self.len + self.buf.len() as u64;
+                    if offset >= next_index_at {
+                        index.push((seq, offset));
+                        next_index_at = offset + interval;
+                    }
+                    let continues = k + 1 < p.ends.len();
+                    encode(&mut self.buf, seq, &p.data[start..end], continues);
+                    start = end;
+                    seq += 1;
+                }
+                j += 1;
+            }
+            if j == i {
+                if let Err(e) = self.roll() {
+                    fail(&group[i..], &e);
+                    return;
+                }
+                continue;
+            }
+            if let Err(e) = self.flush(seq - 1, index) {
+                fail(&group[i..], &e);
+                return;
+            }
+            self.next_index_at = next_index_at;
+            let mut first = self.next_seq;
+            for p in &group[i..j] {
+                p.done.complete(Ok(first));
+                first += p.ends.len() as u64;
+            }
+            self.next_seq = seq;
+            i = j;
+        }
+    }
+
+    /// Writes and syncs `buf` at the end of the active segment, then
+    /// publishes it (through `last_seq`).
+    fn flush(&mut self, last_seq: u64, index: Vec<(u64, u64)>) -> Result<(), LogError> {
+        let faults = self.inner.config.faults.as_deref();
+        if let Err(e) = write_at(&self.file, &self.buf, self.len, faults) {
+            self.rollback(&e);
+            return Err(LogError::io("write", &self.path, e));
+        }
+        if self.inner.config.fsync == FsyncPolicy::Always {
+            if let Err(e) = sync(&self.file, faults) {
+                // The kernel may have dropped the dirty pages and marked
+                // them clean: a retry could "succeed" without the data.
+                *lock(&self.inner.poisoned) =
+                    Some(format!("fdatasync {}: {e}", self.path.display()));
+                self.rollback(&e);
+                return Err(LogError::io("fdatasync", &self.path, e));
+            }
+        }
+        self.len += self.buf.len() as u64;
+        {
+            let mut segs = self
+                .inner
+                .segments
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let s = segs.last_mut().expect("active segment");
+            s.len = self.len;
+            s.last_seq = last_seq;
+            s.index.extend(index);
+        }
+        self.inner.last_seq.store(last_seq, Ordering::Release);
+        drop(lock(&self.inner.tail));
+        self.inner.tail_cv.notify_all();
+        Ok(())
+    }
+
+    /// Cuts the active segment back to its durable length after a failed
+    /// write; poisons the log if even that fails.
+    fn rollback(&mut self, cause: &io::Error) {
+        if let Err(e) = self.file.set_len(self.len) {
+            let mut p = lock(&self.inner.poisoned);
+            if p.is_none() {
+                *p = Some(format!(
+                    "rollback of {} after `{cause}` failed: {e}",
+                    self.path.display()
+                ));
+            }
+        }
+    }
+
+    /// Starts a new segment at `next_seq`.
+    fn roll(&mut self) -> Result<(), LogError> {
+        let dir = &self.inner.dir;
+        let path = segment_path(dir, self.next_seq);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| LogError::io("create segment", &path, e))?;
+        if self.inner.config.fsync == FsyncPolicy::Always {
+            if let Err(e) = sync_dir(dir) {
+                let _ = fs::remove_file(&path);
+                return Err(e);
+            }
+        }
+        let file = Arc::new(file);
+        self.inner
+            .segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Segment {
+                base_seq: self.next_seq,
+                path: path.clone(),
+                file: Arc::clone(&file),
+                index: Vec::new(),
+                len: 0,
+                last_seq: self.next_seq - 1,
+            });
+        self.file = file;
+        self.path = path;
+        self.len = 0;
+        self.next_index_at = 0;
+        Ok(())
+    }
+}
+
+fn fail(group: &[Pending], e: &LogError) {
+    for p in group {
+        p.done.complete(Err(e.clone()));
+    }
+}
+
+fn write_at(
+    file: &File,
+    buf: &[u8],
+    offset: u64,
+    faults: Option<&FaultInjector>,
+) -> io::Result<()> {
+    if let Some(f) = faults {
+        let budget = f.write_budget_bytes.load(Ordering::SeqCst);
+        if budget != u64::MAX {
+            if (buf.len() as u64) > budget {
+                f.write_budget_bytes.store(0, Ordering::SeqCst);
+                file.write_all_at(&buf[..budget as usize], offset)?;
+                return Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    "no space left on device (injected)",
+                ));
+            }
+            f.write_budget_bytes
+                .store(budget - buf.len() as u64, Ordering::SeqCst);
+        }
+    }
+    file.write_all_at(buf, offset)
+}
+
+fn sync(file: &File, faults: Option<&FaultInjector>) -> io::Result<()> {
+    if faults.is_some_and(|f| f.fail_syncs.load(Ordering::SeqCst)) {
+        return Err(io::Error::other("fdatasync failed (injected)"));
+    }
+    file.sync_data()
+}

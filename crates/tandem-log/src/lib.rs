@@ -1,0 +1,59 @@
+//! Tandem's order log: the only sequencer. A [`Log`] is one partition of
+//! opaque byte records numbered by `seq` (1-based, contiguous, no gaps); a
+//! record's seq is its time for every replica. This crate knows nothing
+//! about orders. [`FileLog`] is the default backend (a directory of segment
+//! files with group commit); other backends (Kafka) implement the same trait
+//! and run the same [`conformance`] suite (feature `conformance`).
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod file_log;
+mod frame;
+mod segment;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+use std::time::Duration;
+
+pub use error::LogError;
+pub use file_log::{FaultInjector, FileLog, FileLogConfig, FsyncPolicy, OpenReport};
+
+/// One record read back from a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Position in the log (1-based).
+    pub seq: u64,
+    /// The bytes given to [`Log::append`], unchanged.
+    pub payload: Vec<u8>,
+}
+
+/// One partition of the sequenced log: the interface replicas and nodes use,
+/// whatever the backend. Seqs are 1-based and contiguous.
+pub trait Log: Send + Sync {
+    /// Appends `records` as one atomic batch; blocks until durable; returns
+    /// the seq of the first (the rest follow consecutively). An empty batch
+    /// returns `Ok(last_seq)` without writing. Errors reach the caller;
+    /// nothing is ever silently dropped.
+    fn append(&self, records: &[&[u8]]) -> Result<u64, LogError>;
+
+    /// Up to `max` records with seq >= `from` (fewer at the tail; empty if
+    /// `from > last_seq()`). `from` below [`Log::first_seq`] is
+    /// [`LogError::Truncated`].
+    fn read_from(&self, from: u64, max: usize) -> Result<Vec<Record>, LogError>;
+
+    /// Follows the tail: blocks until `last_seq() > after` or `timeout`
+    /// passes; returns `last_seq()`.
+    fn wait_for(&self, after: u64, timeout: Duration) -> Result<u64, LogError>;
+
+    /// Lowest seq still readable (1 when nothing was dropped).
+    fn first_seq(&self) -> u64;
+
+    /// Highest acknowledged seq; 0 when the log is empty.
+    fn last_seq(&self) -> u64;
+
+    /// Drops whole segments that hold only seqs < `seq` (a snapshot made them
+    /// unnecessary). May keep more than asked; never drops seq >= `seq`.
+    fn truncate_before(&self, seq: u64) -> Result<(), LogError>;
+}
