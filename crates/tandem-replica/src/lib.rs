@@ -1,0 +1,326 @@
+//! The replica loop. A replica reads one partition of the order log in seq
+//! order, decodes each record as a command (`tandem_codec`), applies it to
+//! its own `tandem_core::Engine`, and keeps the output hash chain; every
+//! replica that reads the same log ends with the same books and chain.
+//!
+//! It writes a snapshot every N commands or T seconds (whichever comes
+//! first; `SnapshotPolicy`), atomically (temporary file, fsync, rename,
+//! fsync of the directory), and keeps the newest few. Opening a replica
+//! restores the newest snapshot that decodes (an unreadable one is skipped
+//! and reported, never trusted) and then applies the log tail after it:
+//! restart = newest valid snapshot + tail.
+//!
+//! Wall-clock time is read here, only to decide *when* to snapshot; it never
+//! reaches the engine, whose input is the log alone.
+
+use std::fs::{self, File};
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tandem_core::{Config, Engine, Event, SnapshotError};
+use tandem_log::{Log, LogError};
+
+/// When to write snapshots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// Snapshot after this many commands since the last one (0 = never by count).
+    pub every_commands: u64,
+    /// Snapshot when this much time has passed since the last one and at
+    /// least one command was applied (`None` = never by time).
+    pub every: Option<Duration>,
+    /// Snapshots kept on disk (older ones are deleted); at least 1.
+    pub keep: usize,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        SnapshotPolicy {
+            every_commands: 1_000_000,
+            every: Some(Duration::from_secs(60)),
+            keep: 3,
+        }
+    }
+}
+
+/// A replica's configuration.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// The engine's limits and hash seed.
+    pub engine: Config,
+    /// Directory of this replica's snapshots (created if missing).
+    pub snapshot_dir: PathBuf,
+    /// When to snapshot.
+    pub policy: SnapshotPolicy,
+    /// Most records read from the log per step.
+    pub read_batch: usize,
+}
+
+impl ReplicaConfig {
+    /// Defaults with snapshots in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        ReplicaConfig {
+            engine: Config::default(),
+            snapshot_dir: dir.into(),
+            policy: SnapshotPolicy::default(),
+            read_batch: 4096,
+        }
+    }
+}
+
+/// Why a replica could not open or go on.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("order log: {0}")]
+    Log(#[from] LogError),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot continue: the log starts at seq {first_seq} but the newest usable state is at seq {have} \
+         (records {from}..{first_seq} were dropped); restore a newer snapshot"
+    )]
+    Gap {
+        have: u64,
+        from: u64,
+        first_seq: u64,
+    },
+    #[error("the log returned seq {got} where {want} was expected")]
+    OutOfOrder { want: u64, got: u64 },
+}
+
+fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ReplicaError + 'a {
+    move |source| ReplicaError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What `Replica::open` found.
+#[derive(Debug, Default)]
+pub struct OpenInfo {
+    /// The snapshot restored and its seq, if any.
+    pub restored: Option<(PathBuf, u64)>,
+    /// Snapshots that were skipped, newest first, with why.
+    pub skipped: Vec<(PathBuf, SnapshotError)>,
+}
+
+/// A snapshot file name holds its seq: `snapshot-<seq, 20 digits>.tsnap`.
+fn snapshot_name(seq: u64) -> String {
+    format!("snapshot-{seq:020}.tsnap")
+}
+
+fn parse_snapshot_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("snapshot-")?.strip_suffix(".tsnap")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// Snapshot files in `dir`, newest first.
+fn list_snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>, ReplicaError> {
+    let mut v = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err("list snapshots in", dir))? {
+        let entry = entry.map_err(io_err("list snapshots in", dir))?;
+        if let Some(seq) = entry.file_name().to_str().and_then(parse_snapshot_name) {
+            v.push((seq, entry.path()));
+        }
+    }
+    v.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
+    Ok(v)
+}
+
+/// One replica of one log partition. See the module doc.
+pub struct Replica {
+    engine: Engine,
+    log: Arc<dyn Log>,
+    cfg: ReplicaConfig,
+    last_snapshot_seq: u64,
+    last_snapshot_at: Instant,
+    events: Vec<Event>,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("applied_seq", &self.engine.seq())
+            .field("last_snapshot_seq", &self.last_snapshot_seq)
+            .field("snapshot_dir", &self.cfg.snapshot_dir)
+            .finish()
+    }
+}
+
+impl Replica {
+    /// Restores the newest valid snapshot in `cfg.snapshot_dir` (or starts
+    /// empty) over `log`. Does not apply the tail yet: call `catch_up`.
+    pub fn open(
+        log: Arc<dyn Log>,
+        cfg: ReplicaConfig,
+    ) -> Result<(Replica, OpenInfo), ReplicaError> {
+        let dir = cfg.snapshot_dir.clone();
+        fs::create_dir_all(&dir).map_err(io_err("create snapshot directory", &dir))?;
+        let mut info = OpenInfo::default();
+        let mut engine = None;
+        for (seq, path) in list_snapshots(&dir)? {
+            let bytes = fs::read(&path).map_err(io_err("read snapshot", &path))?;
+            match Engine::restore(&bytes, cfg.engine.clone()) {
+                Ok(e) if e.seq() == seq => {
+                    info.restored = Some((path, seq));
+                    engine = Some(e);
+                    break;
+                }
+                Ok(e) => info.skipped.push((
+                    path,
+                    SnapshotError::Malformed {
+                        offset: 0,
+                        what: format!(
+                            "file name says seq {seq} but the snapshot holds seq {}",
+                            e.seq()
+                        ),
+                    },
+                )),
+                Err(err) => info.skipped.push((path, err)),
+            }
+        }
+        let engine = engine.unwrap_or_else(|| Engine::new(cfg.engine.clone()));
+        let have = engine.seq();
+        let first = log.first_seq();
+        if have + 1 < first {
+            return Err(ReplicaError::Gap {
+                have,
+                from: have + 1,
+                first_seq: first,
+            });
+        }
+        Ok((
+            Replica {
+                last_snapshot_seq: have,
+                engine,
+                log,
+                cfg,
+                last_snapshot_at: Instant::now(),
+                events: Vec::with_capacity(256),
+            },
+            info,
+        ))
+    }
+
+    /// Seq of the last command applied.
+    pub fn applied_seq(&self) -> u64 {
+        self.engine.seq()
+    }
+
+    /// The engine (for reads: books, orders, the chain).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Seq of the newest snapshot written or restored.
+    pub fn last_snapshot_seq(&self) -> u64 {
+        self.last_snapshot_seq
+    }
+
+    /// Applies up to `cfg.read_batch` records that are already in the log.
+    /// `on_applied(seq, engine, events)` sees each command's events.
+    /// Returns how many were applied (0 at the tail).
+    pub fn step(
+        &mut self,
+        mut on_applied: impl FnMut(u64, &Engine, &[Event]),
+    ) -> Result<usize, ReplicaError> {
+        let from = self.engine.seq() + 1;
+        let records = self.log.read_from(from, self.cfg.read_batch)?;
+        let cmds: Vec<(u64, tandem_core::Command)> = records
+            .iter()
+            .map(|r| (r.seq, tandem_codec::decode_command(&r.payload)))
+            .collect();
+        for (i, (seq, cmd)) in cmds.iter().enumerate() {
+            let want = from + i as u64;
+            if *seq != want {
+                return Err(ReplicaError::OutOfOrder { want, got: *seq });
+            }
+            if let Some((_, next)) = cmds.get(i + 8) {
+                self.engine.prefetch(next);
+            }
+            self.events.clear();
+            self.engine.apply(*seq, cmd, &mut self.events);
+            on_applied(*seq, &self.engine, &self.events);
+            self.maybe_snapshot()?;
+        }
+        Ok(cmds.len())
+    }
+
+    /// Applies everything the log holds now. Returns the applied seq.
+    pub fn catch_up(
+        &mut self,
+        mut on_applied: impl FnMut(u64, &Engine, &[Event]),
+    ) -> Result<u64, ReplicaError> {
+        while self.step(&mut on_applied)? > 0 {}
+        Ok(self.applied_seq())
+    }
+
+    /// Follows the log until `stop` is set: applies records as they are
+    /// appended, waking at least every `poll` to check `stop`.
+    pub fn follow(
+        &mut self,
+        stop: &AtomicBool,
+        poll: Duration,
+        mut on_applied: impl FnMut(u64, &Engine, &[Event]),
+    ) -> Result<(), ReplicaError> {
+        while !stop.load(Ordering::Relaxed) {
+            if self.step(&mut on_applied)? == 0 {
+                self.log.wait_for(self.applied_seq(), poll)?;
+                self.maybe_snapshot()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<(), ReplicaError> {
+        let p = &self.cfg.policy;
+        let since = self.engine.seq() - self.last_snapshot_seq;
+        let by_count = p.every_commands > 0 && since >= p.every_commands;
+        let by_time = since > 0
+            && p.every
+                .is_some_and(|t| self.last_snapshot_at.elapsed() >= t);
+        if by_count || by_time {
+            self.snapshot_now()?;
+        }
+        Ok(())
+    }
+
+    /// Writes a snapshot of the current state now (atomically) and prunes
+    /// old ones. Returns its path.
+    pub fn snapshot_now(&mut self) -> Result<PathBuf, ReplicaError> {
+        let dir = &self.cfg.snapshot_dir;
+        let seq = self.engine.seq();
+        let path = dir.join(snapshot_name(seq));
+        let tmp = dir.join(format!("{}.tmp", snapshot_name(seq)));
+        let file = File::create(&tmp).map_err(io_err("create snapshot", &tmp))?;
+        self.engine
+            .snapshot_to(BufWriter::with_capacity(1 << 20, &file))
+            .map_err(io_err("write snapshot", &tmp))?;
+        file.sync_all().map_err(io_err("fsync snapshot", &tmp))?;
+        fs::rename(&tmp, &path).map_err(io_err("rename snapshot", &path))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("fsync snapshot directory", dir))?;
+        self.last_snapshot_seq = seq;
+        self.last_snapshot_at = Instant::now();
+        for (_, old) in list_snapshots(dir)?
+            .into_iter()
+            .skip(self.cfg.policy.keep.max(1))
+        {
+            fs::remove_file(&old).map_err(io_err("remove old snapshot", &old))?;
+        }
+        Ok(path)
+    }
+}

@@ -1,0 +1,254 @@
+//! Replicas over one file log agree: same chain at every seq, whether they
+//! ran straight through, restarted midway from a snapshot, or had to skip a
+//! corrupt snapshot. Appends come from several threads, so the log, not
+//! any clock, decides the order.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tandem_log::{FileLog, FileLogConfig, FsyncPolicy, Log};
+use tandem_replica::{Replica, ReplicaConfig, SnapshotPolicy};
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("tandem-replica-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A deterministic mixed command flow as JSON lines (no newline).
+fn flow(n: usize, seed: u64) -> Vec<Vec<u8>> {
+    let mut x = seed | 1;
+    let mut rnd = |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    (0..n)
+        .map(|i| {
+            let market = ["BTC-USD", "ETH-USD"][rnd(2) as usize];
+            let account = format!("a{}", rnd(9));
+            let side = if rnd(2) == 0 { "buy" } else { "sell" };
+            let price = format!("{}.{}", 100 + rnd(4), rnd(10));
+            let id = format!("o{}", rnd(n as u64));
+            match rnd(10) {
+                0..=6 => format!(
+                    r#"{{"op":"place","market":"{market}","id":"{id}","account":"{account}","side":"{side}","price":"{price}","qty":"{}"}}"#,
+                    1 + rnd(5)
+                ),
+                7 => format!(
+                    r#"{{"op":"place","market":"{market}","id":"m{i}","account":"{account}","side":"{side}","type":"market","qty":"3"}}"#
+                ),
+                _ => format!(r#"{{"op":"cancel","market":"{market}","id":"{id}","account":"{account}"}}"#),
+            }
+            .into_bytes()
+        })
+        .collect()
+}
+
+fn open_log(dir: &TempDir) -> Arc<dyn Log> {
+    let cfg = FileLogConfig {
+        fsync: FsyncPolicy::Never,
+        ..FileLogConfig::default()
+    };
+    Arc::new(FileLog::open(dir.0.join("log"), cfg).expect("open log"))
+}
+
+/// Appends `records` from `threads` threads in batches of 1..=20.
+fn append_concurrently(log: &Arc<dyn Log>, records: Vec<Vec<u8>>, threads: usize) {
+    let chunks: Vec<Vec<Vec<u8>>> = (0..threads)
+        .map(|t| records.iter().skip(t).step_by(threads).cloned().collect())
+        .collect();
+    std::thread::scope(|s| {
+        for (t, chunk) in chunks.into_iter().enumerate() {
+            let log = Arc::clone(log);
+            s.spawn(move || {
+                let mut i = 0;
+                while i < chunk.len() {
+                    let n = (1 + (i + t) % 20).min(chunk.len() - i);
+                    let batch: Vec<&[u8]> = chunk[i..i + n].iter().map(Vec::as_slice).collect();
+                    log.append(&batch).expect("append");
+                    i += n;
+                }
+            });
+        }
+    });
+}
+
+fn cfg(dir: PathBuf, every: u64) -> ReplicaConfig {
+    ReplicaConfig {
+        policy: SnapshotPolicy {
+            every_commands: every,
+            every: None,
+            keep: 2,
+        },
+        read_batch: 500,
+        ..ReplicaConfig::new(dir)
+    }
+}
+
+/// Chain after every seq, in seq order.
+fn chains(r: &mut Replica) -> Vec<(u64, u128)> {
+    let mut v = Vec::new();
+    r.catch_up(|seq, eng, _| v.push((seq, eng.chain())))
+        .expect("catch up");
+    v
+}
+
+#[test]
+fn two_replicas_agree_including_one_restarted_from_its_snapshot() {
+    let dir = TempDir::new("agree");
+    let log = open_log(&dir);
+    append_concurrently(&log, flow(12_000, 7), 4);
+    assert_eq!(log.last_seq(), 12_000);
+
+    let (mut a, info) = Replica::open(Arc::clone(&log), cfg(dir.0.join("a"), 0)).expect("open a");
+    assert!(info.restored.is_none());
+    let chain_a = chains(&mut a);
+    assert_eq!(chain_a.len(), 12_000);
+
+    // B snapshots every 2500 commands and stops after 7000.
+    let (mut b, _) = Replica::open(Arc::clone(&log), cfg(dir.0.join("b"), 2500)).expect("open b");
+    let mut chain_b = Vec::new();
+    while b.applied_seq() < 7000 {
+        b.step(|seq, eng, _| chain_b.push((seq, eng.chain())))
+            .expect("step");
+    }
+    let stopped_at = b.applied_seq();
+    drop(b);
+    let (mut b, info) =
+        Replica::open(Arc::clone(&log), cfg(dir.0.join("b"), 2500)).expect("reopen b");
+    let (_, restored_seq) = info.restored.expect("restored from a snapshot");
+    assert!(
+        restored_seq >= 5000 && restored_seq <= stopped_at,
+        "{restored_seq}"
+    );
+    assert!(info.skipped.is_empty());
+    chain_b.truncate(restored_seq as usize);
+    chain_b.extend(chains(&mut b));
+    assert_eq!(chain_b, chain_a, "chains differ");
+    assert_eq!(
+        b.engine().snapshot(),
+        a.engine().snapshot(),
+        "final states differ"
+    );
+    // Only `keep` snapshots remain.
+    let snaps = std::fs::read_dir(dir.0.join("b")).expect("list").count();
+    assert_eq!(snaps, 2);
+}
+
+#[test]
+fn a_corrupt_newest_snapshot_is_skipped_not_trusted() {
+    let dir = TempDir::new("corrupt");
+    let log = open_log(&dir);
+    append_concurrently(&log, flow(6_000, 11), 2);
+    let (mut a, _) = Replica::open(Arc::clone(&log), cfg(dir.0.join("a"), 2000)).expect("open");
+    let want = chains(&mut a);
+    drop(a);
+    let mut snaps: Vec<_> = std::fs::read_dir(dir.0.join("a"))
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    snaps.sort();
+    let newest = snaps.last().expect("a snapshot").clone();
+    let mut bytes = std::fs::read(&newest).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&newest, &bytes).expect("write");
+
+    let (mut b, info) = Replica::open(Arc::clone(&log), cfg(dir.0.join("a"), 0)).expect("reopen");
+    assert_eq!(info.skipped.len(), 1, "{:?}", info.skipped);
+    assert_eq!(info.skipped[0].0, newest);
+    let (_, seq) = info.restored.expect("older snapshot used");
+    assert_eq!(seq, 4000);
+    let got = chains(&mut b);
+    assert_eq!(got[..], want[seq as usize..]);
+}
+
+#[test]
+fn follow_applies_appends_as_they_arrive_and_snapshots_by_time() {
+    let dir = TempDir::new("follow");
+    let log = open_log(&dir);
+    let mut c = cfg(dir.0.join("f"), 0);
+    c.policy.every = Some(Duration::from_millis(1));
+    let (mut r, _) = Replica::open(Arc::clone(&log), c).expect("open");
+    let stop = AtomicBool::new(false);
+    let records = flow(3_000, 3);
+    std::thread::scope(|s| {
+        let follower = s.spawn(|| {
+            let mut n = 0u64;
+            r.follow(&stop, Duration::from_millis(5), |_, _, ev| {
+                assert!(!ev.is_empty(), "every command yields an event");
+                n += 1;
+            })
+            .expect("follow");
+            n
+        });
+        for chunk in records.chunks(100) {
+            let batch: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+            log.append(&batch).expect("append");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        while log.last_seq() < 3000 {
+            std::thread::yield_now();
+        }
+        // Give the follower time to drain, then stop it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            std::thread::sleep(Duration::from_millis(10));
+            if std::time::Instant::now() > deadline {
+                break;
+            }
+            if std::fs::read_dir(dir.0.join("f"))
+                .map(|d| {
+                    d.filter_map(Result::ok).any(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .contains("00000000000000003000")
+                    })
+                })
+                .unwrap_or(false)
+            {
+                break;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(follower.join().expect("follower"), 3000);
+    });
+    assert_eq!(r.applied_seq(), 3000);
+    assert_eq!(
+        r.last_snapshot_seq(),
+        3000,
+        "time-based snapshot reached the tail"
+    );
+}
+
+#[test]
+fn a_log_truncated_past_the_replica_is_a_clear_error() {
+    let dir = TempDir::new("gap");
+    let cfg_log = FileLogConfig {
+        fsync: FsyncPolicy::Never,
+        segment_bytes: 4096,
+        ..FileLogConfig::default()
+    };
+    let log: Arc<dyn Log> = Arc::new(FileLog::open(dir.0.join("log"), cfg_log).expect("open log"));
+    append_concurrently(&log, flow(2_000, 5), 1);
+    log.truncate_before(1500).expect("truncate");
+    assert!(log.first_seq() > 1);
+    let err = Replica::open(Arc::clone(&log), cfg(dir.0.join("r"), 0)).expect_err("gap");
+    let msg = err.to_string();
+    assert!(msg.contains("cannot continue"), "{msg}");
+}
