@@ -1,6 +1,7 @@
 //! Tandem's order log: the only sequencer. A [`Log`] is one partition of
-//! opaque byte records numbered by `seq` (1-based, contiguous, no gaps); a
-//! record's seq is its time for every replica. This crate knows nothing
+//! opaque byte records numbered by `seq` (strictly increasing from 1; the
+//! file log's seqs are contiguous, a Kafka partition's are not); a record's
+//! seq is its time for every replica. This crate knows nothing
 //! about orders. [`FileLog`] is the default backend (a directory of segment
 //! files with group commit); other backends (Kafka) implement the same trait
 //! and run the same [`conformance`] suite (feature `conformance`).
@@ -30,10 +31,12 @@ pub struct Record {
 }
 
 /// One partition of the sequenced log: the interface replicas and nodes use,
-/// whatever the backend. Seqs are 1-based and contiguous.
+/// whatever the backend. Seqs start at 1 and strictly increase in log
+/// order; a backend may leave gaps between batches (Kafka encodes its
+/// offset in the seq), never inside one.
 pub trait Log: Send + Sync {
     /// Appends `records` as one atomic batch; blocks until durable; returns
-    /// the seq of the first (the rest follow consecutively). An empty batch
+    /// the seq of the first (the rest of the batch follow consecutively). An empty batch
     /// returns `Ok(last_seq)` without writing. Errors reach the caller;
     /// nothing is ever silently dropped.
     fn append(&self, records: &[&[u8]]) -> Result<u64, LogError>;
@@ -56,4 +59,11 @@ pub trait Log: Send + Sync {
     /// Drops whole segments that hold only seqs < `seq` (a snapshot made them
     /// unnecessary). May keep more than asked; never drops seq >= `seq`.
     fn truncate_before(&self, seq: u64) -> Result<(), LogError>;
+
+    /// True when every record with a seq above `after` is still readable,
+    /// i.e. a reader positioned at `after` can go on. The default suits a
+    /// log with contiguous seqs.
+    fn covers(&self, after: u64) -> bool {
+        self.first_seq() <= after + 1
+    }
 }

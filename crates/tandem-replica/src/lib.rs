@@ -90,8 +90,8 @@ pub enum ReplicaError {
         from: u64,
         first_seq: u64,
     },
-    #[error("the log returned seq {got} where {want} was expected")]
-    OutOfOrder { want: u64, got: u64 },
+    #[error("the log returned seq {got} after seq {after}: seqs must strictly increase")]
+    OutOfOrder { after: u64, got: u64 },
 }
 
 fn io_err<'a>(
@@ -194,7 +194,7 @@ impl Replica {
         let engine = engine.unwrap_or_else(|| Engine::new(cfg.engine.clone()));
         let have = engine.seq();
         let first = log.first_seq();
-        if have + 1 < first {
+        if !log.covers(have) {
             return Err(ReplicaError::Gap {
                 have,
                 from: have + 1,
@@ -243,9 +243,9 @@ impl Replica {
             .map(|r| (r.seq, tandem_codec::decode_command(&r.payload)))
             .collect();
         for (i, (seq, cmd)) in cmds.iter().enumerate() {
-            let want = from + i as u64;
-            if *seq != want {
-                return Err(ReplicaError::OutOfOrder { want, got: *seq });
+            let after = self.engine.seq();
+            if *seq <= after || (i == 0 && *seq < from) {
+                return Err(ReplicaError::OutOfOrder { after, got: *seq });
             }
             if let Some((_, next)) = cmds.get(i + 8) {
                 self.engine.prefetch(next);
