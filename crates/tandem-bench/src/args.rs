@@ -1,6 +1,6 @@
 //! Hand-written command-line parsing (no clap): subcommands `core`,
-//! `capacity` and `match`, each with `--flag value` / `--flag=value`
-//! options. Integers accept `_` separators and a `0x` prefix (handy for
+//! `capacity`, `match` and `recovery`, each with `--flag value` /
+//! `--flag=value` options (and `recovery`'s value-less `--keep`). Integers accept `_` separators and a `0x` prefix (handy for
 //! seeds).
 
 /// Seed every subcommand uses unless `--seed` says otherwise.
@@ -100,6 +100,39 @@ impl Default for MatchArgs {
     }
 }
 
+/// Options of `tandem-bench recovery`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryArgs {
+    /// Resting GTC limit orders written to the log first.
+    pub orders: usize,
+    /// Markets they are spread over.
+    pub markets: usize,
+    /// Commands appended after the snapshot (the tail).
+    pub tail: usize,
+    /// PRNG seed.
+    pub seed: u64,
+    /// Working directory (log in `DIR/log`, snapshots in `DIR/snap`).
+    pub dir: String,
+    /// Keep `DIR/log` and `DIR/snap` at the end.
+    pub keep: bool,
+    /// Where to write the JSON report.
+    pub json: Option<String>,
+}
+
+impl Default for RecoveryArgs {
+    fn default() -> Self {
+        Self {
+            orders: 10_000_000,
+            markets: 3_000_000,
+            tail: 1_000_000,
+            seed: DEFAULT_SEED,
+            dir: "target/recovery".to_string(),
+            keep: false,
+            json: None,
+        }
+    }
+}
+
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cli {
@@ -109,6 +142,8 @@ pub enum Cli {
     Capacity(CapacityArgs),
     /// `match ...`
     Match(MatchArgs),
+    /// `recovery ...`
+    Recovery(RecoveryArgs),
     /// `-h` / `--help` / `help`.
     Help,
 }
@@ -118,6 +153,7 @@ pub fn usage(engines: &[&str]) -> String {
     let d = CoreArgs::default();
     let c = CapacityArgs::default();
     let m = MatchArgs::default();
+    let r = RecoveryArgs::default();
     format!(
         "tandem-bench — order-book matching core benchmarks
 
@@ -126,6 +162,8 @@ USAGE:
     tandem-bench capacity [OPTIONS]   one Engine with millions of markets / resting orders:
                                       build rate, RSS, snapshot write, restore
     tandem-bench match    [OPTIONS]   tandem_codec::run_match over the core stream as JSONL
+    tandem-bench recovery [OPTIONS]   replica recovery time over a FileLog: from empty, and
+                                      from a snapshot plus a log tail
 
 CORE OPTIONS:
     --ops N          timed operations (default {ops})
@@ -153,6 +191,17 @@ MATCH OPTIONS:
                      `tandem match --input FILE --output /dev/null` from the shell)
     --json FILE      also write the figures as JSON to FILE
 
+RECOVERY OPTIONS:
+    --orders N       GTC limit places written to the log first (default {r_orders})
+    --markets N      markets they are spread over (default {r_markets})
+    --tail N         commands appended after the snapshot: ~70% limit places, ~20% cancels
+                     of live orders, ~10% market orders (default {r_tail})
+    --seed S         workload seed (default {seed:#x})
+    --dir DIR        working directory: log in DIR/log, snapshots in DIR/snap; both are
+                     replaced at the start and removed at the end (default {r_dir})
+    --keep           keep DIR/log and DIR/snap at the end
+    --json FILE      also write the figures as JSON to FILE
+
     -h, --help       this text
 ",
         ops = d.ops,
@@ -168,6 +217,10 @@ MATCH OPTIONS:
         m_warmup = m.warmup,
         m_accounts = m.accounts,
         m_reps = m.reps,
+        r_orders = r.orders,
+        r_markets = r.markets,
+        r_tail = r.tail,
+        r_dir = r.dir,
     )
 }
 
@@ -182,8 +235,12 @@ pub fn parse_u64(s: &str) -> Result<u64, String> {
     r.map_err(|e| format!("invalid number {s:?}: {e}"))
 }
 
+/// Value-less options (`recovery --keep`); [`pairs`] gives them an empty value.
+const SWITCHES: &[&str] = &["--keep"];
+
 /// Splits the options after the subcommand into `(flag, value)` pairs
-/// (every option takes a value). `Ok(None)` means help was asked for.
+/// (every option but the [`SWITCHES`] takes a value). `Ok(None)` means help
+/// was asked for.
 fn pairs(it: impl Iterator<Item = String>) -> Result<Option<Vec<(String, String)>>, String> {
     let mut it = it;
     let mut out = Vec::new();
@@ -193,6 +250,10 @@ fn pairs(it: impl Iterator<Item = String>) -> Result<Option<Vec<(String, String)
         }
         if !arg.starts_with("--") {
             return Err(format!("unexpected argument {arg:?}"));
+        }
+        if SWITCHES.contains(&arg.as_str()) {
+            out.push((arg, String::new()));
+            continue;
         }
         match arg.split_once('=') {
             Some((f, v)) => out.push((f.to_string(), v.to_string())),
@@ -210,10 +271,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
     let mut it = args.into_iter();
     let sub = match it.next().as_deref() {
         None | Some("-h" | "--help" | "help") => return Ok(Cli::Help),
-        Some(s @ ("core" | "capacity" | "match")) => s.to_string(),
+        Some(s @ ("core" | "capacity" | "match" | "recovery")) => s.to_string(),
         Some(other) => {
             return Err(format!(
-                "unknown subcommand {other:?} (expected `core`, `capacity` or `match`)"
+                "unknown subcommand {other:?} (expected `core`, `capacity`, `match` or `recovery`)"
             ))
         }
     };
@@ -223,6 +284,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
     match sub.as_str() {
         "core" => parse_core(opts).map(Cli::Core),
         "capacity" => parse_capacity(opts).map(Cli::Capacity),
+        "recovery" => parse_recovery(opts).map(Cli::Recovery),
         _ => parse_match(opts).map(Cli::Match),
     }
 }
@@ -308,6 +370,36 @@ fn parse_match(opts: Vec<(String, String)>) -> Result<MatchArgs, String> {
             "--json" => a.json = Some(v),
             _ => return Err(unknown(&flag, "match")),
         }
+    }
+    Ok(a)
+}
+
+fn parse_recovery(opts: Vec<(String, String)>) -> Result<RecoveryArgs, String> {
+    let mut a = RecoveryArgs::default();
+    for (flag, v) in opts {
+        match flag.as_str() {
+            "--orders" => a.orders = to_usize(parse_u64(&v)?)?,
+            "--markets" => a.markets = to_usize(parse_u64(&v)?)?,
+            "--tail" => a.tail = to_usize(parse_u64(&v)?)?,
+            "--seed" => a.seed = parse_u64(&v)?,
+            "--dir" => a.dir = v,
+            "--keep" => a.keep = true,
+            "--json" => a.json = Some(v),
+            _ => return Err(unknown(&flag, "recovery")),
+        }
+    }
+    if a.markets == 0 || a.orders == 0 {
+        return Err("--markets and --orders must be at least 1".into());
+    }
+    // Ids and slab indices are u32 inside the engine; every order and tail
+    // command takes an id.
+    if (a.orders as u64).saturating_add(a.tail as u64) >= u64::from(u32::MAX)
+        || a.markets as u64 >= u64::from(u32::MAX)
+    {
+        return Err("--orders + --tail and --markets must be below 2^32-1".into());
+    }
+    if a.dir.is_empty() {
+        return Err("--dir needs a directory name".into());
     }
     Ok(a)
 }
@@ -398,6 +490,55 @@ mod tests {
         assert_eq!(a.seed, 16);
         assert_eq!(a.reps, 2);
         assert_eq!(a.write_flow.as_deref(), Some("flow.jsonl"));
+    }
+
+    #[test]
+    fn recovery_flags() {
+        assert_eq!(p(&["recovery"]), Ok(Cli::Recovery(RecoveryArgs::default())));
+        assert_eq!(p(&["recovery", "-h"]), Ok(Cli::Help));
+        let Ok(Cli::Recovery(a)) = p(&[
+            "recovery",
+            "--orders",
+            "200_000",
+            "--markets=50000",
+            "--keep",
+            "--tail",
+            "20000",
+            "--dir",
+            "/tmp/rec",
+            "--seed",
+            "0x3",
+            "--json",
+            "r.json",
+        ]) else {
+            panic!("parse failed");
+        };
+        assert_eq!(
+            a,
+            RecoveryArgs {
+                orders: 200_000,
+                markets: 50_000,
+                tail: 20_000,
+                seed: 3,
+                dir: "/tmp/rec".into(),
+                keep: true,
+                json: Some("r.json".into()),
+            }
+        );
+        assert!(p(&["recovery", "--markets", "0"]).is_err());
+        assert!(p(&["recovery", "--orders", "0"]).is_err());
+        assert!(p(&["recovery", "--tail"]).is_err());
+        assert!(p(&["recovery", "--dir", ""]).is_err());
+        assert!(p(&[
+            "recovery",
+            "--orders",
+            "4_000_000_000",
+            "--tail",
+            "300_000_000"
+        ])
+        .is_err());
+        assert!(p(&["recovery", "--ops", "1"]).is_err());
+        assert!(p(&["core", "--keep"]).is_err());
     }
 
     #[test]

@@ -68,14 +68,27 @@ fn numbered(prefix: u8, n: u64, width: usize) -> Sym {
 }
 
 /// Market `m`'s mid price in ticks (fixed per seed and market).
-fn mid_ticks(seed: u64, m: u64) -> u64 {
+pub(crate) fn mid_ticks(seed: u64, m: u64) -> u64 {
     let mut r = SplitMix64::new(seed ^ m.wrapping_mul(0xD6E8_FEB8_6659_FD93));
     1_000 + r.below(9_999_000)
 }
 
+/// One generated resting order, as numbers (market `M{market:07}`, id
+/// `o{id}`, account `a{account}`, price `ticks` x 0.01, `lots` x 1.0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RawOrder {
+    pub market: u64,
+    /// 1-based.
+    pub id: u64,
+    pub account: u64,
+    pub side: Side,
+    pub ticks: u64,
+    pub lots: u64,
+}
+
 /// The seeded stream of resting orders described in the module doc.
 #[derive(Debug)]
-struct OrderGen {
+pub(crate) struct OrderGen {
     rng: SplitMix64,
     seed: u64,
     markets: u64,
@@ -83,7 +96,7 @@ struct OrderGen {
 }
 
 impl OrderGen {
-    fn new(seed: u64, markets: usize) -> Self {
+    pub(crate) fn new(seed: u64, markets: usize) -> Self {
         Self {
             rng: SplitMix64::new(seed),
             seed,
@@ -92,7 +105,8 @@ impl OrderGen {
         }
     }
 
-    fn place(&mut self) -> Place {
+    /// The next order of the stream, as numbers.
+    pub(crate) fn next_raw(&mut self) -> RawOrder {
         let i = self.next;
         self.next += 1;
         let m = if i < self.markets {
@@ -113,15 +127,27 @@ impl OrderGen {
         };
         let lots = self.rng.range(1, 100);
         let account = self.rng.below(ACCOUNTS);
-        Place {
-            market: numbered(b'M', m, 7),
-            id: numbered(b'o', i + 1, 1),
-            account: numbered(b'a', account, 1),
+        RawOrder {
+            market: m,
+            id: i + 1,
+            account,
             side,
+            ticks,
+            lots,
+        }
+    }
+
+    fn place(&mut self) -> Place {
+        let r = self.next_raw();
+        Place {
+            market: numbered(b'M', r.market, 7),
+            id: numbered(b'o', r.id, 1),
+            account: numbered(b'a', r.account, 1),
+            side: r.side,
             kind: OrderKind::Limit(
-                Price::from_units(ticks * TICK_UNITS).expect("price in Tandem's range"),
+                Price::from_units(r.ticks * TICK_UNITS).expect("price in Tandem's range"),
             ),
-            qty: Qty::from_units(lots * LOT_UNITS).expect("qty in Tandem's range"),
+            qty: Qty::from_units(r.lots * LOT_UNITS).expect("qty in Tandem's range"),
             tif: Tif::Gtc,
             post_only: false,
         }
@@ -149,11 +175,11 @@ impl Write for Compare<'_> {
     }
 }
 
-fn secs(d: Duration) -> f64 {
+pub(crate) fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-fn verdict(ok: bool) -> &'static str {
+pub(crate) fn verdict(ok: bool) -> &'static str {
     if ok {
         "MET"
     } else {

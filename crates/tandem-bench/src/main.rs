@@ -16,6 +16,10 @@
 //! * `tandem-bench match [--ops N] [--write-flow FILE] ...` times
 //!   `tandem_codec::run_match` (JSONL in, JSONL out) over the `core` stream
 //!   rendered as contract command lines (see [`match_flow`]).
+//! * `tandem-bench recovery [--orders N] [--markets M] [--tail T] ...`
+//!   writes the capacity workload as command records to a `tandem_log::FileLog`
+//!   and times a `tandem_replica::Replica` recovering it from empty, and
+//!   from a snapshot plus a log tail (see [`recovery`]).
 
 mod args;
 mod capacity;
@@ -24,6 +28,7 @@ mod match_flow;
 mod measure;
 mod peer_lobster;
 mod peer_orderbook_rs;
+mod recovery;
 mod report;
 mod tandem;
 mod workload;
@@ -128,6 +133,7 @@ fn main() -> ExitCode {
         Cli::Core(a) => run_core(&a),
         Cli::Capacity(a) => capacity::run(&a),
         Cli::Match(a) => match_flow::run(&a),
+        Cli::Recovery(a) => recovery::run(&a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
