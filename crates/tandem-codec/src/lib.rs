@@ -354,6 +354,9 @@ pub fn run_match<R: std::io::BufRead + Send, W: std::io::Write>(
             for mut batch in rx.iter() {
                 for i in 0..batch.len() {
                     // Look ahead in the batch so id-index misses overlap.
+                    if let Some((_, later)) = batch.get(i + 2 * PREFETCH_AHEAD) {
+                        eng.prefetch_market(later);
+                    }
                     if let Some((_, next)) = batch.get(i + PREFETCH_AHEAD) {
                         eng.prefetch(next);
                     }

@@ -518,8 +518,20 @@ impl Engine {
             Command::Invalid(_) => return,
         };
         if let Some(m) = self.find_market_sym(market) {
+            prefetch(&self.markets[m as usize]);
             self.id_table
                 .prefetch(Self::id_hash(&self.hasher, m, id.as_bytes()));
+        }
+    }
+
+    /// The stage before `prefetch`, for callers that can look further
+    /// ahead (twice the distance works well): starts loading the market
+    /// index slot of `cmd`'s market, so that `prefetch`'s own market lookup
+    /// hits the cache. Matters when commands spread over many markets.
+    #[inline]
+    pub fn prefetch_market(&self, cmd: &Command) {
+        if let Some(market) = cmd.market() {
+            self.market_table.prefetch(self.str_hash(market.as_bytes()));
         }
     }
 

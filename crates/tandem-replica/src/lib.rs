@@ -247,6 +247,9 @@ impl Replica {
             if *seq <= after || (i == 0 && *seq < from) {
                 return Err(ReplicaError::OutOfOrder { after, got: *seq });
             }
+            if let Some((_, later)) = cmds.get(i + 16) {
+                self.engine.prefetch_market(later);
+            }
             if let Some((_, next)) = cmds.get(i + 8) {
                 self.engine.prefetch(next);
             }
