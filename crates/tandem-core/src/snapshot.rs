@@ -531,7 +531,15 @@ impl Engine {
             pos: from as usize,
         };
 
-        let mut eng = Engine::new(cfg);
+        // The vectors are rebuilt from the snapshot, so reserving (and
+        // pre-faulting) the configured capacity first would be wasted; the
+        // reservations are applied once the state is in place.
+        let mut eng = Engine::new(Config {
+            reserve_ids: 0,
+            reserve_orders: 0,
+            reserve_markets: 0,
+            ..cfg.clone()
+        });
         let mut r = section(0, off_accounts);
         eng.seq = r.varint()?;
         let n = r.varint()?;
@@ -640,6 +648,11 @@ impl Engine {
         }
         // Every rule `check_invariants` checks holds by construction above;
         // the tests and fuzz targets run it on every restored engine.
+        eng.ids.reserve(cfg.reserve_ids.saturating_sub(eng.ids.len()));
+        eng.id_table.reserve(cfg.reserve_ids.saturating_sub(eng.ids.len()));
+        eng.orders.reserve(cfg.reserve_orders.saturating_sub(eng.orders.len()));
+        eng.markets.reserve(cfg.reserve_markets.saturating_sub(eng.markets.len()));
+        eng.cfg = cfg;
         Ok(eng)
     }
 }
