@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tandem_core::{Config, Engine, Event, SnapshotError};
+use tandem_core::{Command, Config, Engine, Event, SnapshotError};
 use tandem_log::{Log, LogError};
 
 /// When to write snapshots.
@@ -139,6 +139,15 @@ fn list_snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>, ReplicaError> {
     Ok(v)
 }
 
+/// Reads up to `max` records from `from` and decodes each as a command.
+fn read_decoded(log: &dyn Log, from: u64, max: usize) -> Result<Vec<(u64, Command)>, ReplicaError> {
+    Ok(log
+        .read_from(from, max)?
+        .iter()
+        .map(|r| (r.seq, tandem_codec::decode_command(&r.payload)))
+        .collect())
+}
+
 /// One replica of one log partition. See the module doc.
 pub struct Replica {
     engine: Engine,
@@ -237,14 +246,20 @@ impl Replica {
         mut on_applied: impl FnMut(u64, &Engine, &[Event]),
     ) -> Result<usize, ReplicaError> {
         let from = self.engine.seq() + 1;
-        let records = self.log.read_from(from, self.cfg.read_batch)?;
-        let cmds: Vec<(u64, tandem_core::Command)> = records
-            .iter()
-            .map(|r| (r.seq, tandem_codec::decode_command(&r.payload)))
-            .collect();
+        let cmds = read_decoded(&*self.log, from, self.cfg.read_batch)?;
+        self.apply_batch(&cmds, &mut on_applied)?;
+        Ok(cmds.len())
+    }
+
+    /// Applies a decoded batch in order, checking seqs strictly increase.
+    fn apply_batch(
+        &mut self,
+        cmds: &[(u64, Command)],
+        on_applied: &mut impl FnMut(u64, &Engine, &[Event]),
+    ) -> Result<(), ReplicaError> {
         for (i, (seq, cmd)) in cmds.iter().enumerate() {
             let after = self.engine.seq();
-            if *seq <= after || (i == 0 && *seq < from) {
+            if *seq <= after {
                 return Err(ReplicaError::OutOfOrder { after, got: *seq });
             }
             if let Some((_, later)) = cmds.get(i + 16) {
@@ -258,14 +273,53 @@ impl Replica {
             on_applied(*seq, &self.engine, &self.events);
             self.maybe_snapshot()?;
         }
-        Ok(cmds.len())
+        Ok(())
     }
 
     /// Applies everything the log holds now. Returns the applied seq.
+    ///
+    /// A second thread reads and decodes batches ahead while this one
+    /// applies them (a bounded channel of a few batches between them), so
+    /// decoding does not add to the time a cold replica needs to catch up.
     pub fn catch_up(
         &mut self,
         mut on_applied: impl FnMut(u64, &Engine, &[Event]),
     ) -> Result<u64, ReplicaError> {
+        let target = self.log.last_seq();
+        if target > self.applied_seq() {
+            let log = Arc::clone(&self.log);
+            let (from, batch) = (self.applied_seq() + 1, self.cfg.read_batch);
+            let (tx, rx) =
+                std::sync::mpsc::sync_channel::<Result<Vec<(u64, Command)>, ReplicaError>>(4);
+            std::thread::scope(|s| -> Result<(), ReplicaError> {
+                s.spawn(move || {
+                    let mut next = from;
+                    while next <= target {
+                        let decoded = read_decoded(&*log, next, batch);
+                        let done = match &decoded {
+                            Ok(cmds) => match cmds.last() {
+                                Some((seq, _)) => {
+                                    next = seq + 1;
+                                    false
+                                }
+                                None => true,
+                            },
+                            Err(_) => true,
+                        };
+                        if tx.send(decoded).is_err() || done {
+                            break;
+                        }
+                    }
+                });
+                // `rx` is moved in so an early error return drops it and
+                // unblocks the reader thread.
+                for decoded in rx {
+                    self.apply_batch(&decoded?, &mut on_applied)?;
+                }
+                Ok(())
+            })?;
+        }
+        // Anything appended meanwhile.
         while self.step(&mut on_applied)? > 0 {}
         Ok(self.applied_seq())
     }
