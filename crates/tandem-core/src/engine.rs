@@ -1171,12 +1171,14 @@ pub(crate) fn name_tables_of(
     hasher: &FixedState,
     markets: &[Market],
     accounts: &[Sym],
+    reserve_markets: usize,
 ) -> Result<(IndexTable, IndexTable), String> {
     let hs: Vec<u64> = markets
         .iter()
         .map(|m| str_hash_with(hasher, m.name.as_bytes()))
         .collect();
     let mut mt = IndexTable::default();
+    mt.reserve(reserve_markets);
     mt.bulk_build(&hs, |a, b| {
         markets[a as usize].name == markets[b as usize].name
     })
@@ -1193,12 +1195,17 @@ pub(crate) fn name_tables_of(
 
 /// The id index, built from `ids`, refusing an id taken twice in one
 /// market (used by restore).
-pub(crate) fn id_table_of(hasher: &FixedState, ids: &[IdEntry]) -> Result<IndexTable, String> {
+pub(crate) fn id_table_of(
+    hasher: &FixedState,
+    ids: &[IdEntry],
+    reserve: usize,
+) -> Result<IndexTable, String> {
     let hs: Vec<u64> = ids
         .iter()
         .map(|e| Engine::id_hash(hasher, e.market, e.id.as_bytes()))
         .collect();
     let mut table = IndexTable::default();
+    table.reserve(reserve);
     table
         .bulk_build(&hs, |a, b| {
             let (x, y) = (&ids[a as usize], &ids[b as usize]);

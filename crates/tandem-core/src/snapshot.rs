@@ -283,12 +283,13 @@ fn build_books(
     levels: &mut Vec<Level>,
     orders: &mut Vec<Order>,
     recs: &BookRecs,
+    reserve_orders: usize,
 ) -> Result<Vec<u32>, String> {
     const AHEAD: usize = 16;
     let (side_starts, lv_recs, ord_recs) = recs;
     let mut id_order = vec![NONE; ids.len()];
     levels.reserve_exact(lv_recs.len());
-    orders.reserve_exact(ord_recs.len());
+    orders.reserve_exact(ord_recs.len().max(reserve_orders));
     crate::mem::advise_huge(orders);
     for (m, market) in markets.iter_mut().enumerate() {
         for (si, side) in [Side::Buy, Side::Sell].into_iter().enumerate() {
@@ -532,8 +533,8 @@ impl Engine {
         };
 
         // The vectors are rebuilt from the snapshot, so reserving (and
-        // pre-faulting) the configured capacity first would be wasted; the
-        // reservations are applied once the state is in place.
+        // pre-faulting) here would be wasted: each vector and index is
+        // instead allocated once at max(its size, its reservation).
         let mut eng = Engine::new(Config {
             reserve_ids: 0,
             reserve_orders: 0,
@@ -563,7 +564,7 @@ impl Engine {
                 }
                 r.end("the accounts")?;
                 let mut r = section(off_markets, off_ids);
-                let mut markets = Vec::with_capacity(n_markets);
+                let mut markets = Vec::with_capacity(n_markets.max(cfg.reserve_markets));
                 for _ in 0..n_markets {
                     let name = r.sym()?;
                     if name.is_empty() {
@@ -576,7 +577,7 @@ impl Engine {
                     });
                 }
                 r.end("the markets")?;
-                let mut ids = Vec::with_capacity(n_ids);
+                let mut ids = Vec::with_capacity(n_ids.max(cfg.reserve_ids));
                 crate::mem::advise_huge(&ids);
                 let mut r = section(off_ids, off_ids2);
                 decode_ids(&mut r, n_first, n_markets, n_accounts, &mut ids)?;
@@ -622,9 +623,9 @@ impl Engine {
             ..
         } = eng;
         let (id_table, tables, books) = std::thread::scope(|s| {
-            let job = s.spawn(|| id_table_of(hasher, ids));
-            let tables = name_tables_of(hasher, markets, accounts);
-            let books = build_books(ids, markets, levels, orders, &books);
+            let job = s.spawn(|| id_table_of(hasher, ids, cfg.reserve_ids));
+            let tables = name_tables_of(hasher, markets, accounts, cfg.reserve_markets);
+            let books = build_books(ids, markets, levels, orders, &books, cfg.reserve_orders);
             let id_table = job
                 .join()
                 .unwrap_or_else(|_| Err("id index builder panicked".to_owned()));
@@ -648,10 +649,6 @@ impl Engine {
         }
         // Every rule `check_invariants` checks holds by construction above;
         // the tests and fuzz targets run it on every restored engine.
-        eng.ids.reserve(cfg.reserve_ids.saturating_sub(eng.ids.len()));
-        eng.id_table.reserve(cfg.reserve_ids.saturating_sub(eng.ids.len()));
-        eng.orders.reserve(cfg.reserve_orders.saturating_sub(eng.orders.len()));
-        eng.markets.reserve(cfg.reserve_markets.saturating_sub(eng.markets.len()));
         eng.cfg = cfg;
         Ok(eng)
     }
