@@ -14,6 +14,15 @@ for comp in rustfmt clippy; do
   fi
 done
 
+# A real Kafka-protocol broker for the Kafka backend's tests (tansu, from
+# crates.io). Building it takes about 20 minutes on 2 cores, so only when
+# missing. The tests start and stop their own brokers.
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! { command -v tansu >/dev/null && tansu --version | grep -q '0.6.0'; }; then
+  step "installing tansu 0.6.0 (Kafka-protocol broker for tests)"
+  cargo install tansu --version 0.6.0 --features dynostore,libsql
+fi
+
 step "format"
 cargo fmt --all -- --check
 

@@ -1,0 +1,119 @@
+//! Checks specific to the Kafka backend: the seq scheme at the Kafka level,
+//! batch limits, partition independence, refusal of foreign or damaged
+//! messages, and opening a topic or partition that does not exist.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Broker, KafkaFixture};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use tandem_kafka::seq::{seq_for, MAX_BATCH_RECORDS};
+use tandem_kafka::KafkaLog;
+use tandem_log::conformance::read_all;
+use tandem_log::{Log, LogError};
+
+/// Record `i` of the message at offset `o` is seq `(o + 1) << 16 | i`.
+#[test]
+fn seqs_follow_offsets() {
+    let fx = KafkaFixture::new();
+    let log = fx.open_kafka();
+    assert_eq!(log.append(&[b"a"]).unwrap(), seq_for(0, 0));
+    assert_eq!(log.append(&[b"b", b"c"]).unwrap(), seq_for(1, 0));
+    assert_eq!(log.last_seq(), seq_for(1, 1));
+    assert_eq!(log.append(&[b"d"]).unwrap(), seq_for(2, 0));
+    let seqs: Vec<u64> = read_all(&log, 1).iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [65_536, 131_072, 131_073, 196_608]);
+}
+
+/// An append takes at most 65536 records and `max_message_bytes`; a full
+/// batch of 65536 gets indexes 0..=65535 and the next append a new message.
+#[test]
+fn batch_limits() {
+    let fx = KafkaFixture::new();
+    let mut config = fx.broker.config(&fx.topic, 0);
+    config.max_message_bytes = 400_000;
+    let log = KafkaLog::open(config).unwrap();
+    let too_many = vec![&b""[..]; MAX_BATCH_RECORDS + 1];
+    assert!(matches!(
+        log.append(&too_many),
+        Err(LogError::InvalidConfig(_))
+    ));
+    let big = vec![0u8; 400_000];
+    assert!(matches!(
+        log.append(&[&big]),
+        Err(LogError::BatchTooLarge { max: 400_000, .. })
+    ));
+    assert_eq!(log.last_seq(), 0, "a refused append wrote nothing");
+    let full = vec![&b"f"[..]; MAX_BATCH_RECORDS];
+    let first = log.append(&full).unwrap();
+    assert_eq!(first, seq_for(0, 0));
+    assert_eq!(log.last_seq(), seq_for(0, 65_535));
+    assert_eq!(log.append(&[b"next"]).unwrap(), seq_for(1, 0));
+    let tail = log.read_from(seq_for(0, 65_534), 10).unwrap();
+    let seqs: Vec<u64> = tail.iter().map(|r| r.seq).collect();
+    assert_eq!(
+        seqs,
+        [seq_for(0, 65_534), seq_for(0, 65_535), seq_for(1, 0)]
+    );
+    assert_eq!(read_all(&log, 1).len(), MAX_BATCH_RECORDS + 1);
+}
+
+/// Logs over different partitions of one topic do not see each other.
+#[test]
+fn partitions_are_independent() {
+    let broker = Broker::start();
+    broker.create_topic("markets", 3);
+    let p0 = broker.open("markets", 0);
+    let p2 = broker.open("markets", 2);
+    let a = p0.append(&[b"zero"]).unwrap();
+    let b = p2.append(&[b"two-a", b"two-b"]).unwrap();
+    assert_eq!((a, b), (seq_for(0, 0), seq_for(0, 0)));
+    let r0 = read_all(&p0, 1);
+    let r2 = read_all(&p2, 1);
+    assert_eq!(r0.len(), 1);
+    assert_eq!(r0[0].payload, b"zero");
+    assert_eq!(r2.len(), 2);
+    assert_eq!(r2[1].payload, b"two-b");
+    assert_eq!(broker.open("markets", 1).last_seq(), 0);
+}
+
+/// A message that is not a framed batch is `Corrupt`, never skipped or
+/// guessed at; messages before it still read.
+#[test]
+fn foreign_message_is_corrupt() {
+    let fx = KafkaFixture::new();
+    let log = fx.open_kafka();
+    let good = log.append(&[b"good"]).unwrap();
+    let raw: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", fx.broker.bootstrap())
+        .create()
+        .unwrap();
+    raw.send(
+        BaseRecord::<(), [u8]>::to(&fx.topic)
+            .partition(0)
+            .payload(&b"\x07not a batch"[..]),
+    )
+    .map_err(|(e, _)| e)
+    .unwrap();
+    raw.flush(Duration::from_secs(10)).unwrap();
+    assert_eq!(log.read_from(good, 1).unwrap()[0].payload, b"good");
+    match log.read_from(good, 10) {
+        Err(LogError::Corrupt { offset: 1, .. }) => {}
+        other => panic!("expected Corrupt at offset 1, got {other:?}"),
+    }
+}
+
+/// Opening a missing topic or partition fails instead of making a log.
+#[test]
+fn open_refuses_missing_topic_or_partition() {
+    let fx = KafkaFixture::new();
+    let mut missing_partition = fx.broker.config(&fx.topic, 0);
+    missing_partition.partition = 5;
+    let err = KafkaLog::open(missing_partition).unwrap_err();
+    assert!(matches!(err, LogError::InvalidConfig(_)), "{err}");
+    let mut missing_topic = fx.broker.config("no-such-topic", 0);
+    missing_topic.request_timeout = Duration::from_secs(3);
+    assert!(KafkaLog::open(missing_topic).is_err());
+}
