@@ -155,6 +155,9 @@ pub struct Replica {
     cfg: ReplicaConfig,
     last_snapshot_seq: u64,
     last_snapshot_at: Instant,
+    /// Commands applied since the last snapshot (seqs may have gaps, so
+    /// this is counted, not derived from seqs).
+    since_snapshot: u64,
     events: Vec<Event>,
 }
 
@@ -213,6 +216,7 @@ impl Replica {
         Ok((
             Replica {
                 last_snapshot_seq: have,
+                since_snapshot: 0,
                 engine,
                 log,
                 cfg,
@@ -270,6 +274,7 @@ impl Replica {
             }
             self.events.clear();
             self.engine.apply(*seq, cmd, &mut self.events);
+            self.since_snapshot += 1;
             on_applied(*seq, &self.engine, &self.events);
             self.maybe_snapshot()?;
         }
@@ -343,7 +348,7 @@ impl Replica {
 
     fn maybe_snapshot(&mut self) -> Result<(), ReplicaError> {
         let p = &self.cfg.policy;
-        let since = self.engine.seq() - self.last_snapshot_seq;
+        let since = self.since_snapshot;
         let by_count = p.every_commands > 0 && since >= p.every_commands;
         let by_time = since > 0
             && p.every
@@ -372,6 +377,7 @@ impl Replica {
             .map_err(io_err("fsync snapshot directory", dir))?;
         self.last_snapshot_seq = seq;
         self.last_snapshot_at = Instant::now();
+        self.since_snapshot = 0;
         for (_, old) in list_snapshots(dir)?
             .into_iter()
             .skip(self.cfg.policy.keep.max(1))
