@@ -36,6 +36,7 @@ cargo test --workspace --locked
 
 step "tandem match on the shipped sample equals its golden output"
 cargo build --quiet --locked -p tandem-cli
-./target/debug/tandem match --input examples/sample.jsonl --output target/sample.out.jsonl
-diff -u examples/sample.expected.jsonl target/sample.out.jsonl
+target_dir="${CARGO_TARGET_DIR:-target}"
+"$target_dir/debug/tandem" match --input examples/sample.jsonl --output "$target_dir/sample.out.jsonl"
+diff -u examples/sample.expected.jsonl "$target_dir/sample.out.jsonl"
 echo "sample output matches"

@@ -1,0 +1,329 @@
+//! `tandem-kafka-bench`: durable appends per second and append latency of
+//! [`KafkaLog`] against a broker, at batch sizes 1, 16 and 256 records of
+//! about 100 bytes, with 1, 8 and 64 threads appending concurrently to one
+//! log. Prints a table and the load average; asserts nothing.
+//!
+//! ```text
+//! tandem-kafka-bench --brokers HOST:PORT [--topic T] [--seconds S]
+//! tandem-kafka-bench --spawn-tansu [--topic T] [--seconds S]
+//! ```
+//!
+//! `--brokers` uses a running broker (the topic is created with one
+//! partition if missing); `--spawn-tansu` starts `tansu broker` (`$TANSU_BIN`
+//! or `tansu` on `PATH`, SQLite storage) in a temporary directory on a free
+//! loopback port and kills it at the end.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tandem_kafka::{create_topic, KafkaLog, KafkaLogConfig};
+use tandem_log::Log;
+
+const USAGE: &str = "usage: tandem-kafka-bench (--brokers HOST:PORT | --spawn-tansu) \
+                     [--topic T] [--seconds S]";
+
+const BATCH_SIZES: [usize; 3] = [1, 16, 256];
+const THREADS: [usize; 3] = [1, 8, 64];
+const RECORD_BYTES: usize = 100;
+
+struct Args {
+    brokers: Option<String>,
+    topic: String,
+    spawn_tansu: bool,
+    seconds: f64,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        brokers: None,
+        topic: "tandem-bench".to_owned(),
+        spawn_tansu: false,
+        seconds: 3.0,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--brokers" => a.brokers = Some(value()?),
+            "--topic" => a.topic = value()?,
+            "--seconds" => {
+                let v = value()?;
+                a.seconds = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s > 0.0)
+                    .ok_or_else(|| format!("--seconds {v}: not a positive number"))?;
+            }
+            "--spawn-tansu" => a.spawn_tansu = true,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if a.spawn_tansu == a.brokers.is_some() {
+        return Err("give exactly one of --brokers and --spawn-tansu".to_owned());
+    }
+    Ok(a)
+}
+
+/// A `tansu broker` in a temporary directory, killed (and the directory
+/// removed) on drop.
+struct Tansu {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Tansu {
+    fn start() -> Result<Tansu, String> {
+        let dir = std::env::temp_dir().join(format!("tandem-kafka-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut last = String::new();
+        for _ in 0..3 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| format!("free port: {e}"))?
+                .port();
+            match spawn_tansu(&dir, port) {
+                Ok(child) => return Ok(Tansu { child, dir, port }),
+                Err(e) => last = e,
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        Err(last)
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Same command line as the integration tests' broker.
+fn spawn_tansu(dir: &Path, port: u16) -> Result<Child, String> {
+    let bin = std::env::var_os("TANSU_BIN").unwrap_or_else(|| "tansu".into());
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("tansu.log"))
+        .map_err(|e| format!("broker log: {e}"))?;
+    let err_log = log.try_clone().map_err(|e| format!("broker log: {e}"))?;
+    let mut child = Command::new(&bin)
+        .current_dir(dir)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "sqlite://tansu.db"])
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err_log)
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot run {bin:?} ({e}): install it with \
+                 `cargo install tansu --version 0.6.0 --features dynostore,libsql` \
+                 (or point TANSU_BIN at it)"
+            )
+        })?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("tansu exited with {status} on port {port}"));
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(child);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("tansu did not listen on port {port} within 20 s"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+/// One cell of the table.
+struct Cell {
+    appends: u64,
+    errors: u64,
+    elapsed: Duration,
+    /// Latencies of successful appends, sorted.
+    latencies: Vec<Duration>,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// `threads` threads append batches of `batch` records to `log` for `run`.
+fn measure(log: &KafkaLog, batch: usize, threads: usize, run: Duration) -> Cell {
+    let errors = AtomicU64::new(0);
+    let start = Instant::now();
+    let deadline = start + run;
+    let mut latencies: Vec<Duration> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let errors = &errors;
+                s.spawn(move || {
+                    let payloads: Vec<Vec<u8>> = (0..batch)
+                        .map(|i| {
+                            let mut p = format!("thread {t:02} record {i:03} ").into_bytes();
+                            p.resize(RECORD_BYTES, b'.');
+                            p
+                        })
+                        .collect();
+                    let records: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+                    let mut lat = Vec::new();
+                    while Instant::now() < deadline {
+                        let t0 = Instant::now();
+                        match log.append(&records) {
+                            Ok(_) => lat.push(t0.elapsed()),
+                            Err(e) => {
+                                if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                                    eprintln!("append failed: {e}");
+                                }
+                            }
+                        }
+                    }
+                    lat
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("appender thread"))
+            .collect()
+    });
+    let elapsed = start.elapsed();
+    latencies.sort_unstable();
+    Cell {
+        appends: latencies.len() as u64,
+        errors: errors.into_inner(),
+        elapsed,
+        latencies,
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let tansu = if args.spawn_tansu {
+        Some(Tansu::start()?)
+    } else {
+        None
+    };
+    let brokers = match (&tansu, &args.brokers) {
+        (Some(t), _) => format!("127.0.0.1:{}", t.port),
+        (None, Some(b)) => b.clone(),
+        (None, None) => unreachable!("checked by parse_args"),
+    };
+    create_topic(&brokers, &args.topic, 1, 1, &[], Duration::from_secs(10))
+        .map_err(|e| format!("create topic: {e}"))?;
+    let config = KafkaLogConfig::new(&brokers, &args.topic, 0);
+    let log = KafkaLog::open(config.clone()).map_err(|e| format!("open: {e}"))?;
+    // Warm up: connections, metadata, producer id.
+    for _ in 0..20 {
+        log.append(&[&[0u8; RECORD_BYTES]])
+            .map_err(|e| format!("warm-up append: {e}"))?;
+    }
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "tandem-kafka-bench: kafka://{brokers}/{}/0{}, {cpus} CPUs, {} s per cell, \
+         records of {RECORD_BYTES} bytes, linger {} ms, idempotent producer acks=all",
+        args.topic,
+        if tansu.is_some() {
+            " (tansu 0.6, SQLite, spawned)"
+        } else {
+            ""
+        },
+        args.seconds,
+        config.linger.as_millis(),
+    );
+    println!("load average before: {}", load_average());
+    println!();
+    println!(
+        "{:>5} {:>7} {:>9} {:>10} {:>11} {:>8} {:>8} {:>8} {:>6} {:>5}",
+        "batch",
+        "threads",
+        "appends",
+        "appends/s",
+        "records/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "load1"
+    );
+    let run = Duration::from_secs_f64(args.seconds);
+    for batch in BATCH_SIZES {
+        for threads in THREADS {
+            let c = measure(&log, batch, threads, run);
+            let secs = c.elapsed.as_secs_f64();
+            let load1 = load_average()
+                .split_whitespace()
+                .next()
+                .unwrap_or("?")
+                .to_owned();
+            println!(
+                "{:>5} {:>7} {:>9} {:>10.0} {:>11.0} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>5}",
+                batch,
+                threads,
+                c.appends,
+                c.appends as f64 / secs,
+                (c.appends * batch as u64) as f64 / secs,
+                ms(percentile(&c.latencies, 0.50)),
+                ms(percentile(&c.latencies, 0.99)),
+                ms(c.latencies.last().copied().unwrap_or_default()),
+                c.errors,
+                load1,
+            );
+        }
+    }
+    println!();
+    println!("load average after: {}", load_average());
+    drop(log);
+    drop(tansu);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("{e}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tandem-kafka-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
