@@ -151,6 +151,10 @@ pub struct KafkaLog {
     tail: Mutex<Option<Tail>>,
     /// Last `first_seq` read from the broker, for when it cannot be asked.
     first_seq: Mutex<u64>,
+    /// Names this log instance in batch tokens (see `frame`).
+    instance: u64,
+    /// Appends made by this instance, for batch tokens.
+    appends: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for KafkaLog {
@@ -318,6 +322,8 @@ impl KafkaLog {
             }),
             tail: Mutex::new(None),
             first_seq: Mutex::new(1),
+            instance: instance_id(),
+            appends: std::sync::atomic::AtomicU64::new(0),
         };
         // Fail now, not at the first use, if the partition cannot be read.
         log.try_last_seq()?;
@@ -470,6 +476,53 @@ impl KafkaLog {
     }
 }
 
+impl KafkaLog {
+    /// The offset of the batch carrying `token`, searched backwards from
+    /// the tail in growing windows (a batch whose acknowledgement lost its
+    /// offset was stored moments ago, so it is near the end). `None` if
+    /// not found in the last 65,536 messages.
+    fn locate(&self, token: &[u8; frame::TOKEN_BYTES]) -> Option<i64> {
+        let (low, high) = self.watermarks().ok()?;
+        let newest = high - 1;
+        let mut reader = lock(&self.reader);
+        let mut end = high;
+        let mut window = 64i64;
+        while end > low && high - end < 65_536 {
+            let start = (end - window).max(low);
+            let mut offset = start;
+            while offset < end {
+                let found = self
+                    .with_message(&mut reader, offset, newest, |o, v| {
+                        Ok((o, frame::token(v).ok() == Some(*token)))
+                    })
+                    .ok()?;
+                if found.1 {
+                    return Some(found.0);
+                }
+                offset = found.0 + 1;
+            }
+            end = start;
+            window *= 4;
+        }
+        None
+    }
+}
+
+/// A number naming one `KafkaLog` instance in its batch tokens: drawn from
+/// the process's randomly keyed hasher (uniqueness is all that matters; it
+/// never reaches engine output).
+fn instance_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
 impl Log for KafkaLog {
     fn append(&self, records: &[&[u8]]) -> Result<u64, LogError> {
         if records.is_empty() {
@@ -488,7 +541,13 @@ impl Log for KafkaLog {
                 max: self.config.max_message_bytes,
             });
         }
-        let value = frame::encode(records);
+        let n = self
+            .appends
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut token = [0u8; frame::TOKEN_BYTES];
+        token[..8].copy_from_slice(&self.instance.to_le_bytes());
+        token[8..].copy_from_slice(&n.to_le_bytes());
+        let value = frame::encode(records, token);
         let (producer, generation) = self.producer();
         let (tx, rx) = mpsc::sync_channel(1);
         let deadline = Instant::now() + self.config.delivery_timeout;
@@ -529,11 +588,19 @@ impl Log for KafkaLog {
             }
         };
         assert_eq!(partition, self.partition, "delivered to another partition");
-        if offset < 0 {
+        let offset = if offset < 0 {
             // The broker took the batch but did not say where: librdkafka
             // reports a retry the broker answered DUPLICATE_SEQUENCE_NUMBER
-            // this way. The batch is in the log, at a seq this append cannot
-            // name, so it is reported as an error (never a made-up seq).
+            // this way (the first attempt was stored, its answer lost). Find
+            // the batch by its token near the tail.
+            self.locate(&token).unwrap_or(-1)
+        } else {
+            offset
+        };
+        if offset < 0 {
+            // Not found: the batch may be in the log, at a seq this append
+            // cannot name, so it is reported as an error (never a made-up
+            // seq).
             return Err(LogError::Io {
                 op: "produce",
                 path: PathBuf::from(&self.target),
