@@ -145,29 +145,22 @@ impl IdEntry {
             _ => OrderStatus::Cancelled,
         }
     }
-    fn set_status(&mut self, s: OrderStatus) {
+    fn status_bits(s: OrderStatus) -> u8 {
         let code = match s {
             OrderStatus::Open => 0,
             OrderStatus::Filled => 1,
             OrderStatus::Cancelled => 2,
         };
-        self.flags = (self.flags & !F_STATUS_MASK) | (code << F_STATUS_SHIFT);
+        code << F_STATUS_SHIFT
+    }
+    fn set_status(&mut self, s: OrderStatus) {
+        self.flags = (self.flags & !F_STATUS_MASK) | Self::status_bits(s);
     }
     pub(crate) fn make_flags(side: Side, post_only: bool, market: bool, status: OrderStatus) -> u8 {
-        let mut e = IdEntry {
-            id: Sym::new(""),
-            market: 0,
-            order: NONE,
-            account: 0,
-            flags: 0,
-            price: 0,
-            qty: 0,
-        };
-        e.flags = (if side == Side::Sell { F_SELL } else { 0 })
+        (if side == Side::Sell { F_SELL } else { 0 })
             | (if post_only { F_POST_ONLY } else { 0 })
-            | (if market { F_MARKET } else { 0 });
-        e.set_status(status);
-        e.flags
+            | (if market { F_MARKET } else { 0 })
+            | Self::status_bits(status)
     }
 }
 
