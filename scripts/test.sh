@@ -32,7 +32,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "tests"
 # Bounded property runs in CI; raise PROPTEST_CASES locally for a soak.
 export PROPTEST_CASES="${PROPTEST_CASES:-256}"
-cargo test --workspace --locked
+test_log="$(mktemp)"
+trap 'rm -f "$test_log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$test_log"
 
 step "tandem match on the shipped sample equals its golden output"
 cargo build --quiet --locked -p tandem-cli
@@ -40,3 +42,6 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 "$target_dir/debug/tandem" match --input examples/sample.jsonl --output "$target_dir/sample.out.jsonl"
 diff -u examples/sample.expected.jsonl "$target_dir/sample.out.jsonl"
 echo "sample output matches"
+
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$test_log"
