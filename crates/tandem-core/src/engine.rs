@@ -117,7 +117,7 @@ pub(crate) struct IdEntry {
 }
 
 impl IdEntry {
-    fn placeholder() -> Self {
+    fn prefault_filler() -> Self {
         IdEntry {
             id: Sym::new(""),
             market: 0,
@@ -176,7 +176,7 @@ pub(crate) struct Order {
 }
 
 impl Order {
-    fn placeholder() -> Self {
+    fn prefault_filler() -> Self {
         Order {
             qty: 0,
             id: NONE,
@@ -314,12 +314,12 @@ impl Engine {
         // zeroing) happen here rather than as latency spikes while matching.
         eng.ids.reserve_exact(ids);
         crate::mem::advise_huge(&eng.ids);
-        eng.ids.resize(ids, IdEntry::placeholder());
+        eng.ids.resize(ids, IdEntry::prefault_filler());
         eng.ids.clear();
         eng.id_table.reserve(ids);
         eng.orders.reserve_exact(orders);
         crate::mem::advise_huge(&eng.orders);
-        eng.orders.resize(orders, Order::placeholder());
+        eng.orders.resize(orders, Order::prefault_filler());
         eng.orders.clear();
         eng.levels.reserve(orders.min(1 << 20));
         eng.markets.reserve_exact(markets);

@@ -234,7 +234,7 @@ fn decode_deep(g: &[u8; 10]) -> (Command, Option<u8>) {
             tif: [Tif::Gtc, Tif::Ioc, Tif::Fok][pick(g[7], &[20, 1, 1])],
             post_only: false,
         }),
-        // Names are placeholders: `aim` points these at live orders.
+        // These names are stand-ins: `aim` points them at live orders.
         1 => Command::Cancel(Cancel {
             market,
             id,
