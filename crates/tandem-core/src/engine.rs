@@ -176,7 +176,7 @@ pub(crate) struct Order {
 }
 
 impl Order {
-    fn prefault_filler() -> Self {
+    pub(crate) fn prefault_filler() -> Self {
         Order {
             qty: 0,
             id: NONE,

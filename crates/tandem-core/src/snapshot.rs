@@ -24,6 +24,7 @@
 //! truncated, corrupt or hostile snapshot is an error, never a panic.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
@@ -273,10 +274,13 @@ fn decode_ids(
     Ok(())
 }
 
-/// Links the decoded books into levels, orders and ladders. Reads each
-/// order's id entry (a random access into a large array, so it prefetches
-/// a few orders ahead) and returns, per id, the slab index of its resting
-/// order or NONE, for the caller to store once the id index is built.
+/// Links the decoded books into levels, orders and ladders, on two threads
+/// (the markets split where about half the orders lie). A level's and an
+/// order's slab index is its record's index, so each half writes its own
+/// disjoint part of `levels` and `orders`. Reads each order's id entry (a
+/// random access into a large array, so it prefetches a few orders ahead)
+/// and returns, per id, the slab index of its resting order or NONE, for
+/// the caller to store once the id index is built.
 fn build_books(
     ids: &[IdEntry],
     markets: &mut [Market],
@@ -285,13 +289,67 @@ fn build_books(
     recs: &BookRecs,
     reserve_orders: usize,
 ) -> Result<Vec<u32>, String> {
-    const AHEAD: usize = 16;
     let (side_starts, lv_recs, ord_recs) = recs;
-    let mut id_order = vec![NONE; ids.len()];
-    levels.reserve_exact(lv_recs.len());
+    let empty_level = Level {
+        price: 0,
+        head: NONE,
+        tail: NONE,
+    };
+    levels.clear();
+    levels.resize(lv_recs.len() - 1, empty_level);
+    orders.clear();
     orders.reserve_exact(ord_recs.len().max(reserve_orders));
     crate::mem::advise_huge(orders);
-    for (m, market) in markets.iter_mut().enumerate() {
+    orders.resize(ord_recs.len(), Order::prefault_filler());
+    let id_order: Vec<AtomicU32> = (0..ids.len()).map(|_| AtomicU32::new(NONE)).collect();
+    // First level and first order record of market `m` (m may be n_markets).
+    let level_of = |m: usize| side_starts[2 * m] as usize;
+    let order_of = |m: usize| lv_recs[level_of(m)].1 as usize;
+    let n_markets = markets.len();
+    let half = ord_recs.len() / 2;
+    let mut k = 0;
+    let mut hi = n_markets;
+    while k < hi {
+        let mid = (k + hi) / 2;
+        if order_of(mid) < half {
+            k = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    let (m_lo, m_hi) = markets.split_at_mut(k);
+    let (l_lo, l_hi) = levels.split_at_mut(level_of(k));
+    let (o_lo, o_hi) = orders.split_at_mut(order_of(k));
+    let (lo, hi) = std::thread::scope(|s| {
+        let job = s.spawn(|| build_range(ids, m_hi, k, l_hi, o_hi, recs, &id_order));
+        let lo = build_range(ids, m_lo, 0, l_lo, o_lo, recs, &id_order);
+        let hi = job
+            .join()
+            .unwrap_or_else(|_| Err("book builder panicked".to_owned()));
+        (lo, hi)
+    });
+    lo?;
+    hi?;
+    Ok(id_order.into_iter().map(AtomicU32::into_inner).collect())
+}
+
+/// Builds the books of `markets` (which start at market index `m_base`)
+/// into `levels` and `orders`, the parts of the slabs their records own.
+fn build_range(
+    ids: &[IdEntry],
+    markets: &mut [Market],
+    m_base: usize,
+    levels: &mut [Level],
+    orders: &mut [Order],
+    recs: &BookRecs,
+    id_order: &[AtomicU32],
+) -> Result<(), String> {
+    const AHEAD: usize = 16;
+    let (side_starts, lv_recs, ord_recs) = recs;
+    let l_base = side_starts[2 * m_base] as usize;
+    let o_base = lv_recs[l_base].1 as usize;
+    for (i, market) in markets.iter_mut().enumerate() {
+        let m = m_base + i;
         for (si, side) in [Side::Buy, Side::Sell].into_iter().enumerate() {
             let (first, end) = (
                 side_starts[2 * m + si] as usize,
@@ -301,15 +359,11 @@ fn build_books(
             for l in first..end {
                 let (price, o_first) = lv_recs[l];
                 let o_end = lv_recs[l + 1].1;
-                let lvl = levels.len() as u32;
-                levels.push(Level {
-                    price,
-                    head: NONE,
-                    tail: NONE,
-                });
+                let lv = l - l_base;
+                levels[lv].price = price;
                 rungs.push(Rung {
                     key: key_of(side, price),
-                    level: lvl,
+                    level: l as u32,
                 });
                 for k in o_first as usize..o_end as usize {
                     if let Some(&(ahead, _)) = ord_recs.get(k + AHEAD) {
@@ -320,41 +374,41 @@ fn build_books(
                     if e.market as usize != m
                         || e.side() != side
                         || e.status() != OrderStatus::Open
-                        || id_order[ix as usize] != NONE
+                        || id_order[ix as usize]
+                            .compare_exchange(NONE, k as u32, Relaxed, Relaxed)
+                            .is_err()
                     {
                         return Err(format!(
                             "resting order {k} (id {ix}) does not belong in market {m}"
                         ));
                     }
-                    let o = orders.len() as u32;
-                    let tail = levels[lvl as usize].tail;
-                    orders.push(Order {
+                    let tail = levels[lv].tail;
+                    orders[k - o_base] = Order {
                         qty,
                         id: ix,
                         account: e.account,
                         prev: tail,
                         next: NONE,
-                        level: lvl,
-                    });
+                        level: l as u32,
+                    };
                     if tail == NONE {
-                        levels[lvl as usize].head = o;
+                        levels[lv].head = k as u32;
                     } else {
-                        orders[tail as usize].next = o;
+                        orders[tail as usize - o_base].next = k as u32;
                     }
-                    levels[lvl as usize].tail = o;
-                    id_order[ix as usize] = o;
+                    levels[lv].tail = k as u32;
                 }
             }
             rungs.reverse();
             market.ladder_mut(side).rungs = rungs;
         }
         if let (Some(b), Some(a)) = (market.bids.rungs.last(), market.asks.rungs.last()) {
-            if levels[b.level as usize].price >= levels[a.level as usize].price {
+            if levels[b.level as usize - l_base].price >= levels[a.level as usize - l_base].price {
                 return Err(format!("book of market {m} is crossed"));
             }
         }
     }
-    Ok(id_order)
+    Ok(())
 }
 
 impl Engine {
