@@ -26,6 +26,7 @@ mod admin;
 pub mod frame;
 mod kafka_log;
 pub mod seq;
+pub mod tansu;
 
 pub use admin::create_topic;
 pub use kafka_log::{KafkaLog, KafkaLogConfig};

@@ -13,13 +13,13 @@ mod common;
 mod proxy;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpListener};
+use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender};
 use std::time::{Duration, Instant};
 
-use common::{KafkaFixture, TempDir, INSTALL};
+use common::{KafkaFixture, TempDir};
 use proxy::Proxy;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -224,44 +224,9 @@ fn fast_reconnect() -> Vec<(String, String)> {
 }
 
 /// Starts tansu listening on `port` but advertising `advertised` (the
-/// proxy), the rest as in `common`.
+/// proxy).
 fn spawn_advertising(dir: &std::path::Path, port: u16, advertised: u16) -> Result<Child, String> {
-    let bin = std::env::var_os("TANSU_BIN").unwrap_or_else(|| "tansu".into());
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("tansu.log"))
-        .expect("broker log file");
-    let mut child = Command::new(&bin)
-        .current_dir(dir)
-        .args(["broker", "--listener-url"])
-        .arg(format!("tcp://127.0.0.1:{port}"))
-        .arg("--advertised-listener-url")
-        .arg(format!("tcp://127.0.0.1:{advertised}"))
-        .args(["--storage-engine", "sqlite://tansu.db"])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log file"))
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run the Kafka test broker {bin:?} ({e}): install it with `{INSTALL}`")
-        });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            let out = std::fs::read_to_string(dir.join("tansu.log")).unwrap_or_default();
-            return Err(format!("tansu exited with {status} on port {port}:\n{out}"));
-        }
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(child);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("tansu did not listen on port {port} within 20 s"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    tandem_kafka::tansu::spawn(dir, port, advertised)
 }
 
 /// Batches appended in the lost-acknowledgement scenarios.

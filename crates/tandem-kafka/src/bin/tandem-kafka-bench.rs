@@ -13,9 +13,9 @@
 //! or `tansu` on `PATH`, SQLite storage) in a temporary directory on a free
 //! loopback port and kills it at the end.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, ExitCode};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -106,50 +106,7 @@ impl Drop for Tansu {
 
 /// Same command line as the integration tests' broker.
 fn spawn_tansu(dir: &Path, port: u16) -> Result<Child, String> {
-    let bin = std::env::var_os("TANSU_BIN").unwrap_or_else(|| "tansu".into());
-    let url = format!("tcp://127.0.0.1:{port}");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("tansu.log"))
-        .map_err(|e| format!("broker log: {e}"))?;
-    let err_log = log.try_clone().map_err(|e| format!("broker log: {e}"))?;
-    let mut child = Command::new(&bin)
-        .current_dir(dir)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "sqlite://tansu.db"])
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(err_log)
-        .spawn()
-        .map_err(|e| {
-            format!(
-                "cannot run {bin:?} ({e}): install it with \
-                 `cargo install tansu --version 0.6.0 --features dynostore,libsql` \
-                 (or point TANSU_BIN at it)"
-            )
-        })?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("tansu exited with {status} on port {port}"));
-        }
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(child);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("tansu did not listen on port {port} within 20 s"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    tandem_kafka::tansu::spawn(dir, port, port)
 }
 
 fn load_average() -> String {

@@ -7,18 +7,15 @@
 
 #![allow(dead_code)] // Each test binary uses its own part of this module.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tandem_kafka::{create_topic, KafkaLog, KafkaLogConfig};
 use tandem_log::conformance::Fixture;
 use tandem_log::Log;
-
-/// How to get the broker the tests need.
-pub const INSTALL: &str = "cargo install tansu --version 0.6.0 --features dynostore,libsql";
 
 /// A fresh directory under the system temp dir, removed on drop.
 #[derive(Debug)]
@@ -48,10 +45,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn tansu_bin() -> PathBuf {
-    std::env::var_os("TANSU_BIN").map_or_else(|| PathBuf::from("tansu"), PathBuf::from)
 }
 
 fn free_port() -> u16 {
@@ -162,62 +155,9 @@ impl Drop for Broker {
     }
 }
 
-/// Starts `tansu broker` in `dir` on `port` and waits until it accepts a
-/// connection (or exits, or 20 s pass).
+/// Starts `tansu broker` in `dir` on `port` (see `tandem_kafka::tansu`).
 fn spawn(dir: &Path, port: u16) -> Result<Child, String> {
-    let url = format!("tcp://127.0.0.1:{port}");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("tansu.log"))
-        .expect("broker log file");
-    let mut child = Command::new(tansu_bin())
-        .current_dir(dir)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "sqlite://tansu.db"])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log file"))
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run the Kafka test broker `{}` ({e}): install it with `{INSTALL}` \
-                 (or point TANSU_BIN at it)",
-                tansu_bin().display()
-            )
-        });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            let out = std::fs::read_to_string(dir.join("tansu.log")).unwrap_or_default();
-            let tail: String = out
-                .chars()
-                .rev()
-                .take(2000)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            return Err(format!(
-                "tansu exited with {status} on port {port}:\n{tail}"
-            ));
-        }
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(child);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("tansu did not listen on port {port} within 20 s"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    tandem_kafka::tansu::spawn(dir, port, port)
 }
 
 /// A fresh one-partition topic on its own broker; `open` gives a new
