@@ -484,3 +484,36 @@ pub fn truncate_before(new: NewFixture<'_>) {
     assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), kept);
     assert_eq!(all.last().map(|r| &r.payload[..]), Some(&b"after"[..]));
 }
+
+/// A fresh directory under the system temp dir, removed on drop: for the
+/// tests of any backend that keeps files.
+#[derive(Debug)]
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// A new empty directory whose name holds `tag`, the process id and a
+    /// per-process counter.
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path =
+            std::env::temp_dir().join(format!("tandem-{tag}-{}-{n}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
