@@ -525,7 +525,7 @@ pub fn run(a: &RecoveryArgs) -> Result<(), String> {
     let mut build_outcome = Outcome::default();
     let t_c = Instant::now();
     let got = r1
-        .catch_up(|_, _, ev| build_outcome.add(ev))
+        .catch_up(|_, _, _, ev| build_outcome.add(ev))
         .map_err(replica_err("replica 1 catch_up"))?;
     let empty_catch_up_secs = secs(t_c.elapsed());
     let empty_secs = secs(t_e.elapsed());
@@ -576,7 +576,7 @@ pub fn run(a: &RecoveryArgs) -> Result<(), String> {
         tail_bytes += batch.data.len() as u64;
         done += batch.len();
         let t0 = Instant::now();
-        r1.catch_up(|_, _, ev| tail_outcome.add(ev))
+        r1.catch_up(|_, _, _, ev| tail_outcome.add(ev))
             .map_err(replica_err("replica 1 catch_up over the tail"))?;
         r1_tail += t0.elapsed();
     }
@@ -609,7 +609,7 @@ pub fn run(a: &RecoveryArgs) -> Result<(), String> {
     let cpu_r = ThreadCpu::read();
     let t_r = Instant::now();
     let mut r2_outcome = Outcome::default();
-    r2.catch_up(|_, _, ev| r2_outcome.add(ev))
+    r2.catch_up(|_, _, _, ev| r2_outcome.add(ev))
         .map_err(replica_err("replica 2 catch_up"))?;
     let replay_secs = secs(t_r.elapsed());
     let replay_cpu = ThreadCpu::read().since(cpu_r);
@@ -619,7 +619,7 @@ pub fn run(a: &RecoveryArgs) -> Result<(), String> {
     // replica 1 is already caught up (it followed the tail batch by batch).
     let extra = {
         let before = r1.applied_seq();
-        r1.catch_up(|_, _, ev| tail_outcome.add(ev))
+        r1.catch_up(|_, _, _, ev| tail_outcome.add(ev))
             .map_err(replica_err("replica 1 final catch_up"))?;
         r1.applied_seq() - before
     };

@@ -13,6 +13,11 @@ commands:
   match [--input FILE] [--output FILE] [--chain]
         replay JSONL commands into JSONL events (contracts/match-jsonl.md);
         --chain prints the final seq and output hash chain to stderr
+  node [--config FILE]
+        run a node: the order-entry API (contracts/http-api.md) over the
+        order log; without --config, the defaults of
+        deploy/node/tandem-node.toml (file log in data/node-1, port 8080);
+        TANDEM_* environment variables override the file
   help  this text
 
 benchmarks are a separate program: cargo run --release -p tandem-bench -- core
@@ -32,6 +37,7 @@ fn run(args: Vec<String>) -> Result<()> {
     };
     match cmd.as_str() {
         "match" => cmd_match(rest),
+        "node" => cmd_node(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())
@@ -41,6 +47,21 @@ fn run(args: Vec<String>) -> Result<()> {
             bail!("unknown command {other:?}")
         }
     }
+}
+
+fn cmd_node(args: &[String]) -> Result<()> {
+    let mut config = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--config" => config = Some(it.next().context("--config needs a file")?.clone()),
+            other => bail!("node: unknown flag {other:?}"),
+        }
+    }
+    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let cfg = tandem_node::NodeConfig::load(config.as_deref().map(std::path::Path::new), &env)
+        .context("node config")?;
+    tandem_node::run(cfg)
 }
 
 fn cmd_match(args: &[String]) -> Result<()> {

@@ -295,6 +295,58 @@ pub fn write_book(eng: &Engine, m: MarketIx, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
+/// Appends `cmd` as one canonical JSONL command object (no newline): what
+/// a node writes to the order log, readable back by [`decode_command`] and
+/// by `tandem match`. Fields come in a fixed order, decimals in their
+/// shortest exact form, so equal commands encode to equal bytes. Returns
+/// false (writing nothing) for `Command::Invalid`, which is never logged.
+pub fn write_command(cmd: &Command, out: &mut Vec<u8>) -> bool {
+    let (op, market, id, account) = match cmd {
+        Command::Place(p) => ("place", &p.market, &p.id, &p.account),
+        Command::Cancel(c) => ("cancel", &c.market, &c.id, &c.account),
+        Command::Amend(a) => ("amend", &a.market, &a.id, &a.account),
+        Command::Invalid(_) => return false,
+    };
+    out.extend_from_slice(b"{\"op\":\"");
+    out.extend_from_slice(op.as_bytes());
+    out.push(b'"');
+    field(out, "market", market);
+    field(out, "id", id);
+    field(out, "account", account);
+    match cmd {
+        Command::Place(p) => {
+            out.extend_from_slice(b",\"side\":\"");
+            out.extend_from_slice(p.side.as_str().as_bytes());
+            out.push(b'"');
+            match p.kind {
+                OrderKind::Limit(price) => {
+                    out.extend_from_slice(b",\"type\":\"limit\"");
+                    units(out, "price", price.units());
+                }
+                OrderKind::Market => out.extend_from_slice(b",\"type\":\"market\""),
+            }
+            units(out, "qty", p.qty.units());
+            out.extend_from_slice(b",\"tif\":\"");
+            out.extend_from_slice(p.tif.as_str().as_bytes());
+            out.push(b'"');
+            if p.post_only {
+                out.extend_from_slice(b",\"post_only\":true");
+            }
+        }
+        Command::Amend(a) => {
+            if let Some(price) = a.price {
+                units(out, "price", price.units());
+            }
+            if let Some(qty) = a.qty {
+                units(out, "qty", qty.units());
+            }
+        }
+        Command::Cancel(_) | Command::Invalid(_) => {}
+    }
+    out.push(b'}');
+    true
+}
+
 /// Commands decoded per batch handed from the reader thread to the engine.
 const BATCH: usize = 1024;
 /// How many commands ahead of `apply` the engine is asked to prefetch.

@@ -93,7 +93,7 @@ fn cfg(dir: std::path::PathBuf, every_commands: u64) -> ReplicaConfig {
 /// Chain after every seq the replica applies from here to the tail.
 fn chains(r: &mut Replica) -> Vec<(u64, u128)> {
     let mut v = Vec::new();
-    r.catch_up(|seq, eng, _| v.push((seq, eng.chain())))
+    r.catch_up(|seq, _, eng, _| v.push((seq, eng.chain())))
         .expect("catch up");
     v
 }
@@ -125,7 +125,7 @@ fn two_replicas_agree_including_one_restarted_from_its_snapshot() {
     let mut chain_b = Vec::new();
     while b.applied_seq() < half {
         let n = b
-            .step(|seq, eng, _| chain_b.push((seq, eng.chain())))
+            .step(|seq, _, eng, _| chain_b.push((seq, eng.chain())))
             .expect("step");
         assert!(n > 0, "log ended before seq {half}");
     }

@@ -243,11 +243,12 @@ impl Replica {
     }
 
     /// Applies up to `cfg.read_batch` records that are already in the log.
-    /// `on_applied(seq, engine, events)` sees each command's events.
+    /// `on_applied(seq, command, engine, events)` sees each command and its
+    /// events.
     /// Returns how many were applied (0 at the tail).
     pub fn step(
         &mut self,
-        mut on_applied: impl FnMut(u64, &Engine, &[Event]),
+        mut on_applied: impl FnMut(u64, &Command, &Engine, &[Event]),
     ) -> Result<usize, ReplicaError> {
         let from = self.engine.seq() + 1;
         let cmds = read_decoded(&*self.log, from, self.cfg.read_batch)?;
@@ -259,7 +260,7 @@ impl Replica {
     fn apply_batch(
         &mut self,
         cmds: &[(u64, Command)],
-        on_applied: &mut impl FnMut(u64, &Engine, &[Event]),
+        on_applied: &mut impl FnMut(u64, &Command, &Engine, &[Event]),
     ) -> Result<(), ReplicaError> {
         for (i, (seq, cmd)) in cmds.iter().enumerate() {
             let after = self.engine.seq();
@@ -275,7 +276,7 @@ impl Replica {
             self.events.clear();
             self.engine.apply(*seq, cmd, &mut self.events);
             self.since_snapshot += 1;
-            on_applied(*seq, &self.engine, &self.events);
+            on_applied(*seq, cmd, &self.engine, &self.events);
             self.maybe_snapshot()?;
         }
         Ok(())
@@ -288,7 +289,7 @@ impl Replica {
     /// decoding does not add to the time a cold replica needs to catch up.
     pub fn catch_up(
         &mut self,
-        mut on_applied: impl FnMut(u64, &Engine, &[Event]),
+        mut on_applied: impl FnMut(u64, &Command, &Engine, &[Event]),
     ) -> Result<u64, ReplicaError> {
         let target = self.log.last_seq();
         if target > self.applied_seq() {
@@ -335,7 +336,7 @@ impl Replica {
         &mut self,
         stop: &AtomicBool,
         poll: Duration,
-        mut on_applied: impl FnMut(u64, &Engine, &[Event]),
+        mut on_applied: impl FnMut(u64, &Command, &Engine, &[Event]),
     ) -> Result<(), ReplicaError> {
         while !stop.load(Ordering::Relaxed) {
             if self.step(&mut on_applied)? == 0 {

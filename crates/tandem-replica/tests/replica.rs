@@ -103,7 +103,7 @@ fn cfg(dir: PathBuf, every: u64) -> ReplicaConfig {
 /// Chain after every seq, in seq order.
 fn chains(r: &mut Replica) -> Vec<(u64, u128)> {
     let mut v = Vec::new();
-    r.catch_up(|seq, eng, _| v.push((seq, eng.chain())))
+    r.catch_up(|seq, _, eng, _| v.push((seq, eng.chain())))
         .expect("catch up");
     v
 }
@@ -124,7 +124,7 @@ fn two_replicas_agree_including_one_restarted_from_its_snapshot() {
     let (mut b, _) = Replica::open(Arc::clone(&log), cfg(dir.0.join("b"), 2500)).expect("open b");
     let mut chain_b = Vec::new();
     while b.applied_seq() < 7000 {
-        b.step(|seq, eng, _| chain_b.push((seq, eng.chain())))
+        b.step(|seq, _, eng, _| chain_b.push((seq, eng.chain())))
             .expect("step");
     }
     let stopped_at = b.applied_seq();
@@ -190,7 +190,7 @@ fn follow_applies_appends_as_they_arrive_and_snapshots_by_time() {
     std::thread::scope(|s| {
         let follower = s.spawn(|| {
             let mut n = 0u64;
-            r.follow(&stop, Duration::from_millis(5), |_, _, ev| {
+            r.follow(&stop, Duration::from_millis(5), |_, _, _, ev| {
                 assert!(!ev.is_empty(), "every command yields an event");
                 n += 1;
             })

@@ -1,0 +1,586 @@
+//! The HTTP/JSON API of `contracts/http-api.md`: routing, decoding of
+//! requests into commands, the consistency token, and the answers. Every
+//! bad input is a 4xx with `{"error":"<field>: <what>"}`; overload is 429
+//! or 503 with `retry-after`; nothing here can panic a connection away (the
+//! server catches a panicking handler and answers 500).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use tandem_codec::json::{self, Val};
+use tandem_codec::Op;
+use tandem_core::{Command, OrderStatus, Side};
+
+use crate::node::Node;
+use crate::partition::{order_key, Outcome, Replay, SubmitError};
+use crate::{BoxBody, BoxError};
+
+/// An answer before headers common to all answers are added.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Bytes,
+    /// Partition whose applied position goes in `x-tandem-seq`.
+    pub partition: Option<u32>,
+    pub retry_after: Option<u32>,
+    pub content_type: &'static str,
+}
+
+impl Answer {
+    fn json(status: StatusCode, body: impl Into<Bytes>) -> Answer {
+        Answer {
+            status,
+            body: body.into(),
+            partition: None,
+            retry_after: None,
+            content_type: "application/json",
+        }
+    }
+
+    /// `{"error": msg}` with `status`.
+    pub fn error(status: StatusCode, msg: &str) -> Answer {
+        let mut b = Vec::with_capacity(msg.len() + 12);
+        b.extend_from_slice(b"{\"error\":");
+        json::write_str(&mut b, msg.as_bytes());
+        b.push(b'}');
+        Answer::json(status, b)
+    }
+
+    fn bad(msg: &str) -> Answer {
+        Answer::error(StatusCode::BAD_REQUEST, msg)
+    }
+
+    fn unavailable(msg: &str) -> Answer {
+        let mut a = Answer::error(StatusCode::SERVICE_UNAVAILABLE, msg);
+        a.retry_after = Some(1);
+        a
+    }
+
+    fn on(mut self, partition: u32) -> Answer {
+        self.partition = Some(partition);
+        self
+    }
+}
+
+/// Route names, as metrics label them.
+pub fn route_of(method: &Method, path: &str) -> &'static str {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, segs.as_slice()) {
+        (&Method::POST, ["v1", "orders"]) => "place",
+        (&Method::DELETE, ["v1", "orders", _, _]) => "cancel",
+        (&Method::PATCH, ["v1", "orders", _, _]) => "amend",
+        (&Method::GET, ["v1", "orders", _, _]) => "get_order",
+        (&Method::GET, ["v1", "markets", _, "book"]) => "book",
+        (&Method::GET, ["v1", "markets", _, "stream"]) => "stream",
+        (&Method::GET, ["v1", "status"]) => "status",
+        (&Method::GET, ["healthz"]) => "healthz",
+        (&Method::GET, ["readyz"]) => "readyz",
+        (&Method::GET, ["metrics"]) => "metrics",
+        (_, ["v1", "orders"])
+        | (_, ["v1", "orders", _, _])
+        | (_, ["v1", "markets", _, "book"])
+        | (_, ["v1", "status"])
+        | (_, ["healthz"])
+        | (_, ["readyz"])
+        | (_, ["metrics"]) => "method_not_allowed",
+        _ => "not_found",
+    }
+}
+
+/// Decodes `%XX` escapes of one path segment; `None` if malformed or not
+/// UTF-8.
+fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
+    if !s.contains('%') {
+        return Some(Cow::Borrowed(s));
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok().map(Cow::Owned)
+}
+
+/// The value of `key` in a query string, percent-decoded (`+` is a space).
+fn query_param(query: Option<&str>, key: &str) -> Result<Option<String>, ()> {
+    let Some(q) = query else { return Ok(None) };
+    for pair in q.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == key {
+            let v = v.replace('+', " ");
+            return percent_decode(&v).map(|v| Some(v.into_owned())).ok_or(());
+        }
+    }
+    Ok(None)
+}
+
+/// `P:N` from `x-tandem-min-seq`.
+fn parse_token(v: &HeaderValue) -> Option<(u32, u64)> {
+    let (p, n) = v.to_str().ok()?.trim().split_once(':')?;
+    Some((p.parse().ok()?, n.parse().ok()?))
+}
+
+/// Reads the whole body, at most `max` bytes.
+async fn read_body<B>(body: B, max: usize) -> Result<Bytes, Answer>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    match Limited::new(body, max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(Answer::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("body: larger than {max} bytes"),
+        )),
+        Err(e) => Err(Answer::bad(&format!("body: could not be read: {e}"))),
+    }
+}
+
+/// Answers one API request (everything but WebSocket upgrades and gRPC).
+pub async fn handle<B>(node: &Arc<Node>, req: Request<B>) -> Answer
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = req.method().clone();
+    match (&method, segs.as_slice()) {
+        (&Method::GET, ["healthz"]) => Answer::json(StatusCode::OK, &b"{\"status\":\"ok\"}"[..]),
+        (&Method::GET, ["readyz"]) => readyz(node),
+        (&Method::GET, ["metrics"]) => Answer {
+            content_type: "text/plain; version=0.0.4",
+            ..Answer::json(StatusCode::OK, node.metrics.render())
+        },
+        (&Method::GET, ["v1", "status"]) => status(node).await,
+        (&Method::POST, ["v1", "orders"]) => {
+            let headers = req.headers().clone();
+            match read_body(req.into_body(), node.cfg.limits.max_body_bytes).await {
+                Ok(body) => place(node, &headers, &body).await,
+                Err(a) => a,
+            }
+        }
+        (&Method::DELETE, ["v1", "orders", m, id]) => {
+            let (Some(m), Some(id)) = (percent_decode(m), percent_decode(id)) else {
+                return Answer::bad("path: malformed percent-encoding");
+            };
+            let account = match query_param(query.as_deref(), "account") {
+                Ok(Some(a)) => a,
+                Ok(None) => return Answer::bad("account: missing query parameter"),
+                Err(()) => return Answer::bad("account: malformed percent-encoding"),
+            };
+            let mut f: json::Fields = Default::default();
+            f[1] = Some(Val::Str(m));
+            f[2] = Some(Val::Str(id));
+            f[3] = Some(Val::Str(Cow::Owned(account)));
+            let cmd = tandem_codec::from_fields(&f, Some(Op::Cancel));
+            order_entry(node, req.headers(), cmd).await
+        }
+        (&Method::PATCH, ["v1", "orders", m, id]) => {
+            let (Some(m), Some(id)) = (percent_decode(m), percent_decode(id)) else {
+                return Answer::bad("path: malformed percent-encoding");
+            };
+            let (m, id) = (m.into_owned(), id.into_owned());
+            let headers = req.headers().clone();
+            let body = match read_body(req.into_body(), node.cfg.limits.max_body_bytes).await {
+                Ok(b) => b,
+                Err(a) => return a,
+            };
+            let Ok(mut f) = json::read_object(&body) else {
+                return Answer::bad("body: not a JSON object");
+            };
+            for (k, name) in [(0, "op"), (1, "market"), (2, "id")] {
+                if f[k].is_some() {
+                    return Answer::bad(&format!(
+                        "{name}: not allowed in the body of PATCH /v1/orders/{{market}}/{{id}}"
+                    ));
+                }
+            }
+            f[1] = Some(Val::Str(Cow::Borrowed(&m)));
+            f[2] = Some(Val::Str(Cow::Borrowed(&id)));
+            let cmd = tandem_codec::from_fields(&f, Some(Op::Amend));
+            order_entry(node, &headers, cmd).await
+        }
+        (&Method::GET, ["v1", "orders", m, id]) => {
+            let (Some(m), Some(id)) = (percent_decode(m), percent_decode(id)) else {
+                return Answer::bad("path: malformed percent-encoding");
+            };
+            let account = match query_param(query.as_deref(), "account") {
+                Ok(Some(a)) if !a.is_empty() => a,
+                Ok(_) => return Answer::bad("account: missing query parameter"),
+                Err(()) => return Answer::bad("account: malformed percent-encoding"),
+            };
+            get_order(node, req.headers(), &m, &id, &account).await
+        }
+        (&Method::GET, ["v1", "markets", m, "book"]) => {
+            let Some(m) = percent_decode(m) else {
+                return Answer::bad("path: malformed percent-encoding");
+            };
+            let depth = match query_param(query.as_deref(), "depth") {
+                Ok(None) => 50,
+                Ok(Some(d)) => match d.parse::<usize>() {
+                    Ok(d) if d >= 1 && d <= node.cfg.limits.max_depth => d,
+                    _ => {
+                        return Answer::bad(&format!(
+                            "depth: must be an integer from 1 to {}",
+                            node.cfg.limits.max_depth
+                        ))
+                    }
+                },
+                Err(()) => return Answer::bad("depth: malformed percent-encoding"),
+            };
+            book(node, req.headers(), &m, depth).await
+        }
+        _ => match route_of(&method, &path) {
+            "method_not_allowed" => Answer::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!("method: {method} is not allowed on {path}"),
+            ),
+            _ => Answer::error(StatusCode::NOT_FOUND, &format!("path: no route {path}")),
+        },
+    }
+}
+
+fn readyz(node: &Node) -> Answer {
+    if node.is_draining() {
+        return Answer::unavailable("draining");
+    }
+    if !node.is_caught_up() {
+        return Answer::unavailable("catching up");
+    }
+    Answer::json(StatusCode::OK, &b"{\"status\":\"ready\"}"[..])
+}
+
+async fn status(node: &Node) -> Answer {
+    let mut parts = Vec::new();
+    for p in &node.partitions {
+        let hash = p
+            .read(node.cfg.wait(), |e| {
+                (e.seq(), tandem_core::chain_hex(e.chain()))
+            })
+            .await;
+        let (seq, hash) = hash.unwrap_or((p.applied_seq(), String::new()));
+        parts.push(serde_json::json!({
+            "id": p.id,
+            "applied_seq": seq,
+            "output_hash": hash,
+            "caught_up": p.is_caught_up(),
+        }));
+    }
+    let c = &node.cfg;
+    let v = serde_json::json!({
+        "node": c.node,
+        "zone": c.zone,
+        "cluster": c.cluster,
+        "version": c.version,
+        "role": c.role.as_str(),
+        "ready": node.is_caught_up() && !node.is_draining(),
+        "draining": node.is_draining(),
+        "partitions": parts,
+    });
+    Answer::json(StatusCode::OK, v.to_string())
+}
+
+/// Waits for `x-tandem-min-seq` if the request carries one. `Err` is the
+/// answer to give instead.
+async fn min_seq(node: &Node, headers: &HeaderMap) -> Result<(), Answer> {
+    let Some(v) = headers.get("x-tandem-min-seq") else {
+        return Ok(());
+    };
+    let Some((p, n)) = parse_token(v) else {
+        return Err(Answer::bad(
+            "x-tandem-min-seq: expected <partition>:<seq> as given in x-tandem-seq",
+        ));
+    };
+    let Some(part) = node.partitions.get(p as usize) else {
+        return Err(Answer::bad(&format!(
+            "x-tandem-min-seq: partition {p} does not exist (this node has {})",
+            node.partitions.len()
+        )));
+    };
+    if part.wait_applied(n, node.cfg.wait()).await {
+        Ok(())
+    } else {
+        Err(Answer::unavailable(&format!(
+            "x-tandem-min-seq: this node's replica is at {p}:{}, not yet at {p}:{n}",
+            part.applied_seq()
+        ))
+        .on(p))
+    }
+}
+
+/// Common gate of order entry and reads: ready, token satisfied.
+async fn gate(node: &Node, headers: &HeaderMap) -> Result<(), Answer> {
+    if node.is_draining() {
+        return Err(Answer::unavailable("draining: retry on another node"));
+    }
+    if !node.is_caught_up() {
+        return Err(Answer::unavailable(
+            "catching up: retry shortly or on another node",
+        ));
+    }
+    min_seq(node, headers).await
+}
+
+fn invalid_answer(cmd: &Command) -> Option<Answer> {
+    match cmd {
+        Command::Invalid(i) => Some(Answer::bad(&match i.field {
+            "body" => "body: not a JSON object".to_string(),
+            "op" => "op: must be absent or match the route".to_string(),
+            f => format!("{f}: missing or invalid"),
+        })),
+        _ => None,
+    }
+}
+
+async fn place(node: &Arc<Node>, headers: &HeaderMap, body: &[u8]) -> Answer {
+    let cmd = tandem_codec::decode_with_op(body, Op::Place);
+    order_entry(node, headers, cmd).await
+}
+
+/// `{"partition":P,"seq":N,"events":[...]}`.
+fn outcome_answer(partition: u32, o: &Outcome) -> Answer {
+    let mut b = Vec::with_capacity(o.events.len() + 48);
+    b.extend_from_slice(b"{\"partition\":");
+    b.extend_from_slice(partition.to_string().as_bytes());
+    b.extend_from_slice(b",\"seq\":");
+    b.extend_from_slice(o.seq.to_string().as_bytes());
+    b.extend_from_slice(b",\"events\":");
+    b.extend_from_slice(&o.events);
+    b.push(b'}');
+    Answer::json(StatusCode::OK, b).on(partition)
+}
+
+/// Appends a decoded place, cancel or amend and answers with its events.
+async fn order_entry(node: &Arc<Node>, headers: &HeaderMap, cmd: Command) -> Answer {
+    if let Some(a) = invalid_answer(&cmd) {
+        return a;
+    }
+    if let Err(a) = gate(node, headers).await {
+        return a;
+    }
+    let (market, id, account) = match &cmd {
+        Command::Place(p) => (&p.market, &p.id, &p.account),
+        Command::Cancel(c) => (&c.market, &c.id, &c.account),
+        Command::Amend(a) => (&a.market, &a.id, &a.account),
+        Command::Invalid(_) => unreachable!("answered above"),
+    };
+    let max_sym = tandem_core::Config::default().max_symbol_bytes;
+    for (name, v) in [("market", market), ("id", id), ("account", account)] {
+        if v.len() > max_sym {
+            return Answer::bad(&format!("{name}: longer than {max_sym} bytes"));
+        }
+    }
+    let p = node.partition_of(market.as_bytes());
+    if let Some(wait) = node.rate_limit(account.as_bytes()) {
+        let mut a = Answer::error(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "account: over {} order-entry requests per second",
+                node.cfg.limits.account_rate
+            ),
+        );
+        a.retry_after = Some(wait);
+        return a;
+    }
+    let mut payload = Vec::with_capacity(192);
+    tandem_codec::write_command(&cmd, &mut payload);
+    let part = &node.partitions[p as usize];
+    let key = matches!(cmd, Command::Place(_)).then(|| order_key(market.as_bytes(), id.as_bytes()));
+    // A retry of an order this replica has already applied needs no append.
+    if let Some(key) = &key {
+        match part.replay(key, &payload) {
+            Replay::Same(o) => return outcome_answer(p, &o),
+            Replay::Conflict => return conflict(p),
+            Replay::Unknown => {}
+        }
+    }
+    match part.submit(payload.clone().into(), node.cfg.wait()).await {
+        Ok(o) if o.duplicate_id => match key.map(|k| part.replay(&k, &payload)) {
+            Some(Replay::Same(orig)) => outcome_answer(p, &orig),
+            _ => conflict(p),
+        },
+        Ok(o) => outcome_answer(p, &o),
+        Err(SubmitError::Overloaded) => {
+            Answer::unavailable("overloaded: too many commands waiting for the order log").on(p)
+        }
+        Err(e @ SubmitError::NotApplied(_)) => Answer::unavailable(&format!(
+            "{e}: the command is in the log; retry (it is idempotent) or read with x-tandem-min-seq"
+        ))
+        .on(p),
+        Err(e) => Answer::unavailable(&e.to_string()).on(p),
+    }
+}
+
+fn conflict(p: u32) -> Answer {
+    Answer::error(
+        StatusCode::CONFLICT,
+        "id: already taken in this market by another order",
+    )
+    .on(p)
+}
+
+async fn get_order(node: &Node, headers: &HeaderMap, m: &str, id: &str, account: &str) -> Answer {
+    if let Err(a) = gate(node, headers).await {
+        return a;
+    }
+    let p = node.partition_of(m.as_bytes());
+    let found = node.partitions[p as usize]
+        .read(node.cfg.wait(), |e| {
+            e.order(m.as_bytes(), id.as_bytes(), account.as_bytes())
+        })
+        .await;
+    let info = match found {
+        None => return Answer::unavailable("replica busy: retry").on(p),
+        Some(None) => {
+            return Answer::error(StatusCode::NOT_FOUND, "id: no such order of this account").on(p)
+        }
+        Some(Some(info)) => info,
+    };
+    let mut b = Vec::with_capacity(256);
+    let field = |b: &mut Vec<u8>, k: &str, v: &[u8]| {
+        b.extend_from_slice(b"\"");
+        b.extend_from_slice(k.as_bytes());
+        b.extend_from_slice(b"\":");
+        json::write_str(b, v);
+    };
+    let units = |u: u64| {
+        let mut s = Vec::new();
+        tandem_core::write_units(u, &mut s);
+        s
+    };
+    b.push(b'{');
+    field(&mut b, "market", m.as_bytes());
+    b.push(b',');
+    field(&mut b, "id", id.as_bytes());
+    b.push(b',');
+    field(&mut b, "account", account.as_bytes());
+    b.push(b',');
+    field(
+        &mut b,
+        "side",
+        match info.side {
+            Side::Buy => b"buy",
+            Side::Sell => b"sell",
+        },
+    );
+    b.push(b',');
+    match info.price {
+        Some(pr) => {
+            field(&mut b, "type", b"limit");
+            b.push(b',');
+            field(&mut b, "price", &units(pr.units()));
+        }
+        None => field(&mut b, "type", b"market"),
+    }
+    b.push(b',');
+    field(&mut b, "qty", &units(info.qty.units()));
+    b.push(b',');
+    field(&mut b, "remaining", &units(info.remaining));
+    b.push(b',');
+    field(
+        &mut b,
+        "status",
+        match info.status {
+            OrderStatus::Open => b"open",
+            OrderStatus::Filled => b"filled",
+            OrderStatus::Cancelled => b"cancelled",
+        },
+    );
+    b.extend_from_slice(b",\"post_only\":");
+    b.extend_from_slice(if info.post_only { b"true" } else { b"false" });
+    b.push(b'}');
+    Answer::json(StatusCode::OK, b).on(p)
+}
+
+async fn book(node: &Node, headers: &HeaderMap, m: &str, depth: usize) -> Answer {
+    if let Err(a) = gate(node, headers).await {
+        return a;
+    }
+    let p = node.partition_of(m.as_bytes());
+    let levels = node.partitions[p as usize]
+        .read(node.cfg.wait(), |e| {
+            let seq = e.seq();
+            match e.find_market(m.as_bytes()) {
+                None => (seq, Vec::new(), Vec::new()),
+                Some(ix) => (
+                    seq,
+                    e.depth(ix, Side::Buy, depth),
+                    e.depth(ix, Side::Sell, depth),
+                ),
+            }
+        })
+        .await;
+    let Some((seq, bids, asks)) = levels else {
+        return Answer::unavailable("replica busy: retry").on(p);
+    };
+    let mut b = Vec::with_capacity(64 + 48 * (bids.len() + asks.len()));
+    b.extend_from_slice(format!("{{\"partition\":{p},\"seq\":{seq}").as_bytes());
+    for (k, side) in [("bids", bids), ("asks", asks)] {
+        b.extend_from_slice(format!(",\"{k}\":[").as_bytes());
+        for (i, (price, qty)) in side.iter().enumerate() {
+            if i > 0 {
+                b.push(b',');
+            }
+            b.extend_from_slice(b"[\"");
+            tandem_core::write_units(price.units(), &mut b);
+            b.extend_from_slice(b"\",\"");
+            tandem_core::write_units(*qty, &mut b);
+            b.extend_from_slice(b"\"]");
+        }
+        b.push(b']');
+    }
+    b.push(b'}');
+    Answer::json(StatusCode::OK, b).on(p)
+}
+
+/// Turns an answer into a response with the headers every answer carries.
+pub fn respond(node: &Node, a: Answer, started: Instant, route: &'static str) -> Response<BoxBody> {
+    node.metrics
+        .request(route, a.status.as_u16(), started.elapsed());
+    let mut r = Response::new(
+        Full::new(a.body)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *r.status_mut() = a.status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(a.content_type),
+    );
+    h.insert(
+        "x-dex-version",
+        HeaderValue::from_static(node.cfg.role.as_str()),
+    );
+    if let Ok(v) = HeaderValue::from_str(&node.cfg.version) {
+        h.insert("x-tandem-version", v);
+    }
+    let p = a
+        .partition
+        .or_else(|| (node.partitions.len() == 1).then_some(0));
+    if let Some(p) = p {
+        let seq = node.partitions[p as usize].applied_seq();
+        if let Ok(v) = HeaderValue::from_str(&format!("{p}:{seq}")) {
+            h.insert("x-tandem-seq", v);
+        }
+    }
+    if let Some(s) = a.retry_after {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    r
+}

@@ -1,0 +1,428 @@
+//! The node's configuration: one versioned struct, every field with a
+//! default, read from a TOML file (`deploy/node/tandem-node.toml` is the
+//! commented default) and then overridden by `TANDEM_*` environment
+//! variables. The environment is passed in as a map so that parsing is
+//! testable.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the order log lives.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogKind {
+    /// The embedded file log (one partition, id 0): no outside service.
+    File,
+    /// A Kafka topic, one partition per market group.
+    Kafka,
+}
+
+/// Blue/green style role of a node in a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Stable,
+    Canary,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Stable => "stable",
+            Role::Canary => "canary",
+        }
+    }
+}
+
+/// Everything a node reads at start. See `deploy/node/tandem-node.toml`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Config format version; only 1 exists.
+    pub config_version: u32,
+    /// Address of the public listener (HTTP/1.1, HTTP/2 and gRPC).
+    pub listen: SocketAddr,
+    /// Rollout labels, echoed in `/v1/status`, headers and metrics.
+    pub node: String,
+    pub cluster: String,
+    pub zone: String,
+    pub role: Role,
+    /// Build version reported; defaults to this binary's version.
+    pub version: String,
+    /// Directory for the file log and the snapshots.
+    pub data_dir: PathBuf,
+    pub log: LogConfig,
+    pub snapshot: SnapshotConfig,
+    pub limits: Limits,
+    pub http: HttpConfig,
+}
+
+/// The order log.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub kind: LogKind,
+    /// File log: fdatasync every commit (the durable default). Off only for
+    /// measuring the software's own cost.
+    pub fsync: bool,
+    /// Kafka: bootstrap servers, topic, partition count.
+    pub kafka_brokers: String,
+    pub kafka_topic: String,
+    pub kafka_partitions: u32,
+    /// Kafka: create the topic at start if it is missing.
+    pub kafka_create_topic: bool,
+    /// Kafka: replication factor when creating the topic.
+    pub kafka_replication: u32,
+    /// Most commands appended as one batch (one fsync, one Kafka message).
+    pub max_batch: usize,
+}
+
+/// When the replica writes snapshots.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotConfig {
+    pub every_commands: u64,
+    pub every_secs: u64,
+    pub keep: usize,
+}
+
+/// A bound on everything a client controls.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Request bodies larger than this are `413`.
+    pub max_body_bytes: usize,
+    /// Open connections; one more is answered `503` and closed.
+    pub max_connections: usize,
+    /// Commands waiting to be appended per partition; beyond it `503`.
+    pub max_pending: usize,
+    /// Order entry per account: sustained requests per second and burst;
+    /// beyond it `429`. 0 turns the limit off.
+    pub account_rate: u32,
+    pub account_burst: u32,
+    /// Largest `depth` a book read may ask for.
+    pub max_depth: usize,
+    /// Markets the engine accepts (a place in a new market beyond it is
+    /// rejected with reason `limit`).
+    pub max_markets: u32,
+    /// Live orders the engine holds (reason `limit` beyond it).
+    pub max_live_orders: u32,
+    /// Longest wait for `x-tandem-min-seq` or for the replica to apply an
+    /// appended command before `503` with `retry-after`.
+    pub wait_ms: u64,
+    /// Accepted orders whose answer is kept for idempotent replays.
+    pub idempotency_window: usize,
+    /// Longest request head a client may send (bytes).
+    pub max_header_bytes: usize,
+}
+
+/// Connection handling.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A keep-alive connection idle this long is closed by the node. It must
+    /// be longer than the idle timeout of whatever pools connections to the
+    /// node (edge, load balancer), so the pool always closes first and never
+    /// sends on a connection the node is closing: the source's 502s came
+    /// from a 20 s server timeout under a longer client one.
+    pub idle_timeout_secs: u64,
+    /// Time a client has to send a full request head.
+    pub header_read_timeout_secs: u64,
+    /// HTTP/2 (and gRPC) keep-alive pings: interval and how long to wait
+    /// for the answer before closing.
+    pub h2_keepalive_interval_secs: u64,
+    pub h2_keepalive_timeout_secs: u64,
+    /// On SIGTERM: how long in-flight requests may take before the node
+    /// stops anyway.
+    pub drain_timeout_secs: u64,
+    /// On SIGTERM: how long the node keeps serving while `/readyz` already
+    /// fails, so balancers stop sending before the listener closes.
+    pub drain_grace_ms: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            config_version: 1,
+            listen: "127.0.0.1:8080".parse().expect("literal address"),
+            node: "node-1".into(),
+            cluster: "local".into(),
+            zone: "local-a".into(),
+            role: Role::Stable,
+            version: env!("CARGO_PKG_VERSION").into(),
+            data_dir: "data/node-1".into(),
+            log: LogConfig::default(),
+            snapshot: SnapshotConfig::default(),
+            limits: Limits::default(),
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            kind: LogKind::File,
+            fsync: true,
+            kafka_brokers: "127.0.0.1:9092".into(),
+            kafka_topic: "tandem-orders".into(),
+            kafka_partitions: 1,
+            kafka_create_topic: true,
+            kafka_replication: 1,
+            max_batch: 1024,
+        }
+    }
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            every_commands: 1_000_000,
+            every_secs: 300,
+            keep: 3,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 16 * 1024,
+            max_connections: 10_000,
+            max_pending: 65_536,
+            account_rate: 2_000,
+            account_burst: 4_000,
+            max_depth: 1_000,
+            max_markets: 4_000_000,
+            max_live_orders: 20_000_000,
+            wait_ms: 2_000,
+            idempotency_window: 1_000_000,
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            idle_timeout_secs: 620,
+            header_read_timeout_secs: 10,
+            h2_keepalive_interval_secs: 30,
+            h2_keepalive_timeout_secs: 20,
+            drain_timeout_secs: 20,
+            drain_grace_ms: 2_000,
+        }
+    }
+}
+
+/// A config that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name}: {message}")]
+    Env { name: String, message: String },
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+}
+
+impl NodeConfig {
+    /// Reads `file` (defaults when `None`) and applies the `TANDEM_*`
+    /// variables of `env` on top, then checks the result.
+    pub fn load(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<NodeConfig, ConfigError> {
+        let mut cfg = match file {
+            None => NodeConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                NodeConfig::parse(&text).map_err(|message| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message,
+                })?
+            }
+        };
+        cfg.apply_env(env)?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<NodeConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The overrides a container platform sets most: `TANDEM_LISTEN`,
+    /// `TANDEM_NODE`, `TANDEM_CLUSTER`, `TANDEM_ZONE`, `TANDEM_ROLE`,
+    /// `TANDEM_VERSION`, `TANDEM_DATA_DIR`, `TANDEM_LOG_KIND`,
+    /// `TANDEM_LOG_FSYNC`, `TANDEM_KAFKA_BROKERS`, `TANDEM_KAFKA_TOPIC`,
+    /// `TANDEM_KAFKA_PARTITIONS`.
+    pub fn apply_env(&mut self, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            v.parse().map_err(|e: T::Err| ConfigError::Env {
+                name: name.into(),
+                message: format!("{v:?}: {e}"),
+            })
+        }
+        for (name, v) in env.iter().filter(|(k, _)| k.starts_with("TANDEM_")) {
+            match name.as_str() {
+                "TANDEM_LISTEN" => self.listen = parse(name, v)?,
+                "TANDEM_NODE" => self.node = v.clone(),
+                "TANDEM_CLUSTER" => self.cluster = v.clone(),
+                "TANDEM_ZONE" => self.zone = v.clone(),
+                "TANDEM_VERSION" => self.version = v.clone(),
+                "TANDEM_DATA_DIR" => self.data_dir = v.into(),
+                "TANDEM_ROLE" => {
+                    self.role = match v.as_str() {
+                        "stable" => Role::Stable,
+                        "canary" => Role::Canary,
+                        _ => {
+                            return Err(ConfigError::Env {
+                                name: name.clone(),
+                                message: format!("{v:?}: expected stable or canary"),
+                            })
+                        }
+                    }
+                }
+                "TANDEM_LOG_KIND" => {
+                    self.log.kind = match v.as_str() {
+                        "file" => LogKind::File,
+                        "kafka" => LogKind::Kafka,
+                        _ => {
+                            return Err(ConfigError::Env {
+                                name: name.clone(),
+                                message: format!("{v:?}: expected file or kafka"),
+                            })
+                        }
+                    }
+                }
+                "TANDEM_LOG_FSYNC" => self.log.fsync = parse(name, v)?,
+                "TANDEM_KAFKA_BROKERS" => self.log.kafka_brokers = v.clone(),
+                "TANDEM_KAFKA_TOPIC" => self.log.kafka_topic = v.clone(),
+                "TANDEM_KAFKA_PARTITIONS" => self.log.kafka_partitions = parse(name, v)?,
+                // Other TANDEM_* variables belong to other tools.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Rejects values that cannot work, naming the field.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |field, message: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                message: message.into(),
+            })
+        };
+        if self.config_version != 1 {
+            return bad("config_version", "only version 1 exists");
+        }
+        for (field, v) in [
+            ("node", &self.node),
+            ("cluster", &self.cluster),
+            ("zone", &self.zone),
+            ("version", &self.version),
+        ] {
+            if v.is_empty() || v.len() > 128 || v.chars().any(|c| c.is_control()) {
+                return bad(field, "must be 1 to 128 printable characters");
+            }
+        }
+        if self.log.max_batch == 0 || self.log.max_batch > 65_535 {
+            return bad("log.max_batch", "must be 1..=65535");
+        }
+        if self.log.kind == LogKind::Kafka && self.log.kafka_partitions == 0 {
+            return bad("log.kafka_partitions", "must be at least 1");
+        }
+        if self.limits.max_pending == 0 {
+            return bad("limits.max_pending", "must be at least 1");
+        }
+        if self.limits.max_connections == 0 {
+            return bad("limits.max_connections", "must be at least 1");
+        }
+        if self.snapshot.keep == 0 {
+            return bad("snapshot.keep", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// How many log partitions this node serves.
+    pub fn partitions(&self) -> u32 {
+        match self.log.kind {
+            LogKind::File => 1,
+            LogKind::Kafka => self.log.kafka_partitions,
+        }
+    }
+
+    pub fn wait(&self) -> Duration {
+        Duration::from_millis(self.limits.wait_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_default_file_is_the_default() {
+        let text = include_str!("../../../deploy/node/tandem-node.toml");
+        assert_eq!(NodeConfig::parse(text).unwrap(), NodeConfig::default());
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env: BTreeMap<String, String> = [
+            ("TANDEM_ROLE", "canary"),
+            ("TANDEM_LISTEN", "0.0.0.0:9000"),
+            ("TANDEM_LOG_KIND", "kafka"),
+            ("TANDEM_KAFKA_PARTITIONS", "4"),
+            ("HOME", "/root"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let mut cfg = NodeConfig::parse("cluster = \"aws\"\n").unwrap();
+        cfg.apply_env(&env).unwrap();
+        assert_eq!(cfg.cluster, "aws");
+        assert_eq!(cfg.role, Role::Canary);
+        assert_eq!(cfg.listen.port(), 9000);
+        assert_eq!(cfg.partitions(), 4);
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let err = NodeConfig::parse("[limits]\nmax_body_bytes = \"big\"\n").unwrap_err();
+        assert!(err.contains("max_body_bytes"), "{err}");
+        let err = NodeConfig::parse("listn = \"x\"\n").unwrap_err();
+        assert!(err.contains("listn"), "{err}");
+        let env = [("TANDEM_ROLE".to_string(), "blue".to_string())].into();
+        let err = NodeConfig::default().apply_env(&env).unwrap_err();
+        assert!(err.to_string().contains("TANDEM_ROLE"), "{err}");
+        let mut cfg = NodeConfig::default();
+        cfg.log.max_batch = 0;
+        assert!(cfg
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("log.max_batch"));
+    }
+}

@@ -1,0 +1,277 @@
+//! Prometheus metrics of a node, written in the text exposition format by
+//! hand (a few counters, gauges and fixed-bucket histograms need no
+//! library). Every series carries the rollout labels (node, cluster, zone,
+//! version, role), which is what the rollout gates select on.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use tandem_core::Engine;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS_S: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 10.0,
+];
+
+/// A latency histogram with fixed buckets; lock-free to observe.
+#[derive(Debug, Default)]
+struct Histogram {
+    counts: [AtomicU64; BUCKETS_S.len()],
+    /// Observations above the last bucket bound.
+    over: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        match BUCKETS_S.iter().position(|&b| s <= b) {
+            Some(i) => self.counts[i].fetch_add(1, Relaxed),
+            None => self.over.fetch_add(1, Relaxed),
+        };
+        self.sum_ns
+            .fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    fn write(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cum = 0;
+        for (i, b) in BUCKETS_S.iter().enumerate() {
+            cum += self.counts[i].load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {cum}");
+        }
+        cum += self.over.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cum}");
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {}",
+            self.sum_ns.load(Relaxed) as f64 / 1e9
+        );
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cum}");
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct ReplicaGauges {
+    applied_seq: u64,
+    markets: u64,
+    live_orders: u64,
+    taken_ids: u64,
+}
+
+/// All of a node's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    labels: String,
+    requests: RwLock<BTreeMap<(&'static str, u16), Histogram>>,
+    append: Histogram,
+    append_batch_commands: AtomicU64,
+    append_batches: AtomicU64,
+    append_errors: AtomicU64,
+    replica_failures: AtomicU64,
+    panics: AtomicU64,
+    connections_open: AtomicU64,
+    connections_refused: AtomicU64,
+    replicas: Mutex<BTreeMap<u32, ReplicaGauges>>,
+    log_last_seq: Mutex<BTreeMap<u32, u64>>,
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    /// Metrics labelled with the rollout labels given.
+    pub fn new(labels: &[(&str, &str)]) -> Metrics {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+            .collect::<Vec<_>>()
+            .join(",");
+        Metrics {
+            labels,
+            requests: RwLock::default(),
+            append: Histogram::default(),
+            append_batch_commands: AtomicU64::new(0),
+            append_batches: AtomicU64::new(0),
+            append_errors: AtomicU64::new(0),
+            replica_failures: AtomicU64::new(0),
+            panics: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            replicas: Mutex::default(),
+            log_last_seq: Mutex::default(),
+        }
+    }
+
+    /// One answered request.
+    pub fn request(&self, route: &'static str, status: u16, took: Duration) {
+        if let Some(h) = self
+            .requests
+            .read()
+            .expect("metrics lock")
+            .get(&(route, status))
+        {
+            h.observe(took);
+            return;
+        }
+        self.requests
+            .write()
+            .expect("metrics lock")
+            .entry((route, status))
+            .or_default()
+            .observe(took);
+    }
+
+    pub fn log_append(&self, took: Duration, commands: usize) {
+        self.append.observe(took);
+        self.append_batches.fetch_add(1, Relaxed);
+        self.append_batch_commands
+            .fetch_add(commands as u64, Relaxed);
+    }
+    pub fn log_append_error(&self) {
+        self.append_errors.fetch_add(1, Relaxed);
+    }
+    pub fn replica_failed(&self) {
+        self.replica_failures.fetch_add(1, Relaxed);
+    }
+    pub fn panicked(&self) {
+        self.panics.fetch_add(1, Relaxed);
+    }
+    pub fn connection_opened(&self) {
+        self.connections_open.fetch_add(1, Relaxed);
+    }
+    pub fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Relaxed);
+    }
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Relaxed);
+    }
+    pub fn open_connections(&self) -> u64 {
+        self.connections_open.load(Relaxed)
+    }
+
+    /// The replica of `partition` is at `seq` with this state.
+    pub fn set_replica(&self, partition: u32, seq: u64, eng: &Engine) {
+        self.replicas.lock().expect("metrics lock").insert(
+            partition,
+            ReplicaGauges {
+                applied_seq: seq,
+                markets: eng.market_count() as u64,
+                live_orders: u64::from(eng.live_orders()),
+                taken_ids: eng.taken_ids() as u64,
+            },
+        );
+    }
+
+    /// The log of `partition` ends at `seq` (for the lag gauge).
+    pub fn set_log_last_seq(&self, partition: u32, seq: u64) {
+        self.log_last_seq
+            .lock()
+            .expect("metrics lock")
+            .insert(partition, seq);
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let l = &self.labels;
+        let mut out = String::with_capacity(16 << 10);
+        out.push_str("# HELP tandem_http_request_duration_seconds Time from request head to answer, by route and status.\n");
+        out.push_str("# TYPE tandem_http_request_duration_seconds histogram\n");
+        for ((route, status), h) in self.requests.read().expect("metrics lock").iter() {
+            h.write(
+                &mut out,
+                "tandem_http_request_duration_seconds",
+                &format!("{l},route=\"{route}\",status=\"{status}\""),
+            );
+        }
+        out.push_str("# HELP tandem_log_append_duration_seconds Time of one log append (one batch, durable).\n");
+        out.push_str("# TYPE tandem_log_append_duration_seconds histogram\n");
+        self.append
+            .write(&mut out, "tandem_log_append_duration_seconds", l);
+        let counters = [
+            (
+                "tandem_log_append_commands_total",
+                "Commands appended to the log.",
+                &self.append_batch_commands,
+            ),
+            (
+                "tandem_log_append_batches_total",
+                "Append batches (group commits).",
+                &self.append_batches,
+            ),
+            (
+                "tandem_log_append_errors_total",
+                "Append batches that failed.",
+                &self.append_errors,
+            ),
+            (
+                "tandem_replica_failures_total",
+                "Replica errors (open or step).",
+                &self.replica_failures,
+            ),
+            (
+                "tandem_http_panics_total",
+                "Requests whose handler panicked (answered 500).",
+                &self.panics,
+            ),
+            (
+                "tandem_connections_refused_total",
+                "Connections over the limit (answered 503).",
+                &self.connections_refused,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let _ = writeln!(out, "{name}{{{l}}} {}", v.load(Relaxed));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tandem_connections_open Open client connections.\n# TYPE tandem_connections_open gauge\ntandem_connections_open{{{l}}} {}",
+            self.connections_open.load(Relaxed)
+        );
+        let replicas = self.replicas.lock().expect("metrics lock").clone();
+        let last = self.log_last_seq.lock().expect("metrics lock").clone();
+        type Gauge = (&'static str, &'static str, fn(&ReplicaGauges) -> u64);
+        let gauges: [Gauge; 4] = [
+            (
+                "tandem_replica_applied_seq",
+                "Seq of the last command applied.",
+                |g| g.applied_seq,
+            ),
+            ("tandem_book_markets", "Markets known to the engine.", |g| {
+                g.markets
+            }),
+            ("tandem_book_live_orders", "Resting orders.", |g| {
+                g.live_orders
+            }),
+            ("tandem_book_taken_ids", "Order ids taken for good.", |g| {
+                g.taken_ids
+            }),
+        ];
+        for (name, help, get) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (p, g) in &replicas {
+                let _ = writeln!(out, "{name}{{{l},partition=\"{p}\"}} {}", get(g));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tandem_replica_lag_seqs Log end minus applied seq (Kafka seqs are not contiguous: compare with care).\n# TYPE tandem_replica_lag_seqs gauge"
+        );
+        for (p, g) in &replicas {
+            let end = last.get(p).copied().unwrap_or(g.applied_seq);
+            let _ = writeln!(
+                out,
+                "tandem_replica_lag_seqs{{{l},partition=\"{p}\"}} {}",
+                end.saturating_sub(g.applied_seq)
+            );
+        }
+        out
+    }
+}

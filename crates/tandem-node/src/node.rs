@@ -1,0 +1,212 @@
+//! A node: its configuration, its partitions (log + appender + replica
+//! each), its metrics and its per-account rate limiter. `Node::start` opens
+//! the logs and starts the replicas; the HTTP side is in `server`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tandem_log::{FileLog, FileLogConfig, FsyncPolicy, Log};
+use tandem_replica::{ReplicaConfig, SnapshotPolicy};
+
+use crate::config::{LogKind, NodeConfig};
+use crate::metrics::Metrics;
+use crate::partition::Partition;
+
+/// A token bucket per account, in shards to keep lock contention low.
+#[derive(Debug)]
+struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    shards: Vec<Mutex<HashMap<Vec<u8>, (f64, Instant)>>>,
+}
+
+/// Accounts remembered per shard before full buckets are forgotten.
+const SHARD_ACCOUNTS_MAX: usize = 1 << 16;
+
+impl RateLimiter {
+    fn new(rate: u32, burst: u32) -> RateLimiter {
+        RateLimiter {
+            rate: f64::from(rate),
+            burst: f64::from(burst.max(1)),
+            shards: (0..16).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    /// `None` if the account may go on; else seconds to wait.
+    fn check(&self, account: &[u8]) -> Option<u32> {
+        if self.rate <= 0.0 {
+            return None;
+        }
+        let h = xxhash_rust::xxh3::xxh3_64(account) as usize;
+        let mut shard = self.shards[h % self.shards.len()]
+            .lock()
+            .expect("rate limiter lock");
+        let now = Instant::now();
+        if shard.len() >= SHARD_ACCOUNTS_MAX {
+            let (rate, burst) = (self.rate, self.burst);
+            shard.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+            });
+        }
+        let (tokens, at) = shard.entry(account.to_vec()).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            None
+        } else {
+            Some(((1.0 - *tokens) / self.rate).ceil().max(1.0) as u32)
+        }
+    }
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Node {
+    pub cfg: NodeConfig,
+    pub partitions: Vec<Arc<Partition>>,
+    pub metrics: Arc<Metrics>,
+    draining: AtomicBool,
+    stop: Arc<AtomicBool>,
+    limiter: RateLimiter,
+}
+
+impl Node {
+    /// Opens the logs and starts one replica per partition (they restore
+    /// and catch up in the background; see `is_caught_up`).
+    pub fn start(cfg: NodeConfig) -> Result<Arc<Node>> {
+        let metrics = Arc::new(Metrics::new(&[
+            ("node", &cfg.node),
+            ("cluster", &cfg.cluster),
+            ("zone", &cfg.zone),
+            ("version", &cfg.version),
+            ("role", cfg.role.as_str()),
+        ]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let logs = open_logs(&cfg)?;
+        let mut partitions = Vec::with_capacity(logs.len());
+        for (id, log) in logs.into_iter().enumerate() {
+            let id = id as u32;
+            let mut rc = ReplicaConfig::new(snapshot_dir(&cfg, id));
+            rc.engine.max_markets = cfg.limits.max_markets;
+            rc.engine.max_live_orders = cfg.limits.max_live_orders;
+            rc.policy = SnapshotPolicy {
+                every_commands: cfg.snapshot.every_commands,
+                every: (cfg.snapshot.every_secs > 0)
+                    .then(|| Duration::from_secs(cfg.snapshot.every_secs)),
+                keep: cfg.snapshot.keep,
+            };
+            rc.read_batch = 1024;
+            partitions.push(Partition::start(
+                id,
+                log,
+                rc,
+                cfg.log.max_batch,
+                cfg.limits.max_pending,
+                cfg.limits.idempotency_window,
+                Arc::clone(&metrics),
+                Arc::clone(&stop),
+            ));
+        }
+        Ok(Arc::new(Node {
+            limiter: RateLimiter::new(cfg.limits.account_rate, cfg.limits.account_burst),
+            cfg,
+            partitions,
+            metrics,
+            draining: AtomicBool::new(false),
+            stop,
+        }))
+    }
+
+    /// The partition that carries `market`.
+    pub fn partition_of(&self, market: &[u8]) -> u32 {
+        match self.partitions.len() {
+            1 => 0,
+            n => std::str::from_utf8(market)
+                .map(|m| tandem_kafka::partition_for(m, n as u32))
+                .unwrap_or(0),
+        }
+    }
+
+    /// `None` if `account` may enter another order now, else seconds to wait.
+    pub fn rate_limit(&self, account: &[u8]) -> Option<u32> {
+        self.limiter.check(account)
+    }
+
+    pub fn is_caught_up(&self) -> bool {
+        self.partitions.iter().all(|p| p.is_caught_up())
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Marks the node not ready (`/readyz` 503); it keeps serving.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Stops the replicas; each writes a final snapshot so the next start
+    /// restores instead of replaying. Blocks until they are done.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        for p in &self.partitions {
+            p.join();
+        }
+    }
+}
+
+fn snapshot_dir(cfg: &NodeConfig, partition: u32) -> PathBuf {
+    cfg.data_dir.join(format!("snapshots-{partition}"))
+}
+
+fn open_logs(cfg: &NodeConfig) -> Result<Vec<Arc<dyn Log>>> {
+    match cfg.log.kind {
+        LogKind::File => {
+            let dir = cfg.data_dir.join("log");
+            let fc = FileLogConfig {
+                fsync: if cfg.log.fsync {
+                    FsyncPolicy::Always
+                } else {
+                    FsyncPolicy::Never
+                },
+                ..FileLogConfig::default()
+            };
+            let log = FileLog::open(&dir, fc)
+                .with_context(|| format!("open file log {}", dir.display()))?;
+            let r = log.open_report();
+            eprintln!(
+                "{{\"msg\":\"file log opened\",\"dir\":{:?},\"report\":{:?}}}",
+                dir.display().to_string(),
+                format!("{r:?}")
+            );
+            Ok(vec![Arc::new(log)])
+        }
+        LogKind::Kafka => {
+            let l = &cfg.log;
+            if l.kafka_create_topic {
+                tandem_kafka::create_topic(
+                    &l.kafka_brokers,
+                    &l.kafka_topic,
+                    l.kafka_partitions,
+                    l.kafka_replication,
+                    &[],
+                    Duration::from_secs(30),
+                )
+                .with_context(|| format!("create topic {}", l.kafka_topic))?;
+            }
+            (0..l.kafka_partitions)
+                .map(|p| {
+                    let kc = tandem_kafka::KafkaLogConfig::new(&l.kafka_brokers, &l.kafka_topic, p);
+                    tandem_kafka::KafkaLog::open(kc)
+                        .map(|k| Arc::new(k) as Arc<dyn Log>)
+                        .with_context(|| format!("open kafka {}/{}", l.kafka_topic, p))
+                })
+                .collect()
+        }
+    }
+}

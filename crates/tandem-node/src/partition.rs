@@ -1,0 +1,478 @@
+//! One log partition as a node serves it: an appender thread that batches
+//! concurrent commands into one `Log::append` (one fsync, one Kafka
+//! message), and a replica thread that applies the partition in seq order
+//! and hands each command's events to whoever waits for that seq.
+//!
+//! The node never matches anything itself: the answer to an order is what
+//! the node's own replica emitted when it applied the order's seq, so every
+//! node of every version answers from the same log in the same way.
+//!
+//! Idempotent replays: for each accepted `place`, the replica keeps the
+//! command's canonical bytes and its answer (a bounded window, oldest
+//! forgotten first). A retried place that finds its id taken is answered
+//! with the original answer when its bytes are identical, and is a conflict
+//! otherwise. The window is filled from the log, so it holds orders entered
+//! through any node.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tandem_core::{Command, Engine, Event, RejectReason};
+use tandem_log::Log;
+use tandem_replica::{Replica, ReplicaConfig};
+use tokio::sync::{oneshot, watch};
+
+use crate::metrics::Metrics;
+
+/// What a command produced, as the API answers it.
+#[derive(Debug)]
+pub struct Outcome {
+    pub seq: u64,
+    /// The events as a JSON array (`[{"seq":..,"event":..},..]`).
+    pub events: Bytes,
+    /// A place refused because its id was taken: the caller decides between
+    /// an idempotent replay and a conflict.
+    pub duplicate_id: bool,
+}
+
+/// What the idempotency window holds for one accepted place.
+#[derive(Debug)]
+struct Accepted {
+    /// Canonical bytes of the place command.
+    payload: Bytes,
+    outcome: Arc<Outcome>,
+}
+
+/// How a place with a taken id is answered.
+#[derive(Debug)]
+pub enum Replay {
+    /// Same bytes as the accepted original: its answer.
+    Same(Arc<Outcome>),
+    /// The id was accepted with another body (or account).
+    Conflict,
+    /// Not in the window (never accepted, or forgotten).
+    Unknown,
+}
+
+/// Answers of recently applied commands nobody waited for yet (the appender
+/// learns its seq only after the append returns, and the replica may have
+/// applied it by then). Bounded; oldest dropped first.
+const RECENT: usize = 1 << 16;
+
+#[derive(Debug, Default)]
+struct Results {
+    waiters: HashMap<u64, oneshot::Sender<Arc<Outcome>>>,
+    recent: HashMap<u64, Arc<Outcome>>,
+    recent_order: VecDeque<u64>,
+    accepted: HashMap<Bytes, Accepted>,
+    accepted_order: VecDeque<Bytes>,
+}
+
+/// Why a command could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("too many commands waiting for the order log")]
+    Overloaded,
+    #[error("order log: {0}")]
+    Log(String),
+    #[error("the node is stopping")]
+    Stopping,
+    #[error("the replica has not applied seq {0} yet")]
+    NotApplied(u64),
+}
+
+struct Submit {
+    payload: Bytes,
+    reply: oneshot::Sender<Result<u64, String>>,
+}
+
+/// One partition: its log, appender and replica.
+pub struct Partition {
+    pub id: u32,
+    pub log: Arc<dyn Log>,
+    submit: SyncSender<Submit>,
+    /// The replica, once it has caught up (`None` before).
+    replica: RwLock<Option<Replica>>,
+    results: Mutex<Results>,
+    applied: watch::Sender<u64>,
+    caught_up: AtomicBool,
+    idempotency_window: usize,
+    metrics: Arc<Metrics>,
+    last_batch: AtomicU64,
+    replica_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition")
+            .field("id", &self.id)
+            .field("applied_seq", &*self.applied.borrow())
+            .finish()
+    }
+}
+
+/// Key of an order id in a market in the idempotency window.
+pub fn order_key(market: &[u8], id: &[u8]) -> Bytes {
+    let mut k = Vec::with_capacity(market.len() + id.len() + 1);
+    k.extend_from_slice(market);
+    k.push(0);
+    k.extend_from_slice(id);
+    k.into()
+}
+
+impl Partition {
+    /// Starts the appender and replica threads of partition `id` over
+    /// `log`. The replica restores its newest snapshot and catches up in
+    /// the background; `is_caught_up` says when it is done.
+    pub fn start(
+        id: u32,
+        log: Arc<dyn Log>,
+        replica_cfg: ReplicaConfig,
+        max_batch: usize,
+        max_pending: usize,
+        idempotency_window: usize,
+        metrics: Arc<Metrics>,
+        stop: Arc<AtomicBool>,
+    ) -> Arc<Partition> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(max_pending);
+        let (applied, _) = watch::channel(0);
+        let part = Arc::new(Partition {
+            id,
+            log,
+            submit: tx,
+            replica: RwLock::new(None),
+            results: Mutex::new(Results::default()),
+            applied,
+            caught_up: AtomicBool::new(false),
+            idempotency_window,
+            metrics,
+            last_batch: AtomicU64::new(0),
+            replica_thread: Mutex::new(None),
+        });
+        let p = Arc::clone(&part);
+        std::thread::Builder::new()
+            .name(format!("append-{id}"))
+            .spawn(move || p.append_loop(rx, max_batch))
+            .expect("spawn appender thread");
+        let p = Arc::clone(&part);
+        let handle = std::thread::Builder::new()
+            .name(format!("replica-{id}"))
+            .spawn(move || p.replica_loop(replica_cfg, &stop))
+            .expect("spawn replica thread");
+        *part.replica_thread.lock().expect("thread lock") = Some(handle);
+        part
+    }
+
+    /// Waits for the replica thread to end (after the stop flag is set).
+    pub fn join(&self) {
+        let handle = self.replica_thread.lock().expect("thread lock").take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+
+    /// True once the replica has restored and applied the log as it was at
+    /// start.
+    pub fn is_caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire)
+    }
+
+    /// Seq of the last command the replica applied.
+    pub fn applied_seq(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the replica has applied `seq`, at most `bound`.
+    pub async fn wait_applied(&self, seq: u64, bound: Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(bound, rx.wait_for(|&s| s >= seq))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Runs `f` on the engine (for reads), or `None` while the replica is
+    /// still restoring. Never blocks the caller's thread for long: while
+    /// the replica holds the engine to apply a batch, it retries after a
+    /// short sleep, until `bound`.
+    pub async fn read<T>(&self, bound: Duration, f: impl Fn(&Engine) -> T) -> Option<T> {
+        let until = Instant::now() + bound;
+        loop {
+            let busy = match self.replica.try_read() {
+                Ok(g) => return g.as_ref().map(|r| f(r.engine())),
+                Err(std::sync::TryLockError::Poisoned(_)) => return None,
+                Err(std::sync::TryLockError::WouldBlock) => true,
+            };
+            if busy {
+                if Instant::now() >= until {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_micros(100)).await;
+            }
+        }
+    }
+
+    /// How an accepted order with this key would answer a retry carrying
+    /// `payload`.
+    pub fn replay(&self, key: &[u8], payload: &[u8]) -> Replay {
+        let r = self.results.lock().expect("results lock");
+        match r.accepted.get(key) {
+            None => Replay::Unknown,
+            Some(a) if a.payload[..] == *payload => Replay::Same(Arc::clone(&a.outcome)),
+            Some(_) => Replay::Conflict,
+        }
+    }
+
+    /// Appends one command (its canonical bytes) and waits for the replica
+    /// to apply it; returns its outcome. `bound` limits the wait for the
+    /// replica after the append (the append itself is bounded by the log).
+    pub async fn submit(
+        &self,
+        payload: Bytes,
+        bound: Duration,
+    ) -> Result<Arc<Outcome>, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        match self.submit.try_send(Submit { payload, reply }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(SubmitError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => return Err(SubmitError::Stopping),
+        }
+        let seq = match rx.await {
+            Ok(Ok(seq)) => seq,
+            Ok(Err(e)) => return Err(SubmitError::Log(e)),
+            Err(_) => return Err(SubmitError::Stopping),
+        };
+        let rx = {
+            let mut r = self.results.lock().expect("results lock");
+            if let Some(o) = r.recent.get(&seq) {
+                return Ok(Arc::clone(o));
+            }
+            if self.applied_seq() >= seq {
+                // Applied and already dropped from the recent window: only
+                // possible when the node is far behind its own appends.
+                return Err(SubmitError::NotApplied(seq));
+            }
+            let (tx, rx) = oneshot::channel();
+            r.waiters.insert(seq, tx);
+            rx
+        };
+        match tokio::time::timeout(bound, rx).await {
+            Ok(Ok(o)) => Ok(o),
+            Ok(Err(_)) => Err(SubmitError::Stopping),
+            Err(_) => {
+                self.results
+                    .lock()
+                    .expect("results lock")
+                    .waiters
+                    .remove(&seq);
+                Err(SubmitError::NotApplied(seq))
+            }
+        }
+    }
+
+    fn append_loop(&self, rx: Receiver<Submit>, max_batch: usize) {
+        let mut batch: Vec<Submit> = Vec::with_capacity(max_batch);
+        while let Ok(first) = rx.recv() {
+            batch.push(first);
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(s) => batch.push(s),
+                    Err(_) => break,
+                }
+            }
+            let records: Vec<&[u8]> = batch.iter().map(|s| &s.payload[..]).collect();
+            let t = Instant::now();
+            let result = self.log.append(&records);
+            self.metrics.log_append(t.elapsed(), batch.len());
+            self.last_batch.store(batch.len() as u64, Ordering::Relaxed);
+            match result {
+                Ok(first) => {
+                    for (i, s) in batch.drain(..).enumerate() {
+                        let _ = s.reply.send(Ok(first + i as u64));
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.metrics.log_append_error();
+                    for s in batch.drain(..) {
+                        let _ = s.reply.send(Err(msg.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn replica_loop(&self, cfg: ReplicaConfig, stop: &AtomicBool) {
+        let log = Arc::clone(&self.log);
+        let opened = Replica::open(log, cfg).and_then(|(mut r, info)| {
+            if let Some((path, seq)) = &info.restored {
+                eprintln!(
+                    "{{\"msg\":\"snapshot restored\",\"partition\":{},\"seq\":{seq},\"path\":{:?}}}",
+                    self.id,
+                    path.display().to_string()
+                );
+            }
+            for (path, err) in &info.skipped {
+                eprintln!(
+                    "{{\"msg\":\"snapshot skipped\",\"partition\":{},\"path\":{:?},\"error\":{:?}}}",
+                    self.id,
+                    path.display().to_string(),
+                    err.to_string()
+                );
+            }
+            r.catch_up(|seq, cmd, eng, evs| self.applied_one(seq, cmd, eng, evs))?;
+            Ok(r)
+        });
+        let replica = match opened {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!(
+                    "{{\"msg\":\"replica failed\",\"partition\":{},\"error\":{:?}}}",
+                    self.id,
+                    e.to_string()
+                );
+                self.metrics.replica_failed();
+                return;
+            }
+        };
+        let seq = replica.applied_seq();
+        self.applied.send_replace(seq);
+        self.metrics.set_replica(self.id, seq, replica.engine());
+        *self.replica.write().expect("replica lock") = Some(replica);
+        self.caught_up.store(true, Ordering::Release);
+        eprintln!(
+            "{{\"msg\":\"replica caught up\",\"partition\":{},\"seq\":{seq}}}",
+            self.id
+        );
+        while !stop.load(Ordering::Relaxed) {
+            let stepped = {
+                let mut g = self.replica.write().expect("replica lock");
+                let r = g.as_mut().expect("replica present");
+                let n = r.step(|seq, cmd, eng, evs| self.applied_one(seq, cmd, eng, evs));
+                let seq = r.applied_seq();
+                self.metrics.set_replica(self.id, seq, r.engine());
+                n.map(|n| (n, seq))
+            };
+            match stepped {
+                Ok((0, seq)) => match self.log.wait_for(seq, Duration::from_millis(50)) {
+                    Ok(last) => self.metrics.set_log_last_seq(self.id, last),
+                    Err(e) => {
+                        eprintln!(
+                            "{{\"msg\":\"log wait failed\",\"partition\":{},\"error\":{:?}}}",
+                            self.id,
+                            e.to_string()
+                        );
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                },
+                Ok((_, seq)) => {
+                    self.applied.send_replace(seq);
+                }
+                Err(e) => {
+                    eprintln!(
+                        "{{\"msg\":\"replica step failed\",\"partition\":{},\"error\":{:?}}}",
+                        self.id,
+                        e.to_string()
+                    );
+                    self.metrics.replica_failed();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        // A final snapshot, so that the next start restores instead of
+        // replaying what this run applied.
+        let mut g = self.replica.write().expect("replica lock");
+        if let Some(r) = g
+            .as_mut()
+            .filter(|r| r.applied_seq() > r.last_snapshot_seq())
+        {
+            match r.snapshot_now() {
+                Ok(path) => eprintln!(
+                    "{{\"msg\":\"snapshot written at stop\",\"partition\":{},\"seq\":{},\"path\":{:?}}}",
+                    self.id,
+                    r.applied_seq(),
+                    path.display().to_string()
+                ),
+                Err(e) => eprintln!(
+                    "{{\"msg\":\"snapshot at stop failed\",\"partition\":{},\"error\":{:?}}}",
+                    self.id,
+                    e.to_string()
+                ),
+            }
+        }
+    }
+
+    /// Called by the replica for every applied command.
+    fn applied_one(&self, seq: u64, cmd: &Command, eng: &Engine, evs: &[Event]) {
+        let mut json = Vec::with_capacity(64 * evs.len() + 2);
+        json.push(b'[');
+        for (i, ev) in evs.iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            tandem_codec::write_event(eng, Some(seq), ev, &mut json);
+        }
+        json.push(b']');
+        let duplicate_id = matches!(
+            evs.first(),
+            Some(Event::Rejected {
+                reason: RejectReason::DuplicateId,
+                ..
+            })
+        );
+        let outcome = Arc::new(Outcome {
+            seq,
+            events: json.into(),
+            duplicate_id,
+        });
+        let accepted = match (cmd, evs.first()) {
+            (Command::Place(p), Some(Event::Accepted { .. })) if self.idempotency_window > 0 => {
+                let mut payload = Vec::with_capacity(160);
+                tandem_codec::write_command(cmd, &mut payload);
+                Some((
+                    order_key(p.market.as_bytes(), p.id.as_bytes()),
+                    Bytes::from(payload),
+                ))
+            }
+            _ => None,
+        };
+        let mut r = self.results.lock().expect("results lock");
+        if let Some((key, payload)) = accepted {
+            if r.accepted_order.len() >= self.idempotency_window {
+                if let Some(old) = r.accepted_order.pop_front() {
+                    r.accepted.remove(&old);
+                }
+            }
+            r.accepted_order.push_back(key.clone());
+            r.accepted.insert(
+                key,
+                Accepted {
+                    payload,
+                    outcome: Arc::clone(&outcome),
+                },
+            );
+        }
+        match r.waiters.remove(&seq) {
+            Some(tx) => {
+                let _ = tx.send(outcome);
+            }
+            None => {
+                if r.recent_order.len() >= RECENT {
+                    if let Some(old) = r.recent_order.pop_front() {
+                        r.recent.remove(&old);
+                    }
+                }
+                r.recent_order.push_back(seq);
+                r.recent.insert(seq, outcome);
+            }
+        }
+    }
+
+    /// Commands in the last append batch (for metrics and tests).
+    pub fn last_batch_len(&self) -> u64 {
+        self.last_batch.load(Ordering::Relaxed)
+    }
+}

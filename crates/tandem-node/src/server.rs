@@ -1,0 +1,290 @@
+//! The node's listener: accepts connections (HTTP/1.1 and HTTP/2 on one
+//! port), bounds them, closes idle keep-alive connections only after a long
+//! timeout, catches a panicking handler (500, counted), and drains on
+//! shutdown: not ready first, then no new connections, then in-flight
+//! requests finish, within a bound.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+
+use crate::api::{self, Answer};
+use crate::node::Node;
+use crate::BoxBody;
+
+/// A stream that records when bytes last moved, for the idle timeout.
+struct IdleIo {
+    inner: TcpStream,
+    last: Arc<AtomicU64>,
+    base: Instant,
+}
+
+impl IdleIo {
+    fn touch(&self) {
+        self.last
+            .store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for IdleIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for IdleIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(_))) {
+            self.touch();
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Counts open connections and wakes the drain when the last one closes.
+#[derive(Default)]
+struct Open {
+    n: AtomicUsize,
+    zero: Notify,
+}
+
+struct OpenGuard(Arc<Open>, Arc<Node>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.1.metrics.connection_closed();
+        if self.0.n.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.zero.notify_waiters();
+        }
+    }
+}
+
+/// Answers one request: routes it, catches a panic.
+async fn dispatch(node: Arc<Node>, req: Request<Incoming>) -> Response<BoxBody> {
+    let started = Instant::now();
+    let route = api::route_of(req.method(), req.uri().path());
+    let answer = AssertUnwindSafe(api::handle(&node, req))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            node.metrics.panicked();
+            Answer::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal: the handler failed; nothing was appended by this request's failure",
+            )
+        });
+    api::respond(&node, answer, started, route)
+}
+
+/// Serves `listener` until `shutdown` resolves, then drains: marks the node
+/// not ready, keeps serving for `drain_grace` (so balancers see `/readyz`
+/// fail and move away), stops accepting, lets in-flight requests finish
+/// (idle connections are closed at once), and returns when all connections
+/// are closed or `drain_timeout` has passed.
+pub async fn serve(
+    listener: TcpListener,
+    node: Arc<Node>,
+    shutdown: impl Future<Output = ()>,
+    drain_grace: Duration,
+) {
+    let open = Arc::new(Open::default());
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let base = Instant::now();
+    let http = &node.cfg.http;
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(http.header_read_timeout_secs))
+        .max_buf_size(node.cfg.limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(http.h2_keepalive_interval_secs))
+        .keep_alive_timeout(Duration::from_secs(http.h2_keepalive_timeout_secs))
+        .max_header_list_size(node.cfg.limits.max_header_bytes as u32);
+    let builder = Arc::new(builder);
+    let idle = Duration::from_secs(http.idle_timeout_secs);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    // Out of descriptors and the like: back off, keep going.
+                    eprintln!("{{\"msg\":\"accept failed\",\"error\":{:?}}}", e.to_string());
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        if open.n.load(Ordering::Acquire) >= node.cfg.limits.max_connections {
+            node.metrics.connection_refused();
+            tokio::spawn(refuse(stream));
+            continue;
+        }
+        open.n.fetch_add(1, Ordering::AcqRel);
+        node.metrics.connection_opened();
+        let guard = OpenGuard(Arc::clone(&open), Arc::clone(&node));
+        let last = Arc::new(AtomicU64::new(base.elapsed().as_millis() as u64));
+        let io = IdleIo {
+            inner: stream,
+            last: Arc::clone(&last),
+            base,
+        };
+        let node = Arc::clone(&node);
+        let builder = Arc::clone(&builder);
+        let mut closing = closing_rx.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let svc = hyper::service::service_fn(move |req| {
+                let node = Arc::clone(&node);
+                async move { Ok::<_, Infallible>(dispatch(node, req).await) }
+            });
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+            tokio::pin!(conn);
+            let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(50)));
+            let mut closed = *closing.borrow();
+            if closed {
+                conn.as_mut().graceful_shutdown();
+            }
+            loop {
+                tokio::select! {
+                    _ = conn.as_mut() => break,
+                    r = closing.changed(), if !closed => {
+                        if r.is_err() || *closing.borrow() {
+                            closed = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                    _ = tick.tick(), if !closed => {
+                        let quiet = base.elapsed().as_millis() as u64 - last.load(Ordering::Relaxed);
+                        if Duration::from_millis(quiet) >= idle {
+                            closed = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                }
+            }
+        });
+    }
+    // Drain.
+    node.start_draining();
+    eprintln!(
+        "{{\"msg\":\"draining\",\"grace_ms\":{},\"open_connections\":{}}}",
+        drain_grace.as_millis(),
+        open.n.load(Ordering::Acquire)
+    );
+    // Keep accepting during the grace period: balancers still route here
+    // until they see /readyz fail.
+    let grace_end = tokio::time::Instant::now() + drain_grace;
+    let listener = Arc::new(listener);
+    let accept_more = {
+        let listener = Arc::clone(&listener);
+        let node = Arc::clone(&node);
+        let open = Arc::clone(&open);
+        let builder = Arc::clone(&builder);
+        let closing_rx = closing_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                open.n.fetch_add(1, Ordering::AcqRel);
+                node.metrics.connection_opened();
+                let guard = OpenGuard(Arc::clone(&open), Arc::clone(&node));
+                let node = Arc::clone(&node);
+                let builder = Arc::clone(&builder);
+                let mut closing = closing_rx.clone();
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    let svc = hyper::service::service_fn(move |req| {
+                        let node = Arc::clone(&node);
+                        async move { Ok::<_, Infallible>(dispatch(node, req).await) }
+                    });
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    tokio::pin!(conn);
+                    let mut closed = false;
+                    loop {
+                        tokio::select! {
+                            _ = conn.as_mut() => break,
+                            _ = closing.changed(), if !closed => {
+                                closed = true;
+                                conn.as_mut().graceful_shutdown();
+                            }
+                        }
+                    }
+                });
+            }
+        })
+    };
+    tokio::time::sleep_until(grace_end).await;
+    accept_more.abort();
+    drop(listener);
+    let _ = closing_tx.send(true);
+    let deadline = Duration::from_secs(node.cfg.http.drain_timeout_secs);
+    let drained = tokio::time::timeout(deadline, async {
+        loop {
+            let wait = open.zero.notified();
+            if open.n.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            wait.await;
+        }
+    })
+    .await
+    .is_ok();
+    eprintln!(
+        "{{\"msg\":\"drained\",\"clean\":{drained},\"open_connections\":{}}}",
+        open.n.load(Ordering::Acquire)
+    );
+}
+
+/// Over the connection limit: one `503` with `retry-after`, then close.
+async fn refuse(mut stream: TcpStream) {
+    let body =
+        br#"{"error":"connections: this node is at its connection limit; retry on another node"}"#;
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body).await;
+    let _ = stream.shutdown().await;
+}
