@@ -255,7 +255,7 @@ where
     }
 }
 
-fn readyz(node: &Node) -> Answer {
+pub fn readyz(node: &Node) -> Answer {
     if node.is_draining() {
         return Answer::unavailable("draining");
     }
@@ -265,7 +265,7 @@ fn readyz(node: &Node) -> Answer {
     Answer::json(StatusCode::OK, &b"{\"status\":\"ready\"}"[..])
 }
 
-async fn status(node: &Node) -> Answer {
+pub async fn status(node: &Node) -> Answer {
     let mut parts = Vec::new();
     for p in &node.partitions {
         let hash = p
@@ -347,7 +347,7 @@ fn invalid_answer(cmd: &Command) -> Option<Answer> {
     }
 }
 
-async fn place(node: &Arc<Node>, headers: &HeaderMap, body: &[u8]) -> Answer {
+pub async fn place(node: &Arc<Node>, headers: &HeaderMap, body: &[u8]) -> Answer {
     let cmd = tandem_codec::decode_with_op(body, Op::Place);
     order_entry(node, headers, cmd).await
 }
@@ -366,7 +366,7 @@ fn outcome_answer(partition: u32, o: &Outcome) -> Answer {
 }
 
 /// Appends a decoded place, cancel or amend and answers with its events.
-async fn order_entry(node: &Arc<Node>, headers: &HeaderMap, cmd: Command) -> Answer {
+pub async fn order_entry(node: &Arc<Node>, headers: &HeaderMap, cmd: Command) -> Answer {
     if let Some(a) = invalid_answer(&cmd) {
         return a;
     }
@@ -434,7 +434,7 @@ fn conflict(p: u32) -> Answer {
     .on(p)
 }
 
-async fn get_order(node: &Node, headers: &HeaderMap, m: &str, id: &str, account: &str) -> Answer {
+pub async fn get_order(node: &Node, headers: &HeaderMap, m: &str, id: &str, account: &str) -> Answer {
     if let Err(a) = gate(node, headers).await {
         return a;
     }
@@ -507,7 +507,7 @@ async fn get_order(node: &Node, headers: &HeaderMap, m: &str, id: &str, account:
     Answer::json(StatusCode::OK, b).on(p)
 }
 
-async fn book(node: &Node, headers: &HeaderMap, m: &str, depth: usize) -> Answer {
+pub async fn book(node: &Node, headers: &HeaderMap, m: &str, depth: usize) -> Answer {
     if let Err(a) = gate(node, headers).await {
         return a;
     }

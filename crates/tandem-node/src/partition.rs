@@ -39,6 +39,20 @@ pub struct Outcome {
     pub duplicate_id: bool,
 }
 
+/// One applied command as the market streams see it.
+#[derive(Debug)]
+pub struct Published {
+    pub seq: u64,
+    /// The market the command named (absent for some invalid commands).
+    pub market: Option<tandem_core::Sym>,
+    /// Same bytes as `Outcome::events`.
+    pub events: Bytes,
+}
+
+/// Applied commands buffered per partition for slow stream subscribers
+/// (a subscriber that falls further behind is told it lagged).
+pub const STREAM_BUFFER: usize = 4096;
+
 /// What the idempotency window holds for one accepted place.
 #[derive(Debug)]
 struct Accepted {
@@ -104,6 +118,7 @@ pub struct Partition {
     metrics: Arc<Metrics>,
     last_batch: AtomicU64,
     replica_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    stream: tokio::sync::broadcast::Sender<Arc<Published>>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -152,6 +167,7 @@ impl Partition {
             metrics,
             last_batch: AtomicU64::new(0),
             replica_thread: Mutex::new(None),
+            stream: tokio::sync::broadcast::channel(STREAM_BUFFER).0,
         });
         let p = Arc::clone(&part);
         std::thread::Builder::new()
@@ -213,6 +229,20 @@ impl Partition {
                 tokio::time::sleep(Duration::from_micros(100)).await;
             }
         }
+    }
+
+    /// Every command this partition's replica applies from now on, in seq
+    /// order (for the WebSocket and gRPC market streams).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Published>> {
+        self.stream.subscribe()
+    }
+
+    /// Runs `f` on the engine, blocking the calling thread while the
+    /// replica applies a batch. For blocking contexts only; async code
+    /// uses `read`.
+    pub fn read_blocking<T>(&self, f: impl FnOnce(&Engine) -> T) -> Option<T> {
+        let g = self.replica.read().ok()?;
+        g.as_ref().map(|r| f(r.engine()))
     }
 
     /// How an accepted order with this key would answer a retry carrying
@@ -439,6 +469,13 @@ impl Partition {
             }
             _ => None,
         };
+        if self.stream.receiver_count() > 0 {
+            let _ = self.stream.send(Arc::new(Published {
+                seq,
+                market: cmd.market().cloned(),
+                events: outcome.events.clone(),
+            }));
+        }
         let mut r = self.results.lock().expect("results lock");
         if let Some((key, payload)) = accepted {
             if r.accepted_order.len() >= self.idempotency_window {
