@@ -1,0 +1,331 @@
+//! Reading the node's answers: the events of a command (what they promise
+//! about our order, and a digest to compare replays with), an order view,
+//! a book view. Decimal strings are compared by value, since the contract
+//! lets a node write `"1"` or `"1.0"`.
+
+use serde::Deserialize;
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::workload::{parse_decimal, Place};
+
+/// `{"partition":P,"seq":N,"events":[...]}`.
+#[derive(Debug, Deserialize)]
+pub struct CommandAnswer {
+    /// Log partition of the market.
+    pub partition: u32,
+    /// Seq of the command.
+    pub seq: u64,
+    /// Events of the command only.
+    pub events: Vec<WireEvent>,
+}
+
+/// One event, with the fields this crate reads (others are ignored).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct WireEvent {
+    /// Seq of the command that caused it.
+    pub seq: Option<u64>,
+    /// `accepted`, `trade`, `cancelled`, `rejected`, `amended`.
+    pub event: String,
+    /// Market.
+    pub market: Option<String>,
+    /// Order id (accepted, cancelled, rejected, amended).
+    pub id: Option<String>,
+    /// Resting order of a trade.
+    pub maker: Option<String>,
+    /// Incoming order of a trade.
+    pub taker: Option<String>,
+    /// Price.
+    pub price: Option<String>,
+    /// Quantity.
+    pub qty: Option<String>,
+    /// Remaining quantity of a cancel.
+    pub remaining: Option<String>,
+    /// Reason of a cancel or a rejection.
+    pub reason: Option<String>,
+}
+
+/// What a place's answer promises about the order's state once the run is
+/// over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// No `accepted` event: nothing to find.
+    NotAccepted,
+    /// Accepted and part of it rested: it must exist (open, filled or
+    /// cancelled, as others may have traded with it or we cancelled it).
+    Rested,
+    /// Accepted and fully traded on arrival: `filled`.
+    Filled,
+    /// Accepted and its remainder cancelled on arrival (ioc, fok,
+    /// self-trade): `cancelled`.
+    Cancelled,
+}
+
+/// What one place's answer says about its own order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlaceOutcome {
+    /// Promise about the final state.
+    pub expect: Expect,
+    /// Reason of a rejection of our order, if any.
+    pub rejected: Option<String>,
+    /// Digest of the events (order-sensitive, decimals by value).
+    pub digest: u64,
+}
+
+/// Why an answer does not fit the request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mismatch(pub String);
+
+/// Reads the answer to the place of `p` whose id is `id`.
+pub fn read_place(
+    body: &[u8],
+    id: &str,
+    p: &Place,
+) -> Result<(CommandAnswer, PlaceOutcome), Mismatch> {
+    let a: CommandAnswer =
+        serde_json::from_slice(body).map_err(|e| Mismatch(format!("place answer: {e}")))?;
+    let mut accepted = false;
+    let mut rejected = None;
+    let mut cancelled = false;
+    let mut traded = 0u64;
+    for e in &a.events {
+        let mine = e.id.as_deref() == Some(id);
+        match e.event.as_str() {
+            "accepted" if mine => accepted = true,
+            "rejected" if mine => rejected = Some(e.reason.clone().unwrap_or_default()),
+            "cancelled" if mine => cancelled = true,
+            "trade" if e.taker.as_deref() == Some(id) => {
+                let q = e
+                    .qty
+                    .as_deref()
+                    .and_then(parse_decimal)
+                    .ok_or_else(|| Mismatch(format!("trade qty {:?}", e.qty)))?;
+                traded += q;
+            }
+            _ => {}
+        }
+    }
+    let expect = if !accepted {
+        if rejected.is_none() {
+            return Err(Mismatch(format!("no event names order {id}")));
+        }
+        Expect::NotAccepted
+    } else if cancelled {
+        Expect::Cancelled
+    } else if traded >= p.qty {
+        Expect::Filled
+    } else {
+        Expect::Rested
+    };
+    let digest = digest(&a.events);
+    Ok((
+        a,
+        PlaceOutcome {
+            expect,
+            rejected,
+            digest,
+        },
+    ))
+}
+
+/// Reads the answer to a cancel of `id`: `Ok(true)` if it cancelled it.
+pub fn read_cancel(body: &[u8], id: &str) -> Result<(CommandAnswer, bool), Mismatch> {
+    let a: CommandAnswer =
+        serde_json::from_slice(body).map_err(|e| Mismatch(format!("cancel answer: {e}")))?;
+    let mut done = None;
+    for e in &a.events {
+        if e.id.as_deref() == Some(id) {
+            match e.event.as_str() {
+                "cancelled" => done = Some(true),
+                "rejected" => done = Some(false),
+                _ => {}
+            }
+        }
+    }
+    done.map(|d| (a, d))
+        .ok_or_else(|| Mismatch(format!("no event names order {id}")))
+}
+
+/// An order as `GET /v1/orders/{market}/{id}` shows it.
+#[derive(Debug, Deserialize)]
+pub struct OrderView {
+    /// Market.
+    pub market: String,
+    /// Id.
+    pub id: String,
+    /// Account.
+    pub account: String,
+    /// Side.
+    pub side: String,
+    /// Price (absent or null for market orders).
+    #[serde(default)]
+    pub price: Option<String>,
+    /// Quantity.
+    pub qty: String,
+    /// Remaining quantity.
+    pub remaining: String,
+    /// `open`, `filled` or `cancelled`.
+    pub status: String,
+}
+
+/// Checks an order view against the order we placed (names as sent).
+pub fn check_view(v: &OrderView, p: &Place, names: (&str, &str, &str)) -> Result<(), Mismatch> {
+    let (market, id, account) = names;
+    if v.market != market || v.id != id || v.account != account || v.side != p.side.as_str() {
+        return Err(Mismatch(format!(
+            "order {id}: names or side differ ({} {} {} {})",
+            v.market, v.id, v.account, v.side
+        )));
+    }
+    if parse_decimal(&v.qty) != Some(p.qty) {
+        return Err(Mismatch(format!("order {id}: qty {} differs", v.qty)));
+    }
+    let remaining = v.remaining.as_str();
+    if remaining != "0" && parse_decimal(remaining).is_none_or(|r| r > p.qty) {
+        return Err(Mismatch(format!("order {id}: remaining {remaining}")));
+    }
+    if p.price != 0 && v.price.as_deref().and_then(parse_decimal) != Some(p.price) {
+        return Err(Mismatch(format!("order {id}: price {:?} differs", v.price)));
+    }
+    Ok(())
+}
+
+/// Whether a shown status keeps the promise of the place's answer (and of
+/// a cancel we saw succeed).
+pub fn status_fits(status: &str, expect: Expect, cancelled_by_us: bool) -> bool {
+    match (expect, cancelled_by_us) {
+        (Expect::NotAccepted, _) => true,
+        (Expect::Filled, _) => status == "filled",
+        (Expect::Cancelled, _) | (Expect::Rested, true) => status == "cancelled",
+        (Expect::Rested, false) => matches!(status, "open" | "filled" | "cancelled"),
+    }
+}
+
+/// `{"bids":[["p","q"],...],"asks":[...]}` (other fields ignored).
+#[derive(Debug, Deserialize)]
+pub struct BookView {
+    /// Bid levels.
+    pub bids: Vec<(String, String)>,
+    /// Ask levels.
+    pub asks: Vec<(String, String)>,
+}
+
+impl BookView {
+    /// Checks that every level is a pair of contract decimals.
+    pub fn check(&self) -> Result<(), Mismatch> {
+        for (p, q) in self.bids.iter().chain(&self.asks) {
+            if parse_decimal(p).is_none() || parse_decimal(q).is_none() {
+                return Err(Mismatch(format!("book level [{p:?}, {q:?}]")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Order-sensitive digest of events; decimals by value, unknown fields
+/// ignored.
+pub fn digest(events: &[WireEvent]) -> u64 {
+    let mut h = Xxh3::new();
+    let mut put = |tag: u8, s: &str| {
+        h.update(&[tag]);
+        h.update(&(s.len() as u32).to_le_bytes());
+        h.update(s.as_bytes());
+    };
+    for e in events {
+        put(0, &e.event);
+        put(1, &e.seq.map(|s| s.to_string()).unwrap_or_default());
+        for (tag, v) in [
+            (2, &e.market),
+            (3, &e.id),
+            (4, &e.maker),
+            (5, &e.taker),
+            (6, &e.reason),
+        ] {
+            put(tag, v.as_deref().unwrap_or("\u{0}"));
+        }
+        for (tag, v) in [(7, &e.price), (8, &e.qty), (9, &e.remaining)] {
+            let norm = v
+                .as_deref()
+                .map(|s| parse_decimal(s).map_or_else(|| s.to_owned(), |u| u.to_string()));
+            put(tag, norm.as_deref().unwrap_or("\u{0}"));
+        }
+    }
+    h.digest()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::{OrderKind, Side};
+
+    fn place(qty: u64) -> Place {
+        Place {
+            n: 1,
+            market: 0,
+            account: 0,
+            side: Side::Buy,
+            kind: OrderKind::Gtc,
+            price: 10_000_000_000,
+            qty,
+        }
+    }
+
+    #[test]
+    fn reads_promises() {
+        let p = place(150_000_000);
+        let full = br#"{"partition":0,"seq":5,"events":[{"seq":5,"event":"accepted","market":"M","id":"o1"},{"seq":5,"event":"trade","market":"M","maker":"o0","taker":"o1","price":"100","qty":"1.5"}]}"#;
+        assert_eq!(read_place(full, "o1", &p).unwrap().1.expect, Expect::Filled);
+        let part = br#"{"partition":0,"seq":5,"events":[{"seq":5,"event":"accepted","market":"M","id":"o1"},{"seq":5,"event":"trade","market":"M","maker":"o0","taker":"o1","price":"100","qty":"1.0"}]}"#;
+        assert_eq!(read_place(part, "o1", &p).unwrap().1.expect, Expect::Rested);
+        let ioc = br#"{"partition":0,"seq":5,"events":[{"seq":5,"event":"accepted","market":"M","id":"o1"},{"seq":5,"event":"cancelled","market":"M","id":"o1","remaining":"1.5","reason":"ioc"}]}"#;
+        assert_eq!(
+            read_place(ioc, "o1", &p).unwrap().1.expect,
+            Expect::Cancelled
+        );
+        let rej = br#"{"partition":0,"seq":5,"events":[{"seq":5,"event":"rejected","market":"M","id":"o1","reason":"post_only"}]}"#;
+        let (_, o) = read_place(rej, "o1", &p).unwrap();
+        assert_eq!(
+            (o.expect, o.rejected.as_deref()),
+            (Expect::NotAccepted, Some("post_only"))
+        );
+        assert!(read_place(br#"{"partition":0,"seq":5,"events":[]}"#, "o1", &p).is_err());
+        assert!(read_place(b"nope", "o1", &p).is_err());
+        // Decimal spelling does not change the digest; a seq does.
+        let a = read_place(full, "o1", &p).unwrap().1.digest;
+        let b = read_place(
+            &String::from_utf8_lossy(full)
+                .replace("\"1.5\"", "\"1.50\"")
+                .into_bytes(),
+            "o1",
+            &p,
+        )
+        .unwrap()
+        .1
+        .digest;
+        let c = read_place(
+            &String::from_utf8_lossy(full)
+                .replace(
+                    "\"seq\":5,\"event\":\"trade\"",
+                    "\"seq\":6,\"event\":\"trade\"",
+                )
+                .into_bytes(),
+            "o1",
+            &p,
+        )
+        .unwrap()
+        .1
+        .digest;
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn statuses() {
+        assert!(status_fits("filled", Expect::Filled, false));
+        assert!(!status_fits("open", Expect::Filled, false));
+        assert!(status_fits("cancelled", Expect::Rested, true));
+        assert!(!status_fits("open", Expect::Rested, true));
+        assert!(status_fits("open", Expect::Rested, false));
+        assert!(!status_fits("gone", Expect::Rested, false));
+    }
+}

@@ -1,0 +1,346 @@
+//! The HTTP side: target addresses, a bounded connection pool per target
+//! (HTTP/1.1 keep-alive, one request per connection at a time; or HTTP/2,
+//! many streams per connection), one attempt with a timeout, and retries on
+//! the next target with a short backoff.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+use crate::workload::{Method, RequestSpec};
+use crate::LoadgenError;
+
+/// Longest backoff between two attempts.
+const BACKOFF_CAP: Duration = Duration::from_millis(100);
+
+/// One node address.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// `http://host:port`, as given without a trailing slash.
+    pub base: String,
+    /// `host:port`, for the `Host` header.
+    pub authority: String,
+    /// Resolved address.
+    pub addr: SocketAddr,
+}
+
+impl Target {
+    /// Parses `http://host:port` (or `host:port`) and resolves it.
+    pub fn parse(s: &str) -> Result<Self, LoadgenError> {
+        let bad = |reason: &str| LoadgenError::Target {
+            target: s.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let rest = match s.split_once("://") {
+            Some(("http", rest)) => rest,
+            Some(_) => return Err(bad("only http:// is supported")),
+            None => s,
+        };
+        let authority = rest.trim_end_matches('/');
+        if authority.is_empty() || authority.contains('/') {
+            return Err(bad("expected http://host:port"));
+        }
+        let with_port = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            authority.to_owned()
+        } else {
+            format!("{authority}:80")
+        };
+        let addr = with_port
+            .to_socket_addrs()
+            .map_err(|e| bad(&format!("resolve: {e}")))?
+            .next()
+            .ok_or_else(|| bad("resolves to no address"))?;
+        Ok(Self {
+            base: format!("http://{authority}"),
+            authority: authority.to_owned(),
+            addr,
+        })
+    }
+}
+
+/// A whole answer.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// `x-tandem-seq` as `(partition, seq)` when it has the `P:N` form.
+    pub token: Option<(u32, u64)>,
+    /// `retry-after` in seconds, when given.
+    pub retry_after: Option<Duration>,
+    /// Body.
+    pub body: Bytes,
+}
+
+/// Why an attempt got no answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptError {
+    /// Could not connect, or the connection failed before a whole answer.
+    Connect,
+    /// No whole answer within the attempt timeout.
+    Timeout,
+}
+
+type H1 = http1::SendRequest<Full<Bytes>>;
+type H2 = http2::SendRequest<Full<Bytes>>;
+
+#[derive(Debug)]
+struct TargetPool {
+    target: Target,
+    /// HTTP/1.1: one permit per connection.
+    h1_slots: Semaphore,
+    h1_idle: Mutex<Vec<H1>>,
+    /// HTTP/2: fixed connection slots, redialled when closed.
+    h2: Vec<tokio::sync::Mutex<Option<H2>>>,
+    h2_next: AtomicUsize,
+}
+
+/// Connection pools over all targets.
+#[derive(Debug)]
+pub struct Pools {
+    pools: Vec<TargetPool>,
+    http2: bool,
+    timeout: Duration,
+    retries: u32,
+    backoff: Duration,
+}
+
+impl Pools {
+    /// Pools for `targets`, `connections` split evenly (at least one each).
+    pub fn new(
+        targets: Vec<Target>,
+        connections: usize,
+        http2: bool,
+        timeout: Duration,
+        retries: u32,
+        backoff: Duration,
+    ) -> Self {
+        let n = targets.len();
+        let pools = targets
+            .into_iter()
+            .enumerate()
+            .map(|(k, target)| {
+                let conns = (connections / n + usize::from(k < connections % n)).max(1);
+                TargetPool {
+                    target,
+                    h1_slots: Semaphore::new(conns),
+                    h1_idle: Mutex::new(Vec::with_capacity(conns)),
+                    h2: (0..conns).map(|_| tokio::sync::Mutex::new(None)).collect(),
+                    h2_next: AtomicUsize::new(0),
+                }
+            })
+            .collect();
+        Self {
+            pools,
+            http2,
+            timeout,
+            retries,
+            backoff,
+        }
+    }
+
+    /// Number of targets.
+    pub fn targets(&self) -> usize {
+        self.pools.len()
+    }
+
+    /// Sends `spec` to target `first`; on a connection error or a
+    /// 429/502/503 answer sends the identical request again to the next
+    /// target after a backoff, up to the retry limit. Returns the last
+    /// outcome and the number of retries made.
+    pub async fn send(
+        &self,
+        first: usize,
+        spec: &RequestSpec,
+    ) -> (Result<Answer, AttemptError>, u32) {
+        let mut t = first % self.pools.len();
+        let mut retries = 0;
+        loop {
+            let r = self.attempt(t, spec).await;
+            let again = match &r {
+                Err(AttemptError::Connect) => Some(None),
+                Ok(a) if matches!(a.status, 429 | 502 | 503) => Some(a.retry_after),
+                _ => None,
+            };
+            match again {
+                Some(after) if retries < self.retries => {
+                    let doubling = self.backoff.saturating_mul(1 << retries.min(16));
+                    let wait = doubling.max(after.unwrap_or_default()).min(BACKOFF_CAP);
+                    tokio::time::sleep(wait).await;
+                    retries += 1;
+                    t = (t + 1) % self.pools.len();
+                }
+                _ => return (r, retries),
+            }
+        }
+    }
+
+    /// One attempt on target `t`, bounded by the timeout.
+    pub async fn attempt(&self, t: usize, spec: &RequestSpec) -> Result<Answer, AttemptError> {
+        let pool = &self.pools[t];
+        let fut = async {
+            if self.http2 {
+                attempt_h2(pool, spec).await
+            } else {
+                attempt_h1(pool, spec).await
+            }
+        };
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .unwrap_or(Err(AttemptError::Timeout))
+    }
+}
+
+async fn attempt_h1(pool: &TargetPool, spec: &RequestSpec) -> Result<Answer, AttemptError> {
+    let _slot = pool
+        .h1_slots
+        .acquire()
+        .await
+        .map_err(|_| AttemptError::Connect)?;
+    let idle = pool.h1_idle.lock().expect("pool lock").pop();
+    let mut sender = match idle {
+        Some(mut s) => match s.ready().await {
+            Ok(()) => s,
+            // An idle connection the server has closed meanwhile is dropped.
+            Err(_) => dial_h1(pool.target.addr).await?,
+        },
+        None => dial_h1(pool.target.addr).await?,
+    };
+    sender.ready().await.map_err(|_| AttemptError::Connect)?;
+    let req = build(spec, &pool.target, false);
+    let answer = finish(sender.send_request(req).await).await?;
+    if !sender.is_closed() {
+        pool.h1_idle.lock().expect("pool lock").push(sender);
+    }
+    Ok(answer)
+}
+
+async fn attempt_h2(pool: &TargetPool, spec: &RequestSpec) -> Result<Answer, AttemptError> {
+    let j = pool.h2_next.fetch_add(1, Ordering::Relaxed) % pool.h2.len();
+    let mut sender = {
+        let mut slot = pool.h2[j].lock().await;
+        match slot.as_ref() {
+            Some(s) if !s.is_closed() => s.clone(),
+            _ => {
+                *slot = None;
+                let s = dial_h2(pool.target.addr).await?;
+                *slot = Some(s.clone());
+                s
+            }
+        }
+    };
+    sender.ready().await.map_err(|_| AttemptError::Connect)?;
+    let req = build(spec, &pool.target, true);
+    finish(sender.send_request(req).await).await
+}
+
+async fn dial_h1(addr: SocketAddr) -> Result<H1, AttemptError> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|_| AttemptError::Connect)?;
+    let _ = tcp.set_nodelay(true);
+    let (s, conn) = http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|_| AttemptError::Connect)?;
+    tokio::spawn(async move {
+        // The connection's end is seen by its sender (is_closed / errors).
+        let _ = conn.await;
+    });
+    Ok(s)
+}
+
+async fn dial_h2(addr: SocketAddr) -> Result<H2, AttemptError> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|_| AttemptError::Connect)?;
+    let _ = tcp.set_nodelay(true);
+    let (s, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .map_err(|_| AttemptError::Connect)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(s)
+}
+
+fn build(spec: &RequestSpec, t: &Target, h2: bool) -> http::Request<Full<Bytes>> {
+    let method = match spec.method {
+        Method::Get => http::Method::GET,
+        Method::Post => http::Method::POST,
+        Method::Delete => http::Method::DELETE,
+    };
+    // HTTP/2 needs the absolute form (it becomes :scheme and :authority);
+    // HTTP/1.1 takes the origin form and a Host header.
+    let uri = if h2 {
+        format!("{}{}", t.base, spec.path)
+    } else {
+        spec.path.clone()
+    };
+    let mut b = http::Request::builder().method(method).uri(uri);
+    if !h2 {
+        b = b.header(http::header::HOST, t.authority.as_str());
+    }
+    if !spec.body.is_empty() {
+        b = b.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    if let Some(tok) = &spec.min_seq {
+        b = b.header("x-tandem-min-seq", tok.as_str());
+    }
+    // Paths are built from checked parts (or validated in the config).
+    b.body(Full::new(spec.body.clone()))
+        .expect("request parts are valid")
+}
+
+async fn finish(
+    sent: Result<http::Response<hyper::body::Incoming>, hyper::Error>,
+) -> Result<Answer, AttemptError> {
+    let resp = sent.map_err(|_| AttemptError::Connect)?;
+    let (parts, body) = resp.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|_| AttemptError::Connect)?
+        .to_bytes();
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    Ok(Answer {
+        status: parts.status.as_u16(),
+        token: header("x-tandem-seq").and_then(parse_token),
+        retry_after: header("retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs),
+        body,
+    })
+}
+
+/// Parses a `P:N` consistency token.
+pub fn parse_token(s: &str) -> Option<(u32, u64)> {
+    let (p, n) = s.trim().split_once(':')?;
+    Some((p.parse().ok()?, n.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_and_tokens() {
+        let t = Target::parse("http://127.0.0.1:8080/").unwrap();
+        assert_eq!(t.base, "http://127.0.0.1:8080");
+        assert_eq!(t.authority, "127.0.0.1:8080");
+        assert_eq!(t.addr.port(), 8080);
+        assert!(Target::parse("https://127.0.0.1:1").is_err());
+        assert!(Target::parse("http://127.0.0.1:1/x").is_err());
+        assert_eq!(parse_token("0:17"), Some((0, 17)));
+        assert_eq!(parse_token("x"), None);
+    }
+}

@@ -1,0 +1,44 @@
+//! `tandem-loadgen`: an open-loop HTTP load generator for Tandem nodes.
+//!
+//! Requests follow a fixed schedule (`rate` per second) and each one's
+//! latency is measured from its intended send time, so a slow server cannot
+//! hide its stalls by slowing the generator (no coordinated omission). The
+//! order flow is reproducible from a seed; every acknowledged order is
+//! recorded (32 bytes) and, after the run, read back to count orders that
+//! were lost, and replayed in part to count orders that were sequenced
+//! twice. [`run_cli`] is the whole `tandem loadgen` command; [`run`] is the
+//! library entry point.
+
+mod answer;
+mod cli;
+mod client;
+mod config;
+mod hist;
+mod report;
+mod run;
+mod workload;
+
+pub use cli::{run_cli, USAGE};
+pub use config::{LoadgenConfig, MAX_CONNECTIONS, MAX_IN_FLIGHT, MAX_REQUESTS, MAX_RETRIES};
+pub use hist::Histogram;
+pub use report::{Errors, LatencyUs, Orders, Report, Verify};
+pub use run::run;
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadgenError {
+    /// A configuration value is out of its limits.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A target address cannot be used.
+    #[error("target {target:?}: {reason}")]
+    Target {
+        /// The target as given.
+        target: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The async runtime could not be built.
+    #[error("build runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}

@@ -1,0 +1,599 @@
+//! The run: a pacer thread walks a fixed schedule (request `i` is due at
+//! `start + i / rate`) and hands each request to the runtime at its due
+//! time, never skipping or slowing the schedule when it falls behind, so
+//! latency measured from the due time is free of coordinated omission.
+//! Answers are read and recorded in sharded recorders; after the run the
+//! verifier reads back every accepted order and replays some places.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use crate::answer::{self, Expect, Mismatch};
+use crate::client::{Answer, AttemptError, Pools, Target};
+use crate::config::LoadgenConfig;
+use crate::hist::Histogram;
+use crate::report::{Errors, LatencyUs, Orders, Report, Verify};
+use crate::workload::{Generator, Method, Op, RequestSpec, SplitMix64, Workload};
+use crate::LoadgenError;
+
+/// Recorder shards (request `i` records into shard `i % SHARDS`).
+const SHARDS: usize = 16;
+/// Examples of verifier findings kept.
+const MAX_EXAMPLES: usize = 20;
+/// Stream of the seed that samples replays.
+const REPLAY_STREAM: u64 = 0x5EED_0000_7E91_A7;
+
+/// What is kept of one acknowledged place: 32 bytes. The order itself is
+/// rebuilt from the seed and `n`.
+#[derive(Clone, Copy, Debug)]
+struct AckRecord {
+    n: u64,
+    seq: u64,
+    digest: u64,
+    partition: u32,
+    expect: Expect,
+    retried: bool,
+}
+
+/// How one request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Ok,
+    Connect,
+    Timeout,
+    Http(u16),
+    Mismatch,
+}
+
+/// What one answer tells the recorder.
+#[derive(Debug)]
+struct Settled {
+    kind: Kind,
+    status: Option<u16>,
+    token: Option<(u32, u64)>,
+    ack: Option<AckRecord>,
+    rejected: Option<String>,
+    cancel: Option<(u64, bool)>,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    // Measured requests only.
+    hist: Histogram,
+    ok: u64,
+    status: BTreeMap<u16, u64>,
+    connect: u64,
+    timeout: u64,
+    http: BTreeMap<u16, u64>,
+    body_mismatch: u64,
+    backpressure: u64,
+    retries: u64,
+    retried_requests: u64,
+    last_done: Option<Instant>,
+    // The whole run.
+    acks: Vec<AckRecord>,
+    accepted: u64,
+    rejected: BTreeMap<String, u64>,
+    cancelled: Vec<u64>,
+    cancels_rejected: u64,
+    duplicated_in_run: u64,
+    tokens: BTreeMap<u32, u64>,
+}
+
+impl Shard {
+    fn apply(&mut self, s: Settled, m: Measure) {
+        if let Some((p, n)) = s.token {
+            let t = self.tokens.entry(p).or_insert(0);
+            *t = (*t).max(n);
+        }
+        if let Some(ack) = s.ack {
+            if ack.expect != Expect::NotAccepted {
+                self.accepted += 1;
+            }
+            self.acks.push(ack);
+        }
+        if let Some(reason) = s.rejected {
+            if reason == "duplicate_id" {
+                self.duplicated_in_run += 1;
+            }
+            *self.rejected.entry(reason).or_insert(0) += 1;
+        }
+        match s.cancel {
+            Some((n, true)) => self.cancelled.push(n),
+            Some((_, false)) => self.cancels_rejected += 1,
+            None => {}
+        }
+        if !m.measured {
+            return;
+        }
+        self.hist.record(m.latency_ns);
+        self.backpressure += u64::from(m.pressed);
+        self.retries += u64::from(m.retries);
+        self.retried_requests += u64::from(m.retries > 0);
+        self.last_done = self.last_done.max(Some(m.done));
+        if let Some(code) = s.status {
+            *self.status.entry(code).or_insert(0) += 1;
+        }
+        match s.kind {
+            Kind::Ok => self.ok += 1,
+            Kind::Connect => self.connect += 1,
+            Kind::Timeout => self.timeout += 1,
+            Kind::Http(c) => *self.http.entry(c).or_insert(0) += 1,
+            Kind::Mismatch => self.body_mismatch += 1,
+        }
+    }
+}
+
+/// Timing facts of one request.
+#[derive(Clone, Copy, Debug)]
+struct Measure {
+    measured: bool,
+    latency_ns: u64,
+    pressed: bool,
+    retries: u32,
+    done: Instant,
+}
+
+#[derive(Debug)]
+struct Shared {
+    workload: Workload,
+    pools: Pools,
+    shards: Vec<Mutex<Shard>>,
+}
+
+/// Runs the load described by `cfg` and, unless disabled, verifies it.
+/// Blocking: it builds its own runtime, so it must not be called from
+/// inside an async context.
+pub fn run(cfg: &LoadgenConfig) -> Result<Report, LoadgenError> {
+    cfg.validate()?;
+    let targets = cfg
+        .targets
+        .iter()
+        .map(|t| Target::parse(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.threads)
+        .enable_all()
+        .build()
+        .map_err(LoadgenError::Runtime)?;
+    let workload = Workload::new(cfg);
+    let total = cfg.scheduled_requests();
+    // Bounded memory: the acknowledgement records are reserved up front
+    // (an upper bound: every non-read operation a place).
+    let per_shard = (total as f64 * workload.place_share()) as usize / SHARDS + 1;
+    let shared = Arc::new(Shared {
+        pools: Pools::new(
+            targets,
+            cfg.connections,
+            cfg.http2,
+            Duration::from_millis(cfg.timeout_ms),
+            cfg.retries,
+            Duration::from_millis(cfg.retry_backoff_ms),
+        ),
+        shards: (0..SHARDS)
+            .map(|_| {
+                Mutex::new(Shard {
+                    acks: Vec::with_capacity(per_shard),
+                    ..Shard::default()
+                })
+            })
+            .collect(),
+        workload,
+    });
+
+    let bound = cfg.in_flight_bound();
+    let sem = Arc::new(Semaphore::new(bound));
+    let handle = rt.handle().clone();
+    let mut gen = Generator::new(&shared.workload);
+    let period_ns = 1e9 / cfg.rate;
+    let start = Instant::now() + Duration::from_millis(20);
+    let measure_from = start + Duration::from_secs_f64(cfg.warmup_s);
+    let (mut warmup_requests, mut lag_max) = (0u64, Duration::ZERO);
+    for i in 0..total {
+        let intended = start + Duration::from_nanos((i as f64 * period_ns) as u64);
+        let now = Instant::now();
+        if intended > now {
+            std::thread::sleep(intended - now);
+        }
+        let measured = intended >= measure_from;
+        warmup_requests += u64::from(!measured);
+        let op = gen.next_op(&shared.workload);
+        let (permit, pressed) = match sem.clone().try_acquire_owned() {
+            Ok(p) => (p, false),
+            Err(_) => (
+                handle
+                    .block_on(sem.clone().acquire_owned())
+                    .expect("the semaphore is never closed"),
+                true,
+            ),
+        };
+        if measured {
+            lag_max = lag_max.max(Instant::now().saturating_duration_since(intended));
+        }
+        let sh = shared.clone();
+        handle.spawn(async move {
+            let spec = sh.workload.request(op);
+            let (res, retries) = sh.pools.send(i as usize % sh.pools.targets(), &spec).await;
+            let done = Instant::now();
+            drop(permit);
+            let settled = settle(&sh.workload, op, &res, retries);
+            let m = Measure {
+                measured,
+                latency_ns: done.saturating_duration_since(intended).as_nanos() as u64,
+                pressed: pressed && measured,
+                retries,
+                done,
+            };
+            sh.shards[i as usize % SHARDS]
+                .lock()
+                .expect("recorder lock")
+                .apply(settled, m);
+        });
+    }
+    // Every request holds a permit until answered: taking them all waits
+    // for the last one (each attempt is bounded by the timeout).
+    let all = handle
+        .block_on(sem.acquire_many(bound as u32))
+        .expect("the semaphore is never closed");
+    drop(all);
+
+    let mut merged = Shard::default();
+    let mut acks = Vec::new();
+    let mut cancelled = Vec::new();
+    for s in &shared.shards {
+        let mut s = s.lock().expect("recorder lock");
+        acks.append(&mut s.acks);
+        cancelled.append(&mut s.cancelled);
+        merge(&mut merged, &s);
+    }
+    acks.sort_unstable_by_key(|a| a.n);
+    cancelled.sort_unstable();
+
+    let elapsed = merged
+        .last_done
+        .map(|d| d.saturating_duration_since(measure_from).as_secs_f64())
+        .unwrap_or(0.0)
+        .max(1e-3);
+    let measured = total - warmup_requests;
+    let orders = Orders {
+        placed: gen.orders(),
+        acknowledged: acks.len() as u64,
+        accepted: merged.accepted,
+        rejected: merged.rejected.clone(),
+        cancels_confirmed: cancelled.len() as u64,
+        cancels_rejected: merged.cancels_rejected,
+        duplicated_in_run: merged.duplicated_in_run,
+    };
+    let verify = if cfg.verify && cfg.fixed_path().is_none() {
+        let sh = shared.clone();
+        let (tokens, dup) = (merged.tokens.clone(), merged.duplicated_in_run);
+        let (seed, ratio) = (cfg.seed, cfg.replay_ratio);
+        Some(rt.block_on(verify(sh, acks, cancelled, tokens, dup, seed, ratio, bound)))
+    } else {
+        None
+    };
+    let mut errors = Errors {
+        connect: merged.connect,
+        timeout: merged.timeout,
+        body_mismatch: merged.body_mismatch,
+        ..Errors::default()
+    };
+    for (&code, &n) in &merged.http {
+        let map = if code >= 500 {
+            &mut errors.http_5xx
+        } else {
+            &mut errors.http_4xx
+        };
+        map.insert(code.to_string(), n);
+    }
+    let report = Report {
+        config: cfg.clone(),
+        mode: cfg
+            .fixed_path()
+            .map_or_else(|| "orders".to_owned(), |p| format!("path {p}")),
+        scheduled: total,
+        warmup_requests,
+        measured,
+        ok: merged.ok,
+        elapsed_s: (elapsed * 1e3).round() / 1e3,
+        target_rate: cfg.rate,
+        achieved_rate: ((merged.hist.count() as f64 / elapsed) * 10.0).round() / 10.0,
+        latency_us: LatencyUs::from_histogram(&merged.hist),
+        dispatch_lag_us_max: (lag_max.as_nanos() as f64 / 100.0).round() / 10.0,
+        backpressure: merged.backpressure,
+        retries: merged.retries,
+        retried_requests: merged.retried_requests,
+        status: merged
+            .status
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+        errors,
+        orders,
+        verify,
+    };
+    drop(shared);
+    rt.shutdown_timeout(Duration::from_millis(200));
+    Ok(report)
+}
+
+fn merge(into: &mut Shard, s: &Shard) {
+    into.hist.merge(&s.hist);
+    into.ok += s.ok;
+    for (k, v) in &s.status {
+        *into.status.entry(*k).or_insert(0) += v;
+    }
+    into.connect += s.connect;
+    into.timeout += s.timeout;
+    for (k, v) in &s.http {
+        *into.http.entry(*k).or_insert(0) += v;
+    }
+    into.body_mismatch += s.body_mismatch;
+    into.backpressure += s.backpressure;
+    into.retries += s.retries;
+    into.retried_requests += s.retried_requests;
+    into.last_done = into.last_done.max(s.last_done);
+    into.accepted += s.accepted;
+    for (k, v) in &s.rejected {
+        *into.rejected.entry(k.clone()).or_insert(0) += v;
+    }
+    into.cancels_rejected += s.cancels_rejected;
+    into.duplicated_in_run += s.duplicated_in_run;
+    for (p, n) in &s.tokens {
+        let t = into.tokens.entry(*p).or_insert(0);
+        *t = (*t).max(*n);
+    }
+}
+
+/// Reads one final outcome.
+fn settle(w: &Workload, op: Op, res: &Result<Answer, AttemptError>, retries: u32) -> Settled {
+    let mut s = Settled {
+        kind: Kind::Ok,
+        status: None,
+        token: None,
+        ack: None,
+        rejected: None,
+        cancel: None,
+    };
+    let a = match res {
+        Ok(a) => a,
+        Err(AttemptError::Connect) => {
+            s.kind = Kind::Connect;
+            return s;
+        }
+        Err(AttemptError::Timeout) => {
+            s.kind = Kind::Timeout;
+            return s;
+        }
+    };
+    s.status = Some(a.status);
+    s.token = a.token;
+    let read: Result<(), Mismatch> = match (op, a.status) {
+        (Op::Place(n), 200) => {
+            answer::read_place(&a.body, &w.order_id(n), &w.place(n)).map(|(ans, out)| {
+                s.rejected = out.rejected;
+                s.ack = Some(AckRecord {
+                    n,
+                    seq: ans.seq,
+                    digest: out.digest,
+                    partition: ans.partition,
+                    expect: out.expect,
+                    retried: retries > 0,
+                });
+            })
+        }
+        (Op::Cancel(n), 200) => {
+            answer::read_cancel(&a.body, &w.order_id(n)).map(|(_, done)| s.cancel = Some((n, done)))
+        }
+        (Op::GetOrder(n), 200) => serde_json::from_slice::<answer::OrderView>(&a.body)
+            .map_err(|e| Mismatch(e.to_string()))
+            .and_then(|v| {
+                if v.id == w.order_id(n) {
+                    Ok(())
+                } else {
+                    Err(Mismatch(format!(
+                        "asked for {}, got {}",
+                        w.order_id(n),
+                        v.id
+                    )))
+                }
+            }),
+        // A read may overtake its order's place, or follow a rejection.
+        (Op::GetOrder(_), 404) => Ok(()),
+        (Op::GetBook(_), 200) => serde_json::from_slice::<answer::BookView>(&a.body)
+            .map_err(|e| Mismatch(e.to_string()))
+            .and_then(|b| b.check()),
+        (Op::Path, 200..=299) => Ok(()),
+        (_, code) if code >= 400 => {
+            s.kind = Kind::Http(code);
+            Ok(())
+        }
+        (_, code) => Err(Mismatch(format!("unexpected status {code}"))),
+    };
+    if read.is_err() {
+        s.kind = Kind::Mismatch;
+    }
+    s
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    v: Verify,
+}
+
+impl Tally {
+    fn example(&mut self, what: String) {
+        if self.v.examples.len() < MAX_EXAMPLES {
+            self.v.examples.push(what);
+        }
+    }
+}
+
+/// Reads back every accepted order (with the latest consistency token of
+/// its partition) and replays the places that were retried plus a sample.
+#[allow(clippy::too_many_arguments)]
+async fn verify(
+    sh: Arc<Shared>,
+    acks: Vec<AckRecord>,
+    cancelled: Vec<u64>,
+    tokens: BTreeMap<u32, u64>,
+    duplicated_in_run: u64,
+    seed: u64,
+    replay_ratio: f64,
+    concurrency: usize,
+) -> Verify {
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    tally.lock().expect("tally lock").v.duplicated = duplicated_in_run;
+    let cancelled = Arc::new(cancelled);
+    let tokens = Arc::new(tokens);
+    let sem = Arc::new(Semaphore::new(concurrency));
+    for ack in acks {
+        if ack.expect == Expect::NotAccepted {
+            continue;
+        }
+        let permit = sem.clone().acquire_owned().await.expect("never closed");
+        let (sh, tally, cancelled, tokens) =
+            (sh.clone(), tally.clone(), cancelled.clone(), tokens.clone());
+        let replay =
+            ack.retried || SplitMix64::derive(seed ^ REPLAY_STREAM, ack.n).unit() < replay_ratio;
+        tokio::spawn(async move {
+            let by_us = cancelled.binary_search(&ack.n).is_ok();
+            let read = check_one(&sh, &ack, tokens.get(&ack.partition).copied(), by_us).await;
+            let replayed = if replay {
+                Some(replay_one(&sh, &ack).await)
+            } else {
+                None
+            };
+            drop(permit);
+            let id = sh.workload.order_id(ack.n);
+            let mut t = tally.lock().expect("tally lock");
+            t.v.checked += 1;
+            match read {
+                Finding::Good => t.v.visible += 1,
+                Finding::Lost => {
+                    t.v.lost += 1;
+                    t.example(format!("lost {id}"));
+                }
+                Finding::Bad(why) => {
+                    t.v.inconsistent += 1;
+                    t.example(format!("inconsistent {id}: {why}"));
+                }
+                Finding::NoAnswer(why) => {
+                    t.v.unverified += 1;
+                    t.example(format!("unverified {id}: {why}"));
+                }
+            }
+            if let Some(r) = replayed {
+                t.v.replayed += 1;
+                match r {
+                    Finding::Good | Finding::Lost => {}
+                    Finding::Bad(why) => {
+                        t.v.duplicated += 1;
+                        t.example(format!("duplicated {id}: {why}"));
+                    }
+                    Finding::NoAnswer(why) => {
+                        t.v.unverified += 1;
+                        t.example(format!("unverified replay {id}: {why}"));
+                    }
+                }
+            }
+        });
+    }
+    let _all = sem
+        .acquire_many(concurrency as u32)
+        .await
+        .expect("never closed");
+    let t = tally.lock().expect("tally lock");
+    t.v.clone()
+}
+
+#[derive(Debug)]
+enum Finding {
+    Good,
+    Lost,
+    Bad(String),
+    NoAnswer(String),
+}
+
+fn no_answer(res: &Result<Answer, AttemptError>) -> Finding {
+    match res {
+        Ok(a) => Finding::NoAnswer(format!("status {}", a.status)),
+        Err(e) => Finding::NoAnswer(format!("{e:?}")),
+    }
+}
+
+async fn check_one(sh: &Shared, ack: &AckRecord, token: Option<u64>, by_us: bool) -> Finding {
+    let w = &sh.workload;
+    let spec = RequestSpec {
+        method: Method::Get,
+        path: w.order_path(ack.n),
+        body: bytes::Bytes::new(),
+        min_seq: token.map(|n| format!("{}:{n}", ack.partition)),
+    };
+    let (res, _) = sh
+        .pools
+        .send(ack.n as usize % sh.pools.targets(), &spec)
+        .await;
+    match &res {
+        Ok(a) if a.status == 404 => Finding::Lost,
+        Ok(a) if a.status == 200 => {
+            let v = match serde_json::from_slice::<answer::OrderView>(&a.body) {
+                Ok(v) => v,
+                Err(e) => return Finding::Bad(format!("order view: {e}")),
+            };
+            let p = w.place(ack.n);
+            let names = (
+                w.market_name(p.market),
+                w.order_id(ack.n),
+                w.account_name(p.account),
+            );
+            if let Err(Mismatch(why)) = answer::check_view(&v, &p, (&names.0, &names.1, &names.2)) {
+                return Finding::Bad(why);
+            }
+            if answer::status_fits(&v.status, ack.expect, by_us) {
+                Finding::Good
+            } else {
+                Finding::Bad(format!(
+                    "status {} after {:?}{}",
+                    v.status,
+                    ack.expect,
+                    if by_us { " and our cancel" } else { "" }
+                ))
+            }
+        }
+        _ => no_answer(&res),
+    }
+}
+
+async fn replay_one(sh: &Shared, ack: &AckRecord) -> Finding {
+    let w = &sh.workload;
+    let spec = w.place_request(ack.n);
+    let (res, _) = sh
+        .pools
+        .send(ack.n as usize % sh.pools.targets(), &spec)
+        .await;
+    match &res {
+        Ok(a) if a.status == 200 => {
+            match answer::read_place(&a.body, &w.order_id(ack.n), &w.place(ack.n)) {
+                Ok((ans, out)) => {
+                    if ans.partition == ack.partition
+                        && ans.seq == ack.seq
+                        && out.digest == ack.digest
+                    {
+                        Finding::Good
+                    } else if ans.seq != ack.seq {
+                        Finding::Bad(format!("replay got seq {} (first {})", ans.seq, ack.seq))
+                    } else {
+                        Finding::Bad(format!("replay of seq {} got other events", ack.seq))
+                    }
+                }
+                Err(Mismatch(why)) => Finding::Bad(format!("replay answer: {why}")),
+            }
+        }
+        Ok(a) if a.status == 409 => Finding::Bad("replay answered 409".to_owned()),
+        _ => no_answer(&res),
+    }
+}
