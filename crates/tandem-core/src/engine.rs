@@ -63,6 +63,9 @@ pub struct Config {
     pub max_live_orders: u32,
     /// Most ids ever taken, over all markets.
     pub max_ids: u32,
+    /// Most orders one account may have resting at once, over all markets
+    /// (a `gtc` limit place beyond it is rejected with reason `limit`).
+    pub max_open_per_account: u32,
     /// Ids to make room for up front, so the registry neither reallocates
     /// nor rehashes until then (a latency spike otherwise).
     pub reserve_ids: usize,
@@ -80,6 +83,7 @@ impl Default for Config {
             max_markets: 1 << 26,
             max_live_orders: NONE - 1,
             max_ids: NONE - 1,
+            max_open_per_account: NONE - 1,
             reserve_ids: 0,
             reserve_orders: 0,
             reserve_markets: 0,
@@ -259,6 +263,8 @@ pub struct Engine {
     pub(crate) market_table: IndexTable,
     pub(crate) accounts: Vec<Sym>,
     pub(crate) account_table: IndexTable,
+    /// Resting orders per account (same index as `accounts`).
+    pub(crate) account_open: Vec<u32>,
     pub(crate) ids: Vec<IdEntry>,
     pub(crate) id_table: IndexTable,
     pub(crate) orders: Vec<Order>,
@@ -335,6 +341,7 @@ impl Engine {
             market_table: IndexTable::default(),
             accounts: Vec::new(),
             account_table: IndexTable::default(),
+            account_open: Vec::new(),
             ids: Vec::new(),
             id_table: IndexTable::default(),
             orders: Vec::new(),
@@ -583,6 +590,7 @@ impl Engine {
         let a = self.accounts.len() as u32;
         let h = self.str_hash(name.as_bytes());
         self.accounts.push(name.clone());
+        self.account_open.push(0);
         self.account_table.insert(h, a);
         a
     }
@@ -692,6 +700,12 @@ impl Engine {
             }
         };
         let account = self.intern_account(&p.account);
+        if p.tif == Tif::Gtc
+            && limit.is_some()
+            && self.account_open[account as usize] >= self.cfg.max_open_per_account
+        {
+            return Self::reject(&p.market, &p.id, RejectReason::Limit, out);
+        }
         let ix = self.push_id_hashed(
             id_hash,
             IdEntry {
@@ -842,10 +856,11 @@ impl Engine {
                 if ord.qty != 0 {
                     break;
                 }
-                let (next, maker) = (ord.next, ord.id);
+                let (next, maker, maker_account) = (ord.next, ord.id, ord.account);
                 let e = &mut self.ids[maker as usize];
                 e.order = NONE;
                 e.set_status(OrderStatus::Filled);
+                self.account_open[maker_account as usize] -= 1;
                 self.free_orders.push(o);
                 self.live_orders -= 1;
                 o = next;
@@ -949,6 +964,7 @@ impl Engine {
         }
         lv.tail = o;
         self.live_orders += 1;
+        self.account_open[account as usize] += 1;
         self.ids[ix as usize].order = o;
     }
 
@@ -959,8 +975,10 @@ impl Engine {
             next,
             level,
             id,
+            account,
             ..
         } = self.orders[o as usize];
+        self.account_open[account as usize] -= 1;
         if prev == NONE {
             self.levels[level as usize].head = next;
         } else {
@@ -1139,6 +1157,13 @@ impl Engine {
         }
         if live != u64::from(self.live_orders) {
             return Err(format!("live orders {} counted {live}", self.live_orders));
+        }
+        let mut per_account = vec![0u32; self.accounts.len()];
+        for e in self.ids.iter().filter(|e| e.order != NONE) {
+            per_account[e.account as usize] += 1;
+        }
+        if per_account != self.account_open {
+            return Err("open orders per account miscounted".to_owned());
         }
         let open = self.ids.iter().filter(|e| e.order != NONE).count() as u64;
         if open != live {

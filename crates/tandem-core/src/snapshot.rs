@@ -693,6 +693,10 @@ impl Engine {
         (eng.market_table, eng.account_table) = tables.map_err(at)?;
         let id_order = books.map_err(at)?;
         eng.live_orders = eng.orders.len() as u32;
+        eng.account_open = vec![0; eng.accounts.len()];
+        for ord in &eng.orders {
+            eng.account_open[ord.account as usize] += 1;
+        }
         for (ix, (e, &o)) in eng.ids.iter_mut().zip(&id_order).enumerate() {
             if (e.status() == OrderStatus::Open) != (o != NONE) {
                 return Err(at(format!(

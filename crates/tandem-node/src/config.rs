@@ -111,6 +111,9 @@ pub struct Limits {
     pub max_markets: u32,
     /// Live orders the engine holds (reason `limit` beyond it).
     pub max_live_orders: u32,
+    /// Resting orders per account over all markets (reason `limit` beyond
+    /// it). A rule of the state machine: every node must agree on it.
+    pub max_open_orders_per_account: u32,
     /// Longest wait for `x-tandem-min-seq` or for the replica to apply an
     /// appended command before `503` with `retry-after`.
     pub wait_ms: u64,
@@ -199,6 +202,7 @@ impl Default for Limits {
             max_depth: 1_000,
             max_markets: 4_000_000,
             max_live_orders: 20_000_000,
+            max_open_orders_per_account: 100_000,
             wait_ms: 2_000,
             idempotency_window: 1_000_000,
             max_header_bytes: 16 * 1024,

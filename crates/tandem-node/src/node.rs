@@ -94,6 +94,7 @@ impl Node {
             let mut rc = ReplicaConfig::new(snapshot_dir(&cfg, id));
             rc.engine.max_markets = cfg.limits.max_markets;
             rc.engine.max_live_orders = cfg.limits.max_live_orders;
+            rc.engine.max_open_per_account = cfg.limits.max_open_orders_per_account;
             rc.policy = SnapshotPolicy {
                 every_commands: cfg.snapshot.every_commands,
                 every: (cfg.snapshot.every_secs > 0)
