@@ -34,6 +34,8 @@ step "tests"
 export PROPTEST_CASES="${PROPTEST_CASES:-256}"
 test_log="$(mktemp)"
 trap 'rm -f "$test_log"' EXIT
+# The node's cluster tests run the `tandem` binary as separate processes.
+cargo build --quiet --locked -p tandem-cli
 cargo test --workspace --locked 2>&1 | tee "$test_log"
 
 step "tandem match on the shipped sample equals its golden output"
