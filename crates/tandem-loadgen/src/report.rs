@@ -141,6 +141,8 @@ pub struct Report {
     pub elapsed_s: f64,
     /// Scheduled rate.
     pub target_rate: f64,
+    /// The in-flight bound in effect.
+    pub max_in_flight: usize,
     /// Measured requests completed (any outcome) per second of `elapsed_s`.
     pub achieved_rate: f64,
     /// Latency from intended send time.
@@ -184,7 +186,7 @@ impl fmt::Display for Report {
             c.targets.join(","),
             if c.http2 { "http/2" } else { "http/1.1" },
             c.connections,
-            c.in_flight_bound(),
+            self.max_in_flight,
             c.seed
         )?;
         writeln!(

@@ -23,6 +23,8 @@ use crate::LoadgenError;
 const SHARDS: usize = 16;
 /// Examples of verifier findings kept.
 const MAX_EXAMPLES: usize = 20;
+/// Distinct rejection reasons counted by name (the rest count as `other`).
+const MAX_REASONS: usize = 32;
 /// Stream of the seed that samples replays.
 const REPLAY_STREAM: u64 = 0x5EED_0000_7E91_A7E5;
 
@@ -99,7 +101,13 @@ impl Shard {
             if reason == "duplicate_id" {
                 self.duplicated_in_run += 1;
             }
-            *self.rejected.entry(reason).or_insert(0) += 1;
+            // Reasons come from the server: their number is bounded here.
+            let key = if self.rejected.len() < MAX_REASONS || self.rejected.contains_key(&reason) {
+                reason
+            } else {
+                "other".to_owned()
+            };
+            *self.rejected.entry(key).or_insert(0) += 1;
         }
         match s.cancel {
             Some((n, true)) => self.cancelled.push(n),
@@ -301,6 +309,7 @@ pub fn run(cfg: &LoadgenConfig) -> Result<Report, LoadgenError> {
         ok: merged.ok,
         elapsed_s: (elapsed * 1e3).round() / 1e3,
         target_rate: cfg.rate,
+        max_in_flight: bound,
         achieved_rate: ((merged.hist.count() as f64 / elapsed) * 10.0).round() / 10.0,
         latency_us: LatencyUs::from_histogram(&merged.hist),
         dispatch_lag_us_max: (lag_max.as_nanos() as f64 / 100.0).round() / 10.0,

@@ -80,6 +80,10 @@ struct Fake {
     places: u64,
     accepted: u64,
     lost: u64,
+    /// Reads that carried `x-tandem-min-seq`, and any whose token was
+    /// not one this fake handed out.
+    min_seq_reads: u64,
+    bad_tokens: u64,
     orders: HashMap<(String, String), OrderRec>,
     replies: HashMap<(String, String), (Bytes, String)>,
     /// market -> (bids, asks), each in arrival order.
@@ -270,6 +274,10 @@ async fn handle(
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("account=")))
         .unwrap_or("")
         .to_owned();
+    let min_seq = req
+        .headers()
+        .get("x-tandem-min-seq")
+        .map(|v| v.to_str().unwrap_or("").to_owned());
     let body = req
         .into_body()
         .collect()
@@ -282,6 +290,15 @@ async fn handle(
     }
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let mut f = fake.lock().unwrap();
+    if let Some(tok) = min_seq {
+        // One partition: the token must be `0:N` with N already reached.
+        f.min_seq_reads += 1;
+        let ok = tok
+            .strip_prefix("0:")
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n <= f.seq);
+        f.bad_tokens += u64::from(!ok);
+    }
     let (status, text) = match (method.as_str(), parts.as_slice()) {
         ("GET", ["healthz"]) => (200, "ok".to_owned()),
         ("POST", ["v1", "orders"]) => f.place(&body),
@@ -384,7 +401,11 @@ fn honest_node_verifies_clean() {
     assert_eq!(v.checked, r.orders.accepted);
     assert_eq!(v.visible, v.checked);
     assert!(v.replayed > 0);
-    assert_eq!(fake.lock().unwrap().accepted, r.orders.accepted, "{r}");
+    let f = fake.lock().unwrap();
+    assert_eq!(f.accepted, r.orders.accepted, "{r}");
+    // Every verification read passed the latest consistency token back.
+    assert_eq!((f.min_seq_reads, f.bad_tokens), (v.checked, 0));
+    drop(f);
     let j: Value = serde_json::from_str(&r.to_json()).unwrap();
     for key in ["p50", "p95", "p99", "p99_9", "max"] {
         assert!(j["latency_us"][key].is_number(), "{key}");
