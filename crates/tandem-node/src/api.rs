@@ -323,11 +323,11 @@ async fn min_seq(node: &Node, headers: &HeaderMap) -> Result<(), Answer> {
     }
 }
 
-/// Common gate of order entry and reads: ready, token satisfied.
+/// Common gate of order entry and reads: caught up, token satisfied.
+/// A draining node still serves what it is sent: it drains by failing
+/// `/readyz` during the grace and then closing its listener (`server`),
+/// so that balancers move away without any request being refused.
 async fn gate(node: &Node, headers: &HeaderMap) -> Result<(), Answer> {
-    if node.is_draining() {
-        return Err(Answer::unavailable("draining: retry on another node"));
-    }
     if !node.is_caught_up() {
         return Err(Answer::unavailable(
             "catching up: retry shortly or on another node",
