@@ -134,7 +134,7 @@ impl Default for RecoveryArgs {
 }
 
 /// A parsed command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Cli {
     /// `core ...`
     Core(CoreArgs),
@@ -144,6 +144,8 @@ pub enum Cli {
     Match(MatchArgs),
     /// `recovery ...`
     Recovery(RecoveryArgs),
+    /// `node ...`
+    Node(crate::node_bench::NodeArgs),
     /// `-h` / `--help` / `help`.
     Help,
 }
@@ -164,6 +166,9 @@ USAGE:
     tandem-bench match    [OPTIONS]   tandem_codec::run_match over the core stream as JSONL
     tandem-bench recovery [OPTIONS]   replica recovery time over a FileLog: from empty, and
                                       from a snapshot plus a log tail
+    tandem-bench node     [OPTIONS]   order entry through nodes (file log with and without
+                                      fsync; --kafka: 3 nodes over tansu) by the open-loop
+                                      loadgen, beside the fsync and /healthz floors
 
 CORE OPTIONS:
     --ops N          timed operations (default {ops})
@@ -202,6 +207,16 @@ RECOVERY OPTIONS:
     --keep           keep DIR/log and DIR/snap at the end
     --json FILE      also write the figures as JSON to FILE
 
+NODE OPTIONS:
+    --rates LIST     comma-separated orders/s to run (default 1000,10000)
+    --duration S     seconds measured per run (default 10), after --warmup S (default 2)
+    --connections N  loadgen connections (default 64)
+    --no-search      skip the search for the highest sustained rate
+    --max-p99-ms MS  a searched rate counts as sustained only under this p99 (default 100)
+    --kafka          also run 3 nodes over one tansu broker; --only-kafka: only that
+    --dir DIR        data directory, replaced at start (default $TMPDIR/tandem-bench-node)
+    --json FILE      also write every run's loadgen report as JSON to FILE
+
     -h, --help       this text
 ",
         ops = d.ops,
@@ -236,7 +251,7 @@ pub fn parse_u64(s: &str) -> Result<u64, String> {
 }
 
 /// Value-less options (`recovery --keep`); [`pairs`] gives them an empty value.
-const SWITCHES: &[&str] = &["--keep"];
+const SWITCHES: &[&str] = &["--keep", "--no-search", "--kafka", "--only-kafka"];
 
 /// Splits the options after the subcommand into `(flag, value)` pairs
 /// (every option but the [`SWITCHES`] takes a value). `Ok(None)` means help
@@ -271,10 +286,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
     let mut it = args.into_iter();
     let sub = match it.next().as_deref() {
         None | Some("-h" | "--help" | "help") => return Ok(Cli::Help),
-        Some(s @ ("core" | "capacity" | "match" | "recovery")) => s.to_string(),
+        Some(s @ ("core" | "capacity" | "match" | "recovery" | "node")) => s.to_string(),
         Some(other) => {
             return Err(format!(
-                "unknown subcommand {other:?} (expected `core`, `capacity`, `match` or `recovery`)"
+                "unknown subcommand {other:?} (expected `core`, `capacity`, `match`, `recovery` or `node`)"
             ))
         }
     };
@@ -285,6 +300,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
         "core" => parse_core(opts).map(Cli::Core),
         "capacity" => parse_capacity(opts).map(Cli::Capacity),
         "recovery" => parse_recovery(opts).map(Cli::Recovery),
+        "node" => parse_node(opts).map(Cli::Node),
         _ => parse_match(opts).map(Cli::Match),
     }
 }
@@ -400,6 +416,34 @@ fn parse_recovery(opts: Vec<(String, String)>) -> Result<RecoveryArgs, String> {
     }
     if a.dir.is_empty() {
         return Err("--dir needs a directory name".into());
+    }
+    Ok(a)
+}
+
+fn parse_node(opts: Vec<(String, String)>) -> Result<crate::node_bench::NodeArgs, String> {
+    let mut a = crate::node_bench::NodeArgs::default();
+    let float = |v: &str| {
+        v.parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite() && *x > 0.0)
+            .ok_or_else(|| format!("{v:?} is not a positive number"))
+    };
+    for (flag, v) in opts {
+        match flag.as_str() {
+            "--rates" => {
+                a.rates = v.split(',').map(float).collect::<Result<_, _>>()?;
+            }
+            "--duration" => a.duration_s = float(&v)?,
+            "--warmup" => a.warmup_s = v.parse().map_err(|_| format!("--warmup {v:?}"))?,
+            "--connections" => a.connections = to_usize(parse_u64(&v)?)?,
+            "--no-search" => a.search = false,
+            "--max-p99-ms" => a.max_p99_ms = float(&v)?,
+            "--kafka" => a.kafka = true,
+            "--only-kafka" => a.only_kafka = true,
+            "--dir" => a.dir = v.into(),
+            "--json" => a.json = Some(v),
+            _ => return Err(unknown(&flag, "node")),
+        }
     }
     Ok(a)
 }

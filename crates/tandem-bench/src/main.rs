@@ -20,12 +20,16 @@
 //!   writes the capacity workload as command records to a `tandem_log::FileLog`
 //!   and times a `tandem_replica::Replica` recovering it from empty, and
 //!   from a snapshot plus a log tail (see [`recovery`]).
+//! * `tandem-bench node [--rates LIST] [--kafka] ...` runs order entry
+//!   through real nodes with the open-loop load generator, beside the disk's
+//!   fsync floor and the server's `/healthz` floor (see [`node_bench`]).
 
 mod args;
 mod capacity;
 mod engine;
 mod match_flow;
 mod measure;
+mod node_bench;
 mod peer_lobster;
 mod peer_orderbook_rs;
 mod recovery;
@@ -134,6 +138,7 @@ fn main() -> ExitCode {
         Cli::Capacity(a) => capacity::run(&a),
         Cli::Match(a) => match_flow::run(&a),
         Cli::Recovery(a) => recovery::run(&a),
+        Cli::Node(a) => node_bench::run(&a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

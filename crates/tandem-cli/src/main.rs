@@ -18,6 +18,10 @@ commands:
         order log; without --config, the defaults of
         deploy/node/tandem-node.toml (file log in data/node-1, port 8080);
         TANDEM_* environment variables override the file
+  loadgen [flags]
+        open-loop load generator for nodes: fixed-rate schedule, latency
+        from intended send time, order-flow verification (lost/duplicated);
+        `tandem loadgen --help` for its flags
   help  this text
 
 benchmarks are a separate program: cargo run --release -p tandem-bench -- core
@@ -38,6 +42,7 @@ fn run(args: Vec<String>) -> Result<()> {
     match cmd.as_str() {
         "match" => cmd_match(rest),
         "node" => cmd_node(rest),
+        "loadgen" => tandem_loadgen::run_cli(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

@@ -1,0 +1,367 @@
+//! `tandem-bench node`: order entry through real nodes, measured by the
+//! open-loop load generator (`tandem-loadgen`), beside its two floors in
+//! the same run:
+//!
+//! 1. the disk's own `fdatasync` latency (no durable answer can beat it);
+//! 2. the same load generator against `GET /healthz` of the same server
+//!    (the HTTP stack and loopback, with no log and no engine).
+//!
+//! Cases: one node on the embedded file log with fsync (the durable
+//! default), the same with fsync off (the software's own cost), and with
+//! `--kafka` three nodes over one tansu broker (the loadgen spreads its
+//! requests round-robin over them). Each case runs the given rates, then
+//! searches upward for the highest rate it sustains: achieved ≥ 97 % of
+//! the target, no failed request, no lost or duplicated order, p99 under
+//! `--max-p99-ms`.
+//!
+//! Nodes run in this process, each on its own runtime, over a data
+//! directory under `--dir`. Every figure printed was measured in this run.
+
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tandem_loadgen::{LoadgenConfig, Report};
+use tandem_node::config::LogKind;
+use tandem_node::{Node, NodeConfig};
+
+/// Flags of `tandem-bench node`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeArgs {
+    pub rates: Vec<f64>,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub search: bool,
+    pub max_p99_ms: f64,
+    pub kafka: bool,
+    pub only_kafka: bool,
+    pub dir: PathBuf,
+    pub connections: usize,
+    pub json: Option<String>,
+}
+
+impl Default for NodeArgs {
+    fn default() -> Self {
+        NodeArgs {
+            rates: vec![1_000.0, 10_000.0],
+            duration_s: 10.0,
+            warmup_s: 2.0,
+            search: true,
+            max_p99_ms: 100.0,
+            kafka: false,
+            only_kafka: false,
+            dir: std::env::temp_dir().join("tandem-bench-node"),
+            connections: 64,
+            json: None,
+        }
+    }
+}
+
+/// A node serving on loopback in this process.
+struct RunningNode {
+    addr: SocketAddr,
+    node: Arc<Node>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningNode {
+    fn start(cfg: NodeConfig) -> Result<RunningNode, String> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .thread_name("bench-node")
+            .build()
+            .map_err(|e| format!("runtime: {e}"))?;
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .map_err(|e| format!("bind: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let node = Node::start(cfg).map_err(|e| format!("start node: {e:#}"))?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let n = Arc::clone(&node);
+        let thread = std::thread::spawn(move || {
+            rt.block_on(tandem_node::server::serve(
+                listener,
+                n,
+                async move {
+                    let _ = rx.await;
+                },
+                Duration::ZERO,
+            ));
+        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !node.is_caught_up() {
+            if Instant::now() > deadline {
+                return Err("node did not catch up within 120 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(RunningNode {
+            addr,
+            node,
+            stop: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for RunningNode {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.node.stop();
+    }
+}
+
+/// Raw `fdatasync` latency of the disk under `dir`: 100-byte append +
+/// fdatasync, one thread, for `time`. Returns (p50, p99, max) in µs.
+fn fsync_floor(dir: &Path, time: Duration) -> Result<(f64, f64, f64, usize), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let path = dir.join("fsync-floor");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(|e| e.to_string())?;
+    let mut lat = Vec::new();
+    let end = Instant::now() + time;
+    while Instant::now() < end {
+        let t = Instant::now();
+        f.write_all(&[7u8; 100]).map_err(|e| e.to_string())?;
+        f.sync_data().map_err(|e| e.to_string())?;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let _ = std::fs::remove_file(&path);
+    lat.sort_by(f64::total_cmp);
+    let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    Ok((q(0.50), q(0.99), *lat.last().unwrap_or(&0.0), lat.len()))
+}
+
+fn node_config(dir: &Path, name: &str, fsync: bool) -> NodeConfig {
+    let mut cfg = NodeConfig::default();
+    cfg.node = name.into();
+    cfg.data_dir = dir.join(name);
+    cfg.log.fsync = fsync;
+    // The generator's accounts send far more than a person would.
+    cfg.limits.account_rate = 0;
+    cfg
+}
+
+/// One load run; `floor` hits `GET /healthz` instead of order entry.
+fn load(
+    targets: &[String],
+    rate: f64,
+    a: &NodeArgs,
+    floor: bool,
+    seed: u64,
+) -> Result<Report, String> {
+    let cfg = LoadgenConfig {
+        targets: targets.to_vec(),
+        rate,
+        duration_s: a.duration_s,
+        warmup_s: a.warmup_s,
+        connections: a.connections,
+        floor,
+        seed,
+        id_prefix: Some(format!("b{seed}r{}", rate as u64)),
+        verify: !floor,
+        ..LoadgenConfig::default()
+    };
+    tandem_loadgen::run(&cfg).map_err(|e| e.to_string())
+}
+
+/// One row of the printed table.
+struct Row {
+    case: String,
+    what: &'static str,
+    r: Report,
+}
+
+fn sustained(r: &Report, a: &NodeArgs) -> bool {
+    let lost_or_dup = r
+        .verify
+        .as_ref()
+        .is_some_and(|v| v.lost > 0 || v.duplicated > 0);
+    r.achieved_rate >= 0.97 * r.target_rate
+        && r.errors.total() == 0
+        && !lost_or_dup
+        && r.latency_us.p99 <= a.max_p99_ms * 1000.0
+}
+
+fn print_row(row: &Row) {
+    let r = &row.r;
+    let l = &r.latency_us;
+    let (lost, dup) = r
+        .verify
+        .as_ref()
+        .map_or(("-".to_string(), "-".to_string()), |v| {
+            (v.lost.to_string(), v.duplicated.to_string())
+        });
+    println!(
+        "{:<26} {:<12} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>10.0} {:>7} {:>5} {:>4}",
+        row.case,
+        row.what,
+        r.target_rate,
+        r.achieved_rate,
+        l.p50,
+        l.p99,
+        l.p99_9,
+        l.max,
+        r.errors.total(),
+        lost,
+        dup
+    );
+}
+
+fn run_case(
+    case: &str,
+    targets: &[String],
+    a: &NodeArgs,
+    rows: &mut Vec<Row>,
+    seed: &mut u64,
+) -> Result<(), String> {
+    for &rate in &a.rates {
+        for floor in [true, false] {
+            *seed += 1;
+            let r = load(targets, rate, a, floor, *seed)?;
+            let row = Row {
+                case: case.into(),
+                what: if floor { "floor" } else { "orders" },
+                r,
+            };
+            print_row(&row);
+            rows.push(row);
+        }
+    }
+    if a.search {
+        let mut rate = a.rates.iter().copied().fold(10_000.0, f64::max) * 2.0;
+        let mut best: Option<f64> = None;
+        while rate <= 400_000.0 {
+            *seed += 1;
+            let r = load(targets, rate, a, false, *seed)?;
+            let ok = sustained(&r, a);
+            let row = Row {
+                case: case.into(),
+                what: if ok { "search ok" } else { "search miss" },
+                r,
+            };
+            print_row(&row);
+            rows.push(row);
+            if !ok {
+                break;
+            }
+            best = Some(rate);
+            rate *= 1.5;
+        }
+        match best {
+            Some(b) => println!("{case}: highest sustained rate tried: {b:.0} orders/s"),
+            None => println!("{case}: no searched rate was sustained"),
+        }
+    }
+    Ok(())
+}
+
+pub fn run(a: &NodeArgs) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(&a.dir);
+    std::fs::create_dir_all(&a.dir).map_err(|e| e.to_string())?;
+    println!(
+        "tandem-bench node: {} cpus, {} s per run after {} s warm-up, {} connections, data under {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        a.duration_s,
+        a.warmup_s,
+        a.connections,
+        a.dir.display()
+    );
+    let (p50, p99, max, n) = fsync_floor(&a.dir, Duration::from_secs(3))?;
+    println!(
+        "disk floor: fdatasync of a 100-byte append, {n} syncs: p50 {p50:.0} us, p99 {p99:.0} us, max {max:.0} us"
+    );
+    println!(
+        "\n{:<26} {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7} {:>5} {:>4}",
+        "case",
+        "load",
+        "target/s",
+        "got/s",
+        "p50 us",
+        "p99 us",
+        "p99.9 us",
+        "max us",
+        "errors",
+        "lost",
+        "dup"
+    );
+    let mut rows = Vec::new();
+    let mut seed = 0;
+    if !a.only_kafka {
+        for (case, fsync) in [("file log, fsync", true), ("file log, fsync off", false)] {
+            let n = RunningNode::start(node_config(&a.dir, &format!("n-{fsync}"), fsync))?;
+            run_case(case, &[n.url()], a, &mut rows, &mut seed)?;
+        }
+    }
+    if a.kafka || a.only_kafka {
+        let broker_dir = a.dir.join("tansu");
+        std::fs::create_dir_all(&broker_dir).map_err(|e| e.to_string())?;
+        let port = free_port()?;
+        let mut broker = tandem_kafka::tansu::spawn(&broker_dir, port, port)?;
+        let result = (|| {
+            let mut nodes = Vec::new();
+            for i in 0..3 {
+                let mut cfg = node_config(&a.dir, &format!("k{i}"), true);
+                cfg.log.kind = LogKind::Kafka;
+                cfg.log.kafka_brokers = format!("127.0.0.1:{port}");
+                cfg.log.kafka_topic = "bench-orders".into();
+                cfg.log.kafka_partitions = 1;
+                nodes.push(RunningNode::start(cfg)?);
+            }
+            let targets: Vec<String> = nodes.iter().map(RunningNode::url).collect();
+            run_case("3 nodes, kafka (tansu)", &targets, a, &mut rows, &mut seed)
+        })();
+        let _ = broker.kill();
+        let _ = broker.wait();
+        result?;
+    }
+    println!(
+        "\nlatency is measured from each request's intended send time (open loop); \
+         floor = GET /healthz on the same server; errors = failed requests after retries"
+    );
+    if let Some(path) = &a.json {
+        let runs: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "{{\"case\":{:?},\"load\":{:?},\"report\":{}}}",
+                    r.case,
+                    r.what,
+                    r.r.to_json()
+                )
+            })
+            .collect();
+        let j = format!(
+            "{{\"fsync_floor_us\":{{\"p50\":{p50},\"p99\":{p99},\"max\":{max},\"n\":{n}}},\"runs\":[{}]}}",
+            runs.join(",")
+        );
+        std::fs::write(path, j).map_err(|e| format!("write {path}: {e}"))?;
+        println!("wrote {path}");
+    }
+    Ok(())
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
