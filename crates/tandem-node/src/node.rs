@@ -21,8 +21,11 @@ use crate::partition::Partition;
 struct RateLimiter {
     rate: f64,
     burst: f64,
-    shards: Vec<Mutex<HashMap<Vec<u8>, (f64, Instant)>>>,
+    shards: Vec<Shard>,
 }
+
+/// Tokens left and time of the last refill, per account.
+type Shard = Mutex<HashMap<Vec<u8>, (f64, Instant)>>;
 
 /// Accounts remembered per shard before full buckets are forgotten.
 const SHARD_ACCOUNTS_MAX: usize = 1 << 16;

@@ -143,6 +143,7 @@ impl Partition {
     /// Starts the appender and replica threads of partition `id` over
     /// `log`. The replica restores its newest snapshot and catches up in
     /// the background; `is_caught_up` says when it is done.
+    #[allow(clippy::too_many_arguments)] // One caller (`Node::start`); each is a distinct setting.
     pub fn start(
         id: u32,
         log: Arc<dyn Log>,
