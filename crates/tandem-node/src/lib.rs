@@ -13,13 +13,18 @@
 //! - `partition`: appender and replica threads of one log partition.
 //! - `api`: routes and answers; `server`: connections, limits, drain.
 //! - `metrics`: Prometheus exposition.
+//! - `grpc`: the gRPC mirror (`proto/tandem/v1/tandem.proto`); `ws`: the
+//!   WebSocket market stream; `feed`: the market feed both stream.
 
 pub mod api;
 pub mod config;
+pub mod feed;
+pub mod grpc;
 pub mod metrics;
 pub mod node;
 pub mod partition;
 pub mod server;
+pub mod ws;
 
 pub use config::{NodeConfig, Role};
 pub use node::Node;

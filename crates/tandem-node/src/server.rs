@@ -92,10 +92,17 @@ impl Drop for OpenGuard {
     }
 }
 
-/// Answers one request: routes it, catches a panic.
+/// Answers one request: routes it (gRPC to `grpc`, market streams to
+/// `ws`), catches a panic.
 async fn dispatch(node: Arc<Node>, req: Request<Incoming>) -> Response<BoxBody> {
     let started = Instant::now();
+    if crate::grpc::is_grpc(&req) {
+        return crate::grpc::serve(node, req, started).await;
+    }
     let route = api::route_of(req.method(), req.uri().path());
+    if route == "stream" {
+        return crate::ws::serve(node, req, started).await;
+    }
     let answer = AssertUnwindSafe(api::handle(&node, req))
         .catch_unwind()
         .await

@@ -1,0 +1,333 @@
+//! The live feed of one market, shared by the WebSocket stream (`ws`) and
+//! the gRPC `StreamMarket` call (`grpc`): a book snapshot, then the events
+//! of every command of that market as the replica applies them, each
+//! followed by the book again when its top levels changed.
+//!
+//! No event is missed or repeated between the snapshot and the events: the
+//! feed subscribes to the partition's stream of applied commands *before*
+//! taking the snapshot (at seq S) and then drops every published command
+//! with seq <= S. A book sent after events is consistent with them: the
+//! feed reads the book (at seq S') only once it has taken every published
+//! command up to S' off its queue (the replica publishes a command before
+//! it releases the engine, so all of them are queued by the time a read
+//! succeeds), and labels the book with S'.
+//!
+//! A subscriber that falls more than `partition::STREAM_BUFFER` commands
+//! behind the replica is ended (`FeedEnd::Lagged`), never silently
+//! skipped. At most `MAX_STREAMS` feeds are open per process.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use tandem_core::Side;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::broadcast::Receiver;
+
+use crate::api::{self, Answer};
+use crate::node::Node;
+use crate::partition::{Partition, Published};
+
+/// Most market feeds (WebSocket and gRPC together) open at once in this
+/// process; one more is refused with `503` / UNAVAILABLE. Each holds a
+/// broadcast cursor and a book copy of at most 2 x depth levels.
+pub const MAX_STREAMS: usize = 1024;
+
+/// Levels per side when the subscriber does not say.
+pub const DEFAULT_DEPTH: usize = 50;
+
+static OPEN_STREAMS: AtomicUsize = AtomicUsize::new(0);
+
+/// A place among the `MAX_STREAMS`; released on drop.
+#[derive(Debug)]
+struct StreamPermit;
+
+impl StreamPermit {
+    fn acquire() -> Option<StreamPermit> {
+        OPEN_STREAMS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_STREAMS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| StreamPermit)
+    }
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        OPEN_STREAMS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Market feeds open in this process now.
+pub fn open_streams() -> usize {
+    OPEN_STREAMS.load(Ordering::Acquire)
+}
+
+/// Price levels of one side, best first: (price, total qty) as the
+/// canonical decimal strings of the HTTP book.
+pub type Levels = Vec<(String, String)>;
+
+/// The book of a market at a seq, aggregated by price level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookView {
+    pub partition: u32,
+    pub seq: u64,
+    pub bids: Levels,
+    pub asks: Levels,
+}
+
+impl BookView {
+    /// `{"type":"book","partition":P,"seq":N,"bids":[["p","q"],..],"asks":[..]}`.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "type": "book",
+            "partition": self.partition,
+            "seq": self.seq,
+            "bids": self.bids.iter().map(|(p, q)| [p, q]).collect::<Vec<_>>(),
+            "asks": self.asks.iter().map(|(p, q)| [p, q]).collect::<Vec<_>>(),
+        })
+        .to_string()
+    }
+}
+
+/// One item of a feed.
+#[derive(Debug, Clone)]
+pub enum Update {
+    /// The book at `seq`.
+    Book(BookView),
+    /// The events of the command at `seq`, as the JSON array of the HTTP
+    /// answers (`[{"seq":..,"event":..},..]`).
+    Events { seq: u64, events: Bytes },
+}
+
+impl Update {
+    /// The WebSocket text of this item.
+    pub fn to_json(&self) -> String {
+        match self {
+            Update::Book(b) => b.to_json(),
+            Update::Events { seq, events } => {
+                let events = String::from_utf8_lossy(events);
+                format!("{{\"type\":\"events\",\"seq\":{seq},\"events\":{events}}}")
+            }
+        }
+    }
+}
+
+/// Why a feed ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FeedEnd {
+    /// The subscriber fell behind by more than the stream buffer; `n`
+    /// commands were lost to it.
+    #[error("lagged: this subscriber fell {0} commands behind the replica; subscribe again")]
+    Lagged(u64),
+    /// The replica held the engine longer than the read bound.
+    #[error("replica busy: the book could not be read in time; subscribe again")]
+    Busy,
+    /// The partition stopped publishing (the node is stopping).
+    #[error("closed: the node is stopping")]
+    Closed,
+}
+
+/// A subscription to one market. See the module docs.
+#[derive(Debug)]
+pub struct MarketFeed {
+    part: Arc<Partition>,
+    market: Vec<u8>,
+    depth: usize,
+    wait: Duration,
+    rx: Receiver<Arc<Published>>,
+    /// Highest seq taken off the queue (of any market of the partition).
+    last_seq: u64,
+    /// The last book handed out.
+    book: BookView,
+    /// Events of the market were handed out since `book`.
+    dirty: bool,
+    pending: VecDeque<Update>,
+    _permit: StreamPermit,
+}
+
+/// `depth` of a subscription: absent means `DEFAULT_DEPTH`; otherwise
+/// 1..=`max_depth` (the HTTP book's rule and message).
+pub fn check_depth(depth: Option<usize>, max_depth: usize) -> Result<usize, Answer> {
+    match depth {
+        None => Ok(DEFAULT_DEPTH.min(max_depth.max(1))),
+        Some(d) if d >= 1 && d <= max_depth => Ok(d),
+        Some(_) => Err(Answer::error(
+            StatusCode::BAD_REQUEST,
+            &format!("depth: must be an integer from 1 to {max_depth}"),
+        )),
+    }
+}
+
+impl MarketFeed {
+    /// Subscribes to `market` and takes the first snapshot, with the HTTP
+    /// book's gate (ready, `x-tandem-min-seq` from `headers`). Returns the
+    /// feed and its first item (the book), or the answer to give instead.
+    pub async fn open(
+        node: &Arc<Node>,
+        headers: &HeaderMap,
+        market: &str,
+        depth: usize,
+    ) -> Result<(MarketFeed, BookView), Answer> {
+        let Some(permit) = StreamPermit::acquire() else {
+            let mut a = Answer::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("streams: this node serves at most {MAX_STREAMS} market streams; retry on another node"),
+            );
+            a.retry_after = Some(1);
+            return Err(a);
+        };
+        let p = node.partition_of(market.as_bytes());
+        let part = Arc::clone(&node.partitions[p as usize]);
+        // Subscribe first: every command applied after the snapshot is
+        // then on the queue.
+        let rx = part.subscribe();
+        let a = api::book(node, headers, market, depth).await;
+        if a.status != StatusCode::OK {
+            return Err(a);
+        }
+        let book = parse_book(&a.body).ok_or_else(|| {
+            Answer::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal: unreadable book answer",
+            )
+        })?;
+        let feed = MarketFeed {
+            part,
+            market: market.as_bytes().to_vec(),
+            depth,
+            wait: node.cfg.wait(),
+            rx,
+            last_seq: book.seq,
+            book: book.clone(),
+            dirty: false,
+            pending: VecDeque::new(),
+            _permit: permit,
+        };
+        Ok((feed, book))
+    }
+
+    /// The next item. Cancel-safe: it may be dropped at any await without
+    /// losing an item.
+    pub async fn next(&mut self) -> Result<Update, FeedEnd> {
+        loop {
+            if let Some(u) = self.pending.pop_front() {
+                return Ok(u);
+            }
+            if self.dirty {
+                match self.rx.try_recv() {
+                    Ok(item) => self.take(&item),
+                    Err(TryRecvError::Empty) => self.refresh_book().await?,
+                    Err(TryRecvError::Lagged(n)) => return Err(FeedEnd::Lagged(n)),
+                    Err(TryRecvError::Closed) => return Err(FeedEnd::Closed),
+                }
+                continue;
+            }
+            match self.rx.recv().await {
+                Ok(item) => self.take(&item),
+                Err(RecvError::Lagged(n)) => return Err(FeedEnd::Lagged(n)),
+                Err(RecvError::Closed) => return Err(FeedEnd::Closed),
+            }
+        }
+    }
+
+    /// One published command off the queue.
+    fn take(&mut self, item: &Published) {
+        if item.seq <= self.last_seq {
+            return; // Already in the snapshot.
+        }
+        self.last_seq = item.seq;
+        if item.market.as_ref().map(|m| m.as_bytes()) == Some(&self.market[..]) {
+            self.pending.push_back(Update::Events {
+                seq: item.seq,
+                events: item.events.clone(),
+            });
+            self.dirty = true;
+        }
+    }
+
+    /// Reads the book at the replica's position S, takes every queued
+    /// command up to S first (their events go out before the book), and
+    /// queues the book if its levels changed.
+    async fn refresh_book(&mut self) -> Result<(), FeedEnd> {
+        let (m, depth) = (&self.market, self.depth);
+        let read = self
+            .part
+            .read(self.wait, |e| {
+                let seq = e.seq();
+                match e.find_market(m) {
+                    None => (seq, Vec::new(), Vec::new()),
+                    Some(ix) => (
+                        seq,
+                        e.depth(ix, Side::Buy, depth),
+                        e.depth(ix, Side::Sell, depth),
+                    ),
+                }
+            })
+            .await;
+        let Some((seq, bids, asks)) = read else {
+            return Err(FeedEnd::Busy);
+        };
+        while self.last_seq < seq {
+            match self.rx.try_recv() {
+                Ok(item) => self.take(&item),
+                // Published before the engine was released: cannot be
+                // missing; stop rather than spin if it ever is.
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Lagged(n)) => return Err(FeedEnd::Lagged(n)),
+                Err(TryRecvError::Closed) => return Err(FeedEnd::Closed),
+            }
+        }
+        self.dirty = false;
+        let levels = |side: Vec<(tandem_core::Price, u64)>| -> Levels {
+            side.into_iter()
+                .map(|(p, q)| (units(p.units()), units(q)))
+                .collect()
+        };
+        let book = BookView {
+            partition: self.part.id,
+            seq: seq.max(self.last_seq),
+            bids: levels(bids),
+            asks: levels(asks),
+        };
+        if book.bids != self.book.bids || book.asks != self.book.asks {
+            self.pending.push_back(Update::Book(book.clone()));
+            self.book = book;
+        }
+        Ok(())
+    }
+}
+
+fn units(u: u64) -> String {
+    let mut s = Vec::with_capacity(24);
+    tandem_core::write_units(u, &mut s);
+    String::from_utf8(s).unwrap_or_default()
+}
+
+/// The HTTP book answer `{"partition":P,"seq":N,"bids":[..],"asks":[..]}`.
+pub fn parse_book(body: &[u8]) -> Option<BookView> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let side = |k: &str| -> Option<Levels> {
+        v.get(k)?
+            .as_array()?
+            .iter()
+            .map(|l| {
+                let l = l.as_array()?;
+                Some((
+                    l.first()?.as_str()?.to_owned(),
+                    l.get(1)?.as_str()?.to_owned(),
+                ))
+            })
+            .collect()
+    };
+    Some(BookView {
+        partition: u32::try_from(v.get("partition")?.as_u64()?).ok()?,
+        seq: v.get("seq")?.as_u64()?,
+        bids: side("bids")?,
+        asks: side("asks")?,
+    })
+}
