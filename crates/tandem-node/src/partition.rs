@@ -17,7 +17,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -119,6 +119,11 @@ pub struct Partition {
     last_batch: AtomicU64,
     replica_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     stream: tokio::sync::broadcast::Sender<Arc<Published>>,
+    /// Highest seq this node's appender has had acknowledged, so the
+    /// replica wakes for its own appends at once instead of at the log's
+    /// next poll (Kafka's `wait_for` polls the broker).
+    appended: Mutex<u64>,
+    appended_cv: Condvar,
 }
 
 impl std::fmt::Debug for Partition {
@@ -169,6 +174,8 @@ impl Partition {
             last_batch: AtomicU64::new(0),
             replica_thread: Mutex::new(None),
             stream: tokio::sync::broadcast::channel(STREAM_BUFFER).0,
+            appended: Mutex::new(0),
+            appended_cv: Condvar::new(),
         });
         let p = Arc::clone(&part);
         std::thread::Builder::new()
@@ -321,6 +328,9 @@ impl Partition {
             self.last_batch.store(batch.len() as u64, Ordering::Relaxed);
             match result {
                 Ok(first) => {
+                    let last = first + batch.len() as u64 - 1;
+                    *self.appended.lock().expect("appended lock") = last;
+                    self.appended_cv.notify_one();
                     for (i, s) in batch.drain(..).enumerate() {
                         let _ = s.reply.send(Ok(first + i as u64));
                     }
@@ -388,7 +398,7 @@ impl Partition {
                 n.map(|n| (n, seq))
             };
             match stepped {
-                Ok((0, seq)) => match self.log.wait_for(seq, Duration::from_millis(50)) {
+                Ok((0, seq)) => match self.idle_wait(seq) {
                     Ok(last) => self.metrics.set_log_last_seq(self.id, last),
                     Err(e) => {
                         eprintln!(
@@ -434,6 +444,25 @@ impl Partition {
                 ),
             }
         }
+    }
+
+    /// At the tail: waits until this node appends past `seq` (woken at
+    /// once) or a short poll passes, then asks the log for its end (which
+    /// sees other nodes' appends).
+    fn idle_wait(&self, seq: u64) -> Result<u64, tandem_log::LogError> {
+        let g = self.appended.lock().expect("appended lock");
+        if *g <= seq {
+            let (g, _) = self
+                .appended_cv
+                .wait_timeout(g, Duration::from_millis(5))
+                .expect("appended lock");
+            if *g > seq {
+                return Ok(*g);
+            }
+        } else {
+            return Ok(*g);
+        }
+        self.log.wait_for(seq, Duration::ZERO)
     }
 
     /// Called by the replica for every applied command.
