@@ -110,6 +110,8 @@ impl Drop for Broker {
 struct NodeProc {
     name: String,
     addr: SocketAddr,
+    bootstrap: String,
+    data: PathBuf,
     config: PathBuf,
     log: PathBuf,
     child: Option<Child>,
@@ -117,14 +119,26 @@ struct NodeProc {
 
 impl NodeProc {
     fn new(dir: &Path, name: &str, bootstrap: &str) -> NodeProc {
-        let port = free_port();
         let data = dir.join(name);
         std::fs::create_dir_all(&data).expect("node dir");
-        let config = data.join("tandem-node.toml");
+        let n = NodeProc {
+            name: name.into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            bootstrap: bootstrap.into(),
+            config: data.join("tandem-node.toml"),
+            log: data.join("node.log"),
+            data,
+            child: None,
+        };
+        n.write_config();
+        n
+    }
+
+    fn write_config(&self) {
         let text = format!(
             r#"# Written by tests/cluster.rs.
 config_version = 1
-listen = "127.0.0.1:{port}"
+listen = "{addr}"
 node = "{name}"
 cluster = "test"
 zone = "test-a"
@@ -151,20 +165,31 @@ wait_ms = 10000
 drain_grace_ms = 1000
 drain_timeout_secs = 15
 "#,
-            data = data.join("state").display(),
+            addr = self.addr,
+            name = self.name,
+            data = self.data.join("state").display(),
+            bootstrap = self.bootstrap,
         );
-        std::fs::write(&config, text).expect("write node config");
-        NodeProc {
-            name: name.into(),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            config,
-            log: data.join("node.log"),
-            child: None,
-        }
+        std::fs::write(&self.config, text).expect("write node config");
     }
 
-    /// Starts the process and waits until `/readyz` answers 200.
+    /// Starts the process and waits until `/readyz` answers 200. If its
+    /// port was taken meanwhile (the probe is racy), moves to another.
     fn start(&mut self) {
+        for _ in 0..3 {
+            match self.try_start() {
+                Ok(()) => return,
+                Err(log) if log.contains("listen on") => {
+                    self.addr.set_port(free_port());
+                    self.write_config();
+                }
+                Err(log) => panic!("{} did not start:\n{log}", self.name),
+            }
+        }
+        panic!("{} found no free port", self.name);
+    }
+
+    fn try_start(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "{} already running", self.name);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -189,22 +214,16 @@ drain_timeout_secs = 15
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
                 self.child = None;
-                panic!(
-                    "{} exited with {status} at start:\n{}",
-                    self.name,
-                    tail(&self.log, 3000)
-                );
+                return Err(format!("exited with {status}:\n{}", tail(&self.log, 3000)));
             }
             if common::request(self.addr, "GET", "/readyz", &[], b"").is_ok_and(|r| r.status == 200)
             {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} not ready within 60 s:\n{}",
-                self.name,
-                tail(&self.log, 3000)
-            );
+            if Instant::now() > deadline {
+                self.kill();
+                return Err(format!("not ready within 60 s:\n{}", tail(&self.log, 3000)));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -1173,33 +1173,29 @@ fn drain_fails_readiness_keeps_serving_and_finishes_in_flight_requests() {
     let mut n = TestNode::start_with_grace(cfg, Duration::from_millis(800));
     let r = n.post(&place_body("M", "d0", "a", "buy", "1", "1"));
     let seq = r.json()["seq"].as_u64().unwrap();
-    // In flight across the whole drain: reads waiting for seq + 2.
+    // In flight across the whole drain: reads waiting for seq + 2, sent
+    // before the shutdown begins.
     let token = format!("0:{}", seq + 2);
+    let mut conns: Vec<Conn> = (0..3).map(|_| Conn::open(n.addr).unwrap()).collect();
+    for c in &mut conns {
+        let req = format!(
+            "GET /v1/markets/M/book HTTP/1.1\r\nhost: t\r\nx-tandem-min-seq: {token}\r\n\r\n"
+        );
+        c.write_raw(req.as_bytes()).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while n.node.metrics.open_connections() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "waiting requests never connected"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     std::thread::scope(|s| {
-        let waiting: Vec<_> = (0..3)
-            .map(|_| {
-                let token = token.as_str();
-                let addr = n.addr;
-                s.spawn(move || {
-                    request(
-                        addr,
-                        "GET",
-                        "/v1/markets/M/book",
-                        &[("x-tandem-min-seq", token)],
-                        b"",
-                    )
-                })
-            })
+        let waiting: Vec<_> = conns
+            .into_iter()
+            .map(|mut c| s.spawn(move || c.read_response()))
             .collect();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while n.node.metrics.open_connections() < 3 {
-            assert!(
-                Instant::now() < deadline,
-                "waiting requests never connected"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        std::thread::sleep(Duration::from_millis(100));
 
         n.begin_shutdown();
         // During the grace: not ready, but still serving, orders included.
