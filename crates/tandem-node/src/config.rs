@@ -204,7 +204,7 @@ impl Default for Limits {
             max_live_orders: 20_000_000,
             max_open_orders_per_account: 100_000,
             wait_ms: 2_000,
-            idempotency_window: 1_000_000,
+            idempotency_window: 200_000,
             max_header_bytes: 16 * 1024,
         }
     }

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod node;
 pub mod partition;
 pub mod server;
+pub mod window;
 pub mod ws;
 
 pub use config::{NodeConfig, Role};

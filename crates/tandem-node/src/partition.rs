@@ -124,6 +124,8 @@ pub struct Partition {
     /// next poll (Kafka's `wait_for` polls the broker).
     appended: Mutex<u64>,
     appended_cv: Condvar,
+    /// Where the replica's snapshots (and the window files beside them) live.
+    snapshot_dir: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Partition {
@@ -174,6 +176,7 @@ impl Partition {
             last_batch: AtomicU64::new(0),
             replica_thread: Mutex::new(None),
             stream: tokio::sync::broadcast::channel(STREAM_BUFFER).0,
+            snapshot_dir: replica_cfg.snapshot_dir.clone(),
             appended: Mutex::new(0),
             appended_cv: Condvar::new(),
         });
@@ -364,7 +367,14 @@ impl Partition {
                     err.to_string()
                 );
             }
+            if let Some((_, seq)) = &info.restored {
+                self.load_window(*seq);
+            }
+            let restored = r.last_snapshot_seq();
             r.catch_up(|seq, cmd, eng, evs| self.applied_one(seq, cmd, eng, evs))?;
+            if r.last_snapshot_seq() != restored {
+                self.save_window(r.last_snapshot_seq());
+            }
             Ok(r)
         });
         let replica = match opened {
@@ -388,15 +398,25 @@ impl Partition {
             "{{\"msg\":\"replica caught up\",\"partition\":{},\"seq\":{seq}}}",
             self.id
         );
+        let mut windowed = self
+            .replica
+            .read()
+            .expect("replica lock")
+            .as_ref()
+            .map_or(0, Replica::last_snapshot_seq);
         while !stop.load(Ordering::Relaxed) {
-            let stepped = {
+            let (stepped, snapshot_seq) = {
                 let mut g = self.replica.write().expect("replica lock");
                 let r = g.as_mut().expect("replica present");
                 let n = r.step(|seq, cmd, eng, evs| self.applied_one(seq, cmd, eng, evs));
                 let seq = r.applied_seq();
                 self.metrics.set_replica(self.id, seq, r.engine());
-                n.map(|n| (n, seq))
+                (n.map(|n| (n, seq)), r.last_snapshot_seq())
             };
+            if snapshot_seq != windowed {
+                self.save_window(snapshot_seq);
+                windowed = snapshot_seq;
+            }
             match stepped {
                 Ok((0, seq)) => match self.idle_wait(seq) {
                     Ok(last) => self.metrics.set_log_last_seq(self.id, last),
@@ -431,12 +451,15 @@ impl Partition {
             .filter(|r| r.applied_seq() > r.last_snapshot_seq())
         {
             match r.snapshot_now() {
-                Ok(path) => eprintln!(
+                Ok(path) => {
+                    self.save_window(r.applied_seq());
+                    eprintln!(
                     "{{\"msg\":\"snapshot written at stop\",\"partition\":{},\"seq\":{},\"path\":{:?}}}",
                     self.id,
                     r.applied_seq(),
                     path.display().to_string()
-                ),
+                    );
+                }
                 Err(e) => eprintln!(
                     "{{\"msg\":\"snapshot at stop failed\",\"partition\":{},\"error\":{:?}}}",
                     self.id,
@@ -463,6 +486,70 @@ impl Partition {
             return Ok(*g);
         }
         self.log.wait_for(seq, Duration::ZERO)
+    }
+
+    /// Remembers an accepted place for idempotent replays (bounded FIFO).
+    fn remember(&self, r: &mut Results, key: Bytes, payload: Bytes, outcome: Arc<Outcome>) {
+        if r.accepted_order.len() >= self.idempotency_window {
+            if let Some(old) = r.accepted_order.pop_front() {
+                r.accepted.remove(&old);
+            }
+        }
+        r.accepted_order.push_back(key.clone());
+        r.accepted.insert(key, Accepted { payload, outcome });
+    }
+
+    /// Loads the idempotency window saved beside the snapshot at `seq`.
+    fn load_window(&self, seq: u64) {
+        let (entries, problem) = crate::window::load(&self.snapshot_dir, seq);
+        if let Some(why) = problem {
+            eprintln!(
+                "{{\"msg\":\"idempotency window not restored\",\"partition\":{},\"error\":{:?}}}",
+                self.id, why
+            );
+        }
+        let n = entries.len();
+        let mut r = self.results.lock().expect("results lock");
+        for e in entries {
+            let outcome = Arc::new(Outcome {
+                seq: e.seq,
+                events: e.events,
+                duplicate_id: false,
+            });
+            self.remember(&mut r, e.key, e.payload, outcome);
+        }
+        drop(r);
+        eprintln!(
+            "{{\"msg\":\"idempotency window restored\",\"partition\":{},\"seq\":{seq},\"entries\":{n}}}",
+            self.id
+        );
+    }
+
+    /// Saves the idempotency window beside the snapshot at `seq`.
+    fn save_window(&self, seq: u64) {
+        let bytes = {
+            let r = self.results.lock().expect("results lock");
+            let entries: Vec<crate::window::Entry> = r
+                .accepted_order
+                .iter()
+                .filter_map(|k| r.accepted.get(k).map(|a| (k, a)))
+                .filter(|(_, a)| a.outcome.seq <= seq)
+                .map(|(k, a)| crate::window::Entry {
+                    seq: a.outcome.seq,
+                    key: k.clone(),
+                    payload: a.payload.clone(),
+                    events: a.outcome.events.clone(),
+                })
+                .collect();
+            crate::window::encode(entries.iter())
+        };
+        if let Err(e) = crate::window::save(&self.snapshot_dir, seq, &bytes) {
+            eprintln!(
+                "{{\"msg\":\"idempotency window not saved\",\"partition\":{},\"error\":{:?}}}",
+                self.id,
+                e.to_string()
+            );
+        }
     }
 
     /// Called by the replica for every applied command.
@@ -508,19 +595,7 @@ impl Partition {
         }
         let mut r = self.results.lock().expect("results lock");
         if let Some((key, payload)) = accepted {
-            if r.accepted_order.len() >= self.idempotency_window {
-                if let Some(old) = r.accepted_order.pop_front() {
-                    r.accepted.remove(&old);
-                }
-            }
-            r.accepted_order.push_back(key.clone());
-            r.accepted.insert(
-                key,
-                Accepted {
-                    payload,
-                    outcome: Arc::clone(&outcome),
-                },
-            );
+            self.remember(&mut r, key, payload, Arc::clone(&outcome));
         }
         match r.waiters.remove(&seq) {
             Some(tx) => {
