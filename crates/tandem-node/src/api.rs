@@ -127,9 +127,9 @@ fn query_param(query: Option<&str>, key: &str) -> Result<Option<String>, ()> {
     Ok(None)
 }
 
-/// `P:N` from `x-tandem-min-seq`.
-fn parse_token(v: &HeaderValue) -> Option<(u32, u64)> {
-    let (p, n) = v.to_str().ok()?.trim().split_once(':')?;
+/// `P:N`, one token of `x-tandem-min-seq`.
+fn parse_token(v: &str) -> Option<(u32, u64)> {
+    let (p, n) = v.trim().split_once(':')?;
     Some((p.parse().ok()?, n.parse().ok()?))
 }
 
@@ -295,32 +295,46 @@ pub async fn status(node: &Node) -> Answer {
     Answer::json(StatusCode::OK, v.to_string())
 }
 
-/// Waits for `x-tandem-min-seq` if the request carries one. `Err` is the
-/// answer to give instead.
+/// Waits for `x-tandem-min-seq` if the request carries one: a token
+/// `P:N`, or several separated by commas (as a node with several
+/// partitions gives on answers that touch none in particular). `Err` is
+/// the answer to give instead.
 async fn min_seq(node: &Node, headers: &HeaderMap) -> Result<(), Answer> {
     let Some(v) = headers.get("x-tandem-min-seq") else {
         return Ok(());
     };
-    let Some((p, n)) = parse_token(v) else {
-        return Err(Answer::bad(
-            "x-tandem-min-seq: expected <partition>:<seq> as given in x-tandem-seq",
-        ));
+    let bad = || {
+        Answer::bad("x-tandem-min-seq: expected <partition>:<seq>[,...] as given in x-tandem-seq")
     };
-    let Some(part) = node.partitions.get(p as usize) else {
-        return Err(Answer::bad(&format!(
-            "x-tandem-min-seq: partition {p} does not exist (this node has {})",
-            node.partitions.len()
-        )));
+    let Ok(text) = v.to_str() else {
+        return Err(bad());
     };
-    if part.wait_applied(n, node.cfg.wait()).await {
-        Ok(())
-    } else {
-        Err(Answer::unavailable(&format!(
-            "x-tandem-min-seq: this node's replica is at {p}:{}, not yet at {p}:{n}",
-            part.applied_seq()
-        ))
-        .on(p))
+    let mut tokens = Vec::new();
+    for t in text.split(',') {
+        let Some(tok) = parse_token(t) else {
+            return Err(bad());
+        };
+        tokens.push(tok);
     }
+    if tokens.len() > node.partitions.len().max(1) * 4 {
+        return Err(bad());
+    }
+    for (p, n) in tokens {
+        let Some(part) = node.partitions.get(p as usize) else {
+            return Err(Answer::bad(&format!(
+                "x-tandem-min-seq: partition {p} does not exist (this node has {})",
+                node.partitions.len()
+            )));
+        };
+        if !part.wait_applied(n, node.cfg.wait()).await {
+            return Err(Answer::unavailable(&format!(
+                "x-tandem-min-seq: this node's replica is at {p}:{}, not yet at {p}:{n}",
+                part.applied_seq()
+            ))
+            .on(p));
+        }
+    }
+    Ok(())
 }
 
 /// Common gate of order entry and reads: caught up, token satisfied.
@@ -434,7 +448,13 @@ fn conflict(p: u32) -> Answer {
     .on(p)
 }
 
-pub async fn get_order(node: &Node, headers: &HeaderMap, m: &str, id: &str, account: &str) -> Answer {
+pub async fn get_order(
+    node: &Node,
+    headers: &HeaderMap,
+    m: &str,
+    id: &str,
+    account: &str,
+) -> Answer {
     if let Err(a) = gate(node, headers).await {
         return a;
     }
@@ -548,6 +568,21 @@ pub async fn book(node: &Node, headers: &HeaderMap, m: &str, depth: usize) -> An
     Answer::json(StatusCode::OK, b).on(p)
 }
 
+/// The `x-tandem-seq` value: `P:N` for the partition an answer touched;
+/// for answers that touch none, every partition's token, comma-separated.
+pub fn seq_token(node: &Node, partition: Option<u32>) -> HeaderValue {
+    let text = match partition {
+        Some(p) => format!("{p}:{}", node.partitions[p as usize].applied_seq()),
+        None => node
+            .partitions
+            .iter()
+            .map(|p| format!("{}:{}", p.id, p.applied_seq()))
+            .collect::<Vec<_>>()
+            .join(","),
+    };
+    HeaderValue::from_str(&text).expect("digits, colons and commas")
+}
+
 /// Turns an answer into a response with the headers every answer carries.
 pub fn respond(node: &Node, a: Answer, started: Instant, route: &'static str) -> Response<BoxBody> {
     node.metrics
@@ -570,15 +605,7 @@ pub fn respond(node: &Node, a: Answer, started: Instant, route: &'static str) ->
     if let Ok(v) = HeaderValue::from_str(&node.cfg.version) {
         h.insert("x-tandem-version", v);
     }
-    let p = a
-        .partition
-        .or_else(|| (node.partitions.len() == 1).then_some(0));
-    if let Some(p) = p {
-        let seq = node.partitions[p as usize].applied_seq();
-        if let Ok(v) = HeaderValue::from_str(&format!("{p}:{seq}")) {
-            h.insert("x-tandem-seq", v);
-        }
-    }
+    h.insert("x-tandem-seq", seq_token(node, a.partition));
     if let Some(s) = a.retry_after {
         h.insert(header::RETRY_AFTER, HeaderValue::from(s));
     }

@@ -162,7 +162,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         if open.n.load(Ordering::Acquire) >= node.cfg.limits.max_connections {
             node.metrics.connection_refused();
-            tokio::spawn(refuse(stream));
+            tokio::spawn(refuse(stream, Arc::clone(&node)));
             continue;
         }
         open.n.fetch_add(1, Ordering::AcqRel);
@@ -283,12 +283,19 @@ pub async fn serve(
     );
 }
 
-/// Over the connection limit: one `503` with `retry-after`, then close.
-async fn refuse(mut stream: TcpStream) {
+/// Over the connection limit: one `503` with `retry-after` and the headers
+/// every answer carries, then close.
+async fn refuse(mut stream: TcpStream, node: Arc<Node>) {
     let body =
         br#"{"error":"connections: this node is at its connection limit; retry on another node"}"#;
+    let token = api::seq_token(&node, None);
     let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         x-dex-version: {}\r\nx-tandem-version: {}\r\nx-tandem-seq: {}\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n",
+        node.cfg.role.as_str(),
+        node.cfg.version,
+        token.to_str().unwrap_or(""),
         body.len()
     );
     let _ = stream.write_all(head.as_bytes()).await;

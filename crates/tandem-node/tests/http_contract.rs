@@ -1016,6 +1016,9 @@ fn a_connection_over_the_limit_gets_503_and_close() {
     assert_eq!(r.status, 503, "{r}");
     assert!(r.header("retry-after").is_some(), "{r}");
     assert_eq!(r.header("connection"), Some("close"), "{r}");
+    for h in ["x-dex-version", "x-tandem-version", "x-tandem-seq"] {
+        assert!(r.header(h).is_some(), "{h} missing: {r}");
+    }
     assert!(r.error().starts_with("connections:"), "{r}");
     assert!(c3.is_closed_by_peer());
     // The two open ones still work.
@@ -1153,7 +1156,10 @@ fn a_restarted_node_keeps_books_ids_and_output_hash() {
     for (body, first) in &originals {
         let r = n.post(body);
         assert_eq!(r.status, 200, "{r}");
-        assert_eq!(r.body, first.body, "a retry after restart answers the original");
+        assert_eq!(
+            r.body, first.body,
+            "a retry after restart answers the original"
+        );
     }
     // New orders follow on.
     let r = n.post(&place_body("A-USD", "new", "acc0", "buy", "1", "1"));
