@@ -14,7 +14,8 @@
 //!
 //! A subscriber that falls more than `partition::STREAM_BUFFER` commands
 //! behind the replica is ended (`FeedEnd::Lagged`), never silently
-//! skipped. At most `MAX_STREAMS` feeds are open per process.
+//! skipped. A feed ends when the node starts draining (`FeedEnd::Draining`).
+//! At most `MAX_STREAMS` feeds are open per process.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -83,14 +84,17 @@ pub struct BookView {
 impl BookView {
     /// `{"type":"book","partition":P,"seq":N,"bids":[["p","q"],..],"asks":[..]}`.
     pub fn to_json(&self) -> String {
-        serde_json::json!({
-            "type": "book",
-            "partition": self.partition,
-            "seq": self.seq,
-            "bids": self.bids.iter().map(|(p, q)| [p, q]).collect::<Vec<_>>(),
-            "asks": self.asks.iter().map(|(p, q)| [p, q]).collect::<Vec<_>>(),
-        })
-        .to_string()
+        let side = |l: &Levels| {
+            serde_json::to_string(&l.iter().map(|(p, q)| [p, q]).collect::<Vec<_>>())
+                .unwrap_or_else(|_| "[]".into())
+        };
+        format!(
+            "{{\"type\":\"book\",\"partition\":{},\"seq\":{},\"bids\":{},\"asks\":{}}}",
+            self.partition,
+            self.seq,
+            side(&self.bids),
+            side(&self.asks)
+        )
     }
 }
 
@@ -124,21 +128,21 @@ pub enum FeedEnd {
     /// commands were lost to it.
     #[error("lagged: this subscriber fell {0} commands behind the replica; subscribe again")]
     Lagged(u64),
-    /// The replica held the engine longer than the read bound.
-    #[error("replica busy: the book could not be read in time; subscribe again")]
-    Busy,
     /// The partition stopped publishing (the node is stopping).
     #[error("closed: the node is stopping")]
     Closed,
+    /// The node started draining: subscribe on another node.
+    #[error("draining: this node is stopping; subscribe on another node")]
+    Draining,
 }
 
 /// A subscription to one market. See the module docs.
 #[derive(Debug)]
 pub struct MarketFeed {
+    node: Arc<Node>,
     part: Arc<Partition>,
     market: Vec<u8>,
     depth: usize,
-    wait: Duration,
     rx: Receiver<Arc<Published>>,
     /// Highest seq taken off the queue (of any market of the partition).
     last_seq: u64,
@@ -197,10 +201,10 @@ impl MarketFeed {
             )
         })?;
         let feed = MarketFeed {
+            node: Arc::clone(node),
             part,
             market: market.as_bytes().to_vec(),
             depth,
-            wait: node.cfg.wait(),
             rx,
             last_seq: book.seq,
             book: book.clone(),
@@ -220,14 +224,39 @@ impl MarketFeed {
             }
             if self.dirty {
                 match self.rx.try_recv() {
-                    Ok(item) => self.take(&item),
-                    Err(TryRecvError::Empty) => self.refresh_book().await?,
+                    Ok(item) => {
+                        self.take(&item);
+                        continue;
+                    }
+                    Err(TryRecvError::Empty) => {}
                     Err(TryRecvError::Lagged(n)) => return Err(FeedEnd::Lagged(n)),
                     Err(TryRecvError::Closed) => return Err(FeedEnd::Closed),
                 }
+                if self.refresh_book().await? {
+                    continue;
+                }
+                // The replica is applying a long run of commands: keep
+                // taking them, and try the book again after a pause.
+                let item = tokio::select! {
+                    r = self.rx.recv() => r,
+                    () = tokio::time::sleep(BOOK_RETRY) => continue,
+                    () = draining(&self.node) => return Err(FeedEnd::Draining),
+                };
+                match item {
+                    Ok(item) => self.take(&item),
+                    Err(RecvError::Lagged(n)) => return Err(FeedEnd::Lagged(n)),
+                    Err(RecvError::Closed) => return Err(FeedEnd::Closed),
+                }
                 continue;
             }
-            match self.rx.recv().await {
+            if self.node.is_draining() {
+                return Err(FeedEnd::Draining);
+            }
+            let item = tokio::select! {
+                r = self.rx.recv() => r,
+                () = draining(&self.node) => return Err(FeedEnd::Draining),
+            };
+            match item {
                 Ok(item) => self.take(&item),
                 Err(RecvError::Lagged(n)) => return Err(FeedEnd::Lagged(n)),
                 Err(RecvError::Closed) => return Err(FeedEnd::Closed),
@@ -252,12 +281,13 @@ impl MarketFeed {
 
     /// Reads the book at the replica's position S, takes every queued
     /// command up to S first (their events go out before the book), and
-    /// queues the book if its levels changed.
-    async fn refresh_book(&mut self) -> Result<(), FeedEnd> {
+    /// queues the book if its levels changed. `Ok(false)` when the replica
+    /// held the engine for all of `BOOK_READ_BOUND` (the book stays due).
+    async fn refresh_book(&mut self) -> Result<bool, FeedEnd> {
         let (m, depth) = (&self.market, self.depth);
         let read = self
             .part
-            .read(self.wait, |e| {
+            .read(BOOK_READ_BOUND, |e| {
                 let seq = e.seq();
                 match e.find_market(m) {
                     None => (seq, Vec::new(), Vec::new()),
@@ -270,7 +300,7 @@ impl MarketFeed {
             })
             .await;
         let Some((seq, bids, asks)) = read else {
-            return Err(FeedEnd::Busy);
+            return Ok(false);
         };
         while self.last_seq < seq {
             match self.rx.try_recv() {
@@ -298,7 +328,23 @@ impl MarketFeed {
             self.pending.push_back(Update::Book(book.clone()));
             self.book = book;
         }
-        Ok(())
+        Ok(true)
+    }
+}
+
+/// Longest a feed waits for the engine to read a book before it goes back
+/// to taking events (and tries again `BOOK_RETRY` later or after the next
+/// command): a book is never allowed to hold up events.
+const BOOK_READ_BOUND: Duration = Duration::from_millis(20);
+const BOOK_RETRY: Duration = Duration::from_millis(10);
+
+/// How often a waiting feed checks whether the node started draining.
+const DRAIN_CHECK: Duration = Duration::from_millis(250);
+
+/// Resolves once the node is draining.
+async fn draining(node: &Node) {
+    while !node.is_draining() {
+        tokio::time::sleep(DRAIN_CHECK).await;
     }
 }
 
@@ -330,4 +376,46 @@ pub fn parse_book(body: &[u8]) -> Option<BookView> {
         bids: side("bids")?,
         asks: side("asks")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_the_documented_json() {
+        let b = BookView {
+            partition: 0,
+            seq: 7,
+            bids: vec![("100.5".into(), "1".into())],
+            asks: vec![],
+        };
+        assert_eq!(
+            b.to_json(),
+            r#"{"type":"book","partition":0,"seq":7,"bids":[["100.5","1"]],"asks":[]}"#
+        );
+        let e = Update::Events {
+            seq: 8,
+            events: Bytes::from_static(br#"[{"seq":8,"event":"accepted","market":"M","id":"o"}]"#),
+        };
+        assert_eq!(
+            e.to_json(),
+            r#"{"type":"events","seq":8,"events":[{"seq":8,"event":"accepted","market":"M","id":"o"}]}"#
+        );
+        assert_eq!(
+            parse_book(br#"{"partition":0,"seq":7,"bids":[["100.5","1"]],"asks":[]}"#),
+            Some(b)
+        );
+    }
+
+    #[test]
+    fn depth_follows_the_book_rule() {
+        assert_eq!(check_depth(None, 1000).unwrap(), DEFAULT_DEPTH);
+        assert_eq!(check_depth(Some(1000), 1000).unwrap(), 1000);
+        for bad in [0, 1001] {
+            let a = check_depth(Some(bad), 1000).unwrap_err();
+            assert_eq!(a.status, StatusCode::BAD_REQUEST);
+            assert!(a.body.starts_with(b"{\"error\":\"depth:"));
+        }
+    }
 }

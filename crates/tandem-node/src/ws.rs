@@ -16,14 +16,16 @@
 //!   after events that changed them; its seq is the replica's position and
 //!   every events message up to it has been sent before it;
 //! - `{"type":"error","error":"lagged: ..."}` then a close with code 1008
-//!   (policy) when the subscriber fell too far behind, or code 1013 (try
-//!   again) when the book could not be read in time: the client subscribes
-//!   again and starts from the new snapshot. Nothing is ever skipped
-//!   silently.
+//!   (policy) when the subscriber fell too far behind: the client
+//!   subscribes again and starts from the new snapshot. Nothing is ever
+//!   skipped silently. While the replica applies a long run of commands a
+//!   book may come later than its events (never before them), covering
+//!   several commands.
 //!
 //! The node pings every `PING_INTERVAL` and closes a connection that has
-//! sent nothing (not even a pong) for two intervals; it closes every stream
-//! with 1001 (going away) when it starts draining. Messages from the client
+//! sent nothing (not even a pong) for two intervals; when it starts
+//! draining it sends `{"type":"error","error":"draining: ..."}` and closes
+//! every stream with 1001 (going away). Messages from the client
 //! are ignored (at most `MAX_CLIENT_MESSAGE` bytes each).
 
 use std::borrow::Cow;
@@ -48,9 +50,6 @@ use crate::BoxBody;
 
 /// Interval of the node's pings; a connection silent for two is closed.
 pub const PING_INTERVAL: Duration = Duration::from_secs(20);
-
-/// How often an open stream checks whether the node is draining.
-const DRAIN_CHECK: Duration = Duration::from_millis(250);
 
 /// Largest message a client may send (it has nothing to say but pongs).
 pub const MAX_CLIENT_MESSAGE: usize = 4096;
@@ -114,7 +113,6 @@ where
     let (answer, key) = match accepted {
         Ok((feed, key)) => {
             let on_upgrade = hyper::upgrade::on(&mut req);
-            let node = Arc::clone(&node);
             tokio::spawn(async move {
                 let Ok(upgraded) = on_upgrade.await else {
                     return; // The client went away before switching.
@@ -128,7 +126,7 @@ where
                     Some(cfg),
                 )
                 .await;
-                run(&node, ws, feed).await;
+                run(ws, feed).await;
             });
             let mut a = Answer::error(StatusCode::SWITCHING_PROTOCOLS, "");
             a.body = Bytes::new();
@@ -214,7 +212,7 @@ where
 }
 
 /// Sends the feed until it ends, the client leaves, or the node drains.
-async fn run<S>(node: &Node, mut ws: WebSocketStream<S>, opened: Opened)
+async fn run<S>(mut ws: WebSocketStream<S>, opened: Opened)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -224,7 +222,6 @@ where
     }
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
-    let mut drain = tokio::time::interval(DRAIN_CHECK);
     let mut heard = Instant::now();
     loop {
         tokio::select! {
@@ -239,8 +236,8 @@ where
                     let _ = ws.send(Message::text(msg.to_string())).await;
                     let (code, reason) = match end {
                         FeedEnd::Lagged(_) => (CloseCode::Policy, "lagged"),
-                        FeedEnd::Busy => (CloseCode::Again, "replica busy"),
                         FeedEnd::Closed => (CloseCode::Away, "stopping"),
+                        FeedEnd::Draining => (CloseCode::Away, "draining"),
                     };
                     close(&mut ws, code, reason).await;
                     return;
@@ -260,12 +257,6 @@ where
                     return;
                 }
                 if ws.send(Message::Ping(Bytes::new())).await.is_err() {
-                    return;
-                }
-            }
-            _ = drain.tick() => {
-                if node.is_draining() {
-                    close(&mut ws, CloseCode::Away, "draining").await;
                     return;
                 }
             }

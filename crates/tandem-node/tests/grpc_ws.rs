@@ -829,30 +829,48 @@ async fn ws_snapshot_and_events_neither_miss_nor_repeat() {
 async fn ws_subscriber_that_lags_gets_an_error_and_a_policy_close() {
     let n = TestNode::start("ws-lag").await;
     let m = "LAG-USD";
-    let mut ws = n.ws(m, "?depth=1000").await;
+    // A client with a small, fixed receive window: once the node's send
+    // buffer is full too, the node cannot send and must fall behind.
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(16 << 10).expect("SO_RCVBUF");
+    let tcp = sock.connect(n.addr).await.expect("connect");
+    let url = format!("ws://{}/v1/markets/{m}/stream?depth=1000", n.addr);
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tcp)
+        .await
+        .expect("websocket handshake");
     assert_eq!(next_json(&mut ws).await["type"], "book");
-    // Far more commands than the buffer, straight into the log, while this
-    // client reads nothing.
+    // Commands straight into the log while this client reads nothing: their
+    // messages (about 200 bytes each) are far more than the socket buffers
+    // (at most 4 MiB) plus the stream buffer can hold.
     let log = Arc::clone(&n.node.partitions[0].log);
-    let total = 3 * tandem_node::partition::STREAM_BUFFER + 2_000;
-    tokio::task::spawn_blocking(move || {
+    let total = 60_000;
+    let last = tokio::task::spawn_blocking(move || {
+        let pad = "x".repeat(40);
         let recs: Vec<Vec<u8>> = (0..total)
             .map(|i| {
                 format!(
-                    r#"{{"op":"place","market":"{m}","id":"l{i}","account":"a{}","side":"buy","type":"limit","price":"{}","qty":"1"}}"#,
+                    r#"{{"op":"place","market":"{m}","id":"{pad}{i}","account":"a{}","side":"buy","type":"limit","price":"{}","qty":"1"}}"#,
                     i % 97,
                     1 + i % 1000
                 )
                 .into_bytes()
             })
             .collect();
-        for chunk in recs.chunks(2_000) {
+        let mut last = 0;
+        for chunk in recs.chunks(5_000) {
             let refs: Vec<&[u8]> = chunk.iter().map(|r| &r[..]).collect();
-            log.append(&refs).expect("append");
+            last = log.append(&refs).expect("append") + chunk.len() as u64 - 1;
         }
+        last
     })
     .await
     .expect("append task");
+    // Only once the replica has applied them all does the client read, so
+    // the node was blocked while the replica went on.
+    assert!(
+        n.node.partitions[0].wait_applied(last, WAIT).await,
+        "replica applied the commands"
+    );
     // Now read: whatever was sent before the lag, then the error and the
     // close frame with 1008.
     let mut error = None;
@@ -981,6 +999,26 @@ async fn grpc_stream_market_sends_book_then_events() {
         .expect_err("bad depth");
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().starts_with("depth:"));
+
+    // Draining ends open streams with UNAVAILABLE.
+    let mut s = c
+        .stream_market(pb::StreamMarketRequest {
+            market: m.into(),
+            depth: 0,
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let Update::Book(_) = next_update(&mut s).await else {
+        panic!("book first")
+    };
+    n.node.start_draining();
+    let e = tokio::time::timeout(WAIT, s.message())
+        .await
+        .expect("in time")
+        .expect_err("ended by the drain");
+    assert_eq!(e.code(), Code::Unavailable);
+    assert!(e.message().starts_with("draining:"), "{}", e.message());
     n.stop().await;
 }
 

@@ -517,7 +517,7 @@ impl OrderEntry for Grpc {
                 Err(end) => {
                     let code = match end {
                         FeedEnd::Lagged(_) => Code::Aborted,
-                        FeedEnd::Busy | FeedEnd::Closed => Code::Unavailable,
+                        FeedEnd::Closed | FeedEnd::Draining => Code::Unavailable,
                     };
                     Some((Err(Status::new(code, end.to_string())), None))
                 }
