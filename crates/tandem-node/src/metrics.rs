@@ -11,48 +11,7 @@ use std::time::Duration;
 
 use tandem_core::Engine;
 
-/// Upper bounds of the latency buckets, in seconds.
-const BUCKETS_S: [f64; 16] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 10.0,
-];
-
-/// A latency histogram with fixed buckets; lock-free to observe.
-#[derive(Debug, Default)]
-struct Histogram {
-    counts: [AtomicU64; BUCKETS_S.len()],
-    /// Observations above the last bucket bound.
-    over: AtomicU64,
-    sum_ns: AtomicU64,
-}
-
-impl Histogram {
-    fn observe(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        match BUCKETS_S.iter().position(|&b| s <= b) {
-            Some(i) => self.counts[i].fetch_add(1, Relaxed),
-            None => self.over.fetch_add(1, Relaxed),
-        };
-        self.sum_ns
-            .fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Relaxed);
-    }
-
-    fn write(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cum = 0;
-        for (i, b) in BUCKETS_S.iter().enumerate() {
-            cum += self.counts[i].load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {cum}");
-        }
-        cum += self.over.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cum}");
-        let _ = writeln!(
-            out,
-            "{name}_sum{{{labels}}} {}",
-            self.sum_ns.load(Relaxed) as f64 / 1e9
-        );
-        let _ = writeln!(out, "{name}_count{{{labels}}} {cum}");
-    }
-}
+use tandem_metrics::Histogram;
 
 #[derive(Debug, Default, Clone, Copy)]
 struct ReplicaGauges {
@@ -79,20 +38,10 @@ pub struct Metrics {
     log_last_seq: Mutex<BTreeMap<u32, u64>>,
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 impl Metrics {
     /// Metrics labelled with the rollout labels given.
     pub fn new(labels: &[(&str, &str)]) -> Metrics {
-        let labels = labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-            .collect::<Vec<_>>()
-            .join(",");
+        let labels = tandem_metrics::labels(labels);
         Metrics {
             labels,
             requests: RwLock::default(),
