@@ -135,15 +135,7 @@ fn answer_metadata(node: &Node, a: &Answer) -> MetadataMap {
     if let Ok(v) = HeaderValue::from_str(&node.cfg.version) {
         h.insert("x-tandem-version", v);
     }
-    let p = a
-        .partition
-        .or_else(|| (node.partitions.len() == 1).then_some(0));
-    if let Some(part) = p.and_then(|p| node.partitions.get(p as usize)) {
-        let token = format!("{}:{}", part.id, part.applied_seq());
-        if let Ok(v) = HeaderValue::from_str(&token) {
-            h.insert("x-tandem-seq", v);
-        }
-    }
+    h.insert("x-tandem-seq", api::seq_token(node, a.partition));
     if let Some(s) = a.retry_after {
         h.insert(http::header::RETRY_AFTER, HeaderValue::from(s));
     }
