@@ -1,0 +1,130 @@
+//! The weighted rendezvous score, in integers only.
+//!
+//! For a key (an account, or a request key) and a cluster, `u` is xxh3-64
+//! of the key seeded by the cluster name's own xxh3-64, read as a fraction
+//! of 2^64. The score is `-log2(u) / weight`; the lowest score wins. Since
+//! `-log2(u)` of a uniform `u` is exponential, the winner is cluster *i*
+//! with probability `w_i / Σw` (the minimum of independent exponential
+//! variables), and raising one weight can only pull keys *to* that cluster.
+//!
+//! `-log2(u)` is computed in fixed point by the bit-by-bit squaring method
+//! and the division by the weight is never done: two scores are compared as
+//! `l_a · w_b < l_b · w_a` in `u128`. Nothing here is a float, so the x86_64
+//! edge and the wasm32 Worker compute the same bits.
+
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+
+/// Fractional bits of [`neg_log2_unit`]'s fixed-point answer.
+pub const FRAC_BITS: u32 = 52;
+
+/// Mixed into a cluster's seed when the key is a request key rather than
+/// an account, so that an account whose bytes equal a key's little-endian
+/// bytes does not share its fate.
+const REQUEST_KEY_DOMAIN: u64 = 0x7265_715f_6b65_795f; // "req_key_"
+
+/// `-log2(x / 2^64)` for `x` in `1..=u64::MAX` (0 is read as 1), in fixed
+/// point with [`FRAC_BITS`] fractional bits: a value in `[0, 64 << 52]`.
+///
+/// The integer part of `log2 x` is the position of the top bit; the
+/// fractional bits come from squaring the mantissa (in `[1, 2)`, Q1.63)
+/// once per bit: a square of 2 or more means the next bit is 1. Each
+/// squaring truncates, so the last few bits are not exact, but they are the
+/// same everywhere, which is what matters here.
+pub fn neg_log2_unit(x: u64) -> u64 {
+    let x = x.max(1);
+    let lz = x.leading_zeros();
+    let int_part = u64::from(63 - lz);
+    let mut m = x << lz; // in [2^63, 2^64): 1.0 is 2^63
+    let mut frac = 0u64;
+    for _ in 0..FRAC_BITS {
+        let sq = (u128::from(m) * u128::from(m)) >> 63; // in [2^63, 2^65)
+        let carry = (sq >> 64) as u32; // 1 if the square is 2 or more
+        frac = (frac << 1) | u64::from(carry);
+        m = (sq >> carry) as u64;
+    }
+    (64u64 << FRAC_BITS) - ((int_part << FRAC_BITS) | frac)
+}
+
+/// The 64-bit hash of `key` for the cluster named `name`: the `u` of the
+/// score, scaled by 2^64.
+pub fn unit_hash(name: &str, account: Option<&[u8]>, request_key: u64) -> u64 {
+    let seed = xxh3_64(name.as_bytes());
+    match account {
+        Some(a) => xxh3_64_with_seed(a, seed),
+        None => xxh3_64_with_seed(&request_key.to_le_bytes(), seed ^ REQUEST_KEY_DOMAIN),
+    }
+}
+
+/// One cluster's score for one key: `log / weight`, kept as the pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Score {
+    log: u64,
+    weight: u32,
+}
+
+impl Score {
+    /// The score of the cluster named `name` with weight `weight` (> 0)
+    /// for the account, or for the request key if there is no account.
+    pub fn new(name: &str, weight: u32, account: Option<&[u8]>, request_key: u64) -> Score {
+        Score {
+            log: neg_log2_unit(unit_hash(name, account, request_key)),
+            weight,
+        }
+    }
+
+    /// True if `self` (of the cluster named `name`) wins over `other` (of
+    /// `other_name`): a lower `log / weight`, or on an exact tie (odds
+    /// about 2^-52) the lower name, so the answer never depends on the
+    /// order of the cluster list.
+    pub fn beats(&self, other: &Score, name: &str, other_name: &str) -> bool {
+        let a = u128::from(self.log) * u128::from(other.weight);
+        let b = u128::from(other.log) * u128::from(self.weight);
+        a < b || (a == b && name < other_name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neg_log2_matches_floats_closely() {
+        let one = (1u64 << FRAC_BITS) as f64;
+        for x in [
+            1u64,
+            2,
+            3,
+            1000,
+            1 << 32,
+            (1 << 63) + 12345,
+            u64::MAX / 3,
+            u64::MAX - 1,
+        ] {
+            let want = -((x as f64) / 2f64.powi(64)).log2();
+            let got = neg_log2_unit(x) as f64 / one;
+            assert!((want - got).abs() < 1e-9, "x={x}: {got} vs {want}");
+        }
+        assert_eq!(neg_log2_unit(1 << 63), 1 << FRAC_BITS);
+        assert_eq!(neg_log2_unit(0), 64 << FRAC_BITS);
+    }
+
+    #[test]
+    fn neg_log2_is_monotone() {
+        let mut prev = u64::MAX;
+        let mut x = 1u64;
+        while x < u64::MAX / 2 {
+            let l = neg_log2_unit(x);
+            assert!(l <= prev, "x={x}");
+            prev = l;
+            x = x + x / 7 + 1;
+        }
+    }
+
+    #[test]
+    fn ties_break_by_name() {
+        let s = Score { log: 10, weight: 2 };
+        let t = Score { log: 5, weight: 1 };
+        assert!(s.beats(&t, "a", "b"));
+        assert!(!t.beats(&s, "b", "a"));
+    }
+}
