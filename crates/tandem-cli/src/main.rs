@@ -18,6 +18,10 @@ commands:
         order log; without --config, the defaults of
         deploy/node/tandem-node.toml (file log in data/node-1, port 8080);
         TANDEM_* environment variables override the file
+  edge [--config FILE]
+        run the edge: weighted, version-pinned, account-sticky reverse
+        proxy over the clusters' nodes (deploy/edge/tandem-edge.toml);
+        SIGHUP reloads the file, SIGUSR2 hands the sockets to a new process
   loadgen [flags]
         open-loop load generator for nodes: fixed-rate schedule, latency
         from intended send time, order-flow verification (lost/duplicated);
@@ -43,6 +47,7 @@ fn run(args: Vec<String>) -> Result<()> {
         "match" => cmd_match(rest),
         "node" => cmd_node(rest),
         "loadgen" => tandem_loadgen::run_cli(rest),
+        "edge" => cmd_edge(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())
@@ -67,6 +72,20 @@ fn cmd_node(args: &[String]) -> Result<()> {
     let cfg = tandem_node::NodeConfig::load(config.as_deref().map(std::path::Path::new), &env)
         .context("node config")?;
     tandem_node::run(cfg)
+}
+
+fn cmd_edge(args: &[String]) -> Result<()> {
+    let mut config = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--config" => config = Some(it.next().context("--config needs a file")?.clone()),
+            other => bail!("edge: unknown flag {other:?}"),
+        }
+    }
+    let path = config.map(std::path::PathBuf::from);
+    let cfg = tandem_edge::EdgeConfig::load(path.as_deref()).context("edge config")?;
+    tandem_edge::run(cfg, path)
 }
 
 fn cmd_match(args: &[String]) -> Result<()> {

@@ -1,0 +1,280 @@
+//! Tandem's edge: a reverse proxy in front of the nodes of several
+//! clusters. It pins requests by `x-dex-version`, keeps an account on one
+//! cluster by weighted rendezvous hashing (`tandem-route`, the same code the
+//! Cloudflare Worker runs as WebAssembly), splits the rest by weight, sends
+//! each request to the nearest healthy node, and retries a failed attempt
+//! on another node within a budget. Weights and node sets change live
+//! (admin API, SIGHUP reload) and the process itself can be replaced
+//! without refusing a connection (SIGUSR2: the listening sockets are handed
+//! to a new process, which takes over the same accept queue).
+//!
+//! - `config`: the config file; `table`: the live routing table and node
+//!   health; `proxy`: the request path; `upgrade`: WebSocket pass-through;
+//!   `admin`: the admin API; `metrics`: Prometheus text; `handover`: the
+//!   listening sockets across a process replacement.
+
+pub mod admin;
+pub mod config;
+pub mod handover;
+pub mod metrics;
+pub mod proxy;
+pub mod table;
+pub mod upgrade;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+
+pub use config::EdgeConfig;
+pub use proxy::Edge;
+
+/// Errors of response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body of every response.
+pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
+
+/// Routes one public request.
+async fn dispatch(edge: Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody> {
+    if upgrade::is_upgrade(&req) {
+        return upgrade::proxy_upgrade(&edge, req).await;
+    }
+    let grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        return proxy::proxy_stream(&edge, req).await;
+    }
+    proxy::proxy(&edge, req).await
+}
+
+/// Open connections, and a wake-up when the last one closes.
+#[derive(Default)]
+struct Open {
+    n: AtomicUsize,
+    zero: Notify,
+}
+
+struct OpenGuard(Arc<Open>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        if self.0.n.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.zero.notify_waiters();
+        }
+    }
+}
+
+/// Serves `listener` with `handler` until `stop` resolves, then stops
+/// accepting (the socket itself stays open while another process holds
+/// it) and lets in-flight requests finish, at most `drain` long. Idle
+/// keep-alive connections are closed at once.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    edge: Arc<Edge>,
+    handler: H,
+    stop: impl Future<Output = ()>,
+    drain: Duration,
+) where
+    H: Fn(Arc<Edge>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<BoxBody>> + Send + 'static,
+{
+    let open = Arc::new(Open::default());
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let lim = &edge.cfg.limits;
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(lim.header_read_timeout_secs))
+        .max_buf_size(lim.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(lim.max_header_bytes as u32)
+        .keep_alive_interval(Duration::from_secs(
+            edge.cfg.upstream.h2_keepalive_interval_secs,
+        ));
+    let builder = Arc::new(builder);
+    tokio::pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            _ = &mut stop => break,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        if open.n.load(Ordering::Acquire) >= lim.max_connections {
+            edge.metrics.connection_refused();
+            tokio::spawn(refuse(stream));
+            continue;
+        }
+        open.n.fetch_add(1, Ordering::AcqRel);
+        let guard = OpenGuard(Arc::clone(&open));
+        let (edge, builder, handler) = (Arc::clone(&edge), Arc::clone(&builder), handler.clone());
+        let mut closing = closing_rx.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let svc = hyper::service::service_fn(move |req| {
+                let (edge, handler) = (Arc::clone(&edge), handler.clone());
+                async move { Ok::<_, Infallible>(handler(edge, req).await) }
+            });
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            let mut closed = false;
+            loop {
+                tokio::select! {
+                    _ = conn.as_mut() => break,
+                    _ = closing.changed(), if !closed => {
+                        closed = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = closing_tx.send(true);
+    let _ = tokio::time::timeout(drain, async {
+        loop {
+            let wait = open.zero.notified();
+            if open.n.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            wait.await;
+        }
+    })
+    .await;
+}
+
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = br#"{"error":"connections: the edge is at its connection limit"}"#;
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Active health checks: `GET /readyz` on every node every interval; a
+/// node that fails is not ready (gets nothing new) until one passes.
+pub async fn health_loop(edge: Arc<Edge>) {
+    let every = Duration::from_millis(edge.cfg.health.interval_ms);
+    let timeout = Duration::from_millis(edge.cfg.health.timeout_ms);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let checks = edge.routes.node_states().into_iter().map(|n| {
+            let edge = Arc::clone(&edge);
+            async move {
+                let ok = edge.probe(&n.addr, timeout).await;
+                n.ready.store(ok, Ordering::Relaxed);
+            }
+        });
+        let handles: Vec<_> = checks.map(tokio::spawn).collect();
+        for h in handles {
+            let _ = h.await;
+        }
+    }
+}
+
+/// Runs the edge until SIGTERM/SIGINT (drain, exit) or a completed
+/// SIGUSR2 hand-over (a new process took the sockets; drain, exit). SIGHUP
+/// reloads the clusters from `config_path`.
+pub fn run(cfg: EdgeConfig, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tandem-edge")
+        .build()
+        .context("start runtime")?;
+    rt.block_on(async move {
+        let token = if cfg.admin_token.is_empty() {
+            std::env::var("TANDEM_EDGE_ADMIN_TOKEN").unwrap_or_default()
+        } else {
+            cfg.admin_token.clone()
+        };
+        let (public, admin) = handover::listeners(cfg.listen, cfg.admin_listen)?;
+        eprintln!(
+            "{{\"msg\":\"edge listening\",\"public\":\"{}\",\"admin\":\"{}\",\"pid\":{},\"inherited\":{}}}",
+            public.local_addr()?,
+            admin.local_addr()?,
+            std::process::id(),
+            handover::inherited()
+        );
+        let drain = Duration::from_secs(cfg.drain_timeout_secs);
+        let edge = Edge::new(cfg);
+        tokio::spawn(health_loop(Arc::clone(&edge)));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let public_fd = handover::raw(&public);
+        let admin_fd = handover::raw(&admin);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let public_task = tokio::spawn(serve(
+            public,
+            Arc::clone(&edge),
+            |e, r| async move { dispatch(e, r).await },
+            stopped(stop_rx.clone()),
+            drain,
+        ));
+        let path = config_path.clone();
+        let admin_task = tokio::spawn(serve(
+            admin,
+            Arc::clone(&edge),
+            move |e, r| {
+                let (token, path) = (token.clone(), path.clone());
+                async move { admin::handle(&e, &token, &path, r).await }
+            },
+            stopped(stop_rx.clone()),
+            drain,
+        ));
+        handover::announce_ready();
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+        let mut usr2 = signal(SignalKind::user_defined2()).context("SIGUSR2 handler")?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => match admin::reload(&edge, &config_path) {
+                    Ok(()) => eprintln!("{{\"msg\":\"config reloaded\"}}"),
+                    Err(e) => eprintln!("{{\"msg\":\"reload failed\",\"error\":{e:?}}}"),
+                },
+                _ = usr2.recv() => match handover::spawn_successor(public_fd, admin_fd).await {
+                    Ok(pid) => {
+                        eprintln!("{{\"msg\":\"handed over\",\"successor\":{pid}}}");
+                        break;
+                    }
+                    Err(e) => eprintln!("{{\"msg\":\"hand-over failed, still serving\",\"error\":{e:?}}}"),
+                },
+            }
+        }
+        edge.draining.store(true, Ordering::Relaxed);
+        let _ = stop_tx.send(true);
+        let _ = public_task.await;
+        let _ = admin_task.await;
+        eprintln!("{{\"msg\":\"edge stopped\",\"pid\":{}}}", std::process::id());
+        Ok(())
+    })
+}
