@@ -38,6 +38,12 @@ trap 'rm -f "$test_log"' EXIT
 cargo build --quiet --locked -p tandem-cli
 cargo test --workspace --locked 2>&1 | tee "$test_log"
 
+step "clippy: tandem-route's wasm exports"
+cargo clippy -p tandem-route --all-targets --features wasm --locked -- -D warnings
+
+step "Cloudflare Worker in workerd (tandem-route as wasm, shared vectors)"
+deploy/cloudflare/test.sh 2>&1 | tee -a "$test_log"
+
 step "tandem match on the shipped sample equals its golden output"
 cargo build --quiet --locked -p tandem-cli
 target_dir="${CARGO_TARGET_DIR:-target}"
@@ -46,4 +52,7 @@ diff -u examples/sample.expected.jsonl "$target_dir/sample.out.jsonl"
 echo "sample output matches"
 
 # One closing line for the whole run, summed over every test binary.
-awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$test_log"
+# cargo prints "test result: ok. N passed; M failed", node's runner "ℹ pass N".
+awk '/^test result:/ { p += $4; f += $6 }
+     /^ℹ pass / { p += $3 } /^ℹ fail / { f += $3 }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$test_log"
