@@ -11,6 +11,11 @@ step() { printf '\n==> %s\n' "$*"; }
 step "building tandem-route for wasm32"
 "$here/build.sh"
 
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  step "installing Node.js and npm (Debian)"
+  apt-get update -qq && apt-get install -y -qq nodejs npm
+fi
+
 cd "$here"
 if [ ! -x node_modules/@cloudflare/workerd-linux-64/bin/workerd ]; then
   step "npm ci (workerd)"
