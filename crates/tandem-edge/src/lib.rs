@@ -24,7 +24,7 @@ pub mod upgrade;
 use std::convert::Infallible;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +57,10 @@ async fn dispatch(edge: Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody> 
     proxy::proxy(&edge, req).await
 }
 
+/// How long a connection accepted before a stop may take to send its first
+/// request (it is answered, then closed).
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
+
 /// Open connections, and a wake-up when the last one closes.
 #[derive(Default)]
 struct Open {
@@ -77,7 +81,8 @@ impl Drop for OpenGuard {
 /// Serves `listener` with `handler` until `stop` resolves, then stops
 /// accepting (the socket itself stays open while another process holds
 /// it) and lets in-flight requests finish, at most `drain` long. Idle
-/// keep-alive connections are closed at once.
+/// keep-alive connections are closed at once; a connection that has not
+/// sent its first request yet gets `FIRST_REQUEST_GRACE` to send it.
 pub async fn serve<H, F>(
     listener: TcpListener,
     edge: Arc<Edge>,
@@ -129,22 +134,36 @@ pub async fn serve<H, F>(
         let mut closing = closing_rx.clone();
         tokio::spawn(async move {
             let _guard = guard;
+            // Set (and notified) once the connection's first request
+            // arrives; see the wait below.
+            let first = Arc::new(Notify::new());
+            let seen = Arc::new(AtomicBool::new(false));
+            let (first_tx, seen_tx) = (Arc::clone(&first), Arc::clone(&seen));
             let svc = hyper::service::service_fn(move |req| {
+                if !seen_tx.swap(true, Ordering::AcqRel) {
+                    first_tx.notify_one();
+                }
                 let (edge, handler) = (Arc::clone(&edge), handler.clone());
                 async move { Ok::<_, Infallible>(handler(edge, req).await) }
             });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
             tokio::pin!(conn);
-            let mut closed = false;
-            loop {
-                tokio::select! {
-                    _ = conn.as_mut() => break,
-                    _ = closing.changed(), if !closed => {
-                        closed = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
+            // A connection accepted just before the stop may not have had
+            // its request read yet; shutting it down at once would close
+            // it unanswered (the client sees a reset), which a hand-over
+            // must never do. So it gets a grace to send its first request,
+            // which is then answered with `connection: close`.
+            let shut = async {
+                let _ = closing.wait_for(|c| *c).await;
+                if !seen.load(Ordering::Acquire) {
+                    let _ = tokio::time::timeout(FIRST_REQUEST_GRACE, first.notified()).await;
                 }
+            };
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = shut => conn.as_mut().graceful_shutdown(),
             }
+            let _ = conn.await;
         });
     }
     drop(listener);
