@@ -145,6 +145,9 @@ pub struct HttpConfig {
     /// On SIGTERM: how long the node keeps serving while `/readyz` already
     /// fails, so balancers stop sending before the listener closes.
     pub drain_grace_ms: u64,
+    /// Threads serving connections (0 = one per CPU). Each log partition
+    /// also has an appender and a replica thread of its own.
+    pub worker_threads: usize,
 }
 
 impl Default for NodeConfig {
@@ -219,6 +222,7 @@ impl Default for HttpConfig {
             h2_keepalive_timeout_secs: 20,
             drain_timeout_secs: 20,
             drain_grace_ms: 2_000,
+            worker_threads: 0,
         }
     }
 }

@@ -42,7 +42,11 @@ use std::time::Duration;
 pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     let drain_grace = Duration::from_millis(cfg.http.drain_grace_ms);
     use anyhow::Context;
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if cfg.http.worker_threads > 0 {
+        rt.worker_threads(cfg.http.worker_threads);
+    }
+    let rt = rt
         .enable_all()
         .thread_name("tandem-http")
         .build()

@@ -119,13 +119,16 @@ pub struct Partition {
     last_batch: AtomicU64,
     replica_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     stream: tokio::sync::broadcast::Sender<Arc<Published>>,
-    /// Highest seq this node's appender has had acknowledged, so the
-    /// replica wakes for its own appends at once instead of at the log's
-    /// next poll (Kafka's `wait_for` polls the broker).
+    /// Highest seq this node's appender has had acknowledged. The appender
+    /// applies its own batches itself (`step_once`); the replica thread
+    /// only polls for other writers' appends and sleeps on this between
+    /// polls.
     appended: Mutex<u64>,
     appended_cv: Condvar,
     /// Where the replica's snapshots (and the window files beside them) live.
     snapshot_dir: std::path::PathBuf,
+    /// Snapshot seq whose idempotency window was saved last.
+    windowed: AtomicU64,
 }
 
 impl std::fmt::Debug for Partition {
@@ -177,6 +180,7 @@ impl Partition {
             replica_thread: Mutex::new(None),
             stream: tokio::sync::broadcast::channel(STREAM_BUFFER).0,
             snapshot_dir: replica_cfg.snapshot_dir.clone(),
+            windowed: AtomicU64::new(0),
             appended: Mutex::new(0),
             appended_cv: Condvar::new(),
         });
@@ -333,9 +337,18 @@ impl Partition {
                 Ok(first) => {
                     let last = first + batch.len() as u64 - 1;
                     *self.appended.lock().expect("appended lock") = last;
-                    self.appended_cv.notify_one();
                     for (i, s) in batch.drain(..).enumerate() {
                         let _ = s.reply.send(Ok(first + i as u64));
+                    }
+                    // Apply our own batch here: the answers go out without
+                    // waking the replica thread (which still follows the
+                    // log for other writers' appends).
+                    if let Err(e) = self.step_once() {
+                        eprintln!(
+                            "{{\"msg\":\"replica step failed\",\"partition\":{},\"error\":{:?}}}",
+                            self.id,
+                            e.to_string()
+                        );
                     }
                 }
                 Err(e) => {
@@ -398,25 +411,16 @@ impl Partition {
             "{{\"msg\":\"replica caught up\",\"partition\":{},\"seq\":{seq}}}",
             self.id
         );
-        let mut windowed = self
-            .replica
-            .read()
-            .expect("replica lock")
-            .as_ref()
-            .map_or(0, Replica::last_snapshot_seq);
+        self.windowed.store(
+            self.replica
+                .read()
+                .expect("replica lock")
+                .as_ref()
+                .map_or(0, Replica::last_snapshot_seq),
+            Ordering::Relaxed,
+        );
         while !stop.load(Ordering::Relaxed) {
-            let (stepped, snapshot_seq) = {
-                let mut g = self.replica.write().expect("replica lock");
-                let r = g.as_mut().expect("replica present");
-                let n = r.step(|seq, cmd, eng, evs| self.applied_one(seq, cmd, eng, evs));
-                let seq = r.applied_seq();
-                self.metrics.set_replica(self.id, seq, r.engine());
-                (n.map(|n| (n, seq)), r.last_snapshot_seq())
-            };
-            if snapshot_seq != windowed {
-                self.save_window(snapshot_seq);
-                windowed = snapshot_seq;
-            }
+            let stepped = self.step_once();
             match stepped {
                 Ok((0, seq)) => match self.idle_wait(seq) {
                     Ok(last) => self.metrics.set_log_last_seq(self.id, last),
@@ -429,9 +433,7 @@ impl Partition {
                         std::thread::sleep(Duration::from_millis(100));
                     }
                 },
-                Ok((_, seq)) => {
-                    self.applied.send_replace(seq);
-                }
+                Ok(_) => {}
                 Err(e) => {
                     eprintln!(
                         "{{\"msg\":\"replica step failed\",\"partition\":{},\"error\":{:?}}}",
@@ -467,6 +469,32 @@ impl Partition {
                 ),
             }
         }
+    }
+
+    /// Applies what the log holds beyond the replica (one read batch) and
+    /// answers the waiting requests. Called by the replica thread, and by
+    /// the appender right after each append so that a node's own commands
+    /// are applied without waking another thread. Returns how many commands
+    /// were applied and the applied seq; `Ok((0, 0))` before the replica
+    /// has caught up.
+    fn step_once(&self) -> Result<(usize, u64), tandem_replica::ReplicaError> {
+        let (stepped, snapshot_seq) = {
+            let mut g = self.replica.write().expect("replica lock");
+            let Some(r) = g.as_mut() else {
+                return Ok((0, 0));
+            };
+            let n = r.step(|seq, cmd, eng, evs| self.applied_one(seq, cmd, eng, evs));
+            let seq = r.applied_seq();
+            if n.as_ref().is_ok_and(|&n| n > 0) {
+                self.metrics.set_replica(self.id, seq, r.engine());
+                self.applied.send_replace(seq);
+            }
+            (n.map(|n| (n, seq)), r.last_snapshot_seq())
+        };
+        if self.windowed.swap(snapshot_seq, Ordering::Relaxed) != snapshot_seq {
+            self.save_window(snapshot_seq);
+        }
+        stepped
     }
 
     /// At the tail: waits until this node appends past `seq` (woken at
