@@ -1,4 +1,4 @@
-//! Hand-written command-line parsing (no clap): subcommands `core`,
+//! Hand-written command-line parsing (no clap): subcommands `core`, `node`, `edge`,
 //! `capacity`, `match` and `recovery`, each with `--flag value` /
 //! `--flag=value` options (and `recovery`'s value-less `--keep`). Integers accept `_` separators and a `0x` prefix (handy for
 //! seeds).
@@ -146,6 +146,8 @@ pub enum Cli {
     Recovery(RecoveryArgs),
     /// `node ...`
     Node(crate::node_bench::NodeArgs),
+    /// `edge ...`
+    Edge(crate::edge_bench::EdgeArgs),
     /// `-h` / `--help` / `help`.
     Help,
 }
@@ -169,6 +171,8 @@ USAGE:
     tandem-bench node     [OPTIONS]   order entry through nodes (file log with and without
                                       fsync; --kafka: 3 nodes over tansu) by the open-loop
                                       loadgen, beside the fsync and /healthz floors
+    tandem-bench edge     [OPTIONS]   the same loadgen against 3 upstreams directly, through
+                                      tandem's edge (34/33/33) and through nginx; split accuracy
 
 CORE OPTIONS:
     --ops N          timed operations (default {ops})
@@ -216,6 +220,20 @@ NODE OPTIONS:
     --kafka          also run 3 nodes over one tansu broker; --only-kafka: only that
     --dir DIR        data directory, replaced at start (default $TMPDIR/tandem-bench-node)
     --json FILE      also write every run's loadgen report as JSON to FILE
+
+EDGE OPTIONS:
+    --rates LIST     comma-separated req/s to run on every case (default 1000,10000)
+    --duration S     seconds measured per run (default 5), after --warmup S (default 1)
+    --connections N  loadgen keep-alive connections (default 64)
+    --no-search      skip the search for the highest sustained rate
+    --max-p99-ms MS  a searched rate counts as sustained only under this p99 (default 20)
+    --upstream KIND  mock (3 minimal hyper servers), node (3 tandem nodes, fsync off) or
+                     both (default mock)
+    --nginx-workers W  nginx worker_processes: a number or auto (default auto)
+    --edge-threads N   the edge's runtime worker threads (default 2)
+    --split-accounts N accounts sent through the edge per weight step D0..D5 (default
+                     100000; 0 skips the split figures)
+    --dir DIR        working directory (default $TMPDIR/tandem-bench-edge)
 
     -h, --help       this text
 ",
@@ -286,10 +304,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
     let mut it = args.into_iter();
     let sub = match it.next().as_deref() {
         None | Some("-h" | "--help" | "help") => return Ok(Cli::Help),
-        Some(s @ ("core" | "capacity" | "match" | "recovery" | "node")) => s.to_string(),
+        Some(s @ ("core" | "capacity" | "match" | "recovery" | "node" | "edge")) => s.to_string(),
         Some(other) => {
             return Err(format!(
-                "unknown subcommand {other:?} (expected `core`, `capacity`, `match`, `recovery` or `node`)"
+                "unknown subcommand {other:?} (expected `core`, `capacity`, `match`, `recovery`, `node` or `edge`)"
             ))
         }
     };
@@ -301,6 +319,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
         "capacity" => parse_capacity(opts).map(Cli::Capacity),
         "recovery" => parse_recovery(opts).map(Cli::Recovery),
         "node" => parse_node(opts).map(Cli::Node),
+        "edge" => parse_edge(opts).map(Cli::Edge),
         _ => parse_match(opts).map(Cli::Match),
     }
 }
@@ -448,6 +467,39 @@ fn parse_node(opts: Vec<(String, String)>) -> Result<crate::node_bench::NodeArgs
     Ok(a)
 }
 
+fn parse_edge(opts: Vec<(String, String)>) -> Result<crate::edge_bench::EdgeArgs, String> {
+    let mut a = crate::edge_bench::EdgeArgs::default();
+    let float = |v: &str| {
+        v.parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite() && *x > 0.0)
+            .ok_or_else(|| format!("{v:?} is not a positive number"))
+    };
+    for (flag, v) in opts {
+        match flag.as_str() {
+            "--rates" => a.rates = v.split(',').map(float).collect::<Result<_, _>>()?,
+            "--duration" => a.duration_s = float(&v)?,
+            "--warmup" => a.warmup_s = v.parse().map_err(|_| format!("--warmup {v:?}"))?,
+            "--connections" => a.connections = to_usize(parse_u64(&v)?)?.max(1),
+            "--no-search" => a.search = false,
+            "--max-p99-ms" => a.max_p99_ms = float(&v)?,
+            "--upstream" if matches!(v.as_str(), "mock" | "node" | "both") => a.upstream = v,
+            "--upstream" => return Err(format!("--upstream {v:?}: expected mock, node or both")),
+            "--nginx-workers"
+                if v == "auto" || v.parse::<u32>().is_ok_and(|n| (1..=64).contains(&n)) =>
+            {
+                a.nginx_workers = v
+            }
+            "--nginx-workers" => return Err(format!("--nginx-workers {v:?}: 1..=64 or auto")),
+            "--edge-threads" => a.edge_threads = to_usize(parse_u64(&v)?)?.clamp(1, 64),
+            "--split-accounts" => a.split_accounts = to_usize(parse_u64(&v)?)?,
+            "--dir" => a.dir = v.into(),
+            _ => return Err(unknown(&flag, "edge")),
+        }
+    }
+    Ok(a)
+}
+
 fn to_usize(n: u64) -> Result<usize, String> {
     usize::try_from(n).map_err(|_| format!("{n} is too large"))
 }
@@ -583,6 +635,28 @@ mod tests {
         .is_err());
         assert!(p(&["recovery", "--ops", "1"]).is_err());
         assert!(p(&["core", "--keep"]).is_err());
+    }
+
+    #[test]
+    fn edge_flags() {
+        let Ok(Cli::Edge(a)) = p(&[
+            "edge",
+            "--rates",
+            "1000,20000",
+            "--upstream",
+            "both",
+            "--nginx-workers",
+            "1",
+            "--no-search",
+        ]) else {
+            panic!("parse failed");
+        };
+        assert_eq!(a.rates, vec![1000.0, 20000.0]);
+        assert_eq!(a.upstream, "both");
+        assert_eq!(a.nginx_workers, "1");
+        assert!(!a.search);
+        assert!(p(&["edge", "--upstream", "x"]).is_err());
+        assert!(p(&["edge", "--nginx-workers", "0"]).is_err());
     }
 
     #[test]

@@ -23,9 +23,14 @@
 //! * `tandem-bench node [--rates LIST] [--kafka] ...` runs order entry
 //!   through real nodes with the open-loop load generator, beside the disk's
 //!   fsync floor and the server's `/healthz` floor (see [`node_bench`]).
+//! * `tandem-bench edge [--rates LIST] [--upstream mock|node|both] ...` runs
+//!   the same loadgen against three upstreams directly, through Tandem's
+//!   edge and through nginx, and measures the edge's split (see
+//!   [`edge_bench`]).
 
 mod args;
 mod capacity;
+mod edge_bench;
 mod engine;
 mod match_flow;
 mod measure;
@@ -139,6 +144,7 @@ fn main() -> ExitCode {
         Cli::Match(a) => match_flow::run(&a),
         Cli::Recovery(a) => recovery::run(&a),
         Cli::Node(a) => node_bench::run(&a),
+        Cli::Edge(a) => edge_bench::run(&a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -61,15 +61,15 @@ impl Default for NodeArgs {
 }
 
 /// A node serving on loopback in this process.
-struct RunningNode {
-    addr: SocketAddr,
+pub(crate) struct RunningNode {
+    pub(crate) addr: SocketAddr,
     node: Arc<Node>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl RunningNode {
-    fn start(cfg: NodeConfig) -> Result<RunningNode, String> {
+    pub(crate) fn start(cfg: NodeConfig) -> Result<RunningNode, String> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -150,10 +150,12 @@ fn fsync_floor(dir: &Path, time: Duration) -> Result<(f64, f64, f64, usize), Str
     Ok((q(0.50), q(0.99), *lat.last().unwrap_or(&0.0), lat.len()))
 }
 
-fn node_config(dir: &Path, name: &str, fsync: bool) -> NodeConfig {
-    let mut cfg = NodeConfig::default();
-    cfg.node = name.into();
-    cfg.data_dir = dir.join(name);
+pub(crate) fn node_config(dir: &Path, name: &str, fsync: bool) -> NodeConfig {
+    let mut cfg = NodeConfig {
+        node: name.into(),
+        data_dir: dir.join(name),
+        ..NodeConfig::default()
+    };
     cfg.log.fsync = fsync;
     // The generator's accounts send far more than a person would.
     cfg.limits.account_rate = 0;
