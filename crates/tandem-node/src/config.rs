@@ -79,6 +79,10 @@ pub struct LogConfig {
     pub kafka_replication: u32,
     /// Most commands appended as one batch (one fsync, one Kafka message).
     pub max_batch: usize,
+    /// Kafka: longest time the broker holds a fetch at the tail
+    /// (`fetch.wait.max.ms`), and the tail poll interval. Lower answers
+    /// sooner at the cost of more idle fetches.
+    pub kafka_fetch_wait_ms: u64,
 }
 
 /// When the replica writes snapshots.
@@ -180,6 +184,7 @@ impl Default for LogConfig {
             kafka_create_topic: true,
             kafka_replication: 1,
             max_batch: 1024,
+            kafka_fetch_wait_ms: 2,
         }
     }
 }

@@ -205,7 +205,12 @@ fn open_logs(cfg: &NodeConfig) -> Result<Vec<Arc<dyn Log>>> {
             }
             (0..l.kafka_partitions)
                 .map(|p| {
-                    let kc = tandem_kafka::KafkaLogConfig::new(&l.kafka_brokers, &l.kafka_topic, p);
+                    let mut kc =
+                        tandem_kafka::KafkaLogConfig::new(&l.kafka_brokers, &l.kafka_topic, p);
+                    // A node reads its own appends back at once: a short
+                    // broker-side fetch wait and tail poll bound that delay.
+                    kc.fetch_wait = Duration::from_millis(l.kafka_fetch_wait_ms);
+                    kc.wait_poll_interval = Duration::from_millis(l.kafka_fetch_wait_ms.max(1));
                     tandem_kafka::KafkaLog::open(kc)
                         .map(|k| Arc::new(k) as Arc<dyn Log>)
                         .with_context(|| format!("open kafka {}/{}", l.kafka_topic, p))
