@@ -159,6 +159,9 @@ pub(crate) fn node_config(dir: &Path, name: &str, fsync: bool) -> NodeConfig {
     cfg.log.fsync = fsync;
     // The generator's accounts send far more than a person would.
     cfg.limits.account_rate = 0;
+    // The verifier replays a sample of every run's orders afterwards: keep
+    // all of them in the idempotency window (the default keeps 200 k).
+    cfg.limits.idempotency_window = 8_000_000;
     cfg
 }
 
