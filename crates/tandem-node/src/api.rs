@@ -93,7 +93,7 @@ pub fn route_of(method: &Method, path: &str) -> &'static str {
 
 /// Decodes `%XX` escapes of one path segment; `None` if malformed or not
 /// UTF-8.
-fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
+pub fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
     if !s.contains('%') {
         return Some(Cow::Borrowed(s));
     }

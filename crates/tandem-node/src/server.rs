@@ -116,67 +116,42 @@ async fn dispatch(node: Arc<Node>, req: Request<Incoming>) -> Response<BoxBody> 
     api::respond(&node, answer, started, route)
 }
 
-/// Serves `listener` until `shutdown` resolves, then drains: marks the node
-/// not ready, keeps serving for `drain_grace` (so balancers see `/readyz`
-/// fail and move away), stops accepting, lets in-flight requests finish
-/// (idle connections are closed at once), and returns when all connections
-/// are closed or `drain_timeout` has passed.
-pub async fn serve(
-    listener: TcpListener,
+/// What every accepted connection needs: the limit, the protocol
+/// builder, the drain signal and the idle timeout.
+struct Conns {
+    open: Arc<Open>,
     node: Arc<Node>,
-    shutdown: impl Future<Output = ()>,
-    drain_grace: Duration,
-) {
-    let open = Arc::new(Open::default());
-    let (closing_tx, closing_rx) = watch::channel(false);
-    let base = Instant::now();
-    let http = &node.cfg.http;
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(http.header_read_timeout_secs))
-        .max_buf_size(node.cfg.limits.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(http.h2_keepalive_interval_secs))
-        .keep_alive_timeout(Duration::from_secs(http.h2_keepalive_timeout_secs))
-        .max_header_list_size(node.cfg.limits.max_header_bytes as u32);
-    let builder = Arc::new(builder);
-    let idle = Duration::from_secs(http.idle_timeout_secs);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    // Out of descriptors and the like: back off, keep going.
-                    eprintln!("{{\"msg\":\"accept failed\",\"error\":{:?}}}", e.to_string());
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
+    builder: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
+    closing: watch::Receiver<bool>,
+    base: Instant,
+    idle: Duration,
+}
+
+impl Conns {
+    /// Serves one accepted connection on its own task (or refuses it when
+    /// the node is at its connection limit). The connection closes
+    /// gracefully when the drain starts or after `idle` without a byte.
+    fn accept(&self, stream: TcpStream) {
+        let node = &self.node;
         let _ = stream.set_nodelay(true);
-        if open.n.load(Ordering::Acquire) >= node.cfg.limits.max_connections {
+        if self.open.n.load(Ordering::Acquire) >= node.cfg.limits.max_connections {
             node.metrics.connection_refused();
-            tokio::spawn(refuse(stream, Arc::clone(&node)));
-            continue;
+            tokio::spawn(refuse(stream, Arc::clone(node)));
+            return;
         }
-        open.n.fetch_add(1, Ordering::AcqRel);
+        self.open.n.fetch_add(1, Ordering::AcqRel);
         node.metrics.connection_opened();
-        let guard = OpenGuard(Arc::clone(&open), Arc::clone(&node));
+        let guard = OpenGuard(Arc::clone(&self.open), Arc::clone(node));
+        let (base, idle) = (self.base, self.idle);
         let last = Arc::new(AtomicU64::new(base.elapsed().as_millis() as u64));
         let io = IdleIo {
             inner: stream,
             last: Arc::clone(&last),
             base,
         };
-        let node = Arc::clone(&node);
-        let builder = Arc::clone(&builder);
-        let mut closing = closing_rx.clone();
+        let node = Arc::clone(node);
+        let builder = Arc::clone(&self.builder);
+        let mut closing = self.closing.clone();
         tokio::spawn(async move {
             let _guard = guard;
             let svc = hyper::service::service_fn(move |req| {
@@ -210,6 +185,59 @@ pub async fn serve(
             }
         });
     }
+}
+
+/// Serves `listener` until `shutdown` resolves, then drains: marks the node
+/// not ready, keeps serving for `drain_grace` (so balancers see `/readyz`
+/// fail and move away), stops accepting, lets in-flight requests finish
+/// (idle connections are closed at once), and returns when all connections
+/// are closed or `drain_timeout` has passed.
+pub async fn serve(
+    listener: TcpListener,
+    node: Arc<Node>,
+    shutdown: impl Future<Output = ()>,
+    drain_grace: Duration,
+) {
+    let open = Arc::new(Open::default());
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let base = Instant::now();
+    let http = &node.cfg.http;
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(http.header_read_timeout_secs))
+        .max_buf_size(node.cfg.limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(http.h2_keepalive_interval_secs))
+        .keep_alive_timeout(Duration::from_secs(http.h2_keepalive_timeout_secs))
+        .max_header_list_size(node.cfg.limits.max_header_bytes as u32);
+    let conns = Arc::new(Conns {
+        open: Arc::clone(&open),
+        node: Arc::clone(&node),
+        builder: Arc::new(builder),
+        closing: closing_rx,
+        base,
+        idle: Duration::from_secs(http.idle_timeout_secs),
+    });
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    // Out of descriptors and the like: back off, keep going.
+                    eprintln!("{{\"msg\":\"accept failed\",\"error\":{:?}}}", e.to_string());
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        conns.accept(stream);
+    }
     // Drain.
     node.start_draining();
     eprintln!(
@@ -223,41 +251,12 @@ pub async fn serve(
     let listener = Arc::new(listener);
     let accept_more = {
         let listener = Arc::clone(&listener);
-        let node = Arc::clone(&node);
-        let open = Arc::clone(&open);
-        let builder = Arc::clone(&builder);
-        let closing_rx = closing_rx.clone();
+        let conns = Arc::clone(&conns);
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                open.n.fetch_add(1, Ordering::AcqRel);
-                node.metrics.connection_opened();
-                let guard = OpenGuard(Arc::clone(&open), Arc::clone(&node));
-                let node = Arc::clone(&node);
-                let builder = Arc::clone(&builder);
-                let mut closing = closing_rx.clone();
-                tokio::spawn(async move {
-                    let _guard = guard;
-                    let svc = hyper::service::service_fn(move |req| {
-                        let node = Arc::clone(&node);
-                        async move { Ok::<_, Infallible>(dispatch(node, req).await) }
-                    });
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    tokio::pin!(conn);
-                    let mut closed = false;
-                    loop {
-                        tokio::select! {
-                            _ = conn.as_mut() => break,
-                            _ = closing.changed(), if !closed => {
-                                closed = true;
-                                conn.as_mut().graceful_shutdown();
-                            }
-                        }
-                    }
-                });
+                if let Ok((stream, _)) = listener.accept().await {
+                    conns.accept(stream);
+                }
             }
         })
     };

@@ -28,7 +28,6 @@
 //! every stream with 1001 (going away). Messages from the client
 //! are ignored (at most `MAX_CLIENT_MESSAGE` bytes each).
 
-use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,27 +58,6 @@ fn header_has(req: &Request<impl Sized>, name: header::HeaderName, token: &str) 
         v.to_str()
             .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     })
-}
-
-/// Decodes `%XX` escapes of a path segment (`None` if malformed).
-fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
-    if !s.contains('%') {
-        return Some(Cow::Borrowed(s));
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 /// `depth` from the query string: `Ok(None)` when absent.
@@ -179,7 +157,7 @@ async fn accept<B>(node: &Arc<Node>, req: &Request<B>) -> Result<(Opened, String
         .trim_start_matches('/')
         .split('/')
         .collect();
-    let Some(market) = segs.get(2).and_then(|m| percent_decode(m)) else {
+    let Some(market) = segs.get(2).and_then(|m| crate::api::percent_decode(m)) else {
         return Err(bad("path: malformed percent-encoding"));
     };
     let max_depth = node.cfg.limits.max_depth;
