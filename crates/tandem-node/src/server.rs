@@ -6,73 +6,22 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
 use crate::api::{self, Answer};
 use crate::node::Node;
 use crate::BoxBody;
-
-/// A stream that records when bytes last moved, for the idle timeout.
-struct IdleIo {
-    inner: TcpStream,
-    last: Arc<AtomicU64>,
-    base: Instant,
-}
-
-impl IdleIo {
-    fn touch(&self) {
-        self.last
-            .store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-}
-
-impl AsyncRead for IdleIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) {
-            self.touch();
-        }
-        r
-    }
-}
-
-impl AsyncWrite for IdleIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(_))) {
-            self.touch();
-        }
-        r
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
 
 /// Counts open connections and wakes the drain when the last one closes.
 #[derive(Default)]
@@ -125,6 +74,8 @@ struct Conns {
     closing: watch::Receiver<bool>,
     base: Instant,
     idle: Duration,
+    /// A request must be answered this long after its first byte.
+    request: Duration,
 }
 
 impl Conns {
@@ -142,13 +93,9 @@ impl Conns {
         self.open.n.fetch_add(1, Ordering::AcqRel);
         node.metrics.connection_opened();
         let guard = OpenGuard(Arc::clone(&self.open), Arc::clone(node));
-        let (base, idle) = (self.base, self.idle);
-        let last = Arc::new(AtomicU64::new(base.elapsed().as_millis() as u64));
-        let io = IdleIo {
-            inner: stream,
-            last: Arc::clone(&last),
-            base,
-        };
+        let (idle, request) = (self.idle, self.request);
+        let timing = tandem_conn::Timing::new(self.base);
+        let io = tandem_conn::TimedIo::new(stream, Arc::clone(&timing));
         let node = Arc::clone(node);
         let builder = Arc::clone(&self.builder);
         let mut closing = self.closing.clone();
@@ -160,7 +107,7 @@ impl Conns {
             });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
             tokio::pin!(conn);
-            let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(50)));
+            let mut tick = tokio::time::interval(tandem_conn::Timing::check_every(idle, request));
             let mut closed = *closing.borrow();
             if closed {
                 conn.as_mut().graceful_shutdown();
@@ -174,13 +121,19 @@ impl Conns {
                             conn.as_mut().graceful_shutdown();
                         }
                     }
-                    _ = tick.tick(), if !closed => {
-                        let quiet = base.elapsed().as_millis() as u64 - last.load(Ordering::Relaxed);
-                        if Duration::from_millis(quiet) >= idle {
+                    _ = tick.tick() => match timing.verdict(idle, request) {
+                        tandem_conn::Verdict::Keep => {}
+                        // Idle: close between requests, as a keep-alive
+                        // timeout does.
+                        tandem_conn::Verdict::Idle if !closed => {
                             closed = true;
                             conn.as_mut().graceful_shutdown();
                         }
-                    }
+                        tandem_conn::Verdict::Idle => {}
+                        // A request trickling in (slowloris) or never
+                        // answered: drop the connection.
+                        tandem_conn::Verdict::Slow => break,
+                    },
                 }
             }
         });
@@ -206,7 +159,10 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(http.header_read_timeout_secs))
+        // hyper's header timeout also runs on idle keep-alive connections
+        // (it closed them after 10 s, under the edge's 60 s pool); the
+        // slow-request rule of `tandem_conn` takes its place.
+        .header_read_timeout(None)
         .max_buf_size(node.cfg.limits.max_header_bytes.max(8192));
     builder
         .http2()
@@ -221,6 +177,7 @@ pub async fn serve(
         closing: closing_rx,
         base,
         idle: Duration::from_secs(http.idle_timeout_secs),
+        request: Duration::from_secs(http.header_read_timeout_secs),
     });
     tokio::pin!(shutdown);
     loop {

@@ -1045,6 +1045,26 @@ fn a_connection_over_the_limit_gets_503_and_close() {
     n.stop();
 }
 
+/// An idle keep-alive connection outlives the slow-request limit: only the
+/// (long) idle timeout closes it, so a pool in front that keeps connections
+/// 60 s never sends on one the node has closed (the source's 502s).
+#[test]
+fn an_idle_keep_alive_connection_is_kept_past_the_request_limit() {
+    let dir = TempDir::new("node-idle");
+    let mut cfg = config(&dir);
+    cfg.http.header_read_timeout_secs = 1;
+    cfg.http.idle_timeout_secs = 30;
+    let n = TestNode::start(cfg);
+    let mut c = Conn::open(n.addr).unwrap();
+    assert_eq!(c.send("GET", "/healthz", &[], b"").unwrap().status, 200);
+    std::thread::sleep(Duration::from_millis(2_500));
+    let r = c
+        .send("GET", "/healthz", &[], b"")
+        .expect("the idle connection is still open");
+    assert_eq!(r.status, 200);
+    n.stop();
+}
+
 #[test]
 fn a_slow_client_stalls_nobody_and_is_closed() {
     let dir = TempDir::new("node-slow");

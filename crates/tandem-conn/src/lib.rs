@@ -1,0 +1,176 @@
+//! Connection timing for Tandem's servers (node and edge), with two rules
+//! that hyper alone does not give:
+//!
+//! - **Idle keep-alive.** A connection with no byte in either direction
+//!   for `idle` is closed (gracefully, by the caller). `idle` is long (the
+//!   node: 620 s) so that whatever pools connections in front always closes
+//!   first; hyper's own `header_read_timeout` also runs while a keep-alive
+//!   connection waits for its next request, which closed idle connections
+//!   after 10 s, under the edge's 60 s pool: the source's keep-alive 502s.
+//!   So servers turn that off and use these rules instead.
+//! - **Slow request.** Once a client has sent a byte of a request, the
+//!   server must have started answering within `request` (10 s by
+//!   default), or the connection is closed: a slowloris client trickling a
+//!   header cannot hold a connection, and idle connections are untouched.
+//!
+//! [`TimedIo`] wraps the stream and records the times; [`Timing::verdict`]
+//! says what to do.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Times of one connection, in milliseconds since `base`.
+#[derive(Debug)]
+pub struct Timing {
+    base: Instant,
+    /// Last byte in either direction.
+    last: AtomicU64,
+    /// First byte read since the server last wrote (0 = none pending).
+    pending_since: AtomicU64,
+}
+
+/// What the rules say about a connection now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Keep,
+    /// No byte for the idle timeout.
+    Idle,
+    /// A request started and was not answered in time.
+    Slow,
+}
+
+impl Timing {
+    pub fn new(base: Instant) -> Arc<Timing> {
+        Arc::new(Timing {
+            base,
+            last: AtomicU64::new(Self::ms(base)),
+            pending_since: AtomicU64::new(0),
+        })
+    }
+
+    fn ms(base: Instant) -> u64 {
+        // +1 so that 0 can mean "none".
+        base.elapsed().as_millis() as u64 + 1
+    }
+
+    fn read(&self) {
+        let now = Self::ms(self.base);
+        self.last.store(now, Relaxed);
+        let _ = self
+            .pending_since
+            .compare_exchange(0, now, Relaxed, Relaxed);
+    }
+
+    fn wrote(&self) {
+        self.last.store(Self::ms(self.base), Relaxed);
+        self.pending_since.store(0, Relaxed);
+    }
+
+    /// Applies the rules with these limits.
+    pub fn verdict(&self, idle: Duration, request: Duration) -> Verdict {
+        let now = Self::ms(self.base);
+        let pending = self.pending_since.load(Relaxed);
+        if pending != 0 && now.saturating_sub(pending) >= request.as_millis() as u64 {
+            return Verdict::Slow;
+        }
+        if now.saturating_sub(self.last.load(Relaxed)) >= idle.as_millis() as u64 {
+            return Verdict::Idle;
+        }
+        Verdict::Keep
+    }
+
+    /// How often to apply the rules so neither is late by much.
+    pub fn check_every(idle: Duration, request: Duration) -> Duration {
+        (idle.min(request) / 4).max(Duration::from_millis(20))
+    }
+}
+
+/// A stream that feeds a [`Timing`].
+#[derive(Debug)]
+pub struct TimedIo<S> {
+    inner: S,
+    timing: Arc<Timing>,
+}
+
+impl<S> TimedIo<S> {
+    pub fn new(inner: S, timing: Arc<Timing>) -> Self {
+        TimedIo { inner, timing }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.timing.read();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.timing.wrote();
+        }
+        r
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.timing.wrote();
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_and_slow_rules() {
+        let base = Instant::now() - Duration::from_secs(100);
+        let t = Timing::new(base);
+        let (idle, req) = (Duration::from_secs(50), Duration::from_secs(10));
+        assert_eq!(t.verdict(idle, req), Verdict::Keep);
+        // A request byte 20 s ago, never answered: slow.
+        t.pending_since.store(Timing::ms(base) - 20_000, Relaxed);
+        assert_eq!(t.verdict(idle, req), Verdict::Slow);
+        // Answered: nothing pending; quiet for 60 s: idle.
+        t.wrote();
+        t.last.store(Timing::ms(base) - 60_000, Relaxed);
+        assert_eq!(t.verdict(idle, req), Verdict::Idle);
+        t.read();
+        assert_eq!(t.verdict(idle, req), Verdict::Keep);
+    }
+}
