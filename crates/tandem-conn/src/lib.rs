@@ -13,6 +13,10 @@
 //!   default), or the connection is closed: a slowloris client trickling a
 //!   header cannot hold a connection, and idle connections are untouched.
 //!
+//! The slow-request rule applies to HTTP/1 only: an HTTP/2 connection (seen
+//! by its preface) multiplexes long streams (gRPC) and has its own
+//! keep-alive pings.
+//!
 //! [`TimedIo`] wraps the stream and records the times; [`Timing::verdict`]
 //! says what to do.
 
@@ -33,6 +37,8 @@ pub struct Timing {
     last: AtomicU64,
     /// First byte read since the server last wrote (0 = none pending).
     pending_since: AtomicU64,
+    /// 0 = nothing read yet, 1 = HTTP/1, 2 = HTTP/2 (preface seen).
+    protocol: std::sync::atomic::AtomicU8,
 }
 
 /// What the rules say about a connection now.
@@ -51,6 +57,7 @@ impl Timing {
             base,
             last: AtomicU64::new(Self::ms(base)),
             pending_since: AtomicU64::new(0),
+            protocol: std::sync::atomic::AtomicU8::new(0),
         })
     }
 
@@ -59,7 +66,11 @@ impl Timing {
         base.elapsed().as_millis() as u64 + 1
     }
 
-    fn read(&self) {
+    fn read(&self, first_bytes: &[u8]) {
+        if self.protocol.load(Relaxed) == 0 {
+            let h2 = first_bytes.starts_with(b"PRI * HTTP/2.0");
+            self.protocol.store(if h2 { 2 } else { 1 }, Relaxed);
+        }
         let now = Self::ms(self.base);
         self.last.store(now, Relaxed);
         let _ = self
@@ -76,7 +87,8 @@ impl Timing {
     pub fn verdict(&self, idle: Duration, request: Duration) -> Verdict {
         let now = Self::ms(self.base);
         let pending = self.pending_since.load(Relaxed);
-        if pending != 0 && now.saturating_sub(pending) >= request.as_millis() as u64 {
+        let http1 = self.protocol.load(Relaxed) == 1;
+        if http1 && pending != 0 && now.saturating_sub(pending) >= request.as_millis() as u64 {
             return Verdict::Slow;
         }
         if now.saturating_sub(self.last.load(Relaxed)) >= idle.as_millis() as u64 {
@@ -113,7 +125,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.timing.read();
+            self.timing.read(&buf.filled()[before..]);
         }
         r
     }
@@ -163,6 +175,7 @@ mod tests {
         let t = Timing::new(base);
         let (idle, req) = (Duration::from_secs(50), Duration::from_secs(10));
         assert_eq!(t.verdict(idle, req), Verdict::Keep);
+        t.read(b"GET / HTTP/1.1");
         // A request byte 20 s ago, never answered: slow.
         t.pending_since.store(Timing::ms(base) - 20_000, Relaxed);
         assert_eq!(t.verdict(idle, req), Verdict::Slow);
@@ -170,7 +183,17 @@ mod tests {
         t.wrote();
         t.last.store(Timing::ms(base) - 60_000, Relaxed);
         assert_eq!(t.verdict(idle, req), Verdict::Idle);
-        t.read();
+        t.read(b"GET / HTTP/1.1");
+        assert_eq!(t.verdict(idle, req), Verdict::Keep);
+    }
+
+    #[test]
+    fn http2_connections_have_no_slow_request_rule() {
+        let base = Instant::now() - Duration::from_secs(100);
+        let t = Timing::new(base);
+        t.read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        t.pending_since.store(Timing::ms(base) - 20_000, Relaxed);
+        let (idle, req) = (Duration::from_secs(50), Duration::from_secs(10));
         assert_eq!(t.verdict(idle, req), Verdict::Keep);
     }
 }

@@ -100,7 +100,9 @@ pub async fn serve<H, F>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(lim.header_read_timeout_secs))
+        // hyper's header timeout would also close idle keep-alive
+        // connections; `tandem_conn`'s slow-request rule replaces it.
+        .header_read_timeout(None)
         .max_buf_size(lim.max_header_bytes.max(8192));
     builder
         .http2()
@@ -110,6 +112,12 @@ pub async fn serve<H, F>(
             edge.cfg.upstream.h2_keepalive_interval_secs,
         ));
     let builder = Arc::new(builder);
+    let base = std::time::Instant::now();
+    let idle = Duration::from_secs(lim.idle_timeout_secs);
+    // A request may wait for its node up to the upstream timeout.
+    let request = Duration::from_secs(lim.header_read_timeout_secs).max(Duration::from_millis(
+        edge.cfg.upstream.request_timeout_ms + 1_000,
+    ));
     tokio::pin!(stop);
     loop {
         let stream = tokio::select! {
@@ -146,7 +154,9 @@ pub async fn serve<H, F>(
                 let (edge, handler) = (Arc::clone(&edge), handler.clone());
                 async move { Ok::<_, Infallible>(handler(edge, req).await) }
             });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+            let timing = tandem_conn::Timing::new(base);
+            let io = tandem_conn::TimedIo::new(stream, Arc::clone(&timing));
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
             tokio::pin!(conn);
             // A connection accepted just before the stop may not have had
             // its request read yet; shutting it down at once would close
@@ -159,9 +169,26 @@ pub async fn serve<H, F>(
                     let _ = tokio::time::timeout(FIRST_REQUEST_GRACE, first.notified()).await;
                 }
             };
+            // Idle keep-alive connections close after `idle`; a request
+            // trickling in (slowloris) is dropped after `request`.
+            let rules = async {
+                let mut tick =
+                    tokio::time::interval(tandem_conn::Timing::check_every(idle, request));
+                loop {
+                    tick.tick().await;
+                    match timing.verdict(idle, request) {
+                        tandem_conn::Verdict::Keep => {}
+                        v => return v,
+                    }
+                }
+            };
             tokio::select! {
                 _ = conn.as_mut() => return,
                 _ = shut => conn.as_mut().graceful_shutdown(),
+                v = rules => match v {
+                    tandem_conn::Verdict::Slow => return,
+                    _ => conn.as_mut().graceful_shutdown(),
+                },
             }
             let _ = conn.await;
         });

@@ -306,6 +306,9 @@ fn failed(edge: &Edge, cluster: &TableCluster, node: &NodeState) {
             edge.routes.now_ms() + edge.cfg.health.eject_ms,
             Ordering::Relaxed,
         );
+        // Back only when the ejection is over AND an active check has
+        // passed since.
+        node.ready.store(false, Ordering::Relaxed);
         edge.metrics.ejected(&cluster.name, &cluster.version);
     }
 }
