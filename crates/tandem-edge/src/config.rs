@@ -130,6 +130,8 @@ pub struct EdgeConfig {
     /// On SIGTERM (or after handing the listener to a new process): how
     /// long in-flight requests may take.
     pub drain_timeout_secs: u64,
+    /// Threads serving connections (0 = one per CPU).
+    pub worker_threads: usize,
 }
 
 impl Default for HealthConfig {
@@ -202,6 +204,7 @@ impl Default for EdgeConfig {
             upstream: UpstreamConfig::default(),
             limits: EdgeLimits::default(),
             drain_timeout_secs: 20,
+            worker_threads: 0,
         }
     }
 }

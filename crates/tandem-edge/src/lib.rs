@@ -247,7 +247,11 @@ pub async fn health_loop(edge: Arc<Edge>) {
 /// reloads the clusters from `config_path`.
 pub fn run(cfg: EdgeConfig, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     use anyhow::Context;
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if cfg.worker_threads > 0 {
+        rt.worker_threads(cfg.worker_threads);
+    }
+    let rt = rt
         .enable_all()
         .thread_name("tandem-edge")
         .build()
