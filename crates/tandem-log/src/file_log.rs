@@ -1,11 +1,14 @@
 //! [`FileLog`]: the default backend, a directory of segment files named by
 //! their first seq (`00000000000000000001.seg`), rolled at a configured size.
 //!
-//! Group commit: `append` callers queue their batch and block; one committer
-//! thread takes everything queued (up to `max_batch_bytes`), assigns seqs,
-//! writes it with one `pwrite` and makes it durable with one `fdatasync`,
-//! then wakes every caller of the group with its first seq (or with the
-//! error). A failed write is rolled back (the file is cut to its last
+//! Group commit: `append` callers queue their batch, then take the writer
+//! (a mutex) in turn; whoever holds it takes everything queued (up to
+//! `max_batch_bytes` per group) until its own batch is done, assigns seqs,
+//! writes each group with one `pwrite` and makes it durable with one
+//! `fdatasync`, and wakes every caller of the group with its first seq (or
+//! with the error). Callers that queued meanwhile usually find their batch
+//! committed when they get the writer. There is no committer thread: a lone
+//! appender writes and syncs on its own thread, with no hand-off. A failed write is rolled back (the file is cut to its last
 //! durable length) and the log stays usable; a failed fsync poisons it,
 //! since what the kernel kept can no longer be known. Readers see only
 //! acknowledged records. Each segment has an in-memory sparse index
@@ -19,7 +22,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::frame::{encode, HEADER_BYTES, MAX_PAYLOAD_BYTES};
@@ -120,7 +122,11 @@ pub struct OpenReport {
 #[derive(Debug)]
 pub struct FileLog {
     inner: Arc<Inner>,
-    committer: Option<JoinHandle<()>>,
+    /// The writer of the active segment. Whoever holds it commits every
+    /// queued batch (its own and those queued meanwhile) with one write and
+    /// one fdatasync: group commit without a thread of its own, so a lone
+    /// appender pays no hand-off at all.
+    committer: Mutex<Committer>,
     report: OpenReport,
 }
 
@@ -129,7 +135,6 @@ struct Inner {
     dir: PathBuf,
     config: FileLogConfig,
     queue: Mutex<Queue>,
-    queue_cv: Condvar,
     segments: RwLock<Vec<Segment>>,
     first_seq: AtomicU64,
     last_seq: AtomicU64,
@@ -154,7 +159,6 @@ struct Segment {
 #[derive(Debug, Default)]
 struct Queue {
     pending: VecDeque<Pending>,
-    shutdown: bool,
 }
 
 /// One caller's batch, waiting for the committer.
@@ -173,12 +177,43 @@ struct Pending {
 struct Completion {
     result: Mutex<Option<Result<u64, LogError>>>,
     cv: Condvar,
+    /// Set by `poke`: the writer was let go with this batch still queued.
+    poked: AtomicBool,
 }
 
 impl Completion {
     fn complete(&self, r: Result<u64, LogError>) {
         *lock(&self.result) = Some(r);
-        self.cv.notify_one();
+        self.cv.notify_all();
+    }
+
+    /// Completes with `r` unless a result is already there.
+    fn complete_if_pending(&self, r: Result<u64, LogError>) {
+        let mut g = lock(&self.result);
+        if g.is_none() {
+            *g = Some(r);
+            self.cv.notify_all();
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        lock(&self.result).is_some()
+    }
+
+    /// Waits until completed, poked (even before this call), or
+    /// `at_most` passes.
+    fn wait_a_little(&self, at_most: Duration) {
+        let g = lock(&self.result);
+        if g.is_none() && !self.poked.swap(false, Ordering::AcqRel) {
+            let _ = self.cv.wait_timeout(g, at_most);
+        }
+    }
+
+    /// Wakes the waiter without completing (so it tries the writer).
+    fn poke(&self) {
+        self.poked.store(true, Ordering::Release);
+        let _g = lock(&self.result);
+        self.cv.notify_all();
     }
 
     fn wait(&self) -> Result<u64, LogError> {
@@ -291,7 +326,6 @@ impl FileLog {
                 dir,
                 config,
                 queue: Mutex::new(Queue::default()),
-                queue_cv: Condvar::new(),
                 segments: RwLock::new(segments),
                 first_seq: AtomicU64::new(first_seq),
                 last_seq: AtomicU64::new(last),
@@ -300,14 +334,9 @@ impl FileLog {
                 poisoned: Mutex::new(None),
             }),
         };
-        let inner = Arc::clone(&committer.inner);
-        let handle = std::thread::Builder::new()
-            .name("tandem-log-commit".into())
-            .spawn(move || committer.run())
-            .map_err(|e| LogError::io("spawn committer", &inner.dir, e))?;
         Ok(FileLog {
-            inner,
-            committer: Some(handle),
+            inner: Arc::clone(&committer.inner),
+            committer: Mutex::new(committer),
             report,
         })
     }
@@ -346,17 +375,6 @@ fn validate(c: &FileLogConfig) -> Result<(), LogError> {
     Ok(())
 }
 
-impl Drop for FileLog {
-    fn drop(&mut self) {
-        lock(&self.inner.queue).shutdown = true;
-        self.inner.queue_cv.notify_all();
-        if let Some(h) = self.committer.take() {
-            // A panicked committer has already failed its callers.
-            let _ = h.join();
-        }
-    }
-}
-
 impl Log for FileLog {
     fn append(&self, records: &[&[u8]]) -> Result<u64, LogError> {
         if records.is_empty() {
@@ -381,20 +399,61 @@ impl Log for FileLog {
             ends.push(data.len());
         }
         let done = Arc::new(Completion::default());
-        {
-            let mut q = lock(&self.inner.queue);
-            if q.shutdown {
-                return Err(LogError::Closed);
+        lock(&self.inner.queue).pending.push_back(Pending {
+            data,
+            ends,
+            frame_bytes,
+            done: Arc::clone(&done),
+        });
+        // Whoever gets the writer commits everything queued, then lets it
+        // go; a caller that finds it taken waits for its batch to be
+        // committed by the holder (or for a poke to try again).
+        loop {
+            if done.is_done() {
+                return done.wait();
             }
-            q.pending.push_back(Pending {
-                data,
-                ends,
-                frame_bytes,
-                done: Arc::clone(&done),
-            });
+            let mut committer = match self.committer.try_lock() {
+                Ok(c) => c,
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    done.wait_a_little(Duration::from_millis(1));
+                    continue;
+                }
+                // A holder panicked mid-commit: the segment's state is unknown.
+                Err(std::sync::TryLockError::Poisoned(_)) => {
+                    let reason = "a commit panicked; reopen the log to recover".to_owned();
+                    *lock(&self.inner.poisoned) = Some(reason.clone());
+                    return Err(LogError::Poisoned { reason });
+                }
+            };
+            // Commit until this caller's own batch is done (a group or
+            // two: the queue is FIFO), then hand over, so no caller stays
+            // the writer for others indefinitely.
+            while !done.is_done() {
+                let group = take_group(&self.inner);
+                if group.is_empty() {
+                    break;
+                }
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    committer.commit(&group)
+                }));
+                if result.is_err() {
+                    let reason = "a commit panicked; reopen the log to recover".to_owned();
+                    *lock(&self.inner.poisoned) = Some(reason.clone());
+                    for p in &group {
+                        p.done.complete_if_pending(Err(LogError::Poisoned {
+                            reason: reason.clone(),
+                        }));
+                    }
+                    std::panic::resume_unwind(Box::new(reason));
+                }
+            }
+            drop(committer);
+            // A batch still queued: wake its owner so it takes the writer
+            // now rather than after a timeout.
+            if let Some(p) = lock(&self.inner.queue).pending.front() {
+                p.done.poke();
+            }
         }
-        self.inner.queue_cv.notify_one();
-        done.wait()
     }
 
     fn read_from(&self, from: u64, max: usize) -> Result<Vec<Record>, LogError> {
@@ -515,7 +574,7 @@ impl Log for FileLog {
     }
 }
 
-/// The committer thread's state: the active segment and the next seq.
+/// The writer's state: the active segment and the next seq.
 #[derive(Debug)]
 struct Committer {
     inner: Arc<Inner>,
@@ -528,52 +587,24 @@ struct Committer {
     buf: Vec<u8>,
 }
 
-/// Fails every queued caller when the committer exits, even by panic.
-#[derive(Debug)]
-struct ShutdownGuard(Arc<Inner>);
-
-impl Drop for ShutdownGuard {
-    fn drop(&mut self) {
-        let mut q = lock(&self.0.queue);
-        q.shutdown = true;
-        for p in q.pending.drain(..) {
-            p.done.complete(Err(LogError::Closed));
+/// Takes the oldest queued batches, up to `max_batch_bytes` together (at
+/// least one), in queue order.
+fn take_group(inner: &Inner) -> Vec<Pending> {
+    let max = inner.config.max_batch_bytes;
+    let mut q = lock(&inner.queue);
+    let mut bytes = 0usize;
+    let mut group = Vec::new();
+    while let Some(p) = q.pending.front() {
+        if !group.is_empty() && bytes + p.frame_bytes > max {
+            break;
         }
+        bytes += p.frame_bytes;
+        group.extend(q.pending.pop_front());
     }
+    group
 }
 
 impl Committer {
-    fn run(mut self) {
-        let _guard = ShutdownGuard(Arc::clone(&self.inner));
-        let max = self.inner.config.max_batch_bytes;
-        loop {
-            let group = {
-                let mut q = lock(&self.inner.queue);
-                while q.pending.is_empty() && !q.shutdown {
-                    q = self
-                        .inner
-                        .queue_cv
-                        .wait(q)
-                        .unwrap_or_else(PoisonError::into_inner);
-                }
-                if q.pending.is_empty() {
-                    return;
-                }
-                let mut bytes = 0usize;
-                let mut group = Vec::new();
-                while let Some(p) = q.pending.front() {
-                    if !group.is_empty() && bytes + p.frame_bytes > max {
-                        break;
-                    }
-                    bytes += p.frame_bytes;
-                    group.extend(q.pending.pop_front());
-                }
-                group
-            };
-            self.commit(&group);
-        }
-    }
-
     /// Writes `group` (splitting it where a segment must roll) and answers
     /// every caller in it.
     fn commit(&mut self, group: &[Pending]) {
