@@ -125,6 +125,8 @@ pub struct Limits {
     pub idempotency_window: usize,
     /// Longest request head a client may send (bytes).
     pub max_header_bytes: usize,
+    /// Market streams (WebSocket and gRPC) open at once; one more is 503.
+    pub max_streams: usize,
 }
 
 /// Connection handling.
@@ -214,6 +216,7 @@ impl Default for Limits {
             wait_ms: 2_000,
             idempotency_window: 200_000,
             max_header_bytes: 16 * 1024,
+            max_streams: 1024,
         }
     }
 }

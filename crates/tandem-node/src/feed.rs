@@ -15,10 +15,10 @@
 //! A subscriber that falls more than `partition::STREAM_BUFFER` commands
 //! behind the replica is ended (`FeedEnd::Lagged`), never silently
 //! skipped. A feed ends when the node starts draining (`FeedEnd::Draining`).
-//! At most `MAX_STREAMS` feeds are open per process.
+//! At most `limits.max_streams` feeds are open per node.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,40 +32,31 @@ use crate::api::{self, Answer};
 use crate::node::Node;
 use crate::partition::{Partition, Published};
 
-/// Most market feeds (WebSocket and gRPC together) open at once in this
-/// process; one more is refused with `503` / UNAVAILABLE. Each holds a
-/// broadcast cursor and a book copy of at most 2 x depth levels.
-pub const MAX_STREAMS: usize = 1024;
-
 /// Levels per side when the subscriber does not say.
 pub const DEFAULT_DEPTH: usize = 50;
 
-static OPEN_STREAMS: AtomicUsize = AtomicUsize::new(0);
-
-/// A place among the `MAX_STREAMS`; released on drop.
+/// A place among the node's `limits.max_streams` market feeds (WebSocket
+/// and gRPC together); released on drop. Each open feed holds a broadcast
+/// cursor and a book copy of at most 2 x depth levels.
 #[derive(Debug)]
-struct StreamPermit;
+struct StreamPermit(Arc<Node>);
 
 impl StreamPermit {
-    fn acquire() -> Option<StreamPermit> {
-        OPEN_STREAMS
+    fn acquire(node: &Arc<Node>) -> Option<StreamPermit> {
+        let max = node.cfg.limits.max_streams;
+        node.streams_open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_STREAMS).then_some(n + 1)
+                (n < max).then_some(n + 1)
             })
             .ok()
-            .map(|_| StreamPermit)
+            .map(|_| StreamPermit(Arc::clone(node)))
     }
 }
 
 impl Drop for StreamPermit {
     fn drop(&mut self) {
-        OPEN_STREAMS.fetch_sub(1, Ordering::AcqRel);
+        self.0.streams_open.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// Market feeds open in this process now.
-pub fn open_streams() -> usize {
-    OPEN_STREAMS.load(Ordering::Acquire)
 }
 
 /// Price levels of one side, best first: (price, total qty) as the
@@ -177,10 +168,13 @@ impl MarketFeed {
         market: &str,
         depth: usize,
     ) -> Result<(MarketFeed, BookView), Answer> {
-        let Some(permit) = StreamPermit::acquire() else {
+        let Some(permit) = StreamPermit::acquire(node) else {
             let mut a = Answer::error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                &format!("streams: this node serves at most {MAX_STREAMS} market streams; retry on another node"),
+                &format!(
+                    "streams: this node serves at most {} market streams; retry on another node",
+                    node.cfg.limits.max_streams
+                ),
             );
             a.retry_after = Some(1);
             return Err(a);

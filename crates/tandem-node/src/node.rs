@@ -76,6 +76,8 @@ pub struct Node {
     draining: AtomicBool,
     stop: Arc<AtomicBool>,
     limiter: RateLimiter,
+    /// Market streams (WebSocket and gRPC) open now.
+    pub streams_open: std::sync::atomic::AtomicUsize,
 }
 
 impl Node {
@@ -123,6 +125,7 @@ impl Node {
             metrics,
             draining: AtomicBool::new(false),
             stop,
+            streams_open: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
 

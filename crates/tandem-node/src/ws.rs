@@ -4,7 +4,7 @@
 //! The request is gated like the HTTP book (ready, `x-tandem-min-seq`),
 //! `depth` is the book's (1..=`limits.max_depth`, default 50), and errors
 //! before the upgrade are ordinary HTTP answers (`{"error":..}`; `426` when
-//! the request is not a WebSocket upgrade, `503` past `feed::MAX_STREAMS`).
+//! the request is not a WebSocket upgrade, `503` past `limits.max_streams`).
 //! The `101` answer carries the usual headers (`x-tandem-seq`, ...).
 //! Then the node sends:
 //!

@@ -46,6 +46,10 @@ struct TestNode {
 
 impl TestNode {
     async fn start(tag: &str) -> TestNode {
+        TestNode::start_with(tag, |_| {}).await
+    }
+
+    async fn start_with(tag: &str, adjust: impl FnOnce(&mut NodeConfig)) -> TestNode {
         let dir = TempDir::new(tag);
         let mut cfg = NodeConfig {
             data_dir: dir.path().to_path_buf(),
@@ -56,6 +60,7 @@ impl TestNode {
         cfg.limits.wait_ms = 300;
         cfg.limits.account_rate = 0;
         cfg.http.drain_timeout_secs = 2;
+        adjust(&mut cfg);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -936,6 +941,53 @@ async fn ws_route_refuses_plain_gets_and_bad_depth() {
             }
             other => panic!("{q}: expected a 400, got {other:?}"),
         }
+    }
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn market_streams_beyond_the_limit_get_503_and_a_closed_one_frees_its_place() {
+    let n = TestNode::start_with("ws-limit", |c| c.limits.max_streams = 1).await;
+    let mut first = n.ws("BTC-USD", "").await;
+    assert_eq!(next_json(&mut first).await["type"], "book");
+    let refused = |r| match r {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let body: Value =
+                serde_json::from_slice(resp.body().as_deref().unwrap_or(b"null")).expect("json");
+            assert!(
+                body["error"]
+                    .as_str()
+                    .expect("error")
+                    .starts_with("streams:"),
+                "{body}"
+            );
+        }
+        Err(e) => panic!("expected a 503, got {e}"),
+        Ok(_) => panic!("expected a 503, got a stream"),
+    };
+    let url = format!("ws://{}/v1/markets/ETH-USD/stream", n.addr);
+    let tcp = TcpStream::connect(n.addr).await.expect("connect");
+    refused(
+        tokio_tungstenite::client_async(url.clone(), tcp)
+            .await
+            .map(|_| ()),
+    );
+    drop(first);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let tcp = TcpStream::connect(n.addr).await.expect("connect");
+        if tokio_tungstenite::client_async(url.clone(), tcp)
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream never freed its place"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     n.stop().await;
 }
