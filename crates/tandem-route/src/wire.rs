@@ -63,12 +63,14 @@ fn role(b: u8) -> Option<Role> {
 
 /// Decodes one question and answers it with [`route_excluding`].
 pub fn route_wire(input: &[u8]) -> i32 {
-    let placeholder = Cluster {
+    // A fixed array (no allocation in the wasm build): `decode` fills the
+    // first `n` slots; the rest keep this empty value and are never read.
+    let empty = Cluster {
         name: "",
         role: Role::Stable,
         weight: 0,
     };
-    let mut clusters = [placeholder; MAX_CLUSTERS];
+    let mut clusters = [empty; MAX_CLUSTERS];
     match decode(input, &mut clusters) {
         Some((n, req, excluded)) => match route_excluding(&clusters[..n], &req, excluded) {
             // n ≤ 64, so the index fits.
