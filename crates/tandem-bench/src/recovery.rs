@@ -401,9 +401,7 @@ fn diagnose(
     let mut out = Vec::with_capacity(64);
     let t = Instant::now();
     for (i, (seq, c)) in cmds.iter().enumerate() {
-        if let Some((_, next)) = cmds.get(i + 8) {
-            eng.prefetch(next);
-        }
+        eng.look_ahead(|k| cmds.get(i + k).map(|(_, c)| c));
         out.clear();
         eng.apply(*seq, c, &mut out);
     }
@@ -832,7 +830,7 @@ pub fn run(a: &RecoveryArgs) -> Result<(), String> {
         diag.restore_default_secs
     );
     println!(
-        "          tail: Log::read_from in batches of {} {:.3} s, tandem_codec::decode_command {:.3} s, Engine::apply (prefetch 8 ahead, as the replica) {:.3} s ({} commands/s); chain {}",
+        "          tail: Log::read_from in batches of {} {:.3} s, tandem_codec::decode_command {:.3} s, Engine::apply (with Engine::look_ahead, as the replica) {:.3} s ({} commands/s); chain {}",
         READ_BATCH,
         diag.tail_read_secs,
         diag.tail_decode_secs,

@@ -299,7 +299,7 @@ pub fn print_results(results: &[EngineResult]) {
         if let Some(single) = r.single_ops_per_sec {
             println!(
                 "{:<13} ops/s above applies the stream as a batch with look-ahead prefetch of its id index \
-                 (Engine::prefetch, as a replica does with a log batch);",
+                 (Engine::look_ahead, as a replica does with a log batch);",
                 r.name
             );
             println!(

@@ -141,11 +141,8 @@ impl BenchEngine for Tandem {
     const BATCHED: bool = true;
 
     fn apply_all(&mut self, cmds: &[Command]) {
-        const AHEAD: usize = 8;
         for (i, c) in cmds.iter().enumerate() {
-            if let Some(next) = cmds.get(i + AHEAD) {
-                self.eng.prefetch(next);
-            }
+            self.eng.look_ahead(|k| cmds.get(i + k));
             self.apply(c);
         }
     }

@@ -349,8 +349,6 @@ pub fn write_command(cmd: &Command, out: &mut Vec<u8>) -> bool {
 
 /// Commands decoded per batch handed from the reader thread to the engine.
 const BATCH: usize = 1024;
-/// How many commands ahead of `apply` the engine is asked to prefetch.
-const PREFETCH_AHEAD: usize = 8;
 /// Batches in flight between the two threads (bounds memory).
 const BATCHES_IN_FLIGHT: usize = 8;
 
@@ -406,12 +404,7 @@ pub fn run_match<R: std::io::BufRead + Send, W: std::io::Write>(
             for mut batch in rx.iter() {
                 for i in 0..batch.len() {
                     // Look ahead in the batch so id-index misses overlap.
-                    if let Some((_, later)) = batch.get(i + 2 * PREFETCH_AHEAD) {
-                        eng.prefetch_market(later);
-                    }
-                    if let Some((_, next)) = batch.get(i + PREFETCH_AHEAD) {
-                        eng.prefetch(next);
-                    }
+                    eng.look_ahead(|k| batch.get(i + k).map(|(_, c)| c));
                     let (seq, cmd) = &batch[i];
                     let seq = *seq;
                     events.clear();

@@ -20,13 +20,11 @@
 //! reaches output (nothing iterates them), which a test checks by running
 //! the same flow under different seeds.
 
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
-
-use foldhash::fast::FixedState;
 
 use crate::command::{Amend, Cancel, Command, OrderKind, Place, Side, Tif};
 use crate::event::{CancelReason, Event, IdIx, MarketIx, RejectReason};
+use crate::hash::KeyHasher;
 use crate::table::IndexTable;
 use crate::{Price, Qty, Sym};
 
@@ -258,7 +256,7 @@ fn acceptable(side: Side, limit: Option<u64>, price: u64) -> bool {
 #[derive(Debug, Clone)]
 pub struct Engine {
     pub(crate) cfg: Config,
-    pub(crate) hasher: FixedState,
+    pub(crate) hasher: KeyHasher,
     pub(crate) markets: Vec<Market>,
     pub(crate) market_table: IndexTable,
     pub(crate) accounts: Vec<Sym>,
@@ -335,7 +333,7 @@ impl Engine {
 
     fn bare(cfg: Config) -> Self {
         Engine {
-            hasher: FixedState::with_seed(cfg.hash_seed),
+            hasher: KeyHasher::new(cfg.hash_seed),
             cfg,
             markets: Vec::new(),
             market_table: IndexTable::default(),
@@ -504,6 +502,25 @@ impl Engine {
         self.fold_chain(seq, &out[start..]);
     }
 
+    /// Prefetches for the commands coming next, so that their cache misses
+    /// overlap instead of queueing: `upcoming(k)` is the command `k` places
+    /// after the one about to be applied (`None` past the end). Call it
+    /// before each `apply` of a batch; it changes nothing. It runs the two
+    /// stages below at the distances that measured best here: the market's
+    /// index slot 16 ahead, the id index line 8 ahead (where the market is
+    /// then found in cache). A third stage, loading a cancel's registry
+    /// entry 4 ahead, measured slower on the single-market benchmark (its
+    /// lookups cost more than the misses it saved) and was left out.
+    #[inline]
+    pub fn look_ahead<'a>(&self, upcoming: impl Fn(usize) -> Option<&'a Command>) {
+        if let Some(c) = upcoming(16) {
+            self.prefetch_market(c);
+        }
+        if let Some(c) = upcoming(8) {
+            self.prefetch(c);
+        }
+    }
+
     /// Starts loading the memory that applying `cmd` will touch first (the
     /// id index slot of its order id), without changing anything. A caller
     /// holding a batch of commands (a replica reading its log, `tandem
@@ -519,8 +536,7 @@ impl Engine {
         };
         if let Some(m) = self.find_market_sym(market) {
             prefetch(&self.markets[m as usize]);
-            self.id_table
-                .prefetch(Self::id_hash(&self.hasher, m, id.as_bytes()));
+            self.id_table.prefetch(self.hasher.sym(id, m));
         }
     }
 
@@ -531,7 +547,12 @@ impl Engine {
     #[inline]
     pub fn prefetch_market(&self, cmd: &Command) {
         if let Some(market) = cmd.market() {
-            self.market_table.prefetch(self.str_hash(market.as_bytes()));
+            // The market found last is in cache already: skip the hash.
+            let last = self.last_market.0.load(Relaxed);
+            if self.markets.get(last as usize).map(|mk| &mk.name) == Some(market) {
+                return;
+            }
+            self.market_table.prefetch(self.hasher.sym(market, 0));
         }
     }
 
@@ -550,15 +571,14 @@ impl Engine {
     /// Hash of a market name or account (seeded; never reaches output).
     #[inline]
     pub(crate) fn str_hash(&self, b: &[u8]) -> u64 {
-        str_hash_with(&self.hasher, b)
+        self.hasher.bytes(b, 0)
     }
 
     #[inline]
     fn find_account_sym(&self, name: &Sym) -> Option<u32> {
-        self.account_table
-            .find(self.str_hash(name.as_bytes()), |a| {
-                self.accounts[a as usize] == *name
-            })
+        self.account_table.find(self.hasher.sym(name, 0), |a| {
+            self.accounts[a as usize] == *name
+        })
     }
 
     #[inline]
@@ -571,7 +591,7 @@ impl Engine {
             }
         }
         self.market_table
-            .find(self.str_hash(name.as_bytes()), |m| {
+            .find(self.hasher.sym(name, 0), |m| {
                 self.markets[m as usize].name == *name
             })
             .inspect(|&m| self.last_market.0.store(m, Relaxed))
@@ -588,7 +608,7 @@ impl Engine {
             return a;
         }
         let a = self.accounts.len() as u32;
-        let h = self.str_hash(name.as_bytes());
+        let h = self.hasher.sym(name, 0);
         self.accounts.push(name.clone());
         self.account_open.push(0);
         self.account_table.insert(h, a);
@@ -597,19 +617,15 @@ impl Engine {
 
     /// Hash of a (market, order id) pair (seeded; never reaches output).
     #[inline]
-    pub(crate) fn id_hash(hasher: &FixedState, m: MarketIx, id: &[u8]) -> u64 {
-        let mut h = hasher.build_hasher();
-        h.write_u32(m);
-        h.write(id);
-        h.finish()
+    pub(crate) fn id_hash(hasher: &KeyHasher, m: MarketIx, id: &Sym) -> u64 {
+        hasher.sym(id, m)
     }
 
     pub(crate) fn find_id(&self, m: MarketIx, id: &[u8]) -> Option<IdIx> {
-        self.id_table
-            .find(Self::id_hash(&self.hasher, m, id), |ix| {
-                let e = &self.ids[ix as usize];
-                e.market == m && e.id.as_bytes() == id
-            })
+        self.id_table.find(self.hasher.bytes(id, m), |ix| {
+            let e = &self.ids[ix as usize];
+            e.market == m && e.id.as_bytes() == id
+        })
     }
 
     #[inline]
@@ -627,13 +643,18 @@ impl Engine {
         if self.ids.capacity() != cap {
             crate::mem::advise_huge(&self.ids);
         }
+        // The registry grows into memory the cache has long dropped: start
+        // loading the line a few entries on, so those pushes do not stall.
+        if let Some(later) = self.ids.spare_capacity_mut().get(8) {
+            prefetch(later);
+        }
         self.id_table.insert(h, ix);
         ix
     }
 
     pub(crate) fn push_market(&mut self, name: Sym) -> MarketIx {
         let m = self.markets.len() as u32;
-        let h = self.str_hash(name.as_bytes());
+        let h = self.hasher.sym(&name, 0);
         self.markets.push(Market {
             name,
             bids: Ladder::default(),
@@ -673,7 +694,7 @@ impl Engine {
             return Self::reject(&p.market, &p.id, RejectReason::Invalid, out);
         }
         let found = self.find_market_sym(&p.market);
-        let id_hash = Self::id_hash(&self.hasher, found.unwrap_or(0), p.id.as_bytes());
+        let id_hash = Self::id_hash(&self.hasher, found.unwrap_or(0), &p.id);
         if let Some(m) = found {
             if self.find_id_sym(id_hash, m, &p.id).is_some() {
                 return Self::reject(&p.market, &p.id, RejectReason::DuplicateId, out);
@@ -696,7 +717,7 @@ impl Engine {
             Some(m) => (m, id_hash),
             None => {
                 let m = self.push_market(p.market.clone());
-                (m, Self::id_hash(&self.hasher, m, p.id.as_bytes()))
+                (m, Self::id_hash(&self.hasher, m, &p.id))
             }
         };
         let account = self.intern_account(&p.account);
@@ -1020,7 +1041,7 @@ impl Engine {
     fn find_live(&self, market: &Sym, id: &Sym, account: &Sym) -> Option<(MarketIx, IdIx, u32)> {
         let m = self.find_market_sym(market)?;
         let a = self.find_account_sym(account)?;
-        let ix = self.find_id_sym(Self::id_hash(&self.hasher, m, id.as_bytes()), m, id)?;
+        let ix = self.find_id_sym(Self::id_hash(&self.hasher, m, id), m, id)?;
         let e = &self.ids[ix as usize];
         (e.order != NONE && e.account == a).then_some((m, ix, e.order))
     }
@@ -1175,36 +1196,22 @@ impl Engine {
 
 impl Engine {}
 
-/// Hash of a market name or account under `hasher`.
-#[inline]
-pub(crate) fn str_hash_with(hasher: &FixedState, b: &[u8]) -> u64 {
-    let mut h = hasher.build_hasher();
-    h.write(b);
-    h.finish()
-}
-
 /// The market and account indexes, built from their vectors, refusing
 /// duplicates (used by restore).
 pub(crate) fn name_tables_of(
-    hasher: &FixedState,
+    hasher: &KeyHasher,
     markets: &[Market],
     accounts: &[Sym],
     reserve_markets: usize,
 ) -> Result<(IndexTable, IndexTable), String> {
-    let hs: Vec<u64> = markets
-        .iter()
-        .map(|m| str_hash_with(hasher, m.name.as_bytes()))
-        .collect();
+    let hs: Vec<u64> = markets.iter().map(|m| hasher.sym(&m.name, 0)).collect();
     let mut mt = IndexTable::default();
     mt.reserve(reserve_markets);
     mt.bulk_build(&hs, |a, b| {
         markets[a as usize].name == markets[b as usize].name
     })
     .map_err(|(a, _)| format!("market {:?} listed twice", markets[a as usize].name))?;
-    let hs: Vec<u64> = accounts
-        .iter()
-        .map(|a| str_hash_with(hasher, a.as_bytes()))
-        .collect();
+    let hs: Vec<u64> = accounts.iter().map(|a| hasher.sym(a, 0)).collect();
     let mut at = IndexTable::default();
     at.bulk_build(&hs, |a, b| accounts[a as usize] == accounts[b as usize])
         .map_err(|(a, _)| format!("account {:?} listed twice", accounts[a as usize]))?;
@@ -1214,13 +1221,13 @@ pub(crate) fn name_tables_of(
 /// The id index, built from `ids`, refusing an id taken twice in one
 /// market (used by restore).
 pub(crate) fn id_table_of(
-    hasher: &FixedState,
+    hasher: &KeyHasher,
     ids: &[IdEntry],
     reserve: usize,
 ) -> Result<IndexTable, String> {
     let hs: Vec<u64> = ids
         .iter()
-        .map(|e| Engine::id_hash(hasher, e.market, e.id.as_bytes()))
+        .map(|e| Engine::id_hash(hasher, e.market, &e.id))
         .collect();
     let mut table = IndexTable::default();
     table.reserve(reserve);

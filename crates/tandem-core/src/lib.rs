@@ -12,6 +12,7 @@ mod chain;
 mod command;
 mod engine;
 mod event;
+mod hash;
 mod mem;
 mod num;
 mod snapshot;

@@ -4,7 +4,8 @@
 
 use std::fmt;
 
-const INLINE: usize = 22;
+/// Longest string kept inline.
+pub(crate) const INLINE: usize = 22;
 
 // Derived equality is byte equality: `new` zero-fills the inline buffer and
 // picks the variant by length alone, so equal strings have equal reprs.
@@ -38,6 +39,15 @@ impl Sym {
     /// Copies bytes that must be UTF-8; `None` when they are not.
     pub fn from_utf8(b: &[u8]) -> Option<Self> {
         std::str::from_utf8(b).ok().map(Sym::new)
+    }
+
+    /// The zero-padded inline buffer and the length, unless on the heap.
+    #[inline(always)]
+    pub(crate) fn inline_parts(&self) -> Option<(&[u8; INLINE], u8)> {
+        match &self.0 {
+            Repr::Inline { len, buf } => Some((buf, *len)),
+            Repr::Heap(_) => None,
+        }
     }
 
     /// The string's bytes.

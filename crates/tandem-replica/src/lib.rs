@@ -267,12 +267,7 @@ impl Replica {
             if *seq <= after {
                 return Err(ReplicaError::OutOfOrder { after, got: *seq });
             }
-            if let Some((_, later)) = cmds.get(i + 16) {
-                self.engine.prefetch_market(later);
-            }
-            if let Some((_, next)) = cmds.get(i + 8) {
-                self.engine.prefetch(next);
-            }
+            self.engine.look_ahead(|k| cmds.get(i + k).map(|(_, c)| c));
             self.events.clear();
             self.engine.apply(*seq, cmd, &mut self.events);
             self.since_snapshot += 1;
