@@ -603,10 +603,8 @@ impl Engine {
         })
     }
 
-    fn intern_account(&mut self, name: &Sym) -> u32 {
-        if let Some(a) = self.find_account_sym(name) {
-            return a;
-        }
+    /// Adds an account not yet known.
+    fn push_account(&mut self, name: &Sym) -> u32 {
         let a = self.accounts.len() as u32;
         let h = self.hasher.sym(name, 0);
         self.accounts.push(name.clone());
@@ -636,7 +634,9 @@ impl Engine {
         })
     }
 
-    fn push_id_hashed(&mut self, h: u64, e: IdEntry) -> IdIx {
+    /// Registers a newly taken id under hash `h`, at the index slot
+    /// `find_or_vacant` left for it (or `usize::MAX`: probe afresh).
+    fn push_id_at(&mut self, vacant: usize, h: u64, e: IdEntry) -> IdIx {
         let ix = self.ids.len() as u32;
         let cap = self.ids.capacity();
         self.ids.push(e);
@@ -648,7 +648,7 @@ impl Engine {
         if let Some(later) = self.ids.spare_capacity_mut().get(8) {
             prefetch(later);
         }
-        self.id_table.insert(h, ix);
+        self.id_table.insert_at(vacant, h, ix);
         ix
     }
 
@@ -695,9 +695,16 @@ impl Engine {
         }
         let found = self.find_market_sym(&p.market);
         let id_hash = Self::id_hash(&self.hasher, found.unwrap_or(0), &p.id);
+        // Where the id would go in the index: the duplicate check's probe
+        // ends there, and the insert below reuses it.
+        let mut vacant = usize::MAX;
         if let Some(m) = found {
-            if self.find_id_sym(id_hash, m, &p.id).is_some() {
-                return Self::reject(&p.market, &p.id, RejectReason::DuplicateId, out);
+            match self.id_table.find_or_vacant(id_hash, |ix| {
+                let e = &self.ids[ix as usize];
+                e.market == m && e.id == p.id
+            }) {
+                Ok(_) => return Self::reject(&p.market, &p.id, RejectReason::DuplicateId, out),
+                Err(slot) => vacant = slot,
             }
             if let (true, Some(px)) = (p.post_only, limit) {
                 if self.crosses(m, p.side, px) {
@@ -705,11 +712,14 @@ impl Engine {
                 }
             }
         }
+        let known_account = self.find_account_sym(&p.account);
+        let rests = p.tif == Tif::Gtc && limit.is_some();
         if self.ids.len() as u64 >= u64::from(self.cfg.max_ids)
             || (found.is_none() && self.markets.len() as u64 >= u64::from(self.cfg.max_markets))
-            || (p.tif == Tif::Gtc
-                && limit.is_some()
-                && self.live_orders >= self.cfg.max_live_orders)
+            || (rests && self.live_orders >= self.cfg.max_live_orders)
+            || (rests
+                && known_account.map_or(0, |a| self.account_open[a as usize])
+                    >= self.cfg.max_open_per_account)
         {
             return Self::reject(&p.market, &p.id, RejectReason::Limit, out);
         }
@@ -720,14 +730,12 @@ impl Engine {
                 (m, Self::id_hash(&self.hasher, m, &p.id))
             }
         };
-        let account = self.intern_account(&p.account);
-        if p.tif == Tif::Gtc
-            && limit.is_some()
-            && self.account_open[account as usize] >= self.cfg.max_open_per_account
-        {
-            return Self::reject(&p.market, &p.id, RejectReason::Limit, out);
-        }
-        let ix = self.push_id_hashed(
+        let account = match known_account {
+            Some(a) => a,
+            None => self.push_account(&p.account),
+        };
+        let ix = self.push_id_at(
+            vacant,
             id_hash,
             IdEntry {
                 id: p.id.clone(),

@@ -86,10 +86,29 @@ impl Sym {
     }
 }
 
+/// The inline buffer and length as three words (the last word overlaps
+/// the second by two bytes and carries the length in its top byte).
+#[inline(always)]
+fn words(buf: &[u8; INLINE], len: u8) -> [u64; 3] {
+    let w = |at: usize| {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&buf[at..at + 8]);
+        u64::from_le_bytes(x)
+    };
+    [w(0), w(8), (w(INLINE - 8) >> 8) | (u64::from(len) << 56)]
+}
+
 impl PartialEq for Sym {
+    /// Byte equality. Two inline symbols compare as three words (their
+    /// buffers are zero-filled past the length), without a `memcmp` call.
     #[inline]
     fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0
+        match (&self.0, &other.0) {
+            (Repr::Inline { len: a, buf: x }, Repr::Inline { len: b, buf: y }) => {
+                words(x, *a) == words(y, *b)
+            }
+            (a, b) => a == b,
+        }
     }
 }
 impl Eq for Sym {}

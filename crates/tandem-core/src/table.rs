@@ -133,6 +133,47 @@ impl IndexTable {
         }
     }
 
+    /// `find`, but a miss returns where the probe ended: the empty slot
+    /// `insert_at` fills without probing again (`usize::MAX` when the table
+    /// has no slots yet).
+    #[inline]
+    pub(crate) fn find_or_vacant(
+        &self,
+        h: u64,
+        mut eq: impl FnMut(u32) -> bool,
+    ) -> Result<u32, usize> {
+        if self.lines.is_empty() {
+            return Err(usize::MAX);
+        }
+        let tag = h >> 32;
+        let mask = self.slots() - 1;
+        let mut i = start(tag, mask);
+        loop {
+            let s = self.slot(i);
+            if s == EMPTY {
+                return Err(i);
+            }
+            if s >> 32 == tag && eq(s as u32) {
+                return Ok(s as u32);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Adds `ix` under hash `h` at `vacant`, which `find_or_vacant(h, ..)`
+    /// returned with no change to the table since; probes afresh when the
+    /// table must grow first.
+    #[inline]
+    pub(crate) fn insert_at(&mut self, vacant: usize, h: u64, ix: u32) {
+        if vacant == usize::MAX || self.len + 1 > limit(self.slots()) {
+            return self.insert(h, ix);
+        }
+        assert!(ix < u32::MAX, "index table holds at most 2^32 - 1 entries");
+        debug_assert_eq!(self.slot(vacant), EMPTY);
+        self.set_slot(vacant, (h >> 32 << 32) | u64::from(ix));
+        self.len += 1;
+    }
+
     /// Adds `ix` under hash `h`. The caller has checked the key is absent
     /// (use `insert_new` where it has not).
     #[inline]
@@ -229,6 +270,21 @@ mod tests {
             assert_eq!(t.find(hk, |ix| keys[ix as usize] == k), Some(i as u32));
         }
         assert_eq!(t.find(h(99_999), |_| true), None);
+    }
+
+    #[test]
+    fn insert_at_a_vacant_slot_is_found_through_growth() {
+        let mut t = IndexTable::default();
+        for k in 0..2000u64 {
+            let hk = h(k);
+            let vacant = t.find_or_vacant(hk, |_| false).unwrap_err();
+            t.insert_at(vacant, hk, k as u32);
+            assert_eq!(t.find_or_vacant(hk, |ix| ix == k as u32), Ok(k as u32));
+        }
+        assert_eq!(t.len(), 2000);
+        for k in 0..2000u64 {
+            assert_eq!(t.find(h(k), |ix| ix == k as u32), Some(k as u32));
+        }
     }
 
     #[test]
