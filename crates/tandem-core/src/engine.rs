@@ -1212,7 +1212,9 @@ pub(crate) fn name_tables_of(
     accounts: &[Sym],
     reserve_markets: usize,
 ) -> Result<(IndexTable, IndexTable), String> {
-    let hs: Vec<u64> = markets.iter().map(|m| hasher.sym(&m.name, 0)).collect();
+    let mut hs: Vec<u64> = Vec::with_capacity(markets.len());
+    crate::mem::advise_huge(&hs);
+    hs.extend(markets.iter().map(|m| hasher.sym(&m.name, 0)));
     let mut mt = IndexTable::default();
     mt.reserve(reserve_markets);
     mt.bulk_build(&hs, |a, b| {
@@ -1233,10 +1235,9 @@ pub(crate) fn id_table_of(
     ids: &[IdEntry],
     reserve: usize,
 ) -> Result<IndexTable, String> {
-    let hs: Vec<u64> = ids
-        .iter()
-        .map(|e| Engine::id_hash(hasher, e.market, &e.id))
-        .collect();
+    let mut hs: Vec<u64> = Vec::with_capacity(ids.len());
+    crate::mem::advise_huge(&hs);
+    hs.extend(ids.iter().map(|e| Engine::id_hash(hasher, e.market, &e.id)));
     let mut table = IndexTable::default();
     table.reserve(reserve);
     table

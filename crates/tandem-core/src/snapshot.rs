@@ -296,6 +296,8 @@ fn build_books(
         tail: NONE,
     };
     levels.clear();
+    levels.reserve_exact(lv_recs.len() - 1);
+    crate::mem::advise_huge(levels);
     levels.resize(lv_recs.len() - 1, empty_level);
     orders.clear();
     orders.reserve_exact(ord_recs.len().max(reserve_orders));
@@ -619,6 +621,7 @@ impl Engine {
                 r.end("the accounts")?;
                 let mut r = section(off_markets, off_ids);
                 let mut markets = Vec::with_capacity(n_markets.max(cfg.reserve_markets));
+                crate::mem::advise_huge(&markets);
                 for _ in 0..n_markets {
                     let name = r.sym()?;
                     if name.is_empty() {
