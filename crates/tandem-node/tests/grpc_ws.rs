@@ -796,9 +796,11 @@ async fn ws_snapshot_and_events_neither_miss_nor_repeat() {
         let mut want: Vec<u64> = seqs.iter().copied().filter(|&s| s > start).collect();
         let mut got = Vec::new();
         let mut last_book = snap;
-        // Until the last command's events, then whatever book follows them.
+        // Until the last command's events, then whatever book follows them
+        // (a subscriber whose snapshot came after the last command waits
+        // for nothing).
         loop {
-            let v = if got.last() == Some(&end) {
+            let v = if got.last() == Some(&end) || start >= end {
                 match tokio::time::timeout(Duration::from_millis(500), next_json(&mut ws)).await {
                     Ok(v) => v,
                     Err(_) => break,
