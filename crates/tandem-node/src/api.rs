@@ -26,6 +26,10 @@ pub struct Answer {
     pub body: Bytes,
     /// Partition whose applied position goes in `x-tandem-seq`.
     pub partition: Option<u32>,
+    /// Seq the answer reflects (an order's, a book read's): the token is
+    /// never below it, even while the applied position catches up with an
+    /// answer built inside the same step.
+    pub covers: u64,
     pub retry_after: Option<u32>,
     pub content_type: &'static str,
 }
@@ -36,6 +40,7 @@ impl Answer {
             status,
             body: body.into(),
             partition: None,
+            covers: 0,
             retry_after: None,
             content_type: "application/json",
         }
@@ -62,6 +67,11 @@ impl Answer {
 
     fn on(mut self, partition: u32) -> Answer {
         self.partition = Some(partition);
+        self
+    }
+
+    fn covering(mut self, seq: u64) -> Answer {
+        self.covers = seq;
         self
     }
 }
@@ -376,7 +386,9 @@ fn outcome_answer(partition: u32, o: &Outcome) -> Answer {
     b.extend_from_slice(b",\"events\":");
     b.extend_from_slice(&o.events);
     b.push(b'}');
-    Answer::json(StatusCode::OK, b).on(partition)
+    Answer::json(StatusCode::OK, b)
+        .on(partition)
+        .covering(o.seq)
 }
 
 /// Appends a decoded place, cancel or amend and answers with its events.
@@ -565,14 +577,17 @@ pub async fn book(node: &Node, headers: &HeaderMap, m: &str, depth: usize) -> An
         b.push(b']');
     }
     b.push(b'}');
-    Answer::json(StatusCode::OK, b).on(p)
+    Answer::json(StatusCode::OK, b).on(p).covering(seq)
 }
 
 /// The `x-tandem-seq` value: `P:N` for the partition an answer touched;
 /// for answers that touch none, every partition's token, comma-separated.
-pub fn seq_token(node: &Node, partition: Option<u32>) -> HeaderValue {
+pub fn seq_token(node: &Node, partition: Option<u32>, covers: u64) -> HeaderValue {
     let text = match partition {
-        Some(p) => format!("{p}:{}", node.partitions[p as usize].applied_seq()),
+        Some(p) => format!(
+            "{p}:{}",
+            node.partitions[p as usize].applied_seq().max(covers)
+        ),
         None => node
             .partitions
             .iter()
@@ -605,7 +620,7 @@ pub fn respond(node: &Node, a: Answer, started: Instant, route: &'static str) ->
     if let Ok(v) = HeaderValue::from_str(&node.cfg.version) {
         h.insert("x-tandem-version", v);
     }
-    h.insert("x-tandem-seq", seq_token(node, a.partition));
+    h.insert("x-tandem-seq", seq_token(node, a.partition, a.covers));
     if let Some(s) = a.retry_after {
         h.insert(header::RETRY_AFTER, HeaderValue::from(s));
     }

@@ -244,7 +244,7 @@ pub async fn serve(
 async fn refuse(mut stream: TcpStream, node: Arc<Node>) {
     let body =
         br#"{"error":"connections: this node is at its connection limit; retry on another node"}"#;
-    let token = api::seq_token(&node, None);
+    let token = api::seq_token(&node, None, 0);
     let head = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
          x-dex-version: {}\r\nx-tandem-version: {}\r\nx-tandem-seq: {}\r\n\

@@ -135,7 +135,7 @@ fn answer_metadata(node: &Node, a: &Answer) -> MetadataMap {
     if let Ok(v) = HeaderValue::from_str(&node.cfg.version) {
         h.insert("x-tandem-version", v);
     }
-    h.insert("x-tandem-seq", api::seq_token(node, a.partition));
+    h.insert("x-tandem-seq", api::seq_token(node, a.partition, a.covers));
     if let Some(s) = a.retry_after {
         h.insert(http::header::RETRY_AFTER, HeaderValue::from(s));
     }
