@@ -84,6 +84,7 @@ fn cfg(dir: std::path::PathBuf, every_commands: u64) -> ReplicaConfig {
             every_commands,
             every: None,
             keep: 2,
+            background: false,
         },
         read_batch: 500,
         ..ReplicaConfig::new(dir)

@@ -92,6 +92,10 @@ pub struct SnapshotConfig {
     pub every_commands: u64,
     pub every_secs: u64,
     pub keep: usize,
+    /// Periodic snapshots from a forked child, so order entry does not wait
+    /// while one is written (Linux); memory may grow by the pages changed
+    /// meanwhile (copy-on-write).
+    pub background: bool,
 }
 
 /// A bound on everything a client controls.
@@ -197,6 +201,7 @@ impl Default for SnapshotConfig {
             every_commands: 1_000_000,
             every_secs: 300,
             keep: 3,
+            background: true,
         }
     }
 }

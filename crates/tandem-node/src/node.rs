@@ -105,6 +105,7 @@ impl Node {
                 every: (cfg.snapshot.every_secs > 0)
                     .then(|| Duration::from_secs(cfg.snapshot.every_secs)),
                 keep: cfg.snapshot.keep,
+                background: cfg.snapshot.background,
             };
             rc.read_batch = 1024;
             partitions.push(Partition::start(

@@ -129,6 +129,8 @@ pub struct Partition {
     snapshot_dir: std::path::PathBuf,
     /// Snapshot seq whose idempotency window was saved last.
     windowed: AtomicU64,
+    /// Background snapshot failures already logged.
+    snapshot_failures: AtomicU64,
     /// When the partition started, and the second the log's end was last
     /// read (for the lag gauge).
     created: Instant,
@@ -185,6 +187,7 @@ impl Partition {
             stream: tokio::sync::broadcast::channel(STREAM_BUFFER).0,
             snapshot_dir: replica_cfg.snapshot_dir.clone(),
             windowed: AtomicU64::new(0),
+            snapshot_failures: AtomicU64::new(0),
             created: Instant::now(),
             lag_checked: AtomicU64::new(0),
             appended: Mutex::new(0),
@@ -494,6 +497,14 @@ impl Partition {
             if n.as_ref().is_ok_and(|&n| n > 0) {
                 self.metrics.set_replica(self.id, seq, r.engine());
                 self.applied.send_replace(seq);
+            }
+            let (failures, why) = r.snapshot_failures();
+            if self.snapshot_failures.swap(failures, Ordering::Relaxed) != failures {
+                eprintln!(
+                    "{{\"msg\":\"background snapshot failed, written in the replica thread instead\",\"partition\":{},\"failures\":{failures},\"error\":{:?}}}",
+                    self.id,
+                    why.unwrap_or("")
+                );
             }
             (n.map(|n| (n, seq)), r.last_snapshot_seq())
         };

@@ -10,6 +10,15 @@
 //! and reported, never trusted) and then applies the log tail after it:
 //! restart = newest valid snapshot + tail.
 //!
+//! On Linux a periodic snapshot is written in the background
+//! (`SnapshotPolicy::background`): the replica forks, the child process
+//! writes its copy-on-write view of the engine to the file and exits, and
+//! the replica goes on applying commands at once; it records the snapshot
+//! (and prunes old ones) when it reaps the child. The pause is the fork
+//! itself (copying page tables, milliseconds per GiB on huge pages), not the
+//! seconds a large state takes to encode and write. `snapshot_now` still
+//! writes in the calling thread, after waiting for a background one.
+//!
 //! Wall-clock time is read here, only to decide *when* to snapshot; it never
 //! reaches the engine, whose input is the log alone.
 
@@ -33,6 +42,10 @@ pub struct SnapshotPolicy {
     pub every: Option<Duration>,
     /// Snapshots kept on disk (older ones are deleted); at least 1.
     pub keep: usize,
+    /// Write periodic snapshots from a forked child process, so that
+    /// applying does not wait for them (Linux; elsewhere they are written
+    /// in the replica's thread).
+    pub background: bool,
 }
 
 impl Default for SnapshotPolicy {
@@ -41,6 +54,7 @@ impl Default for SnapshotPolicy {
             every_commands: 1_000_000,
             every: Some(Duration::from_secs(60)),
             keep: 3,
+            background: true,
         }
     }
 }
@@ -139,6 +153,24 @@ fn list_snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>, ReplicaError> {
     Ok(v)
 }
 
+/// Removes temporary files of snapshots never finished (a writer killed
+/// before its rename).
+fn remove_partial_snapshots(dir: &Path) -> Result<(), ReplicaError> {
+    for entry in fs::read_dir(dir).map_err(io_err("list snapshots in", dir))? {
+        let entry = entry.map_err(io_err("list snapshots in", dir))?;
+        let name = entry.file_name();
+        let partial = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".tmp"))
+            .is_some_and(|n| parse_snapshot_name(n).is_some());
+        if partial {
+            let path = entry.path();
+            fs::remove_file(&path).map_err(io_err("remove partial snapshot", &path))?;
+        }
+    }
+    Ok(())
+}
+
 /// Reads up to `max` records from `from` and decodes each as a command.
 fn read_decoded(log: &dyn Log, from: u64, max: usize) -> Result<Vec<(u64, Command)>, ReplicaError> {
     Ok(log
@@ -146,6 +178,35 @@ fn read_decoded(log: &dyn Log, from: u64, max: usize) -> Result<Vec<(u64, Comman
         .iter()
         .map(|r| (r.seq, tandem_codec::decode_command(&r.payload)))
         .collect())
+}
+
+/// Writes `engine` to `path` atomically: a temporary file beside it,
+/// fsync, rename, fsync of the directory.
+fn write_snapshot_file(engine: &Engine, dir: &Path, path: &Path) -> Result<(), ReplicaError> {
+    let tmp = tmp_path(path);
+    let file = File::create(&tmp).map_err(io_err("create snapshot", &tmp))?;
+    engine
+        .snapshot_to(BufWriter::with_capacity(1 << 20, &file))
+        .map_err(io_err("write snapshot", &tmp))?;
+    file.sync_all().map_err(io_err("fsync snapshot", &tmp))?;
+    fs::rename(&tmp, path).map_err(io_err("rename snapshot", path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync snapshot directory", dir))
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// A snapshot a child process is writing.
+#[derive(Debug)]
+struct Pending {
+    pid: i32,
+    seq: u64,
+    path: PathBuf,
 }
 
 /// One replica of one log partition. See the module doc.
@@ -159,6 +220,11 @@ pub struct Replica {
     /// this is counted, not derived from seqs).
     since_snapshot: u64,
     events: Vec<Event>,
+    /// The background snapshot being written, if any.
+    pending: Option<Pending>,
+    /// Background snapshots that failed, and why the last one did.
+    background_failures: u64,
+    last_failure: Option<String>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -180,6 +246,7 @@ impl Replica {
     ) -> Result<(Replica, OpenInfo), ReplicaError> {
         let dir = cfg.snapshot_dir.clone();
         fs::create_dir_all(&dir).map_err(io_err("create snapshot directory", &dir))?;
+        remove_partial_snapshots(&dir)?;
         let mut info = OpenInfo::default();
         let mut engine = None;
         for (seq, path) in list_snapshots(&dir)? {
@@ -222,6 +289,9 @@ impl Replica {
                 cfg,
                 last_snapshot_at: Instant::now(),
                 events: Vec::with_capacity(256),
+                pending: None,
+                background_failures: 0,
+                last_failure: None,
             },
             info,
         ))
@@ -272,9 +342,11 @@ impl Replica {
             self.engine.apply(*seq, cmd, &mut self.events);
             self.since_snapshot += 1;
             on_applied(*seq, cmd, &self.engine, &self.events);
-            self.maybe_snapshot()?;
+            if self.pending.is_none() {
+                self.maybe_snapshot()?;
+            }
         }
-        Ok(())
+        self.reap_or_write(false)
     }
 
     /// Applies everything the log holds now. Returns the applied seq.
@@ -343,6 +415,10 @@ impl Replica {
     }
 
     fn maybe_snapshot(&mut self) -> Result<(), ReplicaError> {
+        self.reap_or_write(false)?;
+        if self.pending.is_some() {
+            return Ok(());
+        }
         let p = &self.cfg.policy;
         let since = self.since_snapshot;
         let by_count = p.every_commands > 0 && since >= p.every_commands;
@@ -350,36 +426,204 @@ impl Replica {
             && p.every
                 .is_some_and(|t| self.last_snapshot_at.elapsed() >= t);
         if by_count || by_time {
+            if p.background {
+                self.snapshot_in_background()?;
+            } else {
+                self.snapshot_now()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Is a background snapshot being written?
+    pub fn snapshot_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Writes a snapshot of the current state now (atomically) and prunes
+    /// old ones, after waiting for a background snapshot to end. Returns
+    /// its path.
+    pub fn snapshot_now(&mut self) -> Result<PathBuf, ReplicaError> {
+        // A failed background snapshot is counted; this one replaces it.
+        self.reap(true)?;
+        let dir = &self.cfg.snapshot_dir;
+        let seq = self.engine.seq();
+        let path = dir.join(snapshot_name(seq));
+        write_snapshot_file(&self.engine, dir, &path)?;
+        self.since_snapshot = 0;
+        self.last_snapshot_at = Instant::now();
+        self.written(seq)?;
+        Ok(path)
+    }
+
+    /// Starts a background snapshot of the current state now, after waiting
+    /// for one in flight; `wait_for_snapshot` waits for it to be written.
+    /// Where fork is unavailable the snapshot is written before this returns.
+    pub fn start_snapshot(&mut self) -> Result<(), ReplicaError> {
+        self.reap_or_write(true)?;
+        self.snapshot_in_background()
+    }
+
+    /// Waits for a background snapshot to end (if one is being written)
+    /// and records it. Returns the seq of the newest snapshot.
+    pub fn wait_for_snapshot(&mut self) -> Result<u64, ReplicaError> {
+        self.reap_or_write(true)?;
+        Ok(self.last_snapshot_seq)
+    }
+
+    /// Background snapshots that failed so far (each was then written in
+    /// the replica's thread instead), and why the last one failed.
+    pub fn snapshot_failures(&self) -> (u64, Option<&str>) {
+        (self.background_failures, self.last_failure.as_deref())
+    }
+
+    /// `reap`; when the background snapshot failed (its child killed, say
+    /// by the OOM killer), writes one here instead, whose error, if it
+    /// fails too, is returned.
+    fn reap_or_write(&mut self, block: bool) -> Result<(), ReplicaError> {
+        if !self.reap(block)? {
             self.snapshot_now()?;
         }
         Ok(())
     }
 
-    /// Writes a snapshot of the current state now (atomically) and prunes
-    /// old ones. Returns its path.
-    pub fn snapshot_now(&mut self) -> Result<PathBuf, ReplicaError> {
-        let dir = &self.cfg.snapshot_dir;
-        let seq = self.engine.seq();
-        let path = dir.join(snapshot_name(seq));
-        let tmp = dir.join(format!("{}.tmp", snapshot_name(seq)));
-        let file = File::create(&tmp).map_err(io_err("create snapshot", &tmp))?;
-        self.engine
-            .snapshot_to(BufWriter::with_capacity(1 << 20, &file))
-            .map_err(io_err("write snapshot", &tmp))?;
-        file.sync_all().map_err(io_err("fsync snapshot", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err("rename snapshot", &path))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("fsync snapshot directory", dir))?;
+    /// Records a snapshot written at `seq` and prunes old ones.
+    fn written(&mut self, seq: u64) -> Result<(), ReplicaError> {
         self.last_snapshot_seq = seq;
-        self.last_snapshot_at = Instant::now();
-        self.since_snapshot = 0;
+        let dir = &self.cfg.snapshot_dir;
         for (_, old) in list_snapshots(dir)?
             .into_iter()
             .skip(self.cfg.policy.keep.max(1))
         {
             fs::remove_file(&old).map_err(io_err("remove old snapshot", &old))?;
         }
-        Ok(path)
+        Ok(())
+    }
+
+    /// Forks a child that writes the snapshot; see the module doc. Where
+    /// fork is unavailable or fails, writes it here instead.
+    #[cfg(target_os = "linux")]
+    fn snapshot_in_background(&mut self) -> Result<(), ReplicaError> {
+        let seq = self.engine.seq();
+        let dir = self.cfg.snapshot_dir.clone();
+        let path = dir.join(snapshot_name(seq));
+        #[allow(unsafe_code)]
+        // SAFETY: after fork the child runs only this thread. It reads its
+        // private copy-on-write view of `self.engine` (which this thread
+        // owns exclusively here, so no other thread was mid-update) and
+        // makes only file system calls and heap allocations, which glibc
+        // keeps usable in a forked child; it takes no lock another thread
+        // could have held (no stdout/stderr, no logging) and leaves through
+        // `_exit`, so no destructor or atexit handler of the parent's state
+        // runs twice.
+        let (parent, pid) = unsafe { (libc::getpid(), libc::fork()) };
+        match pid {
+            0 => {
+                // Die with the parent: an orphan still writing would race a
+                // restarted replica writing the same file name.
+                #[allow(unsafe_code)]
+                // SAFETY: plain system calls on this process.
+                let orphaned = unsafe {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    libc::getppid() != parent
+                };
+                let ok = !orphaned
+                    && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        write_snapshot_file(&self.engine, &dir, &path).is_ok()
+                    }))
+                    .unwrap_or(false);
+                #[allow(unsafe_code)]
+                // SAFETY: ends the child at once, as the comment above says.
+                unsafe {
+                    libc::_exit(if ok { 0 } else { 1 })
+                }
+            }
+            -1 => {
+                self.snapshot_now()?;
+            }
+            pid => {
+                self.pending = Some(Pending { pid, seq, path });
+                self.since_snapshot = 0;
+                self.last_snapshot_at = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn snapshot_in_background(&mut self) -> Result<(), ReplicaError> {
+        self.snapshot_now().map(|_| ())
+    }
+
+    /// If a background snapshot has ended (or, with `block`, once it has),
+    /// records it. `Ok(false)` when it failed (counted, with why).
+    #[cfg(target_os = "linux")]
+    fn reap(&mut self, block: bool) -> Result<bool, ReplicaError> {
+        let Some(p) = &self.pending else {
+            return Ok(true);
+        };
+        let mut status = 0;
+        let flags = if block { 0 } else { libc::WNOHANG };
+        let r = loop {
+            #[allow(unsafe_code)]
+            // SAFETY: waits for our own child; `status` is a valid out-pointer.
+            let r = unsafe { libc::waitpid(p.pid, &mut status, flags) };
+            if r == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+            {
+                continue;
+            }
+            break r;
+        };
+        if r == 0 {
+            return Ok(true);
+        }
+        let Pending { seq, path, .. } = self.pending.take().expect("checked above");
+        let ok = if r == -1 {
+            // Someone else reaped it (SIGCHLD ignored): the file decides.
+            path.exists()
+        } else {
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+        };
+        if ok {
+            self.written(seq)?;
+            return Ok(true);
+        }
+        let _ = fs::remove_file(tmp_path(&path));
+        let why = if r == -1 {
+            "the child was reaped elsewhere and left no file".to_owned()
+        } else if libc::WIFSIGNALED(status) {
+            format!("the child was killed by signal {}", libc::WTERMSIG(status))
+        } else {
+            format!(
+                "the child exited with status {} (create, write, fsync or rename failed)",
+                libc::WEXITSTATUS(status)
+            )
+        };
+        self.background_failures += 1;
+        self.last_failure = Some(format!("snapshot at seq {seq}: {why}"));
+        Ok(false)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn reap(&mut self, _block: bool) -> Result<bool, ReplicaError> {
+        Ok(true)
+    }
+}
+
+impl Drop for Replica {
+    /// A background snapshot still being written is abandoned: the child is
+    /// killed and its temporary file removed (the last complete snapshot
+    /// stays the newest).
+    fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
+        if let Some(p) = self.pending.take() {
+            #[allow(unsafe_code)]
+            // SAFETY: signals and reaps our own child.
+            unsafe {
+                libc::kill(p.pid, libc::SIGKILL);
+                libc::waitpid(p.pid, std::ptr::null_mut(), 0);
+            }
+            let _ = fs::remove_file(tmp_path(&p.path));
+        }
     }
 }

@@ -94,6 +94,7 @@ fn cfg(dir: PathBuf, every: u64) -> ReplicaConfig {
             every_commands: every,
             every: None,
             keep: 2,
+            background: false,
         },
         read_batch: 500,
         ..ReplicaConfig::new(dir)
@@ -251,4 +252,86 @@ fn a_log_truncated_past_the_replica_is_a_clear_error() {
     let err = Replica::open(Arc::clone(&log), cfg(dir.0.join("r"), 0)).expect_err("gap");
     let msg = err.to_string();
     assert!(msg.contains("cannot continue"), "{msg}");
+}
+
+/// Snapshots written by a forked child while the replica goes on applying:
+/// each is recorded once reaped, only `keep` remain, no temporary file is
+/// left, and a restart from the newest one continues to the same chain as
+/// a replica that never stopped.
+#[cfg(target_os = "linux")]
+#[test]
+fn background_snapshots_are_written_while_applying_and_restore_to_the_same_chain() {
+    let dir = TempDir::new("background");
+    let log = open_log(&dir);
+    append_concurrently(&log, flow(20_000, 23), 3);
+    let (mut a, _) = Replica::open(Arc::clone(&log), cfg(dir.0.join("a"), 0)).expect("open a");
+    let want = chains(&mut a);
+
+    let bg = |every| {
+        let mut c = cfg(dir.0.join("b"), every);
+        c.policy.background = true;
+        c
+    };
+    let (mut b, _) = Replica::open(Arc::clone(&log), bg(3000)).expect("open b");
+    let mut saw_pending_while_applying = false;
+    while b.applied_seq() < 20_000 {
+        let before = b.applied_seq();
+        b.step(|_, _, _, _| {}).expect("step");
+        // Applying went on although a snapshot may still be in flight.
+        assert!(b.applied_seq() > before);
+        saw_pending_while_applying |= b.snapshot_pending();
+    }
+    assert!(
+        saw_pending_while_applying || b.last_snapshot_seq() > 0,
+        "no background snapshot was started"
+    );
+    let last = b.wait_for_snapshot().expect("background snapshot");
+    assert!(!b.snapshot_pending());
+    assert!(last >= 3000, "snapshot at {last}");
+    let names: Vec<String> = std::fs::read_dir(dir.0.join("b"))
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    assert!(names.len() <= 2, "{names:?}");
+    drop(b);
+
+    let (mut c, info) = Replica::open(Arc::clone(&log), bg(0)).expect("reopen");
+    let (_, seq) = info.restored.expect("restored from a background snapshot");
+    assert_eq!(seq, last);
+    assert!(info.skipped.is_empty(), "{:?}", info.skipped);
+    let got = chains(&mut c);
+    assert_eq!(got[..], want[seq as usize..]);
+}
+
+/// `snapshot_now` waits for a background snapshot in flight, then writes
+/// its own: both files are whole and the newest is at the current seq.
+#[cfg(target_os = "linux")]
+#[test]
+fn snapshot_now_waits_for_a_background_one() {
+    let dir = TempDir::new("bg-now");
+    let log = open_log(&dir);
+    append_concurrently(&log, flow(8_000, 29), 2);
+    let mut c = cfg(dir.0.join("b"), 4000);
+    c.policy.background = true;
+    c.policy.keep = 3;
+    let (mut b, _) = Replica::open(Arc::clone(&log), c.clone()).expect("open");
+    b.catch_up(|_, _, _, _| {}).expect("catch up");
+    let path = b.snapshot_now().expect("snapshot now");
+    assert!(!b.snapshot_pending());
+    assert_eq!(b.last_snapshot_seq(), 8_000);
+    assert!(path.ends_with("snapshot-00000000000000008000.tsnap"));
+    let mut seqs: Vec<u64> = std::fs::read_dir(dir.0.join("b"))
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .map(|p| {
+            let bytes = std::fs::read(&p).expect("read");
+            tandem_core::Engine::restore(&bytes, tandem_core::Config::default())
+                .expect("whole snapshot")
+                .seq()
+        })
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs.last(), Some(&8_000));
+    assert!(seqs.contains(&4_000), "{seqs:?}");
 }
