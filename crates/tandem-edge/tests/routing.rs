@@ -268,20 +268,31 @@ async fn a_node_failing_in_a_row_is_ejected_and_its_requests_retried() {
     }
     // eject_after_failures = 3: the third failure in a row ejects it.
     assert_eq!(bad.hits(), 3);
-    let routes = send(
-        &cl,
-        request(
-            "GET",
-            &edge.admin_url("/admin/routes"),
-            &[("authorization", &format!("Bearer {TOKEN}"))],
-            "",
-        ),
-    )
-    .await
-    .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&routes.body).unwrap();
+    // Ejection also marks it not ready until an active check (every 50 ms
+    // here) passes again; its /readyz answers 200, so one soon does, and it
+    // stays ejected all the while.
+    let mut polls = 0;
+    let v = loop {
+        let routes = send(
+            &cl,
+            request(
+                "GET",
+                &edge.admin_url("/admin/routes"),
+                &[("authorization", &format!("Bearer {TOKEN}"))],
+                "",
+            ),
+        )
+        .await
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&routes.body).unwrap();
+        assert_eq!(v["clusters"][0]["nodes"][0]["ejected"], true, "{v}");
+        polls += 1;
+        if v["clusters"][0]["nodes"][0]["ready"] == true || polls == 100 {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let nodes = &v["clusters"][0]["nodes"];
-    assert_eq!(nodes[0]["ejected"], true, "{v}");
     assert_eq!(nodes[0]["ready"], true, "{v}");
     assert_eq!(nodes[1]["ejected"], false, "{v}");
     let metrics = send(&cl, request("GET", &edge.admin_url("/metrics"), &[], ""))
