@@ -8,10 +8,14 @@
 //!   connection waits for its next request, which closed idle connections
 //!   after 10 s, under the edge's 60 s pool: the source's keep-alive 502s.
 //!   So servers turn that off and use these rules instead.
-//! - **Slow request.** Once a client has sent a byte of a request, the
-//!   server must have started answering within `request` (10 s by
-//!   default), or the connection is closed: a slowloris client trickling a
-//!   header cannot hold a connection, and idle connections are untouched.
+//! - **Slow request.** Once a client has sent a byte of a request, its
+//!   head must be in within `request` (10 s by default), or the connection
+//!   is closed: a slowloris client trickling a header cannot hold a
+//!   connection, and idle connections are untouched. The server says when
+//!   a head is in (`Timing::head_read`, from its service); from then until
+//!   it writes the answer, the request is the handler's to bound (an edge
+//!   waiting on its upstream), and bytes read meanwhile (a body) start no
+//!   clock.
 //!
 //! The slow-request rule applies to HTTP/1 only: an HTTP/2 connection (seen
 //! by its preface) multiplexes long streams (gRPC) and has its own
@@ -39,6 +43,8 @@ pub struct Timing {
     pending_since: AtomicU64,
     /// 0 = nothing read yet, 1 = HTTP/1, 2 = HTTP/2 (preface seen).
     protocol: std::sync::atomic::AtomicU8,
+    /// A request's head is in and its answer not yet started.
+    in_request: std::sync::atomic::AtomicBool,
 }
 
 /// What the rules say about a connection now.
@@ -58,6 +64,7 @@ impl Timing {
             last: AtomicU64::new(Self::ms(base)),
             pending_since: AtomicU64::new(0),
             protocol: std::sync::atomic::AtomicU8::new(0),
+            in_request: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -73,13 +80,23 @@ impl Timing {
         }
         let now = Self::ms(self.base);
         self.last.store(now, Relaxed);
-        let _ = self
-            .pending_since
-            .compare_exchange(0, now, Relaxed, Relaxed);
+        if !self.in_request.load(Relaxed) {
+            let _ = self
+                .pending_since
+                .compare_exchange(0, now, Relaxed, Relaxed);
+        }
+    }
+
+    /// A request's head has been read (call it from the service): the
+    /// slow-request clock stops until the answer is written.
+    pub fn head_read(&self) {
+        self.in_request.store(true, Relaxed);
+        self.pending_since.store(0, Relaxed);
     }
 
     fn wrote(&self) {
         self.last.store(Self::ms(self.base), Relaxed);
+        self.in_request.store(false, Relaxed);
         self.pending_since.store(0, Relaxed);
     }
 
@@ -185,6 +202,24 @@ mod tests {
         assert_eq!(t.verdict(idle, req), Verdict::Idle);
         t.read(b"GET / HTTP/1.1");
         assert_eq!(t.verdict(idle, req), Verdict::Keep);
+    }
+
+    #[test]
+    fn a_request_whose_head_is_in_waits_for_its_answer_without_the_rule() {
+        let base = Instant::now() - Duration::from_secs(100);
+        let t = Timing::new(base);
+        let (idle, req) = (Duration::from_secs(50), Duration::from_secs(10));
+        t.read(b"POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\n");
+        t.head_read();
+        // The body arrives, then the handler waits 20 s for an upstream.
+        t.read(b"hello");
+        t.last.store(Timing::ms(base) - 20_000, Relaxed);
+        assert_eq!(t.verdict(idle, req), Verdict::Keep);
+        // Answered; the next request's first byte starts the clock again.
+        t.wrote();
+        t.read(b"G");
+        t.pending_since.store(Timing::ms(base) - 20_000, Relaxed);
+        assert_eq!(t.verdict(idle, req), Verdict::Slow);
     }
 
     #[test]

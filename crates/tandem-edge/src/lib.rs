@@ -114,10 +114,9 @@ pub async fn serve<H, F>(
     let builder = Arc::new(builder);
     let base = std::time::Instant::now();
     let idle = Duration::from_secs(lim.idle_timeout_secs);
-    // A request may wait for its node up to the upstream timeout.
-    let request = Duration::from_secs(lim.header_read_timeout_secs).max(Duration::from_millis(
-        edge.cfg.upstream.request_timeout_ms + 1_000,
-    ));
+    // A request head must be in within this; waiting for the node after
+    // that is bounded by the upstream timeout (see `tandem_conn`).
+    let request = Duration::from_secs(lim.header_read_timeout_secs);
     tokio::pin!(stop);
     loop {
         let stream = tokio::select! {
@@ -147,14 +146,16 @@ pub async fn serve<H, F>(
             let first = Arc::new(Notify::new());
             let seen = Arc::new(AtomicBool::new(false));
             let (first_tx, seen_tx) = (Arc::clone(&first), Arc::clone(&seen));
+            let timing = tandem_conn::Timing::new(base);
+            let head_timing = Arc::clone(&timing);
             let svc = hyper::service::service_fn(move |req| {
+                head_timing.head_read();
                 if !seen_tx.swap(true, Ordering::AcqRel) {
                     first_tx.notify_one();
                 }
                 let (edge, handler) = (Arc::clone(&edge), handler.clone());
                 async move { Ok::<_, Infallible>(handler(edge, req).await) }
             });
-            let timing = tandem_conn::Timing::new(base);
             let io = tandem_conn::TimedIo::new(stream, Arc::clone(&timing));
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
             tokio::pin!(conn);

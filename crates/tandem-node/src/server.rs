@@ -101,7 +101,9 @@ impl Conns {
         let mut closing = self.closing.clone();
         tokio::spawn(async move {
             let _guard = guard;
+            let head_timing = Arc::clone(&timing);
             let svc = hyper::service::service_fn(move |req| {
+                head_timing.head_read();
                 let node = Arc::clone(&node);
                 async move { Ok::<_, Infallible>(dispatch(node, req).await) }
             });
