@@ -101,7 +101,16 @@ pub enum SubmitError {
 
 struct Submit {
     payload: Bytes,
-    reply: oneshot::Sender<Result<u64, String>>,
+    reply: oneshot::Sender<Result<Reply, String>>,
+}
+
+/// What the appender answers a submitter.
+enum Reply {
+    /// Appended and applied by the appender itself: the command's answer.
+    Applied(Arc<Outcome>),
+    /// Appended at this seq but not applied yet (the replica is catching
+    /// up): wait for the replica to apply it.
+    Appended(u64),
 }
 
 /// One partition: its log, appender and replica.
@@ -295,7 +304,8 @@ impl Partition {
             Err(TrySendError::Disconnected(_)) => return Err(SubmitError::Stopping),
         }
         let seq = match rx.await {
-            Ok(Ok(seq)) => seq,
+            Ok(Ok(Reply::Applied(o))) => return Ok(o),
+            Ok(Ok(Reply::Appended(seq))) => seq,
             Ok(Err(e)) => return Err(SubmitError::Log(e)),
             Err(_) => return Err(SubmitError::Stopping),
         };
@@ -346,18 +356,25 @@ impl Partition {
                 Ok(first) => {
                     let last = first + batch.len() as u64 - 1;
                     *self.appended.lock().expect("appended lock") = last;
-                    for (i, s) in batch.drain(..).enumerate() {
-                        let _ = s.reply.send(Ok(first + i as u64));
-                    }
-                    // Apply our own batch here: the answers go out without
-                    // waking the replica thread (which still follows the
-                    // log for other writers' appends).
+                    // Apply our own batch here, then answer each submitter
+                    // with its command's outcome: one wake-up per request,
+                    // and the replica thread (which still follows the log
+                    // for other writers' appends) is not involved.
                     if let Err(e) = self.step_once() {
                         eprintln!(
                             "{{\"msg\":\"replica step failed\",\"partition\":{},\"error\":{:?}}}",
                             self.id,
                             e.to_string()
                         );
+                    }
+                    let mut r = self.results.lock().expect("results lock");
+                    for (i, s) in batch.drain(..).enumerate() {
+                        let seq = first + i as u64;
+                        let reply = match r.recent.remove(&seq) {
+                            Some(o) => Reply::Applied(o),
+                            None => Reply::Appended(seq),
+                        };
+                        let _ = s.reply.send(Ok(reply));
                     }
                 }
                 Err(e) => {
