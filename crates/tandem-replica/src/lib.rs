@@ -440,6 +440,12 @@ impl Replica {
         self.pending.is_some()
     }
 
+    /// The process id of the child writing a background snapshot, if any
+    /// (for operators and fault tests).
+    pub fn snapshot_child(&self) -> Option<i32> {
+        self.pending.as_ref().map(|p| p.pid)
+    }
+
     /// Writes a snapshot of the current state now (atomically) and prunes
     /// old ones, after waiting for a background snapshot to end. Returns
     /// its path.

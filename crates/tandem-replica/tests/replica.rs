@@ -335,3 +335,43 @@ fn snapshot_now_waits_for_a_background_one() {
     assert_eq!(seqs.last(), Some(&8_000));
     assert!(seqs.contains(&4_000), "{seqs:?}");
 }
+
+/// A background snapshot whose child dies (here SIGKILL, as the OOM killer
+/// would) is counted with why, written in the replica's thread instead,
+/// and leaves no temporary file; the replica restores from it.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_killed_snapshot_child_is_counted_and_the_snapshot_written_in_the_thread() {
+    let dir = TempDir::new("bg-killed");
+    let log = open_log(&dir);
+    append_concurrently(&log, flow(6_000, 31), 2);
+    let mut c = cfg(dir.0.join("b"), 0);
+    c.policy.background = true;
+    let (mut b, _) = Replica::open(Arc::clone(&log), c.clone()).expect("open");
+    let want = chains(&mut b);
+    b.start_snapshot().expect("start");
+    let pid = b.snapshot_child().expect("a child is writing");
+    // SAFETY: signals the child the replica just forked; nothing else.
+    #[allow(unsafe_code)]
+    let killed = unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert_eq!(killed, 0);
+    assert_eq!(b.wait_for_snapshot().expect("fallback snapshot"), 6_000);
+    let (failures, why) = b.snapshot_failures();
+    // The child may have finished before the signal landed (it has a
+    // 6,000-command state to write and fsync, so that is rare).
+    if failures == 1 {
+        assert!(why.expect("why").contains("signal 9"), "{why:?}");
+    } else {
+        assert_eq!(failures, 0);
+    }
+    let names: Vec<String> = std::fs::read_dir(dir.0.join("b"))
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["snapshot-00000000000000006000.tsnap"], "{names:?}");
+    drop(b);
+    let (mut r, info) = Replica::open(Arc::clone(&log), c).expect("reopen");
+    assert_eq!(info.restored.expect("restored").1, 6_000);
+    assert!(chains(&mut r).is_empty());
+    assert_eq!(r.engine().chain(), want.last().expect("chain").1);
+}
