@@ -108,14 +108,7 @@ mod tests {
     #[test]
     fn a_sym_and_its_bytes_hash_alike_and_extra_matters() {
         let h = KeyHasher::new(7);
-        for s in [
-            "",
-            "a",
-            "BTC-USD",
-            "exactly-22-bytes-long!",
-            "twenty-three-bytes-long",
-            "a much longer order id that spans several words of input",
-        ] {
+        for s in crate::sym::SAMPLES {
             let y = Sym::new(s);
             assert_eq!(h.sym(&y, 3), h.bytes(s.as_bytes(), 3), "{s:?}");
             assert_ne!(h.sym(&y, 3), h.sym(&y, 4), "{s:?}");

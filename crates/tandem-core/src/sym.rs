@@ -148,6 +148,18 @@ impl From<&str> for Sym {
     }
 }
 
+/// Strings at and around the inline limit, for tests.
+#[cfg(test)]
+pub(crate) const SAMPLES: [&str; 7] = [
+    "",
+    "a",
+    "BTC-USD",
+    "exactly-22-bytes-long!",
+    "twenty-three-bytes-long",
+    "ünïcødé-✓",
+    "a much longer order id that spans several words of input",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,14 +167,7 @@ mod tests {
     #[test]
     fn is_24_bytes_and_round_trips() {
         assert_eq!(std::mem::size_of::<Sym>(), 24);
-        for s in [
-            "",
-            "a",
-            "BTC-USD",
-            "exactly-22-bytes-long!",
-            "twenty-three-bytes-long",
-            "ünïcødé-✓",
-        ] {
+        for s in SAMPLES {
             let y = Sym::new(s);
             assert_eq!(y.as_str(), s);
             assert_eq!(y.len(), s.len());

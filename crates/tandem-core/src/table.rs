@@ -111,26 +111,8 @@ impl IndexTable {
 
     /// The index stored under hash `h` for which `eq` holds.
     #[inline]
-    pub(crate) fn find(&self, h: u64, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
-        if self.lines.is_empty() {
-            return None;
-        }
-        let tag = h >> 32;
-        let mask = self.slots() - 1;
-        let mut i = start(tag, mask);
-        loop {
-            let s = self.slot(i);
-            if s == EMPTY {
-                return None;
-            }
-            if s >> 32 == tag {
-                let ix = s as u32;
-                if eq(ix) {
-                    return Some(ix);
-                }
-            }
-            i = (i + 1) & mask;
-        }
+    pub(crate) fn find(&self, h: u64, eq: impl FnMut(u32) -> bool) -> Option<u32> {
+        self.find_or_vacant(h, eq).ok()
     }
 
     /// `find`, but a miss returns where the probe ended: the empty slot

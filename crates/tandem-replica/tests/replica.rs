@@ -101,6 +101,16 @@ fn cfg(dir: PathBuf, every: u64) -> ReplicaConfig {
     }
 }
 
+/// File names in a snapshot directory, sorted.
+fn file_names(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
 /// Chain after every seq, in seq order.
 fn chains(r: &mut Replica) -> Vec<(u64, u128)> {
     let mut v = Vec::new();
@@ -288,10 +298,7 @@ fn background_snapshots_are_written_while_applying_and_restore_to_the_same_chain
     let last = b.wait_for_snapshot().expect("background snapshot");
     assert!(!b.snapshot_pending());
     assert!(last >= 3000, "snapshot at {last}");
-    let names: Vec<String> = std::fs::read_dir(dir.0.join("b"))
-        .expect("list")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
+    let names = file_names(&dir.0.join("b"));
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
     assert!(names.len() <= 2, "{names:?}");
     drop(b);
@@ -321,11 +328,10 @@ fn snapshot_now_waits_for_a_background_one() {
     assert!(!b.snapshot_pending());
     assert_eq!(b.last_snapshot_seq(), 8_000);
     assert!(path.ends_with("snapshot-00000000000000008000.tsnap"));
-    let mut seqs: Vec<u64> = std::fs::read_dir(dir.0.join("b"))
-        .expect("list")
-        .map(|e| e.expect("entry").path())
-        .map(|p| {
-            let bytes = std::fs::read(&p).expect("read");
+    let mut seqs: Vec<u64> = file_names(&dir.0.join("b"))
+        .iter()
+        .map(|name| {
+            let bytes = std::fs::read(dir.0.join("b").join(name)).expect("read");
             tandem_core::Engine::restore(&bytes, tandem_core::Config::default())
                 .expect("whole snapshot")
                 .seq()
@@ -364,10 +370,7 @@ fn a_killed_snapshot_child_is_counted_and_the_snapshot_written_in_the_thread() {
     } else {
         assert_eq!(failures, 0);
     }
-    let names: Vec<String> = std::fs::read_dir(dir.0.join("b"))
-        .expect("list")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
+    let names = file_names(&dir.0.join("b"));
     assert_eq!(names, ["snapshot-00000000000000006000.tsnap"], "{names:?}");
     drop(b);
     let (mut r, info) = Replica::open(Arc::clone(&log), c).expect("reopen");
