@@ -32,6 +32,19 @@ struct Open {
 
 struct OpenGuard(Arc<Open>, Arc<Node>);
 
+/// A share of a connection's slot, put in each request's extensions: a
+/// WebSocket stream keeps it after the upgrade (when hyper's connection
+/// task ends), so an upgraded connection still counts against
+/// `limits.max_connections` and holds up the drain until it closes.
+#[derive(Clone)]
+pub struct ConnSlot(#[allow(dead_code)] Arc<OpenGuard>);
+
+impl std::fmt::Debug for ConnSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnSlot")
+    }
+}
+
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.1.metrics.connection_closed();
@@ -92,7 +105,7 @@ impl Conns {
         }
         self.open.n.fetch_add(1, Ordering::AcqRel);
         node.metrics.connection_opened();
-        let guard = OpenGuard(Arc::clone(&self.open), Arc::clone(node));
+        let guard = Arc::new(OpenGuard(Arc::clone(&self.open), Arc::clone(node)));
         let (idle, request) = (self.idle, self.request);
         let timing = tandem_conn::Timing::new(self.base);
         let io = tandem_conn::TimedIo::new(stream, Arc::clone(&timing));
@@ -100,10 +113,12 @@ impl Conns {
         let builder = Arc::clone(&self.builder);
         let mut closing = self.closing.clone();
         tokio::spawn(async move {
-            let _guard = guard;
+            let guard = guard;
             let head_timing = Arc::clone(&timing);
-            let svc = hyper::service::service_fn(move |req| {
+            let slot = ConnSlot(Arc::clone(&guard));
+            let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 head_timing.head_read();
+                req.extensions_mut().insert(slot.clone());
                 let node = Arc::clone(&node);
                 async move { Ok::<_, Infallible>(dispatch(node, req).await) }
             });

@@ -91,7 +91,10 @@ where
     let (answer, key) = match accepted {
         Ok((feed, key)) => {
             let on_upgrade = hyper::upgrade::on(&mut req);
+            // The stream keeps its connection's slot until it ends.
+            let slot = req.extensions_mut().remove::<crate::server::ConnSlot>();
             tokio::spawn(async move {
+                let _slot = slot;
                 let Ok(upgraded) = on_upgrade.await else {
                     return; // The client went away before switching.
                 };

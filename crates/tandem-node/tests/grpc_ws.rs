@@ -659,6 +659,35 @@ async fn grpc_idempotent_retry_returns_the_same_seq() {
     n.stop().await;
 }
 
+/// An upgraded WebSocket connection still holds its connection slot: it is
+/// counted as open while the stream lives, and its slot comes back when the
+/// client closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_stream_keeps_its_connection_slot() {
+    let n = TestNode::start("ws-slot").await;
+    let open = || n.node.metrics.open_connections();
+    let mut ws = n.ws("BTC-USD", "").await;
+    let snap = next_json(&mut ws).await;
+    assert_eq!(snap["type"], "book");
+    // The plain HTTP client may hold a pooled connection of its own.
+    let before = open();
+    assert!(before >= 1, "the stream's connection is not counted");
+    // Still counted well after the upgrade.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(open(), before);
+    ws.close(None).await.expect("close");
+    drop(ws);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while open() >= before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stream's slot was never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    n.stop().await;
+}
+
 /// The WebSocket stream: a snapshot, then each command's events of that
 /// market in seq order (exactly the HTTP answers' events), each followed by
 /// the book when its top levels changed, and nothing from other markets.
