@@ -515,3 +515,27 @@ async fn an_edge_without_a_token_refuses_every_change() {
         assert_eq!(r.status, 401, "{auth:?}");
     }
 }
+
+/// The slow-request rule times the request head only: a request whose node
+/// takes longer than the header timeout (1 s here) to answer, well within
+/// the upstream timeout, is answered, on a fresh and on a kept-alive
+/// connection alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_node_answer_is_not_cut_off_by_the_header_timeout() {
+    let n = MockNode::start("n").await;
+    let edge = TestEdge::start(
+        edge_config(vec![cluster("one", Role::Stable, 100, &[(n.addr, "z-a")])]),
+        None,
+    )
+    .await;
+    n.delay_ms.store(1_600, Ordering::Relaxed);
+    let cl = client();
+    for i in 0..2 {
+        let started = Instant::now();
+        let a = send(&cl, request("GET", &edge.url("/v1/status"), &[], ""))
+            .await
+            .unwrap();
+        assert_eq!(a.status, 200, "request {i}: {}", a.body);
+        assert!(started.elapsed() >= Duration::from_millis(1_600));
+    }
+}
