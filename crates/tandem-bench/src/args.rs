@@ -441,12 +441,6 @@ fn parse_recovery(opts: Vec<(String, String)>) -> Result<RecoveryArgs, String> {
 
 fn parse_node(opts: Vec<(String, String)>) -> Result<crate::node_bench::NodeArgs, String> {
     let mut a = crate::node_bench::NodeArgs::default();
-    let float = |v: &str| {
-        v.parse::<f64>()
-            .ok()
-            .filter(|x| x.is_finite() && *x > 0.0)
-            .ok_or_else(|| format!("{v:?} is not a positive number"))
-    };
     for (flag, v) in opts {
         match flag.as_str() {
             "--rates" => {
@@ -469,12 +463,6 @@ fn parse_node(opts: Vec<(String, String)>) -> Result<crate::node_bench::NodeArgs
 
 fn parse_edge(opts: Vec<(String, String)>) -> Result<crate::edge_bench::EdgeArgs, String> {
     let mut a = crate::edge_bench::EdgeArgs::default();
-    let float = |v: &str| {
-        v.parse::<f64>()
-            .ok()
-            .filter(|x| x.is_finite() && *x > 0.0)
-            .ok_or_else(|| format!("{v:?} is not a positive number"))
-    };
     for (flag, v) in opts {
         match flag.as_str() {
             "--rates" => a.rates = v.split(',').map(float).collect::<Result<_, _>>()?,
@@ -498,6 +486,14 @@ fn parse_edge(opts: Vec<(String, String)>) -> Result<crate::edge_bench::EdgeArgs
         }
     }
     Ok(a)
+}
+
+/// A finite number above zero (rates, durations, latency bounds).
+fn float(v: &str) -> Result<f64, String> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite() && *x > 0.0)
+        .ok_or_else(|| format!("{v:?} is not a positive number"))
 }
 
 fn to_usize(n: u64) -> Result<usize, String> {
