@@ -536,7 +536,7 @@ impl Engine {
         };
         if let Some(m) = self.find_market_sym(market) {
             prefetch(&self.markets[m as usize]);
-            self.id_table.prefetch(self.hasher.sym(id, m));
+            self.id_table.prefetch(Self::id_hash(&self.hasher, m, id));
         }
     }
 
@@ -548,11 +548,9 @@ impl Engine {
     pub fn prefetch_market(&self, cmd: &Command) {
         if let Some(market) = cmd.market() {
             // The market found last is in cache already: skip the hash.
-            let last = self.last_market.0.load(Relaxed);
-            if self.markets.get(last as usize).map(|mk| &mk.name) == Some(market) {
-                return;
+            if self.last_market_if(market).is_none() {
+                self.market_table.prefetch(self.hasher.sym(market, 0));
             }
-            self.market_table.prefetch(self.hasher.sym(market, 0));
         }
     }
 
@@ -581,14 +579,19 @@ impl Engine {
         })
     }
 
+    /// The market found last, if it is `name`.
+    #[inline]
+    fn last_market_if(&self, name: &Sym) -> Option<MarketIx> {
+        let last = self.last_market.0.load(Relaxed);
+        let mk = self.markets.get(last as usize)?;
+        (mk.name == *name).then_some(last)
+    }
+
     #[inline]
     fn find_market_sym(&self, name: &Sym) -> Option<MarketIx> {
         // Flows repeat markets: try the last one found before hashing.
-        let last = self.last_market.0.load(Relaxed);
-        if let Some(mk) = self.markets.get(last as usize) {
-            if mk.name == *name {
-                return Some(last);
-            }
+        if let Some(m) = self.last_market_if(name) {
+            return Some(m);
         }
         self.market_table
             .find(self.hasher.sym(name, 0), |m| {
@@ -628,10 +631,14 @@ impl Engine {
 
     #[inline]
     fn find_id_sym(&self, h: u64, m: MarketIx, id: &Sym) -> Option<IdIx> {
-        self.id_table.find(h, |ix| {
-            let e = &self.ids[ix as usize];
-            e.market == m && e.id == *id
-        })
+        self.id_table.find(h, |ix| self.is_id(ix, m, id))
+    }
+
+    /// Is registry entry `ix` the id `id` of market `m`?
+    #[inline]
+    fn is_id(&self, ix: u32, m: MarketIx, id: &Sym) -> bool {
+        let e = &self.ids[ix as usize];
+        e.market == m && e.id == *id
     }
 
     /// Registers a newly taken id under hash `h`, at the index slot
@@ -699,10 +706,10 @@ impl Engine {
         // ends there, and the insert below reuses it.
         let mut vacant = usize::MAX;
         if let Some(m) = found {
-            match self.id_table.find_or_vacant(id_hash, |ix| {
-                let e = &self.ids[ix as usize];
-                e.market == m && e.id == p.id
-            }) {
+            match self
+                .id_table
+                .find_or_vacant(id_hash, |ix| self.is_id(ix, m, &p.id))
+            {
                 Ok(_) => return Self::reject(&p.market, &p.id, RejectReason::DuplicateId, out),
                 Err(slot) => vacant = slot,
             }
