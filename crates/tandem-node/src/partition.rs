@@ -72,9 +72,10 @@ pub enum Replay {
     Unknown,
 }
 
-/// Answers of recently applied commands nobody waited for yet (the appender
-/// learns its seq only after the append returns, and the replica may have
-/// applied it by then). Bounded; oldest dropped first.
+/// Answers of recently applied commands nobody waited for yet: the
+/// appender takes its own batch's answers from here right after applying
+/// it (removing them; their seqs stay in `recent_order` until they age out,
+/// which is harmless). Bounded; oldest dropped first.
 const RECENT: usize = 1 << 16;
 
 #[derive(Debug, Default)]
