@@ -595,6 +595,21 @@ pub fn run(a: &RecoveryArgs) -> Result<(), String> {
     let (log_files2, log_len2, _) = dir_size(&log_dir);
     let last_seq = log.last_seq();
 
+    // replica 1 is already caught up (it followed the tail batch by batch).
+    let extra = {
+        let before = r1.applied_seq();
+        r1.catch_up(|_, _, _, ev| tail_outcome.add(ev))
+            .map_err(replica_err("replica 1 final catch_up"))?;
+        r1.applied_seq() - before
+    };
+    let (c1, s1) = (r1.engine().chain(), r1.applied_seq());
+    let live1 = r1.engine().live_orders();
+    // One writer per log directory (the directory is locked while open):
+    // replica 2 opens the log as a restarted process would, after replica
+    // 1 and its log are gone.
+    drop(r1);
+    drop(log);
+
     // ---- 5. replica 2 from snapshot + tail --------------------------------------
     eprintln!("replica 2: new FileLog instance, open (restore), catch up the tail ...");
     let cpu_lo = ThreadCpu::read();
@@ -625,22 +640,12 @@ pub fn run(a: &RecoveryArgs) -> Result<(), String> {
     let from_snap_secs = secs(t_o.elapsed());
     let replayed = r2.applied_seq() - restored_seq;
 
-    // replica 1 is already caught up (it followed the tail batch by batch).
-    let extra = {
-        let before = r1.applied_seq();
-        r1.catch_up(|_, _, _, ev| tail_outcome.add(ev))
-            .map_err(replica_err("replica 1 final catch_up"))?;
-        r1.applied_seq() - before
-    };
-    let (c1, s1) = (r1.engine().chain(), r1.applied_seq());
     let (c2, s2) = (r2.engine().chain(), r2.applied_seq());
     let chains_equal = c1 == c2 && s1 == s2 && s1 == last_seq;
     let restored_ok = info2.restored.as_ref().map(|r| r.1) == Some(n as u64)
         && info2.skipped.is_empty()
         && restored_seq == n as u64;
-    let live1 = r1.engine().live_orders();
     let live2 = r2.engine().live_orders();
-    drop(r1);
     drop(r2);
     let rss_end = Rss::read();
     eprintln!("diagnostic: the same restore and tail replay by hand, stage by stage ...");
@@ -1005,7 +1010,6 @@ pub fn run(a: &RecoveryArgs) -> Result<(), String> {
     }
 
     drop(log2);
-    drop(log);
     if a.keep {
         println!("kept    : {} and {}", log_dir.display(), snap_dir.display());
     } else {

@@ -87,7 +87,7 @@ pub fn write_units(units: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(&buf[i..]);
     if frac != 0 {
         let mut digits = DECIMALS;
-        while frac % 10 == 0 {
+        while frac.is_multiple_of(10) {
             frac /= 10;
             digits -= 1;
         }

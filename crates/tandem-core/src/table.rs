@@ -234,7 +234,7 @@ mod tests {
         let mut t = IndexTable::default();
         for (i, &k) in keys.iter().enumerate() {
             // Every 7th key shares its whole hash with the previous one.
-            let hk = if i % 7 == 0 && i > 0 {
+            let hk = if i.is_multiple_of(7) && i > 0 {
                 h(keys[i - 1])
             } else {
                 h(k)
@@ -244,7 +244,7 @@ mod tests {
         }
         assert_eq!(t.len(), keys.len());
         for (i, &k) in keys.iter().enumerate() {
-            let hk = if i % 7 == 0 && i > 0 {
+            let hk = if i.is_multiple_of(7) && i > 0 {
                 h(keys[i - 1])
             } else {
                 h(k)

@@ -184,7 +184,11 @@ impl Fake {
                 }
             }
             self.accepted += 1;
-            if self.mode.lose_every.is_some_and(|k| self.accepted % k == 0) {
+            if self
+                .mode
+                .lose_every
+                .is_some_and(|k| self.accepted.is_multiple_of(k))
+            {
                 // Acknowledged, then forgotten: out of the book, no record.
                 self.lost += 1;
                 let (bids, asks) = self.books.get_mut(&market).expect("book exists");
@@ -206,7 +210,11 @@ impl Fake {
         }
         let answer = self.answer(events);
         self.replies.insert(key, (body.clone(), answer.clone()));
-        if self.mode.fail_every.is_some_and(|k| self.places % k == 0) {
+        if self
+            .mode
+            .fail_every
+            .is_some_and(|k| self.places.is_multiple_of(k))
+        {
             return (503, r#"{"error":"upstream"}"#.into());
         }
         (200, answer)

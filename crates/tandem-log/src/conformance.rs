@@ -188,10 +188,10 @@ pub fn read_from_any_seq(new: NewFixture<'_>) {
     let mut want: Vec<(u64, Vec<u8>)> = Vec::new();
     for i in 1..=300u64 {
         // Mixed sizes and batch lengths, so offsets and seqs are irregular.
-        let n = if i % 5 == 0 { 3 } else { 1 };
+        let n = if i.is_multiple_of(5) { 3 } else { 1 };
         let ps: Vec<Vec<u8>> = (0..n)
             .map(|k| {
-                if (i + k) % 7 == 0 {
+                if (i + k).is_multiple_of(7) {
                     big.clone()
                 } else {
                     payload("r", i * 10 + k)

@@ -65,6 +65,18 @@ pub enum LogError {
     #[error("invalid log configuration: {0}")]
     InvalidConfig(String),
 
+    /// Another process (or another open `FileLog` in this one) holds the
+    /// log directory: two writers would both take the same seqs and tear
+    /// each other's records, so the second is refused.
+    #[error(
+        "log directory {dir} is locked: another process holds it \
+         (is another node running on this data directory?)"
+    )]
+    Locked {
+        /// The log directory.
+        dir: PathBuf,
+    },
+
     /// The log is shutting down or its committer is gone.
     #[error("log is closed")]
     Closed,

@@ -55,6 +55,11 @@ pub struct FileLogConfig {
     pub index_interval_bytes: u64,
     /// Test-only fault injection (simulated full disk, failing fsync).
     pub faults: Option<Arc<FaultInjector>>,
+    /// How long `open` waits for another holder of the directory's lock
+    /// to let go before it fails with [`LogError::Locked`]. Zero (the
+    /// default) fails at once; a process taking over from its predecessor
+    /// (a hand-over) waits for it to close the log.
+    pub lock_wait: Duration,
 }
 
 impl Default for FileLogConfig {
@@ -65,6 +70,7 @@ impl Default for FileLogConfig {
             fsync: FsyncPolicy::Always,
             index_interval_bytes: 4096,
             faults: None,
+            lock_wait: Duration::ZERO,
         }
     }
 }
@@ -141,6 +147,12 @@ struct Inner {
     tail: Mutex<()>,
     tail_cv: Condvar,
     poisoned: Mutex<Option<String>>,
+    /// `LOCK` in the directory, exclusively locked while the log is open
+    /// (released when the last handle drops, or by the kernel when the
+    /// process dies).
+    _lock: File,
+    /// See [`Log::identity`].
+    identity: String,
 }
 
 #[derive(Debug)]
@@ -231,6 +243,74 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Name of the lock file in a log directory.
+const LOCK_FILE: &str = "LOCK";
+/// Name of the file that holds the log's identity.
+const ID_FILE: &str = "log.id";
+
+/// Takes the exclusive lock of `dir` (an advisory `flock` on `dir/LOCK`,
+/// which the kernel drops when the process dies), waiting up to `wait`.
+fn lock_dir(dir: &Path, wait: Duration) -> Result<File, LogError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| LogError::io("open lock file", &path, e))?;
+    let deadline = Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(LogError::Locked {
+                    dir: dir.to_path_buf(),
+                })
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(LogError::io("lock", &path, e)),
+        }
+    }
+}
+
+/// Reads the log's identity from `dir/log.id`, or makes one (128 bits
+/// from the kernel's random source, written to a temporary file, synced
+/// and renamed) when the directory has none: a new log, or one made
+/// before logs had identities.
+fn load_or_create_identity(dir: &Path) -> Result<String, LogError> {
+    let path = dir.join(ID_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim();
+            let well_formed = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+            if !well_formed {
+                return Err(LogError::Corrupt {
+                    segment: path.clone(),
+                    offset: 0,
+                    reason: format!("log identity is not 32 hex digits: {id:?}"),
+                });
+            }
+            return Ok(format!("file:{id}"));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(LogError::io("read log identity", &path, e)),
+    }
+    let mut bytes = [0u8; 16];
+    File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut bytes))
+        .map_err(|e| LogError::io("read /dev/urandom", "/dev/urandom", e))?;
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = dir.join(format!("{ID_FILE}.tmp"));
+    fs::write(&tmp, format!("{id}\n"))
+        .and_then(|()| File::open(&tmp)?.sync_all())
+        .and_then(|()| fs::rename(&tmp, &path))
+        .map_err(|e| LogError::io("write log identity", &path, e))?;
+    sync_dir(dir)?;
+    Ok(format!("file:{id}"))
+}
+
 fn sync_dir(dir: &Path) -> Result<(), LogError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -244,6 +324,11 @@ impl FileLog {
         let dir = dir.as_ref().to_path_buf();
         validate(&config)?;
         fs::create_dir_all(&dir).map_err(|e| LogError::io("create directory", &dir, e))?;
+        // The lock comes before anything is read: a second writer on the
+        // same directory would take the same seqs and tear the first
+        // one's records.
+        let lock = lock_dir(&dir, config.lock_wait)?;
+        let identity = load_or_create_identity(&dir)?;
         let mut bases = Vec::new();
         for entry in fs::read_dir(&dir).map_err(|e| LogError::io("list directory", &dir, e))? {
             let entry = entry.map_err(|e| LogError::io("list directory", &dir, e))?;
@@ -332,6 +417,8 @@ impl FileLog {
                 tail: Mutex::new(()),
                 tail_cv: Condvar::new(),
                 poisoned: Mutex::new(None),
+                _lock: lock,
+                identity,
             }),
         };
         Ok(FileLog {
@@ -538,6 +625,10 @@ impl Log for FileLog {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+    }
+
+    fn identity(&self) -> String {
+        self.inner.identity.clone()
     }
 
     fn first_seq(&self) -> u64 {

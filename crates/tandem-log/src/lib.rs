@@ -60,6 +60,15 @@ pub trait Log: Send + Sync {
     /// unnecessary). May keep more than asked; never drops seq >= `seq`.
     fn truncate_before(&self, seq: u64) -> Result<(), LogError>;
 
+    /// The identity of this log: the same for every process that opens the
+    /// same log, different for any other log. Two nodes serve one exchange
+    /// only when their logs have the same identity; a consistency token
+    /// carries it so that a node never takes another log's position for
+    /// its own. `file:<32 hex digits>` for a [`FileLog`] (made when the log
+    /// is created and kept in its directory), `kafka:<cluster id>/<topic>`
+    /// for Kafka.
+    fn identity(&self) -> String;
+
     /// True when every record with a seq above `after` is still readable,
     /// i.e. a reader positioned at `after` can go on. The default suits a
     /// log with contiguous seqs.

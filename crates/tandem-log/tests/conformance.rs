@@ -104,6 +104,7 @@ fn segments_are_named_by_first_seq_and_hold_whole_batches() {
     let mut names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".seg"))
         .collect();
     names.sort();
     assert_eq!(names[0], "00000000000000000001.seg");

@@ -127,7 +127,7 @@ fn generate() -> String {
         let mut cases = Vec::new();
         for (ai, acct) in accounts.iter().enumerate() {
             // Every account unpinned; every fourth one also pinned both ways.
-            let pins: &[Option<Role>] = if ai % 4 == 0 {
+            let pins: &[Option<Role>] = if ai.is_multiple_of(4) {
                 &[None, Some(Role::Stable), Some(Role::Canary)]
             } else {
                 &[None]
