@@ -155,6 +155,8 @@ pub struct KafkaLog {
     instance: u64,
     /// Appends made by this instance, for batch tokens.
     appends: std::sync::atomic::AtomicU64,
+    /// `kafka:<cluster id>/<topic>` (see [`Log::identity`]).
+    identity: String,
 }
 
 impl std::fmt::Debug for KafkaLog {
@@ -290,7 +292,10 @@ impl KafkaLog {
             .fetch_metadata(Some(&config.topic), config.request_timeout)
             .map_err(err("metadata"))?;
         let Some(topic) = metadata.topics().iter().find(|t| t.name() == config.topic) else {
-            return Err(LogError::InvalidConfig(format!("{target}: no such topic")));
+            return Err(LogError::InvalidConfig(missing_topic(
+                &config.bootstrap_servers,
+                &config.topic,
+            )));
         };
         if let Some(e) = topic.error() {
             return Err(kafka_error(
@@ -306,7 +311,15 @@ impl KafkaLog {
             )));
         }
 
+        // The cluster id names the cluster whatever address reached it, so
+        // two nodes that bootstrap through different hosts still agree.
+        let identity = log_identity(
+            producer.client().fetch_cluster_id(config.request_timeout),
+            &config.bootstrap_servers,
+            &config.topic,
+        );
         let log = KafkaLog {
+            identity,
             config,
             partition,
             target,
@@ -508,6 +521,30 @@ impl KafkaLog {
     }
 }
 
+/// The error for a topic the brokers do not have: the log never creates
+/// one (a typo must not start a new, empty log), so it says how to.
+pub(crate) fn missing_topic(servers: &str, topic: &str) -> String {
+    format!(
+        "topic {topic:?} does not exist on the brokers {servers}: create it with the \
+         settings of deploy/kafka/README.md (replication.factor 3, min.insync.replicas 2, \
+         unclean.leader.election.enable false), e.g. `kafka-topics.sh --bootstrap-server \
+         {servers} --create --topic {topic} --partitions <N> --replication-factor 3 \
+         --config min.insync.replicas=2 --config unclean.leader.election.enable=false`"
+    )
+}
+
+/// The log's identity: `kafka:<cluster id>/<topic>`. A broker that does
+/// not report a cluster id (metadata before v2) is named by the bootstrap
+/// servers as configured instead, `kafka:?<servers>/<topic>`: still the
+/// same for nodes configured alike, but two spellings of one cluster then
+/// look like two logs (refused tokens, never a wrong answer).
+fn log_identity(cluster_id: Option<String>, servers: &str, topic: &str) -> String {
+    match cluster_id.filter(|c| !c.is_empty()) {
+        Some(c) => format!("kafka:{c}/{topic}"),
+        None => format!("kafka:?{servers}/{topic}"),
+    }
+}
+
 /// A number naming one `KafkaLog` instance in its batch tokens: drawn from
 /// the process's randomly keyed hasher (uniqueness is all that matters; it
 /// never reaches engine output).
@@ -614,6 +651,10 @@ impl Log for KafkaLog {
         Ok(seq_for(offset, 0))
     }
 
+    fn identity(&self) -> String {
+        self.identity.clone()
+    }
+
     fn read_from(&self, from: u64, max: usize) -> Result<Vec<Record>, LogError> {
         let (low, high) = self.watermarks()?;
         let first = if low == 0 { 1 } else { seq_for(low, 0) };
@@ -679,5 +720,36 @@ impl Log for KafkaLog {
     /// deploy/kafka/README.md).
     fn truncate_before(&self, _seq: u64) -> Result<(), LogError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{log_identity, missing_topic};
+
+    #[test]
+    fn a_missing_topic_names_topic_brokers_and_the_fix() {
+        let m = missing_topic("b1:9092,b2:9092", "orders");
+        for part in [
+            "\"orders\"",
+            "b1:9092,b2:9092",
+            "--create",
+            "deploy/kafka/README.md",
+        ] {
+            assert!(m.contains(part), "{m}");
+        }
+    }
+
+    #[test]
+    fn identity_names_cluster_and_topic() {
+        assert_eq!(
+            log_identity(Some("abc".into()), "h:9092", "t"),
+            "kafka:abc/t"
+        );
+        assert_eq!(log_identity(None, "h:9092", "t"), "kafka:?h:9092/t");
+        assert_eq!(
+            log_identity(Some(String::new()), "h:9092", "t"),
+            "kafka:?h:9092/t"
+        );
     }
 }
