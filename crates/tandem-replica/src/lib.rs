@@ -195,6 +195,75 @@ fn write_snapshot_file(engine: &Engine, dir: &Path, path: &Path) -> Result<(), R
         .map_err(io_err("fsync snapshot directory", dir))
 }
 
+/// What a forked snapshot child does when it panics: nothing that could
+/// take a lock. A panic runs the panic hook before it unwinds, and the
+/// default hook locks stderr (a custom one may take a logger's lock):
+/// locks that another thread of the parent may have held at the fork, and
+/// that nobody releases in the child, where that thread does not exist.
+/// The child would hang, and the parent's blocking reap (at stop) with it.
+/// So before the first fork the parent wraps whatever hook is set with one
+/// that, in a snapshot child only, leaves through `_exit` at once (the
+/// parent counts the failure and writes the snapshot itself). Only the
+/// hook's own read lock is taken, which no thread holds for writing after
+/// start-up. A hook set after the first background snapshot replaces the
+/// guard: set any hook before.
+#[cfg(target_os = "linux")]
+mod child_guard {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Once;
+
+    /// Set in the child only (the parent's copy stays false).
+    static IN_CHILD: AtomicBool = AtomicBool::new(false);
+    /// Fault injection for tests: the next snapshot child panics.
+    static PANIC_NEXT: AtomicBool = AtomicBool::new(false);
+    static INSTALL: Once = Once::new();
+
+    /// Exit status of a child that panicked.
+    pub(super) const PANICKED: i32 = 70;
+
+    pub(super) fn install() {
+        INSTALL.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if IN_CHILD.load(Ordering::Relaxed) {
+                    #[allow(unsafe_code)]
+                    // SAFETY: ends this (forked, single-threaded) process
+                    // without running anything of the parent's.
+                    unsafe {
+                        libc::_exit(PANICKED)
+                    }
+                }
+                previous(info)
+            }));
+        });
+    }
+
+    pub(super) fn enter_child() {
+        IN_CHILD.store(true, Ordering::Relaxed);
+    }
+
+    pub(super) fn maybe_inject_panic() {
+        if PANIC_NEXT.load(Ordering::Relaxed) {
+            panic!("injected panic in a snapshot child");
+        }
+    }
+
+    pub(super) fn inject_panic(on: bool) {
+        PANIC_NEXT.store(on, Ordering::Relaxed);
+    }
+}
+
+/// Fault injection for tests: while `on`, every background snapshot child
+/// panics before it writes (the parent then counts the failure and writes
+/// the snapshot in its own thread). Not for production use.
+#[doc(hidden)]
+pub fn inject_snapshot_child_panic(on: bool) {
+    #[cfg(target_os = "linux")]
+    child_guard::inject_panic(on);
+    #[cfg(not(target_os = "linux"))]
+    let _ = on;
+}
+
 fn tmp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
@@ -513,6 +582,7 @@ impl Replica {
         let seq = self.engine.seq();
         let dir = self.cfg.snapshot_dir.clone();
         let path = dir.join(snapshot_name(seq));
+        child_guard::install();
         #[allow(unsafe_code)]
         // SAFETY: after fork the child runs only this thread. It reads its
         // private copy-on-write view of `self.engine` (which this thread
@@ -533,11 +603,13 @@ impl Replica {
                     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                     libc::getppid() != parent
                 };
-                let ok = !orphaned
-                    && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        write_snapshot_file(&self.engine, &dir, &path).is_ok()
-                    }))
-                    .unwrap_or(false);
+                // From here a panic must not run the panic hook (the
+                // default one locks stderr, which a thread of the parent
+                // may have held at the fork and never releases here): the
+                // guard installed before the fork ends the child instead.
+                child_guard::enter_child();
+                child_guard::maybe_inject_panic();
+                let ok = !orphaned && write_snapshot_file(&self.engine, &dir, &path).is_ok();
                 #[allow(unsafe_code)]
                 // SAFETY: ends the child at once, as the comment above says.
                 unsafe {
@@ -599,6 +671,8 @@ impl Replica {
             "the child was reaped elsewhere and left no file".to_owned()
         } else if libc::WIFSIGNALED(status) {
             format!("the child was killed by signal {}", libc::WTERMSIG(status))
+        } else if libc::WEXITSTATUS(status) == child_guard::PANICKED {
+            "the child panicked".to_owned()
         } else {
             format!(
                 "the child exited with status {} (create, write, fsync or rename failed)",
