@@ -1,5 +1,15 @@
-//! Connection timing for Tandem's servers (node and edge), with two rules
-//! that hyper alone does not give:
+//! The server scaffold of Tandem's node and edge, and its parts:
+//!
+//! - [`server`]: accept, connection limit and refusal, HTTP/1.1 + HTTP/2,
+//!   per-request panic catch, early answers (`connection: close` and a
+//!   lingering close), JSON on hyper's own error answers, drain. A server
+//!   plugs in a [`server::Service`].
+//! - [`handover`]: listening sockets bound or inherited, and passed to a
+//!   successor process on SIGUSR2 without refusing a connection.
+//! - [`percent`]: the one percent-decoder (strict: a malformed escape is
+//!   an error, answered `400` naming the field).
+//! - Here: connection timing, with two rules that hyper alone does not
+//!   give:
 //!
 //! - **Idle keep-alive.** A connection with no byte in either direction
 //!   for `idle` is closed (gracefully, by the caller). `idle` is long (the
@@ -21,8 +31,12 @@
 //! by its preface) multiplexes long streams (gRPC) and has its own
 //! keep-alive pings.
 //!
-//! [`TimedIo`] wraps the stream and records the times; [`Timing::verdict`]
+//! [`TimedIo`] wraps a stream and records the times; [`Timing::verdict`]
 //! says what to do.
+
+pub mod handover;
+pub mod percent;
+pub mod server;
 
 use std::io;
 use std::pin::Pin;
