@@ -329,6 +329,10 @@ pub fn run(a: &NodeArgs) -> Result<(), String> {
                 cfg.log.kafka_brokers = format!("127.0.0.1:{port}");
                 cfg.log.kafka_topic = "bench-orders".into();
                 cfg.log.kafka_partitions = 1;
+                // One broker: the node creates the topic, unreplicated.
+                cfg.log.kafka_create_topic = true;
+                cfg.log.kafka_replication = 1;
+                cfg.log.kafka_min_insync_replicas = 1;
                 nodes.push(RunningNode::start(cfg)?);
             }
             let targets: Vec<String> = nodes.iter().map(RunningNode::url).collect();

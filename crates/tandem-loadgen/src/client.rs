@@ -74,8 +74,8 @@ impl Target {
 pub struct Answer {
     /// Status code.
     pub status: u16,
-    /// `x-tandem-seq` as `(partition, seq)` when it has the `P:N` form.
-    pub token: Option<(u32, u64)>,
+    /// `x-tandem-seq` when it names one partition (`P:N@L` or `P:N`).
+    pub token: Option<Token>,
     /// `retry-after` in seconds, when given.
     pub retry_after: Option<Duration>,
     /// Body.
@@ -322,10 +322,41 @@ async fn finish(
     })
 }
 
-/// Parses a `P:N` consistency token.
-pub fn parse_token(s: &str) -> Option<(u32, u64)> {
-    let (p, n) = s.trim().split_once(':')?;
-    Some((p.parse().ok()?, n.parse().ok()?))
+/// One partition's consistency token: `P:N@L` as nodes give it (`L`
+/// names the log, so that a node of another log refuses it), or the older
+/// `P:N`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Token {
+    pub partition: u32,
+    pub seq: u64,
+    /// The log's short id, when the node gave one.
+    pub log: Option<String>,
+}
+
+impl Token {
+    /// The `x-tandem-min-seq` value that asks for this position.
+    pub fn header(&self) -> String {
+        match &self.log {
+            Some(l) => format!("{}:{}@{l}", self.partition, self.seq),
+            None => format!("{}:{}", self.partition, self.seq),
+        }
+    }
+}
+
+/// Parses a one-partition consistency token (`P:N@L` or `P:N`).
+pub fn parse_token(s: &str) -> Option<Token> {
+    let s = s.trim();
+    let (pn, log) = match s.split_once('@') {
+        Some((pn, l)) if !l.is_empty() => (pn, Some(l.to_owned())),
+        Some(_) => return None,
+        None => (s, None),
+    };
+    let (p, n) = pn.split_once(':')?;
+    Some(Token {
+        partition: p.parse().ok()?,
+        seq: n.parse().ok()?,
+        log,
+    })
 }
 
 #[cfg(test)]
@@ -340,7 +371,17 @@ mod tests {
         assert_eq!(t.addr.port(), 8080);
         assert!(Target::parse("https://127.0.0.1:1").is_err());
         assert!(Target::parse("http://127.0.0.1:1/x").is_err());
-        assert_eq!(parse_token("0:17"), Some((0, 17)));
+        let t = parse_token("0:17").unwrap();
+        assert_eq!((t.partition, t.seq, t.log.as_deref()), (0, 17, None));
+        assert_eq!(t.header(), "0:17");
+        let t = parse_token("2:65536@00ff00ff00ff00ff").unwrap();
+        assert_eq!(
+            (t.partition, t.seq, t.log.as_deref()),
+            (2, 65536, Some("00ff00ff00ff00ff"))
+        );
+        assert_eq!(t.header(), "2:65536@00ff00ff00ff00ff");
         assert_eq!(parse_token("x"), None);
+        assert_eq!(parse_token("0:1@"), None);
+        assert_eq!(parse_token("0:1,1:2"), None);
     }
 }

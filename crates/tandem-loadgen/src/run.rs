@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use crate::answer::{self, Expect, Mismatch};
-use crate::client::{Answer, AttemptError, Pools, Target};
+use crate::client::{Answer, AttemptError, Pools, Target, Token};
 use crate::config::LoadgenConfig;
 use crate::hist::Histogram;
 use crate::report::{Errors, LatencyUs, Orders, Report, Verify};
@@ -55,7 +55,7 @@ enum Kind {
 struct Settled {
     kind: Kind,
     status: Option<u16>,
-    token: Option<(u32, u64)>,
+    token: Option<Token>,
     ack: Option<AckRecord>,
     rejected: Option<String>,
     cancel: Option<(u64, bool)>,
@@ -82,14 +82,22 @@ struct Shard {
     cancelled: Vec<u64>,
     cancels_rejected: u64,
     duplicated_in_run: u64,
-    tokens: BTreeMap<u32, u64>,
+    /// The highest token seen per partition.
+    tokens: BTreeMap<u32, Token>,
+}
+
+/// Keeps the higher of two tokens of one partition.
+fn note_token(tokens: &mut BTreeMap<u32, Token>, t: &Token) {
+    let e = tokens.entry(t.partition).or_insert_with(|| t.clone());
+    if t.seq > e.seq {
+        *e = t.clone();
+    }
 }
 
 impl Shard {
     fn apply(&mut self, s: Settled, m: Measure) {
-        if let Some((p, n)) = s.token {
-            let t = self.tokens.entry(p).or_insert(0);
-            *t = (*t).max(n);
+        if let Some(t) = &s.token {
+            note_token(&mut self.tokens, t);
         }
         if let Some(ack) = s.ack {
             if ack.expect != Expect::NotAccepted {
@@ -352,9 +360,8 @@ fn merge(into: &mut Shard, s: &Shard) {
     }
     into.cancels_rejected += s.cancels_rejected;
     into.duplicated_in_run += s.duplicated_in_run;
-    for (p, n) in &s.tokens {
-        let t = into.tokens.entry(*p).or_insert(0);
-        *t = (*t).max(*n);
+    for t in s.tokens.values() {
+        note_token(&mut into.tokens, t);
     }
 }
 
@@ -380,7 +387,7 @@ fn settle(w: &Workload, op: Op, res: &Result<Answer, AttemptError>, retries: u32
         }
     };
     s.status = Some(a.status);
-    s.token = a.token;
+    s.token = a.token.clone();
     let read: Result<(), Mismatch> = match (op, a.status) {
         (Op::Place(n), 200) => {
             answer::read_place(&a.body, &w.order_id(n), &w.place(n)).map(|(ans, out)| {
@@ -449,7 +456,7 @@ async fn verify(
     sh: Arc<Shared>,
     acks: Vec<AckRecord>,
     cancelled: Vec<u64>,
-    tokens: BTreeMap<u32, u64>,
+    tokens: BTreeMap<u32, Token>,
     duplicated_in_run: u64,
     seed: u64,
     replay_ratio: f64,
@@ -471,7 +478,7 @@ async fn verify(
             ack.retried || SplitMix64::derive(seed ^ REPLAY_STREAM, ack.n).unit() < replay_ratio;
         tokio::spawn(async move {
             let by_us = cancelled.binary_search(&ack.n).is_ok();
-            let read = check_one(&sh, &ack, tokens.get(&ack.partition).copied(), by_us).await;
+            let read = check_one(&sh, &ack, tokens.get(&ack.partition), by_us).await;
             let replayed = if replay {
                 Some(replay_one(&sh, &ack).await)
             } else {
@@ -537,13 +544,13 @@ fn no_answer(res: &Result<Answer, AttemptError>) -> Finding {
     }
 }
 
-async fn check_one(sh: &Shared, ack: &AckRecord, token: Option<u64>, by_us: bool) -> Finding {
+async fn check_one(sh: &Shared, ack: &AckRecord, token: Option<&Token>, by_us: bool) -> Finding {
     let w = &sh.workload;
     let spec = RequestSpec {
         method: Method::Get,
         path: w.order_path(ack.n),
         body: bytes::Bytes::new(),
-        min_seq: token.map(|n| format!("{}:{n}", ack.partition)),
+        min_seq: token.map(Token::header),
     };
     let (res, _) = sh
         .pools

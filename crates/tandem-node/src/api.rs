@@ -102,26 +102,9 @@ pub fn route_of(method: &Method, path: &str) -> &'static str {
 }
 
 /// Decodes `%XX` escapes of one path segment; `None` if malformed or not
-/// UTF-8.
+/// UTF-8 (the one decoder, `tandem_conn::percent`).
 pub fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
-    if !s.contains('%') {
-        return Some(Cow::Borrowed(s));
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = b.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok().map(Cow::Owned)
+    tandem_conn::percent::decode_utf8(s).ok()
 }
 
 /// The value of `key` in a query string, percent-decoded (`+` is a space).
@@ -137,10 +120,20 @@ fn query_param(query: Option<&str>, key: &str) -> Result<Option<String>, ()> {
     Ok(None)
 }
 
-/// `P:N`, one token of `x-tandem-min-seq`.
-fn parse_token(v: &str) -> Option<(u32, u64)> {
-    let (p, n) = v.trim().split_once(':')?;
-    Some((p.parse().ok()?, n.parse().ok()?))
+/// One entry of a consistency token: `P:N@L` (partition, seq, the log's
+/// short id) as the node gives it, or the older `P:N`, whose log is not
+/// checked. `None` when it is neither.
+fn parse_token(v: &str) -> Option<(u32, u64, Option<&str>)> {
+    let v = v.trim();
+    let (pn, log) = match v.split_once('@') {
+        Some((pn, log)) => (pn, Some(log)),
+        None => (v, None),
+    };
+    let (p, n) = pn.split_once(':')?;
+    if log.is_some_and(|l| l.len() != 16 || !l.bytes().all(|b| b.is_ascii_hexdigit())) {
+        return None;
+    }
+    Some((p.parse().ok()?, n.parse().ok()?, log))
 }
 
 /// Reads the whole body, at most `max` bytes.
@@ -269,6 +262,11 @@ pub fn readyz(node: &Node) -> Answer {
     if node.is_draining() {
         return Answer::unavailable("draining");
     }
+    if let Some(t) = node.stopped_thread() {
+        return Answer::unavailable(&format!(
+            "thread {t} has stopped: this node cannot serve orders (see tandem_thread_up)"
+        ));
+    }
     if !node.is_caught_up() {
         return Answer::unavailable("catching up");
     }
@@ -286,6 +284,8 @@ pub async fn status(node: &Node) -> Answer {
         let (seq, hash) = hash.unwrap_or((p.applied_seq(), String::new()));
         parts.push(serde_json::json!({
             "id": p.id,
+            "log": p.identity(),
+            "log_id": p.log_id(),
             "applied_seq": seq,
             "output_hash": hash,
             "caught_up": p.is_caught_up(),
@@ -298,23 +298,28 @@ pub async fn status(node: &Node) -> Answer {
         "cluster": c.cluster,
         "version": c.version,
         "role": c.role.as_str(),
-        "ready": node.is_caught_up() && !node.is_draining(),
+        "ready": node.is_caught_up() && !node.is_draining() && node.stopped_thread().is_none(),
         "draining": node.is_draining(),
+        "log_id": node.log_id(),
         "partitions": parts,
     });
     Answer::json(StatusCode::OK, v.to_string())
 }
 
 /// Waits for `x-tandem-min-seq` if the request carries one: a token
-/// `P:N`, or several separated by commas (as a node with several
-/// partitions gives on answers that touch none in particular). `Err` is
-/// the answer to give instead.
+/// `P:N@L` (partition, seq, short id of the partition's log), or several
+/// separated by commas (as a node with several partitions gives on answers
+/// that touch none in particular). An entry of another log is refused
+/// (400); an entry without `@L` (the older form) is taken as this log's,
+/// unchecked. `Err` is the answer to give instead.
 async fn min_seq(node: &Node, headers: &HeaderMap) -> Result<(), Answer> {
     let Some(v) = headers.get("x-tandem-min-seq") else {
         return Ok(());
     };
     let bad = || {
-        Answer::bad("x-tandem-min-seq: expected <partition>:<seq>[,...] as given in x-tandem-seq")
+        Answer::bad(
+            "x-tandem-min-seq: expected <partition>:<seq>@<log>[,...] as given in x-tandem-seq",
+        )
     };
     let Ok(text) = v.to_str() else {
         return Err(bad());
@@ -329,13 +334,28 @@ async fn min_seq(node: &Node, headers: &HeaderMap) -> Result<(), Answer> {
     if tokens.len() > node.partitions.len().max(1) * 4 {
         return Err(bad());
     }
-    for (p, n) in tokens {
+    // Every entry is checked before any is waited for: a token of another
+    // log is refused at once, never waited on (its seqs mean nothing here).
+    for &(p, n, log) in &tokens {
         let Some(part) = node.partitions.get(p as usize) else {
             return Err(Answer::bad(&format!(
                 "x-tandem-min-seq: partition {p} does not exist (this node has {})",
                 node.partitions.len()
             )));
         };
+        if let Some(log) = log {
+            if !log.eq_ignore_ascii_case(part.log_id()) {
+                return Err(Answer::bad(&format!(
+                    "x-tandem-min-seq: {p}:{n}@{log} is a position in another log than this \
+                     node's ({p}:…@{}): the two are different exchanges, so the token cannot be \
+                     met here",
+                    part.log_id()
+                )));
+            }
+        }
+    }
+    for (p, n, _) in tokens {
+        let part = &node.partitions[p as usize];
         if !part.wait_applied(n, node.cfg.wait()).await {
             return Err(Answer::unavailable(&format!(
                 "x-tandem-min-seq: this node's replica is at {p}:{}, not yet at {p}:{n}",
@@ -426,15 +446,24 @@ pub async fn order_entry(node: &Arc<Node>, headers: &HeaderMap, cmd: Command) ->
     let mut payload = Vec::with_capacity(192);
     tandem_codec::write_command(&cmd, &mut payload);
     let part = &node.partitions[p as usize];
-    let key = matches!(cmd, Command::Place(_)).then(|| order_key(market.as_bytes(), id.as_bytes()));
-    // A retry of an order this replica has already applied needs no append.
-    if let Some(key) = &key {
-        match part.replay(key, &payload) {
+    let is_place = matches!(cmd, Command::Place(_));
+    let key = order_key(market.as_bytes(), id.as_bytes());
+    // A retry of an order (or of a cancel or amend) this replica has
+    // already applied needs no append: the original answer. A cancel or
+    // amend is a retry when its canonical bytes (account, market, id,
+    // body) equal those of the latest change that took effect on the
+    // order; a repeat appended anyway is answered the same way by the
+    // replica (`partition` module doc).
+    if is_place {
+        match part.replay(&key, &payload) {
             Replay::Same(o) => return outcome_answer(p, &o),
             Replay::Conflict => return conflict(p),
             Replay::Unknown => {}
         }
+    } else if let Some(o) = part.replay_change(&key, &payload) {
+        return outcome_answer(p, &o);
     }
+    let key = is_place.then_some(key);
     match part.submit(payload.clone().into(), node.cfg.wait()).await {
         Ok(o) if o.duplicate_id => match key.map(|k| part.replay(&k, &payload)) {
             Some(Replay::Same(orig)) => outcome_answer(p, &orig),
@@ -580,22 +609,43 @@ pub async fn book(node: &Node, headers: &HeaderMap, m: &str, depth: usize) -> An
     Answer::json(StatusCode::OK, b).on(p).covering(seq)
 }
 
-/// The `x-tandem-seq` value: `P:N` for the partition an answer touched;
-/// for answers that touch none, every partition's token, comma-separated.
+/// The `x-tandem-seq` value: `P:N@L` for the partition an answer touched
+/// (`L`: 16 hex digits naming the partition's log, see
+/// `partition::short_log_id`); for answers that touch none, every
+/// partition's entry, comma-separated. Opaque to clients: they send it
+/// back as `x-tandem-min-seq`.
 pub fn seq_token(node: &Node, partition: Option<u32>, covers: u64) -> HeaderValue {
     let text = match partition {
-        Some(p) => format!(
-            "{p}:{}",
-            node.partitions[p as usize].applied_seq().max(covers)
-        ),
+        Some(p) => {
+            let part = &node.partitions[p as usize];
+            format!("{p}:{}@{}", part.applied_seq().max(covers), part.log_id())
+        }
         None => node
             .partitions
             .iter()
-            .map(|p| format!("{}:{}", p.id, p.applied_seq()))
+            .map(|p| format!("{}:{}@{}", p.id, p.applied_seq(), p.log_id()))
             .collect::<Vec<_>>()
             .join(","),
     };
-    HeaderValue::from_str(&text).expect("digits, colons and commas")
+    HeaderValue::from_str(&text).expect("digits, hex digits, colons, @ and commas")
+}
+
+/// The headers every node answer carries, whatever the transport (HTTP
+/// answers, gRPC metadata, the connection-limit refusal): `x-dex-version`
+/// (role), `x-tandem-version`, `x-tandem-log` (short id of the node's log:
+/// nodes that disagree on it are different exchanges) and `x-tandem-seq`.
+pub fn common_headers(node: &Node, partition: Option<u32>, covers: u64, h: &mut HeaderMap) {
+    h.insert(
+        "x-dex-version",
+        HeaderValue::from_static(node.cfg.role.as_str()),
+    );
+    if let Ok(v) = HeaderValue::from_str(&node.cfg.version) {
+        h.insert("x-tandem-version", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(node.log_id()) {
+        h.insert("x-tandem-log", v);
+    }
+    h.insert("x-tandem-seq", seq_token(node, partition, covers));
 }
 
 /// Turns an answer into a response with the headers every answer carries.
@@ -613,14 +663,7 @@ pub fn respond(node: &Node, a: Answer, started: Instant, route: &'static str) ->
         header::CONTENT_TYPE,
         HeaderValue::from_static(a.content_type),
     );
-    h.insert(
-        "x-dex-version",
-        HeaderValue::from_static(node.cfg.role.as_str()),
-    );
-    if let Ok(v) = HeaderValue::from_str(&node.cfg.version) {
-        h.insert("x-tandem-version", v);
-    }
-    h.insert("x-tandem-seq", seq_token(node, a.partition, a.covers));
+    common_headers(node, a.partition, a.covers, h);
     if let Some(s) = a.retry_after {
         h.insert(header::RETRY_AFTER, HeaderValue::from(s));
     }

@@ -73,10 +73,21 @@ pub struct LogConfig {
     pub kafka_brokers: String,
     pub kafka_topic: String,
     pub kafka_partitions: u32,
-    /// Kafka: create the topic at start if it is missing.
+    /// Kafka: create the topic at start if it is missing. Off by default:
+    /// a missing topic is an error at start (a typo must not make a new,
+    /// empty exchange), and production topics are created by operators
+    /// with the settings of `deploy/kafka/README.md`. When on, the topic
+    /// is created with those settings: `kafka_replication` replicas,
+    /// `min.insync.replicas` = `kafka_min_insync_replicas`,
+    /// `unclean.leader.election.enable=false`, `cleanup.policy=delete`,
+    /// unlimited retention and a `max.message.bytes` that fits a batch.
     pub kafka_create_topic: bool,
-    /// Kafka: replication factor when creating the topic.
+    /// Kafka: replication factor when creating the topic (production 3;
+    /// single-broker tests set 1).
     pub kafka_replication: u32,
+    /// Kafka: `min.insync.replicas` when creating the topic (production
+    /// 2; at most `kafka_replication`).
+    pub kafka_min_insync_replicas: u32,
     /// Most commands appended as one batch (one fsync, one Kafka message).
     pub max_batch: usize,
     /// Kafka: longest time the broker holds a fetch at the tail
@@ -127,6 +138,9 @@ pub struct Limits {
     pub wait_ms: u64,
     /// Accepted orders whose answer is kept for idempotent replays.
     pub idempotency_window: usize,
+    /// Cancels and amends (the latest that took effect per order) whose
+    /// answer is kept for idempotent replays.
+    pub change_window: usize,
     /// Longest request head a client may send (bytes).
     pub max_header_bytes: usize,
     /// Market streams (WebSocket and gRPC) open at once; one more is 503.
@@ -187,8 +201,9 @@ impl Default for LogConfig {
             kafka_brokers: "127.0.0.1:9092".into(),
             kafka_topic: "tandem-orders".into(),
             kafka_partitions: 1,
-            kafka_create_topic: true,
-            kafka_replication: 1,
+            kafka_create_topic: false,
+            kafka_replication: 3,
+            kafka_min_insync_replicas: 2,
             max_batch: 1024,
             kafka_fetch_wait_ms: 2,
         }
@@ -220,6 +235,7 @@ impl Default for Limits {
             max_open_orders_per_account: 100_000,
             wait_ms: 2_000,
             idempotency_window: 200_000,
+            change_window: 200_000,
             max_header_bytes: 16 * 1024,
             max_streams: 1024,
         }
@@ -374,6 +390,17 @@ impl NodeConfig {
         if self.log.kind == LogKind::Kafka && self.log.kafka_partitions == 0 {
             return bad("log.kafka_partitions", "must be at least 1");
         }
+        if self.log.kafka_replication == 0 {
+            return bad("log.kafka_replication", "must be at least 1");
+        }
+        if self.log.kafka_min_insync_replicas == 0
+            || self.log.kafka_min_insync_replicas > self.log.kafka_replication
+        {
+            return bad(
+                "log.kafka_min_insync_replicas",
+                "must be 1..=log.kafka_replication (production: 2 of 3)",
+            );
+        }
         if self.limits.max_pending == 0 {
             return bad("limits.max_pending", "must be at least 1");
         }
@@ -445,5 +472,19 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("log.max_batch"));
+        let mut cfg = NodeConfig::default();
+        cfg.log.kafka_replication = 1;
+        let err = cfg.check().unwrap_err().to_string();
+        assert!(err.contains("log.kafka_min_insync_replicas"), "{err}");
+    }
+
+    /// Production topic settings unless asked otherwise: the node never
+    /// creates a topic by default, and creates one only with replication 3
+    /// and `min.insync.replicas` 2 (deploy/kafka/README.md).
+    #[test]
+    fn kafka_topic_creation_is_explicit_and_replicated() {
+        let l = NodeConfig::default().log;
+        assert!(!l.kafka_create_topic);
+        assert_eq!((l.kafka_replication, l.kafka_min_insync_replicas), (3, 2));
     }
 }

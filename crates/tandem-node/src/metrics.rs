@@ -13,6 +13,8 @@ use tandem_core::Engine;
 
 use tandem_metrics::Histogram;
 
+use crate::partition::{lock, read, write};
+
 #[derive(Debug, Default, Clone, Copy)]
 struct ReplicaGauges {
     applied_seq: u64,
@@ -34,8 +36,11 @@ pub struct Metrics {
     panics: AtomicU64,
     connections_open: AtomicU64,
     connections_refused: AtomicU64,
+    seq_waiting: AtomicU64,
     replicas: Mutex<BTreeMap<u32, ReplicaGauges>>,
     log_last_seq: Mutex<BTreeMap<u32, u64>>,
+    /// Threads the node needs, by name (`append-P`, `replica-P`): running?
+    threads: Mutex<BTreeMap<String, bool>>,
 }
 
 impl Metrics {
@@ -53,25 +58,20 @@ impl Metrics {
             panics: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
+            seq_waiting: AtomicU64::new(0),
             replicas: Mutex::default(),
             log_last_seq: Mutex::default(),
+            threads: Mutex::default(),
         }
     }
 
     /// One answered request.
     pub fn request(&self, route: &'static str, status: u16, took: Duration) {
-        if let Some(h) = self
-            .requests
-            .read()
-            .expect("metrics lock")
-            .get(&(route, status))
-        {
+        if let Some(h) = read(&self.requests).get(&(route, status)) {
             h.observe(took);
             return;
         }
-        self.requests
-            .write()
-            .expect("metrics lock")
+        write(&self.requests)
             .entry((route, status))
             .or_default()
             .observe(took);
@@ -104,10 +104,17 @@ impl Metrics {
     pub fn open_connections(&self) -> u64 {
         self.connections_open.load(Relaxed)
     }
+    /// One request starts waiting for the replica to reach its
+    /// `x-tandem-min-seq`; counted until the guard drops (answered or
+    /// cancelled).
+    pub fn seq_waiting(&self) -> SeqWaiting<'_> {
+        self.seq_waiting.fetch_add(1, Relaxed);
+        SeqWaiting(&self.seq_waiting)
+    }
 
     /// The replica of `partition` is at `seq` with this state.
     pub fn set_replica(&self, partition: u32, seq: u64, eng: &Engine) {
-        self.replicas.lock().expect("metrics lock").insert(
+        lock(&self.replicas).insert(
             partition,
             ReplicaGauges {
                 applied_seq: seq,
@@ -120,10 +127,19 @@ impl Metrics {
 
     /// The log of `partition` ends at `seq` (for the lag gauge).
     pub fn set_log_last_seq(&self, partition: u32, seq: u64) {
-        self.log_last_seq
-            .lock()
-            .expect("metrics lock")
-            .insert(partition, seq);
+        lock(&self.log_last_seq).insert(partition, seq);
+    }
+
+    /// A thread the node needs started (`up`) or ended.
+    pub fn set_thread_up(&self, name: &str, up: bool) {
+        lock(&self.threads).insert(name.to_owned(), up);
+    }
+
+    /// Test hook (through `Partition::panic_holding_locks`): panics while
+    /// holding the request-duration lock for writing.
+    pub(crate) fn panic_holding_locks(&self) {
+        let _g = write(&self.requests);
+        panic!("test hook: a panic while holding the metrics and answer locks");
     }
 
     /// The exposition text.
@@ -132,7 +148,7 @@ impl Metrics {
         let mut out = String::with_capacity(16 << 10);
         out.push_str("# HELP tandem_http_request_duration_seconds Time from request head to answer, by route and status.\n");
         out.push_str("# TYPE tandem_http_request_duration_seconds histogram\n");
-        for ((route, status), h) in self.requests.read().expect("metrics lock").iter() {
+        for ((route, status), h) in read(&self.requests).iter() {
             h.write(
                 &mut out,
                 "tandem_http_request_duration_seconds",
@@ -184,8 +200,24 @@ impl Metrics {
             "# HELP tandem_connections_open Open client connections.\n# TYPE tandem_connections_open gauge\ntandem_connections_open{{{l}}} {}",
             self.connections_open.load(Relaxed)
         );
-        let replicas = self.replicas.lock().expect("metrics lock").clone();
-        let last = self.log_last_seq.lock().expect("metrics lock").clone();
+        let _ = writeln!(
+            out,
+            "# HELP tandem_min_seq_waiting Requests waiting for the replica to reach their x-tandem-min-seq.\n# TYPE tandem_min_seq_waiting gauge\ntandem_min_seq_waiting{{{l}}} {}",
+            self.seq_waiting.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tandem_thread_up Threads the node needs (appender, replica per partition): 1 running, 0 ended (the node is then not ready).\n# TYPE tandem_thread_up gauge"
+        );
+        for (name, up) in lock(&self.threads).iter() {
+            let _ = writeln!(
+                out,
+                "tandem_thread_up{{{l},thread=\"{name}\"}} {}",
+                u8::from(*up)
+            );
+        }
+        let replicas = lock(&self.replicas).clone();
+        let last = lock(&self.log_last_seq).clone();
         type Gauge = (&'static str, &'static str, fn(&ReplicaGauges) -> u64);
         let gauges: [Gauge; 4] = [
             (
@@ -222,5 +254,15 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+/// A request counted in `tandem_min_seq_waiting` while it lives.
+#[derive(Debug)]
+pub struct SeqWaiting<'a>(&'a AtomicU64);
+
+impl Drop for SeqWaiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
     }
 }

@@ -45,9 +45,7 @@ impl RateLimiter {
             return None;
         }
         let h = xxhash_rust::xxh3::xxh3_64(account) as usize;
-        let mut shard = self.shards[h % self.shards.len()]
-            .lock()
-            .expect("rate limiter lock");
+        let mut shard = crate::partition::lock(&self.shards[h % self.shards.len()]);
         let now = Instant::now();
         if shard.len() >= SHARD_ACCOUNTS_MAX {
             let (rate, burst) = (self.rate, self.burst);
@@ -78,12 +76,25 @@ pub struct Node {
     limiter: RateLimiter,
     /// Market streams (WebSocket and gRPC) open now.
     pub streams_open: std::sync::atomic::AtomicUsize,
+    /// Short id of the node's log (`x-tandem-log`): of the one identity
+    /// its partitions share (a Kafka topic's partitions share one), else
+    /// of all of them.
+    log_id: String,
 }
 
 impl Node {
     /// Opens the logs and starts one replica per partition (they restore
     /// and catch up in the background; see `is_caught_up`).
     pub fn start(cfg: NodeConfig) -> Result<Arc<Node>> {
+        let logs = open_logs(&cfg)?;
+        Node::start_with_logs(cfg, logs)
+    }
+
+    /// `start` over logs opened by the caller, one per partition in
+    /// partition order (tests: several nodes over one log in one process,
+    /// or a log that fails on purpose).
+    pub fn start_with_logs(cfg: NodeConfig, logs: Vec<Arc<dyn Log>>) -> Result<Arc<Node>> {
+        anyhow::ensure!(!logs.is_empty(), "a node serves at least one log partition");
         let metrics = Arc::new(Metrics::new(&[
             ("node", &cfg.node),
             ("cluster", &cfg.cluster),
@@ -92,7 +103,6 @@ impl Node {
             ("role", cfg.role.as_str()),
         ]));
         let stop = Arc::new(AtomicBool::new(false));
-        let logs = open_logs(&cfg)?;
         let mut partitions = Vec::with_capacity(logs.len());
         for (id, log) in logs.into_iter().enumerate() {
             let id = id as u32;
@@ -114,12 +124,16 @@ impl Node {
                 rc,
                 cfg.log.max_batch,
                 cfg.limits.max_pending,
-                cfg.limits.idempotency_window,
+                (cfg.limits.idempotency_window, cfg.limits.change_window),
                 Arc::clone(&metrics),
                 Arc::clone(&stop),
             ));
         }
+        let mut identities: Vec<&str> = partitions.iter().map(|p| p.identity()).collect();
+        identities.dedup();
+        let log_id = crate::partition::short_log_id(&identities.join(","));
         Ok(Arc::new(Node {
+            log_id,
             limiter: RateLimiter::new(cfg.limits.account_rate, cfg.limits.account_burst),
             cfg,
             partitions,
@@ -128,6 +142,11 @@ impl Node {
             stop,
             streams_open: std::sync::atomic::AtomicUsize::new(0),
         }))
+    }
+
+    /// Short id of the log this node serves (the `x-tandem-log` header).
+    pub fn log_id(&self) -> &str {
+        &self.log_id
     }
 
     /// The partition that carries `market`.
@@ -160,11 +179,22 @@ impl Node {
 
     /// Stops the replicas; each writes a final snapshot so the next start
     /// restores instead of replaying. Blocks until they are done.
+    /// The appenders first append what is queued; the logs are closed
+    /// once this returns.
     pub fn stop(&self) {
+        for p in &self.partitions {
+            p.close();
+        }
         self.stop.store(true, Ordering::Release);
         for p in &self.partitions {
             p.join();
         }
+    }
+
+    /// The first thread the node needs that has ended (`append-P`,
+    /// `replica-P`), if any.
+    pub fn stopped_thread(&self) -> Option<String> {
+        self.partitions.iter().find_map(|p| p.stopped_thread())
     }
 }
 
@@ -197,15 +227,33 @@ fn open_logs(cfg: &NodeConfig) -> Result<Vec<Arc<dyn Log>>> {
         LogKind::Kafka => {
             let l = &cfg.log;
             if l.kafka_create_topic {
+                let min_insync = l.kafka_min_insync_replicas.to_string();
+                let max_message = (tandem_kafka::KafkaLogConfig::new("", "", 0).max_message_bytes
+                    + (64 << 10))
+                    .to_string();
+                // The production settings of deploy/kafka/README.md.
+                let settings = [
+                    ("min.insync.replicas", min_insync.as_str()),
+                    ("unclean.leader.election.enable", "false"),
+                    ("cleanup.policy", "delete"),
+                    ("retention.ms", "-1"),
+                    ("retention.bytes", "-1"),
+                    ("max.message.bytes", max_message.as_str()),
+                ];
                 tandem_kafka::create_topic(
                     &l.kafka_brokers,
                     &l.kafka_topic,
                     l.kafka_partitions,
                     l.kafka_replication,
-                    &[],
+                    &settings,
                     Duration::from_secs(30),
                 )
-                .with_context(|| format!("create topic {}", l.kafka_topic))?;
+                .with_context(|| {
+                    format!(
+                        "create topic {} on {} (log.kafka_create_topic = true)",
+                        l.kafka_topic, l.kafka_brokers
+                    )
+                })?;
             }
             (0..l.kafka_partitions)
                 .map(|p| {
@@ -217,7 +265,13 @@ fn open_logs(cfg: &NodeConfig) -> Result<Vec<Arc<dyn Log>>> {
                     kc.wait_poll_interval = Duration::from_millis(l.kafka_fetch_wait_ms.max(1));
                     tandem_kafka::KafkaLog::open(kc)
                         .map(|k| Arc::new(k) as Arc<dyn Log>)
-                        .with_context(|| format!("open kafka {}/{}", l.kafka_topic, p))
+                        .with_context(|| {
+                            format!(
+                                "open kafka {}/{} (a node creates a missing topic only with \
+                                 log.kafka_create_topic = true)",
+                                l.kafka_topic, p
+                            )
+                        })
                 })
                 .collect()
         }

@@ -13,11 +13,34 @@
 //! with the original answer when its bytes are identical, and is a conflict
 //! otherwise. The window is filled from the log, so it holds orders entered
 //! through any node.
+//!
+//! Cancels and amends are idempotent the same way: for each order, the
+//! latest cancel or amend that took effect (not rejected) is kept with its
+//! canonical bytes (which hold the account) and its answer, in a second
+//! bounded window (`limits.change_window`). A request with the same bytes
+//! while it is still the latest change to that order is a repeat: answered
+//! with the original seq and events without an append, or, when both copies
+//! were appended before either was answered, the second copy (which the
+//! engine rejects) is answered with the original. Another account's, or
+//! another body's, cancel or amend is not a repeat.
+//!
+//! Locks: a panic while holding one of this module's locks (a bug in a
+//! request's code) must not make every later request panic, so every lock
+//! is taken poison-tolerant (`lock`, `read`, `write`); what they guard stays
+//! consistent at every point a panic could leave it (maps of answers, whose
+//! worst state is a forgotten answer).
+//!
+//! Threads: each partition's appender (`append-P`) and replica (`replica-P`)
+//! thread clears its `up` flag when it ends for any reason, panics
+//! included; `/readyz` names a stopped thread and `tandem_thread_up` shows
+//! it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{
+    Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -37,6 +60,40 @@ pub struct Outcome {
     /// A place refused because its id was taken: the caller decides between
     /// an idempotent replay and a conflict.
     pub duplicate_id: bool,
+}
+
+/// A mutex guard even if a panicking thread held the lock (see the module
+/// doc).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A read guard even if a panicking thread held the lock.
+pub(crate) fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A write guard even if a panicking thread held the lock.
+pub(crate) fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Clears a thread's `up` flag (and its gauge) when the thread ends, by
+/// return or by panic.
+struct UpGuard<'a> {
+    up: &'a AtomicBool,
+    metrics: &'a Metrics,
+    name: &'a str,
+}
+
+impl Drop for UpGuard<'_> {
+    fn drop(&mut self) {
+        self.up.store(false, Ordering::Release);
+        self.metrics.set_thread_up(self.name, false);
+        if std::thread::panicking() {
+            eprintln!("{{\"msg\":\"thread panicked\",\"thread\":{:?}}}", self.name);
+        }
+    }
 }
 
 /// One applied command as the market streams see it.
@@ -85,6 +142,13 @@ struct Results {
     recent_order: VecDeque<u64>,
     accepted: HashMap<Bytes, Accepted>,
     accepted_order: VecDeque<Bytes>,
+    /// The latest cancel or amend that took effect, per order key (same
+    /// shape as `accepted`: its canonical bytes and answer), and the keys
+    /// in the order they were last changed, for the bound. A key changed
+    /// again is pushed again; its older place in the queue is skipped when
+    /// it comes out (`changes_at` says which place is current).
+    changes: HashMap<Bytes, Accepted>,
+    changes_order: VecDeque<(u64, Bytes)>,
 }
 
 /// Why a command could not be answered.
@@ -98,6 +162,8 @@ pub enum SubmitError {
     Stopping,
     #[error("the replica has not applied seq {0} yet")]
     NotApplied(u64),
+    #[error("thread {0} has stopped: this node cannot enter orders; retry on another node")]
+    ThreadStopped(String),
 }
 
 struct Submit {
@@ -117,17 +183,28 @@ enum Reply {
 /// One partition: its log, appender and replica.
 pub struct Partition {
     pub id: u32,
-    pub log: Arc<dyn Log>,
-    submit: SyncSender<Submit>,
+    /// `Log::identity` of the partition's log, and its short id
+    /// (`short_log_id`). The log itself is held by the appender and replica
+    /// threads only, so it is closed (and a file log's directory lock let
+    /// go) once both have ended.
+    identity: String,
+    log_id: String,
+    /// Taken at stop: the appender then drains its queue and ends.
+    submit: RwLock<Option<SyncSender<Submit>>>,
     /// The replica, once it has caught up (`None` before).
     replica: RwLock<Option<Replica>>,
     results: Mutex<Results>,
     applied: watch::Sender<u64>,
     caught_up: AtomicBool,
     idempotency_window: usize,
+    change_window: usize,
     metrics: Arc<Metrics>,
     last_batch: AtomicU64,
     replica_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    append_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Cleared when the appender or the replica thread ends (`UpGuard`).
+    appender_up: AtomicBool,
+    replica_up: AtomicBool,
     stream: tokio::sync::broadcast::Sender<Arc<Published>>,
     /// Highest seq this node's appender has had acknowledged. The appender
     /// applies its own batches itself (`step_once`); the replica thread
@@ -156,6 +233,13 @@ impl std::fmt::Debug for Partition {
     }
 }
 
+/// The short id of a log identity, as consistency tokens and the
+/// `x-tandem-log` header carry it: xxh3-64 of the identity, 16 lowercase
+/// hex digits.
+pub fn short_log_id(identity: &str) -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(identity.as_bytes()))
+}
+
 /// Key of an order id in a market in the idempotency window.
 pub fn order_key(market: &[u8], id: &[u8]) -> Bytes {
     let mut k = Vec::with_capacity(market.len() + id.len() + 1);
@@ -176,24 +260,30 @@ impl Partition {
         replica_cfg: ReplicaConfig,
         max_batch: usize,
         max_pending: usize,
-        idempotency_window: usize,
+        (idempotency_window, change_window): (usize, usize),
         metrics: Arc<Metrics>,
         stop: Arc<AtomicBool>,
     ) -> Arc<Partition> {
         let (tx, rx) = std::sync::mpsc::sync_channel(max_pending);
         let (applied, _) = watch::channel(0);
+        let identity = log.identity();
         let part = Arc::new(Partition {
             id,
-            log,
-            submit: tx,
+            log_id: short_log_id(&identity),
+            identity,
+            submit: RwLock::new(Some(tx)),
             replica: RwLock::new(None),
             results: Mutex::new(Results::default()),
             applied,
             caught_up: AtomicBool::new(false),
             idempotency_window,
+            change_window,
             metrics,
             last_batch: AtomicU64::new(0),
             replica_thread: Mutex::new(None),
+            append_thread: Mutex::new(None),
+            appender_up: AtomicBool::new(true),
+            replica_up: AtomicBool::new(true),
             stream: tokio::sync::broadcast::channel(STREAM_BUFFER).0,
             snapshot_dir: replica_cfg.snapshot_dir.clone(),
             windowed: AtomicU64::new(0),
@@ -204,25 +294,84 @@ impl Partition {
             appended_cv: Condvar::new(),
         });
         let p = Arc::clone(&part);
-        std::thread::Builder::new()
+        let appender_log = Arc::clone(&log);
+        part.metrics.set_thread_up(&format!("append-{id}"), true);
+        let handle = std::thread::Builder::new()
             .name(format!("append-{id}"))
-            .spawn(move || p.append_loop(rx, max_batch))
+            .spawn(move || {
+                let name = format!("append-{}", p.id);
+                let _up = UpGuard {
+                    up: &p.appender_up,
+                    metrics: &p.metrics,
+                    name: &name,
+                };
+                p.append_loop(&*appender_log, rx, max_batch);
+            })
             .expect("spawn appender thread");
+        *lock(&part.append_thread) = Some(handle);
         let p = Arc::clone(&part);
+        part.metrics.set_thread_up(&format!("replica-{id}"), true);
         let handle = std::thread::Builder::new()
             .name(format!("replica-{id}"))
-            .spawn(move || p.replica_loop(replica_cfg, &stop))
+            .spawn(move || {
+                let name = format!("replica-{}", p.id);
+                let _up = UpGuard {
+                    up: &p.replica_up,
+                    metrics: &p.metrics,
+                    name: &name,
+                };
+                p.replica_loop(log, replica_cfg, &stop);
+            })
             .expect("spawn replica thread");
-        *part.replica_thread.lock().expect("thread lock") = Some(handle);
+        *lock(&part.replica_thread) = Some(handle);
         part
     }
 
-    /// Waits for the replica thread to end (after the stop flag is set).
+    /// Stops taking commands: the appender appends what is queued and
+    /// ends. New submissions are answered `Stopping`.
+    pub fn close(&self) {
+        write(&self.submit).take();
+    }
+
+    /// Waits for the appender (after `close`) and the replica thread (after
+    /// the stop flag is set) to end. The log is closed when both have.
     pub fn join(&self) {
-        let handle = self.replica_thread.lock().expect("thread lock").take();
-        if let Some(h) = handle {
-            let _ = h.join();
+        for t in [&self.append_thread, &self.replica_thread] {
+            let handle = lock(t).take();
+            if let Some(h) = handle {
+                let _ = h.join();
+            }
         }
+    }
+
+    /// The name of a thread of this partition that has ended (`append-P`
+    /// or `replica-P`), if any: the node cannot serve this partition.
+    pub fn stopped_thread(&self) -> Option<String> {
+        if !self.appender_up.load(Ordering::Acquire) {
+            return Some(format!("append-{}", self.id));
+        }
+        if !self.replica_up.load(Ordering::Acquire) {
+            return Some(format!("replica-{}", self.id));
+        }
+        None
+    }
+
+    /// Test hook: panics while holding this partition's answer maps and a
+    /// metrics lock, as a bug in a request's code would (poisoning them).
+    #[doc(hidden)]
+    pub fn panic_holding_locks(&self) {
+        let _r = lock(&self.results);
+        self.metrics.panic_holding_locks();
+    }
+
+    /// The identity of this partition's log (`Log::identity`).
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// The short id of the log (`short_log_id`).
+    pub fn log_id(&self) -> &str {
+        &self.log_id
     }
 
     /// True once the replica has restored and applied the log as it was at
@@ -239,6 +388,10 @@ impl Partition {
     /// Waits until the replica has applied `seq`, at most `bound`.
     pub async fn wait_applied(&self, seq: u64, bound: Duration) -> bool {
         let mut rx = self.applied.subscribe();
+        if *rx.borrow() >= seq {
+            return true;
+        }
+        let _waiting = self.metrics.seq_waiting();
         tokio::time::timeout(bound, rx.wait_for(|&s| s >= seq))
             .await
             .is_ok_and(|r| r.is_ok())
@@ -253,7 +406,9 @@ impl Partition {
         loop {
             let busy = match self.replica.try_read() {
                 Ok(g) => return g.as_ref().map(|r| f(r.engine())),
-                Err(std::sync::TryLockError::Poisoned(_)) => return None,
+                Err(std::sync::TryLockError::Poisoned(p)) => {
+                    return p.into_inner().as_ref().map(|r| f(r.engine()))
+                }
                 Err(std::sync::TryLockError::WouldBlock) => true,
             };
             if busy {
@@ -275,19 +430,30 @@ impl Partition {
     /// replica applies a batch. For blocking contexts only; async code
     /// uses `read`.
     pub fn read_blocking<T>(&self, f: impl FnOnce(&Engine) -> T) -> Option<T> {
-        let g = self.replica.read().ok()?;
+        let g = read(&self.replica);
         g.as_ref().map(|r| f(r.engine()))
     }
 
     /// How an accepted order with this key would answer a retry carrying
     /// `payload`.
     pub fn replay(&self, key: &[u8], payload: &[u8]) -> Replay {
-        let r = self.results.lock().expect("results lock");
+        let r = lock(&self.results);
         match r.accepted.get(key) {
             None => Replay::Unknown,
             Some(a) if a.payload[..] == *payload => Replay::Same(Arc::clone(&a.outcome)),
             Some(_) => Replay::Conflict,
         }
+    }
+
+    /// The original answer of a cancel or amend with these canonical bytes,
+    /// if it is the latest change that took effect on the order `key` (a
+    /// repeat of the same request by the same account).
+    pub fn replay_change(&self, key: &[u8], payload: &[u8]) -> Option<Arc<Outcome>> {
+        let r = lock(&self.results);
+        r.changes
+            .get(key)
+            .filter(|c| c.payload[..] == *payload)
+            .map(|c| Arc::clone(&c.outcome))
     }
 
     /// Appends one command (its canonical bytes) and waits for the replica
@@ -299,19 +465,30 @@ impl Partition {
         bound: Duration,
     ) -> Result<Arc<Outcome>, SubmitError> {
         let (reply, rx) = oneshot::channel();
-        match self.submit.try_send(Submit { payload, reply }) {
+        let sent = match read(&self.submit).as_ref() {
+            Some(tx) => tx.try_send(Submit { payload, reply }),
+            None => return Err(SubmitError::Stopping),
+        };
+        match sent {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(SubmitError::Overloaded),
-            Err(TrySendError::Disconnected(_)) => return Err(SubmitError::Stopping),
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(SubmitError::ThreadStopped(format!("append-{}", self.id)))
+            }
         }
         let seq = match rx.await {
             Ok(Ok(Reply::Applied(o))) => return Ok(o),
             Ok(Ok(Reply::Appended(seq))) => seq,
             Ok(Err(e)) => return Err(SubmitError::Log(e)),
-            Err(_) => return Err(SubmitError::Stopping),
+            Err(_) => {
+                return Err(match self.stopped_thread() {
+                    Some(t) => SubmitError::ThreadStopped(t),
+                    None => SubmitError::Stopping,
+                })
+            }
         };
         let rx = {
-            let mut r = self.results.lock().expect("results lock");
+            let mut r = lock(&self.results);
             if let Some(o) = r.recent.get(&seq) {
                 return Ok(Arc::clone(o));
             }
@@ -328,17 +505,13 @@ impl Partition {
             Ok(Ok(o)) => Ok(o),
             Ok(Err(_)) => Err(SubmitError::Stopping),
             Err(_) => {
-                self.results
-                    .lock()
-                    .expect("results lock")
-                    .waiters
-                    .remove(&seq);
+                lock(&self.results).waiters.remove(&seq);
                 Err(SubmitError::NotApplied(seq))
             }
         }
     }
 
-    fn append_loop(&self, rx: Receiver<Submit>, max_batch: usize) {
+    fn append_loop(&self, log: &dyn Log, rx: Receiver<Submit>, max_batch: usize) {
         let mut batch: Vec<Submit> = Vec::with_capacity(max_batch);
         while let Ok(first) = rx.recv() {
             batch.push(first);
@@ -350,13 +523,13 @@ impl Partition {
             }
             let records: Vec<&[u8]> = batch.iter().map(|s| &s.payload[..]).collect();
             let t = Instant::now();
-            let result = self.log.append(&records);
+            let result = log.append(&records);
             self.metrics.log_append(t.elapsed(), batch.len());
             self.last_batch.store(batch.len() as u64, Ordering::Relaxed);
             match result {
                 Ok(first) => {
                     let last = first + batch.len() as u64 - 1;
-                    *self.appended.lock().expect("appended lock") = last;
+                    *lock(&self.appended) = last;
                     // Apply our own batch here, then answer each submitter
                     // with its command's outcome: one wake-up per request,
                     // and the replica thread (which still follows the log
@@ -368,7 +541,7 @@ impl Partition {
                             e.to_string()
                         );
                     }
-                    let mut r = self.results.lock().expect("results lock");
+                    let mut r = lock(&self.results);
                     for (i, s) in batch.drain(..).enumerate() {
                         let seq = first + i as u64;
                         let reply = match r.recent.remove(&seq) {
@@ -389,9 +562,8 @@ impl Partition {
         }
     }
 
-    fn replica_loop(&self, cfg: ReplicaConfig, stop: &AtomicBool) {
-        let log = Arc::clone(&self.log);
-        let opened = Replica::open(log, cfg).and_then(|(mut r, info)| {
+    fn replica_loop(&self, log: Arc<dyn Log>, cfg: ReplicaConfig, stop: &AtomicBool) {
+        let opened = Replica::open(Arc::clone(&log), cfg).and_then(|(mut r, info)| {
             if let Some((path, seq)) = &info.restored {
                 eprintln!(
                     "{{\"msg\":\"snapshot restored\",\"partition\":{},\"seq\":{seq},\"path\":{:?}}}",
@@ -432,16 +604,14 @@ impl Partition {
         let seq = replica.applied_seq();
         self.applied.send_replace(seq);
         self.metrics.set_replica(self.id, seq, replica.engine());
-        *self.replica.write().expect("replica lock") = Some(replica);
+        *write(&self.replica) = Some(replica);
         self.caught_up.store(true, Ordering::Release);
         eprintln!(
             "{{\"msg\":\"replica caught up\",\"partition\":{},\"seq\":{seq}}}",
             self.id
         );
         self.windowed.store(
-            self.replica
-                .read()
-                .expect("replica lock")
+            read(&self.replica)
                 .as_ref()
                 .map_or(0, Replica::last_snapshot_seq),
             Ordering::Relaxed,
@@ -449,7 +619,7 @@ impl Partition {
         while !stop.load(Ordering::Relaxed) {
             let stepped = self.step_once();
             match stepped {
-                Ok((0, seq)) => match self.idle_wait(seq) {
+                Ok((0, seq)) => match self.idle_wait(&*log, seq) {
                     Ok(last) => self.metrics.set_log_last_seq(self.id, last),
                     Err(e) => {
                         eprintln!(
@@ -474,7 +644,7 @@ impl Partition {
         }
         // A final snapshot, so that the next start restores instead of
         // replaying what this run applied.
-        let mut g = self.replica.write().expect("replica lock");
+        let mut g = write(&self.replica);
         if let Some(r) = g
             .as_mut()
             .filter(|r| r.applied_seq() > r.last_snapshot_seq())
@@ -496,6 +666,9 @@ impl Partition {
                 ),
             }
         }
+        // Close the log (and let a file log's directory lock go) once the
+        // appender has ended too.
+        g.take();
     }
 
     /// Applies what the log holds beyond the replica (one read batch) and
@@ -506,7 +679,7 @@ impl Partition {
     /// has caught up.
     fn step_once(&self) -> Result<(usize, u64), tandem_replica::ReplicaError> {
         let (stepped, snapshot_seq) = {
-            let mut g = self.replica.write().expect("replica lock");
+            let mut g = write(&self.replica);
             let Some(r) = g.as_mut() else {
                 return Ok((0, 0));
             };
@@ -538,19 +711,19 @@ impl Partition {
     /// by its appender). Every second it also refreshes the log's end for
     /// the lag gauge. It never asks the log for its last record: on Kafka
     /// that moves the shared reader to the tail and back for every poll.
-    fn idle_wait(&self, seq: u64) -> Result<u64, tandem_log::LogError> {
-        let g = self.appended.lock().expect("appended lock");
+    fn idle_wait(&self, log: &dyn Log, seq: u64) -> Result<u64, tandem_log::LogError> {
+        let g = lock(&self.appended);
         if *g <= seq {
             let _ = self
                 .appended_cv
                 .wait_timeout(g, Duration::from_millis(5))
-                .expect("appended lock");
+                .unwrap_or_else(PoisonError::into_inner);
         }
         let now_s = self.lag_checked.load(Ordering::Relaxed);
         let tick = self.created.elapsed().as_secs();
         if tick != now_s {
             self.lag_checked.store(tick, Ordering::Relaxed);
-            return Ok(self.log.last_seq());
+            return Ok(log.last_seq());
         }
         Ok(seq)
     }
@@ -566,6 +739,24 @@ impl Partition {
         r.accepted.insert(key, Accepted { payload, outcome });
     }
 
+    /// Remembers the latest cancel or amend that took effect on an order
+    /// (bounded by `change_window`; oldest change forgotten first).
+    fn remember_change(&self, r: &mut Results, key: Bytes, payload: Bytes, outcome: Arc<Outcome>) {
+        if self.change_window == 0 {
+            return;
+        }
+        while r.changes_order.len() >= self.change_window {
+            let Some((seq, old)) = r.changes_order.pop_front() else {
+                break;
+            };
+            if r.changes.get(&old).is_some_and(|c| c.outcome.seq == seq) {
+                r.changes.remove(&old);
+            }
+        }
+        r.changes_order.push_back((outcome.seq, key.clone()));
+        r.changes.insert(key, Accepted { payload, outcome });
+    }
+
     /// Loads the idempotency window saved beside the snapshot at `seq`.
     fn load_window(&self, seq: u64) {
         let (entries, problem) = crate::window::load(&self.snapshot_dir, seq);
@@ -576,14 +767,22 @@ impl Partition {
             );
         }
         let n = entries.len();
-        let mut r = self.results.lock().expect("results lock");
+        let mut r = lock(&self.results);
         for e in entries {
             let outcome = Arc::new(Outcome {
                 seq: e.seq,
                 events: e.events,
                 duplicate_id: false,
             });
-            self.remember(&mut r, e.key, e.payload, outcome);
+            // A place is an accepted order; a cancel or amend the latest
+            // change to one (the file holds both, in seq order).
+            match tandem_codec::decode_command(&e.payload) {
+                Command::Place(_) => self.remember(&mut r, e.key, e.payload, outcome),
+                Command::Cancel(_) | Command::Amend(_) => {
+                    self.remember_change(&mut r, e.key, e.payload, outcome)
+                }
+                Command::Invalid(_) => {}
+            }
         }
         drop(r);
         eprintln!(
@@ -595,11 +794,19 @@ impl Partition {
     /// Saves the idempotency window beside the snapshot at `seq`.
     fn save_window(&self, seq: u64) {
         let bytes = {
-            let r = self.results.lock().expect("results lock");
-            let entries: Vec<crate::window::Entry> = r
+            let r = lock(&self.results);
+            let places = r
                 .accepted_order
                 .iter()
-                .filter_map(|k| r.accepted.get(k).map(|a| (k, a)))
+                .filter_map(|k| r.accepted.get(k).map(|a| (k, a)));
+            let changes = r
+                .changes_order
+                .iter()
+                .filter_map(|(s, k)| r.changes.get(k).map(|c| (s, k, c)))
+                .filter(|(s, _, c)| c.outcome.seq == **s)
+                .map(|(_, k, c)| (k, c));
+            let mut entries: Vec<crate::window::Entry> = places
+                .chain(changes)
                 .filter(|(_, a)| a.outcome.seq <= seq)
                 .map(|(k, a)| crate::window::Entry {
                     seq: a.outcome.seq,
@@ -608,6 +815,8 @@ impl Partition {
                     events: a.outcome.events.clone(),
                 })
                 .collect();
+            // Oldest first, so that a restore forgets in the same order.
+            entries.sort_by_key(|e| e.seq);
             crate::window::encode(entries.iter())
         };
         if let Err(e) = crate::window::save(&self.snapshot_dir, seq, &bytes) {
@@ -642,14 +851,28 @@ impl Partition {
             events: json.into(),
             duplicate_id,
         });
+        let canonical = || {
+            let mut payload = Vec::with_capacity(160);
+            tandem_codec::write_command(cmd, &mut payload);
+            Bytes::from(payload)
+        };
         let accepted = match (cmd, evs.first()) {
             (Command::Place(p), Some(Event::Accepted { .. })) if self.idempotency_window > 0 => {
-                let mut payload = Vec::with_capacity(160);
-                tandem_codec::write_command(cmd, &mut payload);
-                Some((
-                    order_key(p.market.as_bytes(), p.id.as_bytes()),
-                    Bytes::from(payload),
-                ))
+                Some((order_key(p.market.as_bytes(), p.id.as_bytes()), canonical()))
+            }
+            _ => None,
+        };
+        // A cancel or amend: remembered if it took effect; if rejected, and
+        // the same bytes are the latest change to that order, it is a
+        // repeat appended after the original took effect, and its
+        // submitter gets the original answer.
+        let rejected = matches!(evs.first(), Some(Event::Rejected { .. }));
+        let change = match cmd {
+            Command::Cancel(c) if self.change_window > 0 => {
+                Some((order_key(c.market.as_bytes(), c.id.as_bytes()), canonical()))
+            }
+            Command::Amend(a) if self.change_window > 0 => {
+                Some((order_key(a.market.as_bytes(), a.id.as_bytes()), canonical()))
             }
             _ => None,
         };
@@ -660,9 +883,17 @@ impl Partition {
                 events: outcome.events.clone(),
             }));
         }
-        let mut r = self.results.lock().expect("results lock");
+        let mut r = lock(&self.results);
         if let Some((key, payload)) = accepted {
             self.remember(&mut r, key, payload, Arc::clone(&outcome));
+        }
+        let mut outcome = outcome;
+        if let Some((key, payload)) = change {
+            if !rejected {
+                self.remember_change(&mut r, key, payload, Arc::clone(&outcome));
+            } else if let Some(orig) = r.changes.get(&key).filter(|c| c.payload == payload) {
+                outcome = Arc::clone(&orig.outcome);
+            }
         }
         match r.waiters.remove(&seq) {
             Some(tx) => {

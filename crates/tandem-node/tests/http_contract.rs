@@ -280,7 +280,7 @@ fn order_entry_and_reads_have_the_documented_shapes() {
     let b = n.get("/v1/markets/EMPTY-MKT/book").json();
     assert_eq!((levels(&b["bids"]).len(), levels(&b["asks"]).len()), (0, 0));
 
-    // DELETE: cancelled (reason user); again: rejected, unknown_order.
+    // DELETE: cancelled (reason user).
     let r = n.call("DELETE", "/v1/orders/BTC-USD/o1?account=alice", &[], b"");
     assert_eq!(r.status, 200, "{r}");
     let v = r.json();
@@ -289,8 +289,12 @@ fn order_entry_and_reads_have_the_documented_shapes() {
     assert_eq!(units(&v["events"][0]["remaining"]), dec("1"));
     let o = n.get("/v1/orders/BTC-USD/o1?account=alice").json();
     assert_eq!(o["status"], "cancelled");
+    // Again by the same account: a repeat, answered with the original
+    // (cancels are idempotent); by another account: rejected.
+    let again = n.call("DELETE", "/v1/orders/BTC-USD/o1?account=alice", &[], b"");
+    assert_eq!(again.body, r.body, "{again}");
     let v = n
-        .call("DELETE", "/v1/orders/BTC-USD/o1?account=alice", &[], b"")
+        .call("DELETE", "/v1/orders/BTC-USD/o1?account=bob", &[], b"")
         .json();
     assert_eq!(event_names(&v), ["rejected"]);
     assert_eq!(v["events"][0]["reason"], "unknown_order");

@@ -128,14 +128,7 @@ fn code_of(status: StatusCode) -> Code {
 /// The headers `api::respond` gives every HTTP answer, as metadata.
 fn answer_metadata(node: &Node, a: &Answer) -> MetadataMap {
     let mut h = HeaderMap::new();
-    h.insert(
-        "x-dex-version",
-        HeaderValue::from_static(node.cfg.role.as_str()),
-    );
-    if let Ok(v) = HeaderValue::from_str(&node.cfg.version) {
-        h.insert("x-tandem-version", v);
-    }
-    h.insert("x-tandem-seq", api::seq_token(node, a.partition, a.covers));
+    api::common_headers(node, a.partition, a.covers, &mut h);
     if let Some(s) = a.retry_after {
         h.insert(http::header::RETRY_AFTER, HeaderValue::from(s));
     }
