@@ -1,13 +1,19 @@
 //! `tandem`: the one binary. It parses flags and calls library code; no
 //! logic of its own lives here.
+//!
+//! Exit status: 0 on success and for `--help`/`-h` (on the binary and on
+//! every command) and `--version`/`-V`; 2 for a command line that cannot
+//! be used (unknown command or flag, missing or bad value), with the
+//! usage of the command on standard error; 1 when the job itself fails.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 const USAGE: &str = "\
 usage: tandem <command> [flags]
+       tandem --help | --version
 
 commands:
   match [--input FILE] [--output FILE] [--chain]
@@ -24,48 +30,222 @@ commands:
         SIGHUP reloads the file, SIGUSR2 hands the sockets to a new process
   loadgen [flags]
         open-loop load generator for nodes: fixed-rate schedule, latency
-        from intended send time, order-flow verification (lost/duplicated);
-        `tandem loadgen --help` for its flags
-  help  this text
+        from intended send time, order-flow verification (lost/duplicated)
+  help [command]
+        this text, or a command's flags (as `tandem <command> --help`)
 
-benchmarks are a separate program: cargo run --release -p tandem-bench -- core
+  -h, --help     this text
+  -V, --version  print the version
+
+`tandem <command> --help` lists a command's flags. Benchmarks are a
+separate program: cargo run --release -p tandem-bench -- core
 ";
 
-fn main() {
-    if let Err(e) = run(std::env::args().skip(1).collect()) {
-        eprintln!("tandem: {e:#}");
-        std::process::exit(2);
+const MATCH_USAGE: &str = "\
+usage: tandem match [--input FILE] [--output FILE] [--chain]
+
+  replay JSONL commands into JSONL events (contracts/match-jsonl.md); exits 0
+  whenever it could read its input, however many commands were bad
+
+  --input FILE   commands, one JSON object a line         [standard input]
+  --output FILE  events, one JSON object a line           [standard output]
+  --chain        print the final seq, output hash chain, markets and live
+                 orders to standard error
+  -h, --help     this text
+";
+
+const NODE_USAGE: &str = "\
+usage: tandem node [--config FILE]
+
+  run a node: the order-entry API (contracts/http-api.md, HTTP/1.1, HTTP/2,
+  gRPC and WebSocket on one port) over the order log, answered from the
+  node's own replica
+
+  --config FILE  the node's TOML config; without it, the defaults of
+                 deploy/node/tandem-node.toml (file log in data/node-1,
+                 port 8080)
+  -h, --help     this text
+
+TANDEM_* environment variables override the file (TANDEM_LISTEN,
+TANDEM_NODE, TANDEM_CLUSTER, TANDEM_ZONE, TANDEM_ROLE, TANDEM_VERSION,
+TANDEM_DATA_DIR, TANDEM_LOG_KIND, TANDEM_LOG_FSYNC, TANDEM_KAFKA_BROKERS,
+TANDEM_KAFKA_TOPIC, TANDEM_KAFKA_PARTITIONS). SIGTERM or SIGINT drains and
+stops.
+";
+
+const EDGE_USAGE: &str = "\
+usage: tandem edge [--config FILE]
+
+  run the edge: weighted, version-pinned, account-sticky reverse proxy over
+  the clusters' nodes
+
+  --config FILE  the edge's TOML config (commented default:
+                 deploy/edge/tandem-edge.toml); without it, its defaults
+  -h, --help     this text
+
+SIGHUP reloads the file; SIGUSR2 hands the listening sockets to a new
+process (no connection refused); SIGTERM or SIGINT drains and stops.
+";
+
+/// A command line that cannot be used: the message, and the usage of the
+/// command it was meant for (both go to standard error; exit 2).
+#[derive(Debug)]
+struct UsageError {
+    msg: String,
+    usage: &'static str,
+}
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
     }
+}
+
+impl std::error::Error for UsageError {}
+
+fn usage_error(usage: &'static str, msg: String) -> anyhow::Error {
+    UsageError { msg, usage }.into()
+}
+
+fn main() {
+    let code = match run(std::env::args().skip(1).collect()) {
+        Ok(()) => 0,
+        Err(e) => match e.downcast_ref::<UsageError>() {
+            Some(u) => {
+                eprintln!("tandem: {}\n", u.msg);
+                eprint!("{}", u.usage);
+                2
+            }
+            None => {
+                eprintln!("tandem: {e:#}");
+                1
+            }
+        },
+    };
+    std::process::exit(code);
 }
 
 fn run(args: Vec<String>) -> Result<()> {
     let Some((cmd, rest)) = args.split_first() else {
-        eprint!("{USAGE}");
-        bail!("no command given");
+        return Err(usage_error(USAGE, "no command given".into()));
     };
     match cmd.as_str() {
         "match" => cmd_match(rest),
         "node" => cmd_node(rest),
-        "loadgen" => tandem_loadgen::run_cli(rest),
+        "loadgen" => cmd_loadgen(rest),
         "edge" => cmd_edge(rest),
         "help" | "--help" | "-h" => {
-            print!("{USAGE}");
+            let text = match rest.first().map(String::as_str) {
+                None => USAGE,
+                Some("match") => MATCH_USAGE,
+                Some("node") => NODE_USAGE,
+                Some("edge") => EDGE_USAGE,
+                Some("loadgen") => tandem_loadgen::USAGE,
+                Some(other) => {
+                    return Err(usage_error(USAGE, format!("unknown command {other:?}")))
+                }
+            };
+            print!("{text}");
             Ok(())
         }
-        other => {
-            eprint!("{USAGE}");
-            bail!("unknown command {other:?}")
+        "--version" | "-V" | "version" => {
+            println!("tandem {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        other if other.starts_with('-') => {
+            Err(usage_error(USAGE, format!("unknown flag {other:?}")))
+        }
+        other => Err(usage_error(USAGE, format!("unknown command {other:?}"))),
+    }
+}
+
+/// One flag of a command line: its name and, for `--name=value`, the value.
+struct Flag<'a> {
+    name: &'a str,
+    inline: Option<&'a str>,
+}
+
+/// Walks `args` as flags of the command `cmd` (whose usage is `usage`).
+struct Flags<'a> {
+    cmd: &'static str,
+    usage: &'static str,
+    it: std::slice::Iter<'a, String>,
+}
+
+impl<'a> Flags<'a> {
+    fn new(cmd: &'static str, usage: &'static str, args: &'a [String]) -> Self {
+        Flags {
+            cmd,
+            usage,
+            it: args.iter(),
         }
     }
+
+    fn next_flag(&mut self) -> Option<Flag<'a>> {
+        let a = self.it.next()?;
+        Some(match a.split_once('=') {
+            Some((name, v)) if name.starts_with("--") => Flag {
+                name,
+                inline: Some(v),
+            },
+            _ => Flag {
+                name: a,
+                inline: None,
+            },
+        })
+    }
+
+    /// The value of `flag`: inline (`--flag=v`) or the next argument.
+    fn value(&mut self, flag: &Flag<'a>, what: &str) -> Result<String> {
+        match flag.inline {
+            Some(v) => Ok(v.to_owned()),
+            None => self
+                .it
+                .next()
+                .cloned()
+                .ok_or_else(|| self.error(format!("{} needs {what}", flag.name))),
+        }
+    }
+
+    /// `flag` is not one of this command's (or takes no value).
+    fn unknown(&self, flag: &Flag<'_>) -> anyhow::Error {
+        match flag.inline {
+            Some(_) if flag.name.starts_with("--") => self.error(format!(
+                "unknown flag {:?} (or it takes no value)",
+                flag.name
+            )),
+            _ => self.error(format!("unknown flag {:?}", flag.name)),
+        }
+    }
+
+    fn error(&self, msg: String) -> anyhow::Error {
+        usage_error(self.usage, format!("{}: {msg}", self.cmd))
+    }
+}
+
+/// `--help` or `-h`: the command prints its usage and does nothing else.
+fn is_help(flag: &Flag<'_>) -> bool {
+    flag.inline.is_none() && matches!(flag.name, "--help" | "-h")
+}
+
+fn cmd_loadgen(args: &[String]) -> Result<()> {
+    tandem_loadgen::run_cli(args).map_err(|e| match e.downcast::<tandem_loadgen::FlagError>() {
+        Ok(f) => usage_error(tandem_loadgen::USAGE, format!("loadgen: {f}")),
+        Err(e) => e,
+    })
 }
 
 fn cmd_node(args: &[String]) -> Result<()> {
     let mut config = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--config" => config = Some(it.next().context("--config needs a file")?.clone()),
-            other => bail!("node: unknown flag {other:?}"),
+    let mut flags = Flags::new("node", NODE_USAGE, args);
+    while let Some(f) = flags.next_flag() {
+        if is_help(&f) {
+            print!("{NODE_USAGE}");
+            return Ok(());
+        }
+        match f.name {
+            "--config" => config = Some(flags.value(&f, "a file")?),
+            _ => return Err(flags.unknown(&f)),
         }
     }
     let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
@@ -76,11 +256,15 @@ fn cmd_node(args: &[String]) -> Result<()> {
 
 fn cmd_edge(args: &[String]) -> Result<()> {
     let mut config = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--config" => config = Some(it.next().context("--config needs a file")?.clone()),
-            other => bail!("edge: unknown flag {other:?}"),
+    let mut flags = Flags::new("edge", EDGE_USAGE, args);
+    while let Some(f) = flags.next_flag() {
+        if is_help(&f) {
+            print!("{EDGE_USAGE}");
+            return Ok(());
+        }
+        match f.name {
+            "--config" => config = Some(flags.value(&f, "a file")?),
+            _ => return Err(flags.unknown(&f)),
         }
     }
     let path = config.map(std::path::PathBuf::from);
@@ -90,13 +274,17 @@ fn cmd_edge(args: &[String]) -> Result<()> {
 
 fn cmd_match(args: &[String]) -> Result<()> {
     let (mut input, mut output, mut chain) = (None, None, false);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--input" => input = Some(it.next().context("--input needs a file")?.clone()),
-            "--output" => output = Some(it.next().context("--output needs a file")?.clone()),
-            "--chain" => chain = true,
-            other => bail!("match: unknown flag {other:?}"),
+    let mut flags = Flags::new("match", MATCH_USAGE, args);
+    while let Some(f) = flags.next_flag() {
+        if is_help(&f) {
+            print!("{MATCH_USAGE}");
+            return Ok(());
+        }
+        match (f.name, f.inline) {
+            ("--input", _) => input = Some(flags.value(&f, "a file")?),
+            ("--output", _) => output = Some(flags.value(&f, "a file")?),
+            ("--chain", None) => chain = true,
+            _ => return Err(flags.unknown(&f)),
         }
     }
     let reader: Box<dyn io::BufRead + Send> = match &input {

@@ -132,6 +132,10 @@ fn empty_input_prints_nothing_and_bad_flags_fail() {
         .args(["match", "--input", "/nonexistent/file"])
         .output()
         .expect("run");
-    assert_eq!(st.status.code(), Some(2));
+    assert_eq!(
+        st.status.code(),
+        Some(1),
+        "a job that fails (not a usage error)"
+    );
     assert!(String::from_utf8_lossy(&st.stderr).contains("/nonexistent/file"));
 }

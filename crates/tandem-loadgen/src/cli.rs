@@ -45,16 +45,26 @@ usage: tandem loadgen [flags]
   --path P             send only GET P
   --threads N          runtime worker threads           [cores, at most 4]
   --json FILE          write the report as JSON
-  --help               this text
+  -h, --help           this text
 
 exits non-zero if the verifier finds lost, duplicated or inconsistent orders
 ";
 
+/// The flags given cannot run (unknown flag, missing or bad value, a value
+/// out of its limits): the caller prints [`USAGE`] to standard error and
+/// exits 2. `run_cli` returns it inside its `anyhow::Error`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FlagError(pub String);
+
 /// Parses `args` (the flags after `loadgen`), runs, prints the report to
 /// standard output, writes `--json`, and returns an error if the verifier
-/// found lost, duplicated or inconsistent orders.
+/// found lost, duplicated or inconsistent orders. A flag that cannot be
+/// used is a [`FlagError`] (downcast the error to tell it from a failed
+/// run); `--help` or `-h` prints [`USAGE`] and returns `Ok`.
 pub fn run_cli(args: &[String]) -> Result<()> {
-    let Some((cfg, json)) = parse(args)? else {
+    let parsed = parse(args).map_err(|e| FlagError(format!("{e:#}")))?;
+    let Some((cfg, json)) = parsed else {
         print!("{USAGE}");
         return Ok(());
     };

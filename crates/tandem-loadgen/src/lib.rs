@@ -18,7 +18,7 @@ mod report;
 mod run;
 mod workload;
 
-pub use cli::{run_cli, USAGE};
+pub use cli::{run_cli, FlagError, USAGE};
 pub use config::{LoadgenConfig, MAX_CONNECTIONS, MAX_IN_FLIGHT, MAX_REQUESTS, MAX_RETRIES};
 pub use hist::Histogram;
 pub use report::{Errors, LatencyUs, Orders, Report, Verify};
