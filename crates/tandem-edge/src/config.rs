@@ -2,7 +2,9 @@
 //! weight, nodes with their zones), health checking, retries and upstream
 //! connection settings. Read from TOML (`deploy/edge/tandem-edge.toml` is
 //! the commented default) and checked; weights and node sets can later be
-//! changed live through the admin API or by reloading the file.
+//! changed live through the admin API or by reloading the file. A reload
+//! applies live the settings in [`APPLIED_LIVE`] and reports every other
+//! changed setting as needing a restart ([`changed_settings`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -209,6 +211,52 @@ impl Default for EdgeConfig {
     }
 }
 
+/// The environment variable that gives the admin token when the file has
+/// none.
+pub const ADMIN_TOKEN_ENV: &str = "TANDEM_EDGE_ADMIN_TOKEN";
+
+/// Settings a reload applies to the running edge (dotted names as
+/// [`changed_settings`] reports them). Any other changed setting takes
+/// effect at the next start or hand-over.
+pub const APPLIED_LIVE: [&str; 3] = ["clusters", "admin_token", "limits.max_body_bytes"];
+
+/// The settings that differ between `old` and `new`, as dotted names in
+/// name order (`limits.max_body_bytes`); the cluster list counts as one
+/// setting, `clusters`. Values are not reported (the token is a secret).
+pub fn changed_settings(old: &EdgeConfig, new: &EdgeConfig) -> Vec<String> {
+    fn flatten(
+        prefix: &str,
+        v: &serde_json::Value,
+        out: &mut std::collections::BTreeMap<String, serde_json::Value>,
+    ) {
+        match v {
+            serde_json::Value::Object(m) if prefix != "clusters" => {
+                for (k, v) in m {
+                    let name = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&name, v, out);
+                }
+            }
+            _ => {
+                out.insert(prefix.to_owned(), v.clone());
+            }
+        }
+    }
+    let (mut a, mut b) = (Default::default(), Default::default());
+    if let (Ok(x), Ok(y)) = (serde_json::to_value(old), serde_json::to_value(new)) {
+        flatten("", &x, &mut a);
+        flatten("", &y, &mut b);
+    }
+    let mut names: Vec<String> = a.keys().chain(b.keys()).cloned().collect();
+    names.sort();
+    names.dedup();
+    names.retain(|k| a.get(k) != b.get(k));
+    names
+}
+
 /// A config that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -241,6 +289,15 @@ impl EdgeConfig {
         };
         cfg.check()?;
         Ok(cfg)
+    }
+
+    /// Fills in what the environment gives (`env` looks a variable up):
+    /// the admin token from [`ADMIN_TOKEN_ENV`] when the file sets none.
+    pub fn with_env(mut self, env: impl Fn(&str) -> Option<String>) -> EdgeConfig {
+        if self.admin_token.is_empty() {
+            self.admin_token = env(ADMIN_TOKEN_ENV).unwrap_or_default();
+        }
+        self
     }
 
     pub fn parse(text: &str) -> Result<EdgeConfig, String> {
@@ -350,5 +407,39 @@ mod tests {
             .contains("clusters[1].name"));
         let err = EdgeConfig::parse("[retry]\nmax_attempts = \"x\"\n").unwrap_err();
         assert!(err.contains("max_attempts"), "{err}");
+    }
+
+    #[test]
+    fn the_admin_token_comes_from_the_environment_only_when_the_file_has_none() {
+        let env = |k: &str| (k == ADMIN_TOKEN_ENV).then(|| "from-env".to_string());
+        assert_eq!(EdgeConfig::default().with_env(env).admin_token, "from-env");
+        let cfg = EdgeConfig {
+            admin_token: "from-file".into(),
+            ..EdgeConfig::default()
+        };
+        assert_eq!(cfg.with_env(env).admin_token, "from-file");
+        assert_eq!(EdgeConfig::default().with_env(|_| None).admin_token, "");
+    }
+
+    #[test]
+    fn changed_settings_are_named_by_their_dotted_path() {
+        let old = EdgeConfig::default();
+        assert!(changed_settings(&old, &old).is_empty());
+        let mut new = old.clone();
+        new.admin_token = "t".into();
+        new.limits.max_body_bytes += 1;
+        new.listen = "127.0.0.1:9".parse().unwrap();
+        new.clusters[0].weight = 7;
+        new.retry.backoff_ms = 9;
+        assert_eq!(
+            changed_settings(&old, &new),
+            [
+                "admin_token",
+                "clusters",
+                "limits.max_body_bytes",
+                "listen",
+                "retry.backoff_ms"
+            ]
+        );
     }
 }

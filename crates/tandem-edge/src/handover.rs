@@ -90,15 +90,20 @@ fn keep_across_exec(fd: RawFd) -> Result<()> {
     Ok(())
 }
 
-/// Starts the successor with both sockets and waits (at most 30 s) until
-/// it serves. Returns its pid.
-pub async fn spawn_successor(public: RawFd, admin: RawFd) -> Result<u32> {
+/// Starts the successor with both sockets (and `extra_env` in its
+/// environment) and waits (at most 30 s) until it serves. Returns its pid.
+pub async fn spawn_successor(
+    public: RawFd,
+    admin: RawFd,
+    extra_env: &[(String, String)],
+) -> Result<u32> {
     keep_across_exec(public)?;
     keep_across_exec(admin)?;
     let exe = std::env::current_exe().context("find own binary")?;
     let mut child = std::process::Command::new(&exe)
         .args(std::env::args_os().skip(1))
         .env(ENV, format!("{public},{admin}"))
+        .envs(extra_env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -244,8 +244,11 @@ pub async fn health_loop(edge: Arc<Edge>) {
 }
 
 /// Runs the edge until SIGTERM/SIGINT (drain, exit) or a completed
-/// SIGUSR2 hand-over (a new process took the sockets; drain, exit). SIGHUP
-/// reloads the clusters from `config_path`.
+/// SIGUSR2 hand-over (a new process took the sockets and the admin-set
+/// weights with their generation; drain, exit). SIGHUP reloads
+/// `config_path`: node sets, weights not set through the admin API, the
+/// admin token and the body limit apply live; the log line names what was
+/// applied, what needs a restart, and which admin weights were kept.
 pub fn run(cfg: EdgeConfig, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     use anyhow::Context;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -258,11 +261,10 @@ pub fn run(cfg: EdgeConfig, config_path: Option<PathBuf>) -> anyhow::Result<()> 
         .build()
         .context("start runtime")?;
     rt.block_on(async move {
-        let token = if cfg.admin_token.is_empty() {
-            std::env::var("TANDEM_EDGE_ADMIN_TOKEN").unwrap_or_default()
-        } else {
-            cfg.admin_token.clone()
-        };
+        let cfg = cfg.with_env(|k| std::env::var(k).ok());
+        if cfg.admin_token.is_empty() {
+            eprintln!("{}", admin::disabled_warning());
+        }
         let (public, admin) = handover::listeners(cfg.listen, cfg.admin_listen)?;
         eprintln!(
             "{{\"msg\":\"edge listening\",\"public\":\"{}\",\"admin\":\"{}\",\"pid\":{},\"inherited\":{}}}",
@@ -273,6 +275,15 @@ pub fn run(cfg: EdgeConfig, config_path: Option<PathBuf>) -> anyhow::Result<()> 
         );
         let drain = Duration::from_secs(cfg.drain_timeout_secs);
         let edge = Edge::new(cfg);
+        if let Ok(state) = std::env::var(admin::HANDOVER_ENV) {
+            // A predecessor's live weights: refusing to start (it keeps
+            // serving) beats silently undoing a rollback.
+            let generation = admin::take_handover_state(&edge, &state).map_err(anyhow::Error::msg)?;
+            eprintln!(
+                "{}",
+                serde_json::json!({"msg": "weights taken from the predecessor", "generation": generation, "admin_weights": edge.routes.admin_state().1})
+            );
+        }
         tokio::spawn(health_loop(Arc::clone(&edge)));
         let (stop_tx, stop_rx) = watch::channel(false);
         let public_fd = handover::raw(&public);
@@ -292,8 +303,8 @@ pub fn run(cfg: EdgeConfig, config_path: Option<PathBuf>) -> anyhow::Result<()> 
             admin,
             Arc::clone(&edge),
             move |e, r| {
-                let (token, path) = (token.clone(), path.clone());
-                async move { admin::handle(&e, &token, &path, r).await }
+                let path = path.clone();
+                async move { admin::handle(&e, &path, r).await }
             },
             stopped(stop_rx.clone()),
             drain,
@@ -308,17 +319,30 @@ pub fn run(cfg: EdgeConfig, config_path: Option<PathBuf>) -> anyhow::Result<()> 
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = hup.recv() => match admin::reload(&edge, &config_path) {
-                    Ok(()) => eprintln!("{{\"msg\":\"config reloaded\"}}"),
+                _ = hup.recv() => match admin::reload(&edge, &config_path, false) {
+                    Ok(report) => {
+                        for line in report.log_lines() {
+                            eprintln!("{line}");
+                        }
+                    }
                     Err(e) => eprintln!("{{\"msg\":\"reload failed\",\"error\":{e:?}}}"),
                 },
-                _ = usr2.recv() => match handover::spawn_successor(public_fd, admin_fd).await {
-                    Ok(pid) => {
-                        eprintln!("{{\"msg\":\"handed over\",\"successor\":{pid}}}");
-                        break;
+                _ = usr2.recv() => {
+                    // Admin writes are refused from here on, so none lands
+                    // after the successor took the weights.
+                    let state = admin::handover_state(&edge);
+                    let env = [(admin::HANDOVER_ENV.to_string(), state)];
+                    match handover::spawn_successor(public_fd, admin_fd, &env).await {
+                        Ok(pid) => {
+                            eprintln!("{{\"msg\":\"handed over\",\"successor\":{pid}}}");
+                            break;
+                        }
+                        Err(e) => {
+                            edge.routes.thaw();
+                            eprintln!("{{\"msg\":\"hand-over failed, still serving\",\"error\":{e:?}}}");
+                        }
                     }
-                    Err(e) => eprintln!("{{\"msg\":\"hand-over failed, still serving\",\"error\":{e:?}}}"),
-                },
+                }
             }
         }
         edge.draining.store(true, Ordering::Relaxed);

@@ -1,6 +1,8 @@
 //! The edge's metrics, per cluster and version: what the rollout gates
 //! read (request counts by status, latency, upstream errors, retries,
-//! ejections) and the split actually achieved (requests per cluster).
+//! ejections) and the split actually achieved (requests per cluster);
+//! and the logs the nodes serve (`render_logs`: more than one distinct log
+//! means the edge mixes different exchanges).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -9,6 +11,8 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use tandem_metrics::{labels, Histogram};
+
+use crate::table::{read, write};
 
 #[derive(Debug, Default)]
 struct PerCluster {
@@ -29,33 +33,28 @@ pub struct EdgeMetrics {
     retry_budget_exhausted: AtomicU64,
     bad_requests: AtomicU64,
     connections_refused: AtomicU64,
+    /// Requests whose handler panicked (answered 500 by the scaffold).
+    panics: AtomicU64,
 }
 
 impl EdgeMetrics {
     fn with(&self, cluster: &str, version: &str, f: impl Fn(&PerCluster)) {
         let key = (cluster.to_owned(), version.to_owned());
-        if let Some(c) = self.clusters.read().expect("metrics lock").get(&key) {
+        if let Some(c) = read(&self.clusters).get(&key) {
             return f(c);
         }
-        f(self
-            .clusters
-            .write()
-            .expect("metrics lock")
-            .entry(key)
-            .or_default())
+        f(write(&self.clusters).entry(key).or_default())
     }
 
     /// A request answered through `cluster`.
     pub fn answered(&self, cluster: &str, version: &str, status: u16, took: Duration) {
         self.with(cluster, version, |c| {
             c.latency.observe(took);
-            if let Some(n) = c.status.read().expect("metrics lock").get(&status) {
+            if let Some(n) = read(&c.status).get(&status) {
                 n.fetch_add(1, Relaxed);
                 return;
             }
-            c.status
-                .write()
-                .expect("metrics lock")
+            write(&c.status)
                 .entry(status)
                 .or_default()
                 .fetch_add(1, Relaxed);
@@ -88,11 +87,14 @@ impl EdgeMetrics {
     pub fn connection_refused(&self) {
         self.connections_refused.fetch_add(1, Relaxed);
     }
+    pub fn panicked(&self) {
+        self.panics.fetch_add(1, Relaxed);
+    }
 
     /// Requests answered per cluster name (the split achieved).
     pub fn split(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
-        for ((name, _), c) in self.clusters.read().expect("metrics lock").iter() {
+        for ((name, _), c) in read(&self.clusters).iter() {
             *out.entry(name.clone()).or_default() += c.latency.count();
         }
         out
@@ -102,11 +104,11 @@ impl EdgeMetrics {
     pub fn render(&self, edge_labels: &str) -> String {
         let mut out = String::with_capacity(8 << 10);
         let sep = if edge_labels.is_empty() { "" } else { "," };
-        let clusters = self.clusters.read().expect("metrics lock");
+        let clusters = read(&self.clusters);
         out.push_str("# HELP tandem_edge_requests_total Client requests answered, by cluster, version and status.\n# TYPE tandem_edge_requests_total counter\n");
         for ((name, version), c) in clusters.iter() {
             let l = labels(&[("cluster", name), ("version", version)]);
-            for (status, n) in c.status.read().expect("metrics lock").iter() {
+            for (status, n) in read(&c.status).iter() {
                 let _ = writeln!(
                     out,
                     "tandem_edge_requests_total{{{edge_labels}{sep}{l},status=\"{status}\"}} {}",
@@ -169,6 +171,11 @@ impl EdgeMetrics {
                 "Connections over the limit.",
                 &self.connections_refused,
             ),
+            (
+                "tandem_edge_panics_total",
+                "Requests whose handler panicked (answered 500).",
+                &self.panics,
+            ),
         ];
         for (name, help, v) in plain {
             let _ = writeln!(
@@ -178,5 +185,68 @@ impl EdgeMetrics {
             );
         }
         out
+    }
+}
+
+/// Prometheus text for the logs the nodes serve: `tandem_edge_logs_distinct`
+/// (more than 1: the edge routes to different exchanges) and one
+/// `tandem_edge_node_log_info{node,log}` per node that named its log, in
+/// address order.
+pub fn render_logs(
+    out: &mut String,
+    edge_labels: &str,
+    per_node: &[(String, String)],
+    distinct: usize,
+) {
+    let sep = if edge_labels.is_empty() { "" } else { "," };
+    let _ = writeln!(
+        out,
+        "# HELP tandem_edge_logs_distinct Distinct order logs the nodes report (x-tandem-log); above 1 the edge mixes different exchanges.\n# TYPE tandem_edge_logs_distinct gauge\ntandem_edge_logs_distinct{{{edge_labels}}} {distinct}"
+    );
+    out.push_str("# HELP tandem_edge_node_log_info The log each node last reported.\n# TYPE tandem_edge_node_log_info gauge\n");
+    for (node, log) in per_node {
+        let l = labels(&[("node", node), ("log", log)]);
+        let _ = writeln!(out, "tandem_edge_node_log_info{{{edge_labels}{sep}{l}}} 1");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic while a metrics lock is held does not make every later
+    /// request panic.
+    #[test]
+    fn a_poisoned_metrics_lock_is_ignored() {
+        let m = std::sync::Arc::new(EdgeMetrics::default());
+        m.answered("c", "v", 200, Duration::from_millis(1));
+        let m2 = std::sync::Arc::clone(&m);
+        let _ = std::thread::spawn(move || {
+            let _g = m2.clusters.write().unwrap();
+            panic!("poison the metrics lock");
+        })
+        .join();
+        assert!(m.clusters.is_poisoned());
+        m.answered("c", "v", 200, Duration::from_millis(1));
+        m.answered("d", "v", 500, Duration::from_millis(1));
+        assert_eq!(m.split().get("c"), Some(&2));
+        assert!(m.render("").contains("status=\"500\""));
+    }
+
+    #[test]
+    fn logs_render_in_address_order() {
+        let mut out = String::new();
+        let per = vec![
+            ("a:1".to_string(), "L1".to_string()),
+            ("b:2".into(), "L2".into()),
+        ];
+        render_logs(&mut out, "zone=\"z\"", &per, 2);
+        assert!(
+            out.contains("tandem_edge_logs_distinct{zone=\"z\"} 2"),
+            "{out}"
+        );
+        let a = out.find("node=\"a:1\",log=\"L1\"").unwrap();
+        let b = out.find("node=\"b:2\",log=\"L2\"").unwrap();
+        assert!(a < b, "{out}");
     }
 }

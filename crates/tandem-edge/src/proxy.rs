@@ -1,16 +1,23 @@
 //! The request path: find the account and the pin, rank clusters with
 //! `tandem-route`, pick the nearest available node of the best cluster,
-//! forward, and on a connect error or a 502/503/504 retry on another node
-//! (the API is idempotent by order id, so a retry never doubles an order),
-//! within a budget so retries cannot amplify an outage.
+//! forward, and retry on another node within a budget, so retries cannot
+//! amplify an outage. A request is repeated only when that is known safe
+//! ([`repeatable`]): one that never reached a node (the connection failed)
+//! always; after a timeout, a dropped connection or a 502/503/504, only
+//! reads and the order writes the nodes deduplicate. A 4xx is an answer,
+//! never retried.
+//!
+//! Nodes name the log they serve in `x-tandem-log`; the edge learns it from
+//! health checks and answers, and warns (log line, metric) when the nodes
+//! it routes to serve different logs: they are different exchanges.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{request::Parts, Request, Response, StatusCode};
+use http::{request::Parts, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -18,7 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::EdgeConfig;
 use crate::metrics::EdgeMetrics;
-use crate::table::{NodeState, Routes, Table, TableCluster};
+use crate::table::{lock, read, write, NodeState, Routes, Table, TableCluster};
 use crate::{BoxBody, BoxError};
 
 /// Headers that belong to one connection, never forwarded.
@@ -60,13 +67,13 @@ impl RetryBudget {
 
     /// A request arrived.
     pub fn deposit(&self) {
-        let mut s = self.state.lock().expect("budget lock");
+        let mut s = lock(&self.state);
         s.0 = (s.0 + self.ratio).min(self.cap());
     }
 
     /// Takes one retry if the budget allows.
     pub fn try_retry(&self) -> bool {
-        let mut s = self.state.lock().expect("budget lock");
+        let mut s = lock(&self.state);
         let now = Instant::now();
         let refill = now.duration_since(s.1).as_secs_f64() * self.min_per_s;
         s.0 = (s.0 + refill).min(self.cap());
@@ -80,9 +87,18 @@ impl RetryBudget {
     }
 }
 
+/// The log id header nodes send on every answer.
+pub const LOG_HEADER: &str = "x-tandem-log";
+
+/// Longest log id the edge records (a longer or unprintable one is ignored).
+const LOG_ID_MAX: usize = 128;
+
 /// The edge's shared state.
 #[derive(Debug)]
 pub struct Edge {
+    /// The config the process started with. What a reload applies live is
+    /// held apart (`admin_token`, `max_body_bytes`, the routes); the rest
+    /// needs a restart (or a hand-over).
     pub cfg: EdgeConfig,
     pub routes: Routes,
     pub metrics: EdgeMetrics,
@@ -91,6 +107,15 @@ pub struct Edge {
     client: Client<HttpConnector, Full<Bytes>>,
     stream_client: Client<HttpConnector, BoxBody>,
     counter: AtomicU64,
+    /// The admin API's bearer token (empty: the admin API is disabled).
+    admin_token: RwLock<String>,
+    /// Largest request body accepted (`limits.max_body_bytes`, live).
+    max_body_bytes: AtomicUsize,
+    /// The config as last applied (start, then each reload): what the next
+    /// reload is compared with.
+    running: Mutex<EdgeConfig>,
+    /// The distinct logs last warned about (none while they agree).
+    logs_warned: Mutex<Vec<String>>,
 }
 
 fn connector(cfg: &EdgeConfig) -> HttpConnector {
@@ -126,8 +151,108 @@ impl Edge {
             client,
             stream_client,
             counter: AtomicU64::new(0),
+            admin_token: RwLock::new(cfg.admin_token.clone()),
+            max_body_bytes: AtomicUsize::new(cfg.limits.max_body_bytes),
+            running: Mutex::new(cfg.clone()),
+            logs_warned: Mutex::default(),
             cfg,
         })
+    }
+
+    /// The admin API's token now (empty: disabled).
+    pub fn admin_token(&self) -> String {
+        read(&self.admin_token).clone()
+    }
+
+    /// The body limit now.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The config as last applied.
+    pub fn running(&self) -> EdgeConfig {
+        lock(&self.running).clone()
+    }
+
+    /// Applies what a reloaded config can change live (the admin token and
+    /// the body limit; the routes are installed by the caller) and records
+    /// it as running. Returns the changed settings applied and those that
+    /// need a restart, as dotted names.
+    pub fn apply_live(&self, new: &EdgeConfig) -> (Vec<String>, Vec<String>) {
+        let mut running = lock(&self.running);
+        let (mut applied, mut restart) = (Vec::new(), Vec::new());
+        for name in crate::config::changed_settings(&running, new) {
+            if crate::config::APPLIED_LIVE.contains(&name.as_str()) {
+                applied.push(name);
+            } else {
+                restart.push(name);
+            }
+        }
+        let mut next = running.clone();
+        next.admin_token = new.admin_token.clone();
+        next.limits.max_body_bytes = new.limits.max_body_bytes;
+        next.clusters = new.clusters.clone();
+        *write(&self.admin_token) = new.admin_token.clone();
+        self.max_body_bytes
+            .store(new.limits.max_body_bytes, Ordering::Relaxed);
+        *running = next;
+        (applied, restart)
+    }
+
+    /// Records the log id a node sent (`x-tandem-log`), and warns once per
+    /// change when the nodes now report more than one log.
+    pub fn note_log(&self, node: &NodeState, value: Option<&HeaderValue>) {
+        let Some(id) = value.and_then(|v| v.to_str().ok()) else {
+            return;
+        };
+        if id.is_empty() || id.len() > LOG_ID_MAX || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return;
+        }
+        if !node.set_log(id) {
+            return;
+        }
+        let nodes = self.routes.node_states();
+        let mut distinct: Vec<String> = nodes.iter().filter_map(|n| n.log()).collect();
+        distinct.sort();
+        distinct.dedup();
+        let mut warned = lock(&self.logs_warned);
+        if distinct.len() < 2 {
+            warned.clear();
+            return;
+        }
+        if *warned == distinct {
+            return;
+        }
+        let by_node: serde_json::Map<String, serde_json::Value> = nodes
+            .iter()
+            .filter_map(|n| n.log().map(|l| (n.addr.clone(), l.into())))
+            .collect();
+        eprintln!(
+            "{}",
+            serde_json::json!({
+                "level": "warn",
+                "msg": "nodes the edge routes to serve different logs: they are different exchanges, and a client moved between them sees another order book",
+                "logs_distinct": distinct.len(),
+                "logs": by_node,
+            })
+        );
+        *warned = distinct;
+    }
+
+    /// The log id of every node that reported one, by address, and how
+    /// many distinct ids there are (for metrics).
+    pub fn logs(&self) -> (Vec<(String, String)>, usize) {
+        let per: Vec<(String, String)> = self
+            .routes
+            .node_states()
+            .iter()
+            .filter_map(|n| n.log().map(|l| (n.addr.clone(), l)))
+            .collect();
+        let mut distinct: Vec<&str> = per.iter().map(|(_, l)| l.as_str()).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let n = distinct.len();
+        (per, n)
     }
 
     /// The cluster and node a request with this pin and account goes to
@@ -152,7 +277,8 @@ impl Edge {
         }
     }
 
-    /// `GET http://addr/readyz` within `timeout`: true on 200.
+    /// `GET http://addr/readyz` within `timeout`: true on 200. The log id
+    /// the node names is recorded (see `note_log`).
     pub async fn probe(&self, addr: &str, timeout: Duration) -> bool {
         let Ok(req) = Request::get(format!("http://{addr}/readyz")).body(Full::new(Bytes::new()))
         else {
@@ -161,6 +287,14 @@ impl Edge {
         match tokio::time::timeout(timeout, self.client.request(req)).await {
             Ok(Ok(resp)) => {
                 let ok = resp.status() == StatusCode::OK;
+                if let Some(node) = self
+                    .routes
+                    .node_states()
+                    .into_iter()
+                    .find(|n| n.addr == addr)
+                {
+                    self.note_log(&node, resp.headers().get(LOG_HEADER));
+                }
                 let _ = resp.into_body().collect().await;
                 ok
             }
@@ -193,18 +327,23 @@ pub fn edge_error(status: StatusCode, msg: &str, retry_after: Option<u32>) -> Re
 }
 
 /// The account a request is for: header `x-tandem-account`, else query
-/// `account=`, else the JSON body's `account` string.
-pub fn find_account(parts: &Parts, body: &[u8]) -> Option<Vec<u8>> {
+/// `account=`, else the JSON body's `account` string. A malformed
+/// percent-escape in `account=` is an error (the client gets `400`, as
+/// from the node), never a guess.
+pub fn find_account(
+    parts: &Parts,
+    body: &[u8],
+) -> Result<Option<Vec<u8>>, tandem_conn::percent::PercentError> {
     if let Some(v) = parts.headers.get("x-tandem-account") {
         if !v.is_empty() {
-            return Some(v.as_bytes().to_vec());
+            return Ok(Some(v.as_bytes().to_vec()));
         }
     }
     if let Some(q) = parts.uri.query() {
         for pair in q.split('&') {
             if let Some(v) = pair.strip_prefix("account=") {
                 if !v.is_empty() {
-                    return Some(percent_decode(v));
+                    return tandem_conn::percent::decode_query(v).map(|v| Some(v.into_owned()));
                 }
             }
         }
@@ -213,46 +352,12 @@ pub fn find_account(parts: &Parts, body: &[u8]) -> Option<Vec<u8>> {
         if let Ok(f) = tandem_codec::json::read_object(body) {
             if let Some(tandem_codec::json::Val::Str(s)) = &f[3] {
                 if !s.is_empty() {
-                    return Some(s.as_bytes().to_vec());
+                    return Ok(Some(s.as_bytes().to_vec()));
                 }
             }
         }
     }
-    None
-}
-
-fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                match std::str::from_utf8(&b[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    Some(c) => {
-                        out.push(c);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    out
+    Ok(None)
 }
 
 /// The nearest available node of `cluster` not tried yet: this edge's zone
@@ -296,6 +401,33 @@ fn retryable(status: StatusCode) -> bool {
     matches!(status.as_u16(), 502..=504)
 }
 
+/// May a request that reached a node, or may have (a timeout, a dropped
+/// connection, a 502/503/504), be sent again, to another node? Only when
+/// repeating it cannot do something twice: reads (`GET`, `HEAD`), and the
+/// order writes the nodes deduplicate: `POST /v1/orders` (a place is
+/// idempotent by its id) and `DELETE`/`PATCH /v1/orders/{market}/{id}`
+/// (a repeated cancel or amend by the same account answers the original).
+/// Anything else is answered with what the first attempt got. (A request
+/// that never reached a node — its connection failed — may always go to
+/// another; that is decided by the caller.)
+pub fn repeatable(method: &Method, path: &str) -> bool {
+    if method == Method::GET || method == Method::HEAD {
+        return true;
+    }
+    let mut seg = path.split('/');
+    let (Some(""), Some("v1"), Some("orders")) = (seg.next(), seg.next(), seg.next()) else {
+        return false;
+    };
+    let rest: Vec<&str> = seg.collect();
+    match rest.as_slice() {
+        [] => method == Method::POST,
+        [market, id] if !market.is_empty() && !id.is_empty() => {
+            method == Method::DELETE || method == Method::PATCH
+        }
+        _ => false,
+    }
+}
+
 /// Counts a failed attempt on `node`; ejects it after enough in a row.
 fn failed(edge: &Edge, cluster: &TableCluster, node: &NodeState) {
     edge.metrics.upstream_error(&cluster.name, &cluster.version);
@@ -331,16 +463,14 @@ pub async fn proxy(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody
     let started = Instant::now();
     edge.budget.deposit();
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, edge.cfg.limits.max_body_bytes)
-        .collect()
-        .await
-    {
+    let max_body = edge.max_body_bytes();
+    let body = match Limited::new(body, max_body).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) if e.is::<LengthLimitError>() => {
             edge.metrics.bad_request();
             return edge_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("body: larger than {} bytes", edge.cfg.limits.max_body_bytes),
+                &format!("body: larger than {max_body} bytes"),
                 None,
             );
         }
@@ -353,7 +483,13 @@ pub async fn proxy(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody
             );
         }
     };
-    let account = find_account(&parts, &body);
+    let account = match find_account(&parts, &body) {
+        Ok(a) => a,
+        Err(e) => {
+            edge.metrics.bad_request();
+            return edge_error(StatusCode::BAD_REQUEST, &format!("account: {e}"), None);
+        }
+    };
     let pin = parts
         .headers
         .get("x-dex-version")
@@ -371,6 +507,7 @@ pub async fn proxy(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody
     let mut tried: Vec<Arc<NodeState>> = Vec::new();
     let mut last: Option<Response<BoxBody>> = None;
     let mut attempts = 0;
+    let may_repeat = repeatable(&parts.method, parts.uri.path());
     while attempts < edge.cfg.retry.max_attempts {
         let Some(ci) = tandem_route::route_excluding(&route_clusters, &rreq, excluded) else {
             break;
@@ -408,8 +545,13 @@ pub async fn proxy(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody
         .await;
         node.in_flight.fetch_sub(1, Ordering::Relaxed);
         match res {
-            Ok(Ok(resp)) if !retryable(resp.status()) => {
-                node.failures.store(0, Ordering::Relaxed);
+            Ok(Ok(resp)) if !retryable(resp.status()) || !may_repeat => {
+                if retryable(resp.status()) {
+                    failed(edge, cluster, &node);
+                } else {
+                    node.failures.store(0, Ordering::Relaxed);
+                }
+                edge.note_log(&node, resp.headers().get(LOG_HEADER));
                 let status = resp.status().as_u16();
                 let mut resp = resp.map(|b| b.map_err(BoxError::from).boxed_unsync());
                 if let Ok(v) = HeaderValue::from_str(&cluster.name) {
@@ -422,7 +564,33 @@ pub async fn proxy(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody
             }
             Ok(Ok(resp)) => {
                 failed(edge, cluster, &node);
+                edge.note_log(&node, resp.headers().get(LOG_HEADER));
                 last = Some(resp.map(|b| b.map_err(BoxError::from).boxed_unsync()));
+            }
+            // The connection failed: nothing reached the node, so any
+            // request may go to another.
+            Ok(Err(e)) if e.is_connect() => failed(edge, cluster, &node),
+            Ok(Err(_)) | Err(_) if !may_repeat => {
+                failed(edge, cluster, &node);
+                let timed_out = res.is_err();
+                edge.metrics.answered(
+                    &cluster.name,
+                    &cluster.version,
+                    if timed_out { 504 } else { 502 },
+                    started.elapsed(),
+                );
+                let msg = format!(
+                    "upstream: the node {} and the request was not repeated: {} {} is not known to be safe to repeat",
+                    if timed_out { "did not answer in time" } else { "dropped the connection" },
+                    parts.method,
+                    parts.uri.path()
+                );
+                let status = if timed_out {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                return edge_error(status, &msg, None);
             }
             Ok(Err(_)) | Err(_) => failed(edge, cluster, &node),
         }
@@ -489,6 +657,45 @@ pub async fn proxy_stream(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<
                 "upstream: the node did not answer",
                 Some(1),
             )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_requests_known_safe_are_repeated() {
+        let yes = [
+            ("GET", "/v1/status"),
+            ("GET", "/v1/orders/M/o1"),
+            ("HEAD", "/anything"),
+            ("POST", "/v1/orders"),
+            ("DELETE", "/v1/orders/M/o1"),
+            ("PATCH", "/v1/orders/BTC-USD/o%2F1"),
+        ];
+        let no = [
+            ("POST", "/v1/orders/M/o1"),
+            ("POST", "/v1/orders/"),
+            ("POST", "/v1/other"),
+            ("PUT", "/v1/orders"),
+            ("PUT", "/v1/orders/M/o1"),
+            ("DELETE", "/v1/orders"),
+            ("DELETE", "/v1/orders/M"),
+            ("DELETE", "/v1/orders/M/"),
+            ("DELETE", "/v1/orders//o1"),
+            ("DELETE", "/v1/orders/M/o1/x"),
+            ("PATCH", "/v1/orders/M"),
+            ("PATCH", "/v2/orders/M/o1"),
+            ("OPTIONS", "/v1/orders"),
+            ("POST", "/admin/weights"),
+        ];
+        for (m, p) in yes {
+            assert!(repeatable(&m.parse().unwrap(), p), "{m} {p}");
+        }
+        for (m, p) in no {
+            assert!(!repeatable(&m.parse().unwrap(), p), "{m} {p}");
         }
     }
 }

@@ -115,7 +115,7 @@ async fn weights_changed_ten_times_a_second_under_load_fail_nothing_and_the_spli
     // Half the requests carry an account (header), half none.
     let load = tokio::spawn(async move {
         paced(public, 400.0, Duration::from_secs(3), Conn::Pooled, |i| {
-            let account = (i % 2 == 0).then(|| format!("acct-{}", i % 501));
+            let account = i.is_multiple_of(2).then(|| format!("acct-{}", i % 501));
             let headers = account
                 .iter()
                 .map(|a| ("x-tandem-account".to_string(), a.clone()))
@@ -136,7 +136,7 @@ async fn weights_changed_ten_times_a_second_under_load_fail_nothing_and_the_spli
     let started = Instant::now();
     let mut k = 0u32;
     while started.elapsed() < Duration::from_millis(3100) {
-        let heavy_first = k % 2 == 0;
+        let heavy_first = k.is_multiple_of(2);
         let body = if heavy_first {
             r#"{"first":90,"second":10}"#
         } else {
@@ -352,7 +352,7 @@ async fn the_admin_api_checks_the_token_and_the_weights_and_reloads() {
     let path = dir.join("edge.toml");
     let file = |w_first: u32, w_second: u32| {
         format!(
-            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nzone = \"z-a\"\n\
+            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nzone = \"z-a\"\nadmin_token = \"{TOKEN}\"\n\
              [[clusters]]\nname = \"first\"\nversion = \"0.1.0\"\nrole = \"stable\"\nweight = {w_first}\n\
              nodes = [{{ addr = \"{}\", zone = \"z-a\" }}]\n\
              [[clusters]]\nname = \"second\"\nversion = \"0.2.0\"\nrole = \"canary\"\nweight = {w_second}\n\
@@ -459,12 +459,23 @@ async fn the_admin_api_checks_the_token_and_the_weights_and_reloads() {
         .unwrap();
     assert_eq!(got.cluster(), "second");
 
-    // Reload: the file's weights come back; a broken file is refused and
-    // the table stays.
+    // Reload: the weights set above are kept (and said so); the file's
+    // come back when asked for; a broken file is refused and the table
+    // stays.
     std::fs::write(&path, file(30, 70)).unwrap();
     let r = send(&cl, admin("POST", "/admin/reload", Some(&good), ""))
         .await
         .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(routes(&r), vec![0, 100]);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["reload"]["weights_kept"]["first"], 0, "{}", r.body);
+    let r = send(
+        &cl,
+        admin("POST", "/admin/reload?weights=file", Some(&good), ""),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(routes(&r), vec![30, 70]);
     std::fs::write(&path, file(0, 0)).unwrap();
@@ -512,7 +523,8 @@ async fn an_edge_without_a_token_refuses_every_change() {
         )
         .await
         .unwrap();
-        assert_eq!(r.status, 401, "{auth:?}");
+        assert_eq!(r.status, 403, "{auth:?}");
+        assert!(r.body.contains("admin API disabled"), "{}", r.body);
     }
 }
 

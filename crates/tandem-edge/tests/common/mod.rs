@@ -32,6 +32,9 @@ use tokio::task::{JoinHandle, JoinSet};
 pub const MODE_OK: u8 = 0;
 /// Every request (but the health paths) gets a 502.
 pub const MODE_502: u8 = 1;
+/// Every request (but the health paths) gets a 400 naming
+/// `x-tandem-min-seq`, as a node answers a token of another log.
+pub const MODE_400: u8 = 2;
 
 /// A small server that answers like a node.
 #[derive(Debug)]
@@ -46,6 +49,9 @@ pub struct MockNode {
     pub hits: Arc<AtomicU64>,
     /// Delay before answering (to keep requests in flight), milliseconds.
     pub delay_ms: Arc<AtomicU64>,
+    /// Sent as `x-tandem-log` on every answer, health checks included,
+    /// when not empty.
+    pub log_id: Arc<std::sync::Mutex<String>>,
     task: JoinHandle<()>,
 }
 
@@ -57,12 +63,14 @@ impl MockNode {
         let mode = Arc::new(AtomicU8::new(MODE_OK));
         let hits = Arc::new(AtomicU64::new(0));
         let delay_ms = Arc::new(AtomicU64::new(0));
+        let log_id = Arc::new(std::sync::Mutex::new(String::new()));
         let state = (
             name.to_owned(),
             Arc::clone(&ready),
             Arc::clone(&mode),
             Arc::clone(&hits),
             Arc::clone(&delay_ms),
+            Arc::clone(&log_id),
         );
         let task = tokio::spawn(async move {
             // Dropping the set (when this task is aborted) aborts every
@@ -77,10 +85,11 @@ impl MockNode {
                 let state = state.clone();
                 conns.spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let (name, ready, mode, hits, delay) = state.clone();
+                        let (name, ready, mode, hits, delay, log_id) = state.clone();
                         async move {
+                            let log = log_id.lock().unwrap().clone();
                             Ok::<_, Infallible>(
-                                answer(&name, &ready, &mode, &hits, &delay, req).await,
+                                answer(&name, &ready, &mode, &hits, &delay, &log, req).await,
                             )
                         }
                     });
@@ -97,8 +106,14 @@ impl MockNode {
             mode,
             hits,
             delay_ms,
+            log_id,
             task,
         }
+    }
+
+    /// Makes the node name `id` as its log (`x-tandem-log`).
+    pub fn set_log(&self, id: &str) {
+        *self.log_id.lock().unwrap() = id.to_owned();
     }
 
     /// Dies: the listener and every connection close now; requests in
@@ -124,6 +139,7 @@ async fn answer(
     mode: &AtomicU8,
     hits: &AtomicU64,
     delay: &AtomicU64,
+    log: &str,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
@@ -143,8 +159,14 @@ async fn answer(
                 tokio::time::sleep(Duration::from_millis(d)).await;
             }
             hits.fetch_add(1, Ordering::Relaxed);
-            if mode.load(Ordering::Relaxed) == MODE_502 {
+            let m = mode.load(Ordering::Relaxed);
+            if m == MODE_502 {
                 (StatusCode::BAD_GATEWAY, "{\"error\":\"mock: 502\"}".into())
+            } else if m == MODE_400 {
+                (
+                    StatusCode::BAD_REQUEST,
+                    "{\"error\":\"x-tandem-min-seq: the token belongs to another log\"}".into(),
+                )
             } else {
                 (StatusCode::OK, format!("{{\"node\":\"{name}\"}}"))
             }
@@ -162,6 +184,12 @@ async fn answer(
     );
     r.headers_mut()
         .insert("x-tandem-seq", http::HeaderValue::from_static("0:1"));
+    if !log.is_empty() {
+        r.headers_mut().insert(
+            "x-tandem-log",
+            http::HeaderValue::from_str(log).expect("log id"),
+        );
+    }
     r
 }
 
@@ -225,7 +253,6 @@ impl TestEdge {
             .await
             .expect("bind admin");
         let (public_addr, admin_addr) = (public.local_addr().unwrap(), admin.local_addr().unwrap());
-        let token = cfg.admin_token.clone();
         let drain = Duration::from_secs(cfg.drain_timeout_secs);
         let edge = Edge::new(cfg);
         let (stop, rx) = watch::channel(false);
@@ -245,8 +272,8 @@ impl TestEdge {
                 admin,
                 Arc::clone(&edge),
                 move |e, r| {
-                    let (token, path) = (token.clone(), config_path.clone());
-                    async move { tandem_edge::admin::handle(&e, &token, &path, r).await }
+                    let path = config_path.clone();
+                    async move { tandem_edge::admin::handle(&e, &path, r).await }
                 },
                 stopped(rx),
                 drain,
