@@ -19,6 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use tandem_log::conformance::TempDir;
+use tandem_log::{FileLog, FileLogConfig, FsyncPolicy, Log};
 use tandem_node::grpc::pb;
 use tandem_node::grpc::pb::order_entry_client::OrderEntryClient;
 use tandem_node::{Node, NodeConfig};
@@ -50,6 +51,21 @@ impl TestNode {
     }
 
     async fn start_with(tag: &str, adjust: impl FnOnce(&mut NodeConfig)) -> TestNode {
+        TestNode::start_over(tag, adjust, false).await.0
+    }
+
+    /// A node over a file log this test opens itself, and that log (to
+    /// append to it behind the node's back, as another writer would).
+    async fn start_with_log(tag: &str) -> (TestNode, Arc<dyn Log>) {
+        let (n, log) = TestNode::start_over(tag, |_| {}, true).await;
+        (n, log.expect("the test's log"))
+    }
+
+    async fn start_over(
+        tag: &str,
+        adjust: impl FnOnce(&mut NodeConfig),
+        own_log: bool,
+    ) -> (TestNode, Option<Arc<dyn Log>>) {
         let dir = TempDir::new(tag);
         let mut cfg = NodeConfig {
             data_dir: dir.path().to_path_buf(),
@@ -65,7 +81,18 @@ impl TestNode {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let node = Node::start(cfg).expect("start node");
+        let (node, log) = if own_log {
+            let fc = FileLogConfig {
+                fsync: FsyncPolicy::Never,
+                ..FileLogConfig::default()
+            };
+            let log: Arc<dyn Log> =
+                Arc::new(FileLog::open(cfg.data_dir.join("log"), fc).expect("open file log"));
+            let node = Node::start_with_logs(cfg, vec![Arc::clone(&log)]).expect("start node");
+            (node, Some(log))
+        } else {
+            (Node::start(cfg).expect("start node"), None)
+        };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let served = tokio::spawn(tandem_node::server::serve(
             listener,
@@ -80,14 +107,15 @@ impl TestNode {
             assert!(Instant::now() < deadline, "node did not catch up");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        TestNode {
+        let n = TestNode {
             addr,
             node,
             http: Client::builder(TokioExecutor::new()).build_http(),
             shutdown: Some(tx),
             served: Some(served),
             _dir: dir,
-        }
+        };
+        (n, log)
     }
 
     fn grpc(&self) -> Grpc {
@@ -591,7 +619,12 @@ async fn grpc_idempotent_retry_returns_the_same_seq() {
     let req = pb_place(m, "r1", "alice", pb::Side::Buy, "20.5", "3");
     let first = c.place_order(req.clone()).await.expect("place");
     let tok = token(first.metadata());
-    assert_eq!(tok, format!("0:{}", first.get_ref().seq));
+    // `P:N`, then `@` and the log's short id when the node gives one.
+    assert_eq!(
+        tok.split('@').next(),
+        Some(format!("0:{}", first.get_ref().seq).as_str()),
+        "{tok}"
+    );
     let again = c.place_order(req.clone()).await.expect("retry");
     assert_eq!(again.get_ref(), first.get_ref());
     let over_http = n.place(order(m, "r1", "alice", "buy", "20.5", "3")).await;
@@ -669,12 +702,18 @@ async fn a_websocket_stream_keeps_its_connection_slot() {
     let mut ws = n.ws("BTC-USD", "").await;
     let snap = next_json(&mut ws).await;
     assert_eq!(snap["type"], "book");
-    // The plain HTTP client may hold a pooled connection of its own.
+    assert_eq!(open(), 1, "the stream's connection is counted");
+    // Well after the upgrade (hyper's connection task, which held the slot
+    // before, ended when it handed the stream over): an order placed over
+    // HTTP and its events received on the stream.
+    let a = n
+        .place(order("BTC-USD", "s1", "alice", "buy", "100", "1"))
+        .await;
+    let ev = next_json(&mut ws).await;
+    assert_eq!((&ev["type"], &ev["seq"]), (&json!("events"), &a["seq"]));
+    // The stream's connection and the HTTP client's pooled one.
     let before = open();
-    assert!(before >= 1, "the stream's connection is not counted");
-    // Still counted well after the upgrade.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(open(), before);
+    assert_eq!(before, 2, "the live stream still holds its slot");
     ws.close(None).await.expect("close");
     drop(ws);
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -683,8 +722,9 @@ async fn a_websocket_stream_keeps_its_connection_slot() {
             tokio::time::Instant::now() < deadline,
             "the stream's slot was never given back"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    assert_eq!(open(), 1, "only the HTTP client's connection is left");
     n.stop().await;
 }
 
@@ -785,12 +825,25 @@ async fn ws_stream_sends_snapshot_events_and_book_changes_in_order() {
 async fn ws_snapshot_and_events_neither_miss_nor_repeat() {
     let n = Arc::new(TestNode::start("ws-gapless").await);
     let m = "BTC-USD";
+    // Subscriber k starts joining once the writer has placed JOIN[k]
+    // orders, and the writer goes on only once it has started, so every
+    // subscription races with orders in flight (no timing hoped for).
+    const JOIN: [u32; 4] = [10, 35, 60, 85];
+    let (placed_tx, mut placed) = tokio::sync::watch::channel(0u32);
+    let (joining_tx, joining) = tokio::sync::watch::channel(0usize);
     let writer = {
         let n = Arc::clone(&n);
         tokio::spawn(async move {
             let mut seqs = Vec::new();
+            let mut joining = joining;
             for i in 0..120u32 {
-                let side = if i % 3 == 0 { "sell" } else { "buy" };
+                if let Some(k) = JOIN.iter().position(|&j| j == i) {
+                    tokio::time::timeout(WAIT, joining.wait_for(|&j| j > k))
+                        .await
+                        .expect("subscriber started joining in time")
+                        .expect("test alive");
+                }
+                let side = if i.is_multiple_of(3) { "sell" } else { "buy" };
                 let price = format!("{}", 100 + (i % 7));
                 let a = n
                     .place(order(
@@ -803,13 +856,18 @@ async fn ws_snapshot_and_events_neither_miss_nor_repeat() {
                     ))
                     .await;
                 seqs.push(a["seq"].as_u64().expect("seq"));
+                placed_tx.send_replace(i + 1);
             }
             seqs
         })
     };
     let mut subs = Vec::new();
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(15)).await;
+    for (k, &at) in JOIN.iter().enumerate() {
+        tokio::time::timeout(WAIT, placed.wait_for(|&p| p >= at))
+            .await
+            .expect("writer progressed in time")
+            .expect("writer alive");
+        joining_tx.send_replace(k + 1);
         let mut ws = n.ws(m, "?depth=1000").await;
         let snap = next_json(&mut ws).await;
         assert_eq!(snap["type"], "book");
@@ -820,24 +878,22 @@ async fn ws_snapshot_and_events_neither_miss_nor_repeat() {
     let (_, _, book) = n
         .call(Method::GET, "/v1/markets/BTC-USD/book?depth=1000", None)
         .await;
+    // A last order far from the top marks the end of each stream: what a
+    // subscriber reads before its events is everything up to `end`.
+    let sentinel = n.place(order(m, "sentinel", "zed", "buy", "1", "1")).await["seq"]
+        .as_u64()
+        .expect("seq");
+    assert!(sentinel > end);
     for (mut ws, snap) in subs {
         let start = snap["seq"].as_u64().expect("seq");
+        assert!(start < sentinel, "snapshots were taken before the sentinel");
         let mut want: Vec<u64> = seqs.iter().copied().filter(|&s| s > start).collect();
         let mut got = Vec::new();
         let mut last_book = snap;
-        // Until the last command's events, then whatever book follows them
-        // (a subscriber whose snapshot came after the last command waits
-        // for nothing).
         loop {
-            let v = if got.last() == Some(&end) || start >= end {
-                match tokio::time::timeout(Duration::from_millis(500), next_json(&mut ws)).await {
-                    Ok(v) => v,
-                    Err(_) => break,
-                }
-            } else {
-                next_json(&mut ws).await
-            };
+            let v = next_json(&mut ws).await;
             match v["type"].as_str() {
+                Some("events") if v["seq"].as_u64() == Some(sentinel) => break,
                 Some("events") => got.push(v["seq"].as_u64().expect("seq")),
                 Some("book") => {
                     assert!(
@@ -863,7 +919,7 @@ async fn ws_snapshot_and_events_neither_miss_nor_repeat() {
 /// so and closed with the policy code, never silently skipped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ws_subscriber_that_lags_gets_an_error_and_a_policy_close() {
-    let n = TestNode::start("ws-lag").await;
+    let (n, log) = TestNode::start_with_log("ws-lag").await;
     let m = "LAG-USD";
     // A client with a small, fixed receive window: once the node's send
     // buffer is full too, the node cannot send and must fall behind.
@@ -878,7 +934,6 @@ async fn ws_subscriber_that_lags_gets_an_error_and_a_policy_close() {
     // Commands straight into the log while this client reads nothing: their
     // messages (about 200 bytes each) are far more than the socket buffers
     // (at most 4 MiB) plus the stream buffer can hold.
-    let log = Arc::clone(&n.node.partitions[0].log);
     let total = 60_000;
     let last = tokio::task::spawn_blocking(move || {
         let pad = "x".repeat(40);

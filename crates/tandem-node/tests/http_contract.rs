@@ -111,18 +111,55 @@ impl TestNode {
         let token = r
             .header("x-tandem-seq")
             .unwrap_or_else(|| panic!("no x-tandem-seq: {r}"));
-        let (p, n) = token.split_once(':').expect("token P:N");
+        let (p, _) = token.split_once(':').expect("token P:N[@log]");
         assert_eq!(p, "0", "{r}");
-        n.parse::<u64>().expect("token seq");
+        Self::token_seq(r);
         if r.status >= 400 {
             assert_eq!(r.header("content-type"), Some("application/json"), "{r}");
             r.error();
         }
     }
 
-    /// Seq of the `x-tandem-seq` token.
+    /// The value of the unlabelled-by-partition series `name` in
+    /// `/metrics` (the first line `name{...} v`).
+    fn metric(&self, name: &str) -> u64 {
+        let m = self.get("/metrics").text();
+        let prefix = format!("{name}{{");
+        let line = m
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{m}"));
+        let v = line.rsplit(' ').next().unwrap_or_default();
+        v.parse()
+            .unwrap_or_else(|e| panic!("{name}: {v:?} is not a number ({e})"))
+    }
+
+    /// Polls `metric(name)` until `ok` holds; fails the test at `within`.
+    fn wait_metric(&self, name: &str, within: Duration, ok: impl Fn(u64) -> bool) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let v = self.metric(name);
+            if ok(v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} still {v} after {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Seq of the `x-tandem-seq` token `P:N` or `P:N@log` (the token is
+    /// opaque to clients; the tests know its shape).
     fn token_seq(r: &Resp) -> u64 {
-        r.header("x-tandem-seq").unwrap()[2..].parse().unwrap()
+        let token = r.header("x-tandem-seq").expect("x-tandem-seq");
+        let n = token
+            .split_once(':')
+            .and_then(|(_, rest)| rest.split('@').next())
+            .unwrap_or_else(|| panic!("token P:N[@log]: {token:?}"));
+        n.parse()
+            .unwrap_or_else(|e| panic!("token seq of {token:?}: {e}"))
     }
 
     /// Resolves the shutdown future (drain starts).
@@ -939,6 +976,7 @@ fn min_seq_token_waits_for_the_replica_then_503s() {
     );
     // A token one ahead: the read waits until an order gets there.
     let next = format!("0:{}", seq + 1);
+    assert_eq!(n.metric("tandem_min_seq_waiting"), 0, "nobody waits yet");
     std::thread::scope(|s| {
         let waiting = s.spawn(|| {
             n.call(
@@ -948,7 +986,9 @@ fn min_seq_token_waits_for_the_replica_then_503s() {
                 b"",
             )
         });
-        std::thread::sleep(Duration::from_millis(100));
+        // The reader is known to wait before the order that releases it
+        // is placed (its bound, wait_ms, is 1.5 s; it waits from here on).
+        n.wait_metric("tandem_min_seq_waiting", Duration::from_secs(1), |v| v == 1);
         let r = n.post(&place_body("M", "t3", "b", "sell", "2", "1"));
         assert_eq!(
             r.json()["seq"].as_u64(),
@@ -962,6 +1002,7 @@ fn min_seq_token_waits_for_the_replica_then_503s() {
         );
         assert_eq!(r.json()["status"], "open");
     });
+    assert_eq!(n.metric("tandem_min_seq_waiting"), 0, "the waiter is gone");
     n.stop();
 }
 
@@ -1078,10 +1119,15 @@ fn a_slow_client_stalls_nobody_and_is_closed() {
     // At one byte per 100 ms the head would take 60 s to arrive.
     const PAD: usize = 600;
     let closed_after = AtomicUsize::new(usize::MAX);
+    let closed_in = std::sync::Mutex::new(None::<Duration>);
     let done = AtomicBool::new(false);
     let served = std::thread::scope(|s| {
         s.spawn(|| {
             let mut c = Conn::open(n.addr).unwrap();
+            // The rule's clock starts when the node reads the first byte,
+            // which is after this instant: the close cannot come sooner
+            // than 1 s from here.
+            let first_byte = Instant::now();
             c.write_raw(b"GET /healthz HTTP/1.1\r\nhost: t\r\nx-slow: ")
                 .unwrap();
             c.stream
@@ -1089,6 +1135,7 @@ fn a_slow_client_stalls_nobody_and_is_closed() {
                 .unwrap();
             for sent in 0..PAD {
                 if c.write_raw(b"a").is_err() || c.is_closed_by_peer() {
+                    *closed_in.lock().unwrap() = Some(first_byte.elapsed());
                     closed_after.store(sent, Ordering::Relaxed);
                     break;
                 }
@@ -1115,13 +1162,24 @@ fn a_slow_client_stalls_nobody_and_is_closed() {
         served
     });
     let sent = closed_after.load(Ordering::Relaxed);
+    let took = closed_in
+        .into_inner()
+        .unwrap()
+        .expect("the slow client was never closed (header_read_timeout_secs = 1)");
+    // The rule is 1 s, checked every 250 ms, seen here within a 100 ms
+    // write step: the close comes at 1-1.4 s; 4 s leaves room for a busy
+    // machine, while a rule not applied (or applied late) fails.
     assert!(
-        sent < PAD,
-        "the slow client was never closed (header_read_timeout_secs = 1)"
+        took >= Duration::from_millis(990),
+        "closed after {took:?}, before the 1 s rule allows"
+    );
+    assert!(
+        took <= Duration::from_secs(4),
+        "closed after {took:?}, far past the 1 s rule"
     );
     assert!(served > 0);
     eprintln!(
-        "slow client closed after {sent} header bytes; {served} other requests served meanwhile"
+        "slow client closed after {sent} header bytes ({took:?}); {served} other requests served meanwhile"
     );
     n.stop();
 }
@@ -1133,7 +1191,7 @@ fn a_restarted_node_keeps_books_ids_and_output_hash() {
     let mut originals = Vec::new();
     for i in 0..60u64 {
         let market = ["A-USD", "B-USD", "C-USD"][(i % 3) as usize];
-        let side = if i % 2 == 0 { "buy" } else { "sell" };
+        let side = if i.is_multiple_of(2) { "buy" } else { "sell" };
         let price = format!("{}", 100 + (i * 7) % 5);
         let body = place_body(
             market,
