@@ -616,32 +616,36 @@ impl Partition {
                 .map_or(0, Replica::last_snapshot_seq),
             Ordering::Relaxed,
         );
-        while !stop.load(Ordering::Relaxed) {
-            let stepped = self.step_once();
-            match stepped {
-                Ok((0, seq)) => match self.idle_wait(&*log, seq) {
-                    Ok(last) => self.metrics.set_log_last_seq(self.id, last),
-                    Err(e) => {
-                        eprintln!(
-                            "{{\"msg\":\"log wait failed\",\"partition\":{},\"error\":{:?}}}",
-                            self.id,
-                            e.to_string()
-                        );
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                },
-                Ok(_) => {}
-                Err(e) => {
-                    eprintln!(
-                        "{{\"msg\":\"replica step failed\",\"partition\":{},\"error\":{:?}}}",
-                        self.id,
-                        e.to_string()
-                    );
-                    self.metrics.replica_failed();
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
+        /// Why one turn of the follow loop failed.
+        enum Turn {
+            Step(tandem_replica::ReplicaError),
+            Wait(tandem_log::LogError),
         }
+        let _ = tandem_replica::follow_loop(
+            &mut (),
+            stop,
+            |_| self.step_once().map_err(Turn::Step),
+            |_, seq| {
+                let last = self.idle_wait(&*log, seq).map_err(Turn::Wait)?;
+                self.metrics.set_log_last_seq(self.id, last);
+                Ok(())
+            },
+            |_, e| {
+                let (msg, error) = match e {
+                    Turn::Step(e) => {
+                        self.metrics.replica_failed();
+                        ("replica step failed", e.to_string())
+                    }
+                    Turn::Wait(e) => ("log wait failed", e.to_string()),
+                };
+                eprintln!(
+                    "{{\"msg\":{msg:?},\"partition\":{},\"error\":{error:?}}}",
+                    self.id
+                );
+                std::thread::sleep(Duration::from_millis(100));
+                Ok(())
+            },
+        );
         // A final snapshot, so that the next start restores instead of
         // replaying what this run applied.
         let mut g = write(&self.replica);

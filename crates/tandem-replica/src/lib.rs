@@ -270,6 +270,33 @@ fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// The follow loop, written once: until `stop` is set, `step` applies
+/// what the log holds beyond the replica (returning how many commands and
+/// the applied seq); when it applied nothing, `at_tail(seq)` waits for
+/// more. An error of either goes to `on_error`, which ends the loop by
+/// returning it or lets it go on. `Replica::follow` runs it over a replica
+/// it owns; the node runs it over a replica it shares with its appender
+/// (its `step` takes the lock for one step).
+pub fn follow_loop<S: ?Sized, E>(
+    state: &mut S,
+    stop: &AtomicBool,
+    mut step: impl FnMut(&mut S) -> Result<(usize, u64), E>,
+    mut at_tail: impl FnMut(&mut S, u64) -> Result<(), E>,
+    mut on_error: impl FnMut(&mut S, E) -> Result<(), E>,
+) -> Result<(), E> {
+    while !stop.load(Ordering::Relaxed) {
+        let turn = match step(state) {
+            Ok((0, seq)) => at_tail(state, seq),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = turn {
+            on_error(state, e)?;
+        }
+    }
+    Ok(())
+}
+
 /// A snapshot a child process is writing.
 #[derive(Debug)]
 struct Pending {
@@ -467,20 +494,24 @@ impl Replica {
     }
 
     /// Follows the log until `stop` is set: applies records as they are
-    /// appended, waking at least every `poll` to check `stop`.
+    /// appended, waking at least every `poll` to check `stop`. The loop is
+    /// [`follow_loop`], the one the node runs too.
     pub fn follow(
         &mut self,
         stop: &AtomicBool,
         poll: Duration,
         mut on_applied: impl FnMut(u64, &Command, &Engine, &[Event]),
     ) -> Result<(), ReplicaError> {
-        while !stop.load(Ordering::Relaxed) {
-            if self.step(&mut on_applied)? == 0 {
-                self.log.wait_for(self.applied_seq(), poll)?;
-                self.maybe_snapshot()?;
-            }
-        }
-        Ok(())
+        follow_loop(
+            self,
+            stop,
+            |r| Ok((r.step(&mut on_applied)?, r.applied_seq())),
+            |r, seq| {
+                r.log.wait_for(seq, poll)?;
+                r.maybe_snapshot()
+            },
+            |_, e| Err(e),
+        )
     }
 
     fn maybe_snapshot(&mut self) -> Result<(), ReplicaError> {
