@@ -200,6 +200,54 @@ async fn a_stale_weight_write_is_refused_with_the_current_generation() {
     assert_eq!((w["one"], w["two"]), (100, 0));
 }
 
+/// Whole cluster lists follow the same generation rule, and their
+/// weights count as set through the admin API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_list_writes_carry_the_generation_too() {
+    let a = MockNode::start("a").await;
+    let b = MockNode::start("b").await;
+    let edge = TestEdge::start(
+        edge_config(vec![cluster("one", Role::Stable, 100, &[(a.addr, "z-a")])]),
+        None,
+    )
+    .await;
+    let c = client();
+    let (g, _) = weights(&c, &edge).await;
+    let list = |w: u32| {
+        format!(
+            r#"[{{"name":"one","version":"1","role":"stable","weight":{w},"nodes":[{{"addr":"{}","zone":"z-a"}}]}},
+                {{"name":"two","version":"2","role":"canary","weight":5,"nodes":[{{"addr":"{}","zone":"z-a"}}]}}]"#,
+            a.addr, b.addr
+        )
+    };
+    let put = |body: String, headers: Vec<(&'static str, String)>| {
+        let c = c.clone();
+        let url = edge.admin_url("/admin/clusters");
+        async move {
+            let a = auth();
+            let mut h: Vec<(&str, &str)> = vec![("authorization", a.as_str())];
+            h.extend(headers.iter().map(|(k, v)| (*k, v.as_str())));
+            send(&c, request("PUT", &url, &h, &body)).await.unwrap()
+        }
+    };
+    let r = put(
+        format!(r#"{{"clusters":{},"generation":{g}}}"#, list(90)),
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = put(list(80), vec![("if-match", g.to_string())]).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("\"generation\":"), "{}", r.body);
+    let (g2, w) = weights(&c, &edge).await;
+    assert_eq!((g2, w["one"], w["two"]), (g + 1, 90, 5));
+    // Without a generation: accepted.
+    let r = put(list(70), vec![]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["admin_weights"], serde_json::json!({"one": 70, "two": 5}));
+}
+
 /// One cluster, a node in the edge's zone (tried first) that fails, and a
 /// good one in another zone; and the `/metrics` text.
 async fn two_nodes(first: &MockNode, second: &MockNode, timeout_ms: u64) -> TestEdge {
