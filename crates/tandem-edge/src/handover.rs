@@ -1,93 +1,48 @@
-//! Replacing the edge process without refusing a connection. On SIGUSR2
-//! the running edge clears close-on-exec on its two listening sockets and
-//! starts a new copy of itself (same binary path, same arguments) that
-//! inherits them, named in `TANDEM_EDGE_LISTEN_FDS=<public>,<admin>`. The
-//! new process serves the very same sockets, so the kernel's accept queue
-//! is never closed: a connection arriving during the hand-over is accepted
-//! by one process or the other, never refused. Once the new process says
-//! it is serving (a `ready` line on its stdout), the old one stops
-//! accepting, finishes its in-flight requests and exits.
-//!
-//! The two `unsafe` calls (fcntl, from_raw_fd) are confined here; each is
-//! on a descriptor this process owns and checks.
+//! Replacing the edge process without refusing a connection: the edge's
+//! use of the shared hand-over (`tandem_conn::handover`). On SIGUSR2 the
+//! running edge starts a new copy of itself that inherits its two
+//! listening sockets (`TANDEM_EDGE_LISTEN_FDS=<public>,<admin>`) and the
+//! caller's `extra_env` (the live weights); once the new process says it
+//! serves (`ready` on its stdout), the old one stops accepting, finishes
+//! its in-flight requests and exits. The kernel's accept queue is never
+//! closed, so nothing is refused.
 
-#![allow(unsafe_code)]
-
-use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use tandem_conn::handover::{Announce, Handover};
 use tokio::net::TcpListener;
 
-const ENV: &str = "TANDEM_EDGE_LISTEN_FDS";
+const HANDOVER: Handover = Handover::new("TANDEM_EDGE_LISTEN_FDS");
+
+/// How long the old edge waits for its successor to serve.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// True when this process took its sockets from a predecessor.
 pub fn inherited() -> bool {
-    std::env::var_os(ENV).is_some()
+    HANDOVER.inherited()
 }
 
 /// The descriptor of a listener (to hand over).
 pub fn raw(l: &TcpListener) -> RawFd {
-    l.as_raw_fd()
-}
-
-fn adopt(fd: RawFd) -> Result<TcpListener> {
-    if fd < 3 {
-        bail!("{ENV}: descriptor {fd} is not a listener");
-    }
-    // SAFETY: the descriptor was handed to this process by its predecessor
-    // for exactly this purpose, nothing else in this process uses it, and
-    // ownership passes to the listener here exactly once.
-    let std = unsafe { std::net::TcpListener::from_raw_fd(fd) };
-    std.local_addr()
-        .with_context(|| format!("{ENV}: descriptor {fd} is not a TCP listener"))?;
-    std.set_nonblocking(true)?;
-    Ok(TcpListener::from_std(std)?)
-}
-
-fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    let std = std::net::TcpListener::bind(addr).with_context(|| format!("listen on {addr}"))?;
-    std.set_nonblocking(true)?;
-    Ok(TcpListener::from_std(std)?)
+    tandem_conn::handover::raw(l)
 }
 
 /// The public and admin listeners: inherited from a predecessor, or bound.
 pub fn listeners(public: SocketAddr, admin: SocketAddr) -> Result<(TcpListener, TcpListener)> {
-    match std::env::var(ENV) {
-        Ok(v) => {
-            let (p, a) = v
-                .split_once(',')
-                .with_context(|| format!("{ENV}={v:?}: expected <fd>,<fd>"))?;
-            let p: RawFd = p.parse().with_context(|| format!("{ENV}={v:?}"))?;
-            let a: RawFd = a.parse().with_context(|| format!("{ENV}={v:?}"))?;
-            Ok((adopt(p)?, adopt(a)?))
-        }
-        Err(_) => Ok((bind(public)?, bind(admin)?)),
-    }
+    let mut ls = HANDOVER
+        .listeners(&[public, admin])
+        .context("public and admin listeners")?;
+    let admin = ls.pop().context("admin listener")?;
+    let public = ls.pop().context("public listener")?;
+    Ok((public, admin))
 }
 
 /// Tells a predecessor waiting on our stdout that we serve now.
 pub fn announce_ready() {
-    if inherited() {
-        let mut out = std::io::stdout();
-        let _ = writeln!(out, "ready");
-        let _ = out.flush();
-    }
-}
-
-fn keep_across_exec(fd: RawFd) -> Result<()> {
-    // SAFETY: fcntl on a descriptor this process owns (a listener it is
-    // serving); F_SETFD with 0 only clears close-on-exec.
-    let rc = unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
-    if rc != 0 {
-        bail!(
-            "clear close-on-exec on {fd}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(())
+    HANDOVER.announce(Announce::Ready);
 }
 
 /// Starts the successor with both sockets (and `extra_env` in its
@@ -97,28 +52,7 @@ pub async fn spawn_successor(
     admin: RawFd,
     extra_env: &[(String, String)],
 ) -> Result<u32> {
-    keep_across_exec(public)?;
-    keep_across_exec(admin)?;
-    let exe = std::env::current_exe().context("find own binary")?;
-    let mut child = std::process::Command::new(&exe)
-        .args(std::env::args_os().skip(1))
-        .env(ENV, format!("{public},{admin}"))
-        .envs(extra_env.iter().map(|(k, v)| (k, v)))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("start {}", exe.display()))?;
-    let pid = child.id();
-    let stdout = child.stdout.take().context("successor stdout")?;
-    let ready = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    });
-    match tokio::time::timeout(Duration::from_secs(30), ready).await {
-        Ok(Ok(Ok(line))) if line.trim() == "ready" => Ok(pid),
-        other => {
-            let _ = child.kill();
-            bail!("successor {pid} did not become ready: {other:?}")
-        }
-    }
+    Ok(HANDOVER
+        .spawn_successor(&[public, admin], extra_env, Announce::Ready, READY_TIMEOUT)
+        .await?)
 }

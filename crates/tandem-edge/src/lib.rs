@@ -21,18 +21,16 @@ pub mod proxy;
 pub mod table;
 pub mod upgrade;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 pub use config::EdgeConfig;
 pub use proxy::Edge;
@@ -57,24 +55,35 @@ async fn dispatch(edge: Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody> 
     proxy::proxy(&edge, req).await
 }
 
-/// How long a connection accepted before a stop may take to send its first
-/// request (it is answered, then closed).
-const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
-
-/// Open connections, and a wake-up when the last one closes.
-#[derive(Default)]
-struct Open {
-    n: AtomicUsize,
-    zero: Notify,
+/// The edge (public or admin listener) plugged into the shared scaffold
+/// (`tandem_conn::server`): its handler, its refusal and its counters.
+struct EdgeService<H> {
+    edge: Arc<Edge>,
+    handler: H,
 }
 
-struct OpenGuard(Arc<Open>);
+impl<H, F> tandem_conn::server::Service for EdgeService<H>
+where
+    H: Fn(Arc<Edge>, Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<BoxBody>> + Send + 'static,
+{
+    fn call(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Response<BoxBody>> + Send + 'static {
+        (self.handler)(Arc::clone(&self.edge), req)
+    }
 
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        if self.0.n.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.zero.notify_waiters();
-        }
+    fn refusal(&self) -> String {
+        "connections: the edge is at its connection limit".into()
+    }
+
+    fn panicked(&self) {
+        self.edge.metrics.panicked();
+    }
+
+    fn connection_refused(&self) {
+        self.edge.metrics.connection_refused();
     }
 }
 
@@ -82,7 +91,9 @@ impl Drop for OpenGuard {
 /// accepting (the socket itself stays open while another process holds
 /// it) and lets in-flight requests finish, at most `drain` long. Idle
 /// keep-alive connections are closed at once; a connection that has not
-/// sent its first request yet gets `FIRST_REQUEST_GRACE` to send it.
+/// sent its first request yet gets a grace to send it. Connections,
+/// limits, timeouts, the panic catch (500, counted) and early answers are
+/// the scaffold's (`tandem_conn::server`).
 pub async fn serve<H, F>(
     listener: TcpListener,
     edge: Arc<Edge>,
@@ -93,131 +104,27 @@ pub async fn serve<H, F>(
     H: Fn(Arc<Edge>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<BoxBody>> + Send + 'static,
 {
-    let open = Arc::new(Open::default());
-    let (closing_tx, closing_rx) = watch::channel(false);
     let lim = &edge.cfg.limits;
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // hyper's header timeout would also close idle keep-alive
-        // connections; `tandem_conn`'s slow-request rule replaces it.
-        .header_read_timeout(None)
-        .max_buf_size(lim.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(lim.max_header_bytes as u32)
-        .keep_alive_interval(Duration::from_secs(
+    let limits = tandem_conn::server::Limits {
+        max_connections: lim.max_connections,
+        max_header_bytes: lim.max_header_bytes,
+        idle: Duration::from_secs(lim.idle_timeout_secs),
+        // A request head must be in within this; waiting for the node
+        // after that is bounded by the upstream timeout.
+        request_head: Duration::from_secs(lim.header_read_timeout_secs),
+        h2_keepalive_interval: Some(Duration::from_secs(
             edge.cfg.upstream.h2_keepalive_interval_secs,
-        ));
-    let builder = Arc::new(builder);
-    let base = std::time::Instant::now();
-    let idle = Duration::from_secs(lim.idle_timeout_secs);
-    // A request head must be in within this; waiting for the node after
-    // that is bounded by the upstream timeout (see `tandem_conn`).
-    let request = Duration::from_secs(lim.header_read_timeout_secs);
-    tokio::pin!(stop);
-    loop {
-        let stream = tokio::select! {
-            _ = &mut stop => break,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        if open.n.load(Ordering::Acquire) >= lim.max_connections {
-            edge.metrics.connection_refused();
-            tokio::spawn(refuse(stream));
-            continue;
-        }
-        open.n.fetch_add(1, Ordering::AcqRel);
-        let guard = OpenGuard(Arc::clone(&open));
-        let (edge, builder, handler) = (Arc::clone(&edge), Arc::clone(&builder), handler.clone());
-        let mut closing = closing_rx.clone();
-        tokio::spawn(async move {
-            let _guard = guard;
-            // Set (and notified) once the connection's first request
-            // arrives; see the wait below.
-            let first = Arc::new(Notify::new());
-            let seen = Arc::new(AtomicBool::new(false));
-            let (first_tx, seen_tx) = (Arc::clone(&first), Arc::clone(&seen));
-            let timing = tandem_conn::Timing::new(base);
-            let head_timing = Arc::clone(&timing);
-            let svc = hyper::service::service_fn(move |req| {
-                head_timing.head_read();
-                if !seen_tx.swap(true, Ordering::AcqRel) {
-                    first_tx.notify_one();
-                }
-                let (edge, handler) = (Arc::clone(&edge), handler.clone());
-                async move { Ok::<_, Infallible>(handler(edge, req).await) }
-            });
-            let io = tandem_conn::TimedIo::new(stream, Arc::clone(&timing));
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-            tokio::pin!(conn);
-            // A connection accepted just before the stop may not have had
-            // its request read yet; shutting it down at once would close
-            // it unanswered (the client sees a reset), which a hand-over
-            // must never do. So it gets a grace to send its first request,
-            // which is then answered with `connection: close`.
-            let shut = async {
-                let _ = closing.wait_for(|c| *c).await;
-                if !seen.load(Ordering::Acquire) {
-                    let _ = tokio::time::timeout(FIRST_REQUEST_GRACE, first.notified()).await;
-                }
-            };
-            // Idle keep-alive connections close after `idle`; a request
-            // trickling in (slowloris) is dropped after `request`.
-            let rules = async {
-                let mut tick =
-                    tokio::time::interval(tandem_conn::Timing::check_every(idle, request));
-                loop {
-                    tick.tick().await;
-                    match timing.verdict(idle, request) {
-                        tandem_conn::Verdict::Keep => {}
-                        v => return v,
-                    }
-                }
-            };
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = shut => conn.as_mut().graceful_shutdown(),
-                v = rules => match v {
-                    tandem_conn::Verdict::Slow => return,
-                    _ => conn.as_mut().graceful_shutdown(),
-                },
-            }
-            let _ = conn.await;
-        });
-    }
-    drop(listener);
-    let _ = closing_tx.send(true);
-    let _ = tokio::time::timeout(drain, async {
-        loop {
-            let wait = open.zero.notified();
-            if open.n.load(Ordering::Acquire) == 0 {
-                break;
-            }
-            wait.await;
-        }
+        )),
+        drain_grace: Duration::ZERO,
+        drain_timeout: drain,
+        ..tandem_conn::server::Limits::default()
+    };
+    let svc = Arc::new(EdgeService { edge, handler });
+    tandem_conn::server::serve(listener, svc, limits, async move {
+        stop.await;
+        tandem_conn::server::Stop::HandOver
     })
     .await;
-}
-
-async fn refuse(mut stream: tokio::net::TcpStream) {
-    use tokio::io::AsyncWriteExt;
-    let body = br#"{"error":"connections: the edge is at its connection limit"}"#;
-    let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(body).await;
-    let _ = stream.shutdown().await;
 }
 
 /// Active health checks: `GET /readyz` on every node every interval; a

@@ -37,8 +37,34 @@ pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxE
 
 use std::time::Duration;
 
-/// Runs a node until SIGTERM or SIGINT, then drains and stops: the whole
-/// `tandem node` job.
+use tandem_conn::handover::{Announce, Handover};
+
+/// The node's socket hand-over (SIGUSR2): the successor finds its
+/// listener in this variable.
+pub const HANDOVER: Handover = Handover::new("TANDEM_NODE_LISTEN_FDS");
+
+/// How long a successor waits for its predecessor to close the file log
+/// (drain, final snapshot, exit).
+const HANDOVER_LOCK_WAIT: Duration = Duration::from_secs(120);
+
+/// How long the file log's `open` waits for another holder of its lock:
+/// a successor waits for its predecessor; any other start fails at once.
+pub fn file_log_lock_wait() -> Duration {
+    if HANDOVER.inherited() {
+        HANDOVER_LOCK_WAIT
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// Runs a node until SIGTERM or SIGINT (drain, final snapshot, exit) or a
+/// completed SIGUSR2 hand-over: a new copy of the process (same binary,
+/// arguments and environment) inherits the listening socket, and this one
+/// stops accepting, drains and exits; nothing is refused. On the file log
+/// the successor cannot open the log until this process closes it, so
+/// this one stops accepting as soon as the successor holds the socket, and
+/// connections wait in the kernel's accept queue until the successor
+/// serves; on Kafka the successor starts fully and says it is ready first.
 pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     let drain_grace = Duration::from_millis(cfg.http.drain_grace_ms);
     use anyhow::Context;
@@ -52,35 +78,68 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         .build()
         .context("start runtime")?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(cfg.listen)
-            .await
-            .with_context(|| format!("listen on {}", cfg.listen))?;
+        let listener = HANDOVER
+            .listeners(&[cfg.listen])
+            .with_context(|| format!("listen on {}", cfg.listen))?
+            .pop()
+            .context("one listener")?;
         eprintln!(
-            "{{\"msg\":\"listening\",\"addr\":\"{}\",\"node\":{:?},\"cluster\":{:?},\"zone\":{:?},\"role\":\"{}\",\"version\":{:?}}}",
+            "{{\"msg\":\"listening\",\"addr\":\"{}\",\"node\":{:?},\"cluster\":{:?},\"zone\":{:?},\"role\":\"{}\",\"version\":{:?},\"pid\":{},\"inherited\":{}}}",
             listener.local_addr()?,
             cfg.node,
             cfg.cluster,
             cfg.zone,
             cfg.role.as_str(),
-            cfg.version
+            cfg.version,
+            std::process::id(),
+            HANDOVER.inherited()
         );
+        // A predecessor on the file log stops accepting now and closes the
+        // log, which `Node::start` waits for (`file_log_lock_wait`).
+        HANDOVER.announce(Announce::Sockets);
+        let wait_for = match cfg.log.kind {
+            config::LogKind::File => Announce::Sockets,
+            config::LogKind::Kafka => Announce::Ready,
+        };
+        let fd = tandem_conn::handover::raw(&listener);
         let node = Node::start(cfg)?;
-        server::serve(listener, std::sync::Arc::clone(&node), signal(), drain_grace).await;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let serving = tokio::spawn(server::serve_until(
+            listener,
+            std::sync::Arc::clone(&node),
+            async move { stop_rx.await.unwrap_or(server::Stop::Drain) },
+            drain_grace,
+        ));
+        HANDOVER.announce(Announce::Ready);
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let mut usr2 = signal(SignalKind::user_defined2()).context("SIGUSR2 handler")?;
+        let how = loop {
+            tokio::select! {
+                _ = term.recv() => break server::Stop::Drain,
+                _ = int.recv() => break server::Stop::Drain,
+                _ = usr2.recv() => match HANDOVER
+                    .spawn_successor(&[fd], &[], wait_for, HANDOVER_LOCK_WAIT)
+                    .await
+                {
+                    Ok(pid) => {
+                        eprintln!("{{\"msg\":\"handed over\",\"successor\":{pid}}}");
+                        break server::Stop::HandOver;
+                    }
+                    Err(e) => eprintln!(
+                        "{{\"msg\":\"hand-over failed, still serving\",\"error\":{:?}}}",
+                        e.to_string()
+                    ),
+                },
+            }
+        };
+        let _ = stop_tx.send(how);
+        serving.await.context("serve")?;
         tokio::task::spawn_blocking(move || node.stop())
             .await
             .context("stop replicas")?;
-        eprintln!("{{\"msg\":\"stopped\"}}");
+        eprintln!("{{\"msg\":\"stopped\",\"pid\":{}}}", std::process::id());
         Ok(())
     })
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }

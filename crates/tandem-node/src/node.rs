@@ -212,6 +212,8 @@ fn open_logs(cfg: &NodeConfig) -> Result<Vec<Arc<dyn Log>>> {
                 } else {
                     FsyncPolicy::Never
                 },
+                // A hand-over's successor waits for its predecessor.
+                lock_wait: crate::file_log_lock_wait(),
                 ..FileLogConfig::default()
             };
             let log = FileLog::open(&dir, fc)
