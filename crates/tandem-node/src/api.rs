@@ -15,8 +15,9 @@ use tandem_codec::json::{self, Val};
 use tandem_codec::Op;
 use tandem_core::{Command, OrderStatus, Side};
 
+use crate::answers::{After, Before, Outcome};
 use crate::node::Node;
-use crate::partition::{order_key, Outcome, Replay, SubmitError};
+use crate::partition::SubmitError;
 use crate::{BoxBody, BoxError};
 
 /// An answer before headers common to all answers are added.
@@ -446,30 +447,22 @@ pub async fn order_entry(node: &Arc<Node>, headers: &HeaderMap, cmd: Command) ->
     let mut payload = Vec::with_capacity(192);
     tandem_codec::write_command(&cmd, &mut payload);
     let part = &node.partitions[p as usize];
-    let is_place = matches!(cmd, Command::Place(_));
-    let key = order_key(market.as_bytes(), id.as_bytes());
     // A retry of an order (or of a cancel or amend) this replica has
     // already applied needs no append: the original answer. A cancel or
     // amend is a retry when its canonical bytes (account, market, id,
     // body) equal those of the latest change that took effect on the
     // order; a repeat appended anyway is answered the same way by the
-    // replica (`partition` module doc).
-    if is_place {
-        match part.replay(&key, &payload) {
-            Replay::Same(o) => return outcome_answer(p, &o),
-            Replay::Conflict => return conflict(p),
-            Replay::Unknown => {}
-        }
-    } else if let Some(o) = part.replay_change(&key, &payload) {
-        return outcome_answer(p, &o);
+    // replica (`answers` module doc).
+    match part.before(&cmd, &payload) {
+        Before::Answer(o) => return outcome_answer(p, &o),
+        Before::Conflict => return conflict(p),
+        Before::Append => {}
     }
-    let key = is_place.then_some(key);
     match part.submit(payload.clone().into(), node.cfg.wait()).await {
-        Ok(o) if o.duplicate_id => match key.map(|k| part.replay(&k, &payload)) {
-            Some(Replay::Same(orig)) => outcome_answer(p, &orig),
-            _ => conflict(p),
+        Ok(o) => match part.after(&cmd, &payload, o) {
+            After::Answer(o) => outcome_answer(p, &o),
+            After::Conflict => conflict(p),
         },
-        Ok(o) => outcome_answer(p, &o),
         Err(SubmitError::Overloaded) => {
             Answer::unavailable("overloaded: too many commands waiting for the order log").on(p)
         }

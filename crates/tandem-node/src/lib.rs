@@ -10,12 +10,15 @@
 //! matches anything itself.
 //!
 //! - `config`: the one config struct and its commented default file.
-//! - `partition`: appender and replica threads of one log partition.
+//! - `partition`: appender and replica threads of one log partition;
+//!   `answers`: what a place, cancel or amend is answered (pure: no
+//!   threads, clock or I/O; the simulation drives it too).
 //! - `api`: routes and answers; `server`: connections, limits, drain.
 //! - `metrics`: Prometheus exposition.
 //! - `grpc`: the gRPC mirror (`proto/tandem/v1/tandem.proto`); `ws`: the
 //!   WebSocket market stream; `feed`: the market feed both stream.
 
+pub mod answers;
 pub mod api;
 pub mod config;
 pub mod feed;

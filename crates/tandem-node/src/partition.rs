@@ -44,23 +44,15 @@ use std::sync::{
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tandem_core::{Command, Engine, Event, RejectReason};
+use tandem_core::{Command, Engine, Event};
 use tandem_log::Log;
 use tandem_replica::{Replica, ReplicaConfig};
 use tokio::sync::{oneshot, watch};
 
 use crate::metrics::Metrics;
 
-/// What a command produced, as the API answers it.
-#[derive(Debug)]
-pub struct Outcome {
-    pub seq: u64,
-    /// The events as a JSON array (`[{"seq":..,"event":..},..]`).
-    pub events: Bytes,
-    /// A place refused because its id was taken: the caller decides between
-    /// an idempotent replay and a conflict.
-    pub duplicate_id: bool,
-}
+pub use crate::answers::{order_key, Outcome, Replay};
+use crate::answers::{After, Answers, Before};
 
 /// A mutex guard even if a panicking thread held the lock (see the module
 /// doc).
@@ -110,25 +102,6 @@ pub struct Published {
 /// (a subscriber that falls further behind is told it lagged).
 pub const STREAM_BUFFER: usize = 4096;
 
-/// What the idempotency window holds for one accepted place.
-#[derive(Debug)]
-struct Accepted {
-    /// Canonical bytes of the place command.
-    payload: Bytes,
-    outcome: Arc<Outcome>,
-}
-
-/// How a place with a taken id is answered.
-#[derive(Debug)]
-pub enum Replay {
-    /// Same bytes as the accepted original: its answer.
-    Same(Arc<Outcome>),
-    /// The id was accepted with another body (or account).
-    Conflict,
-    /// Not in the window (never accepted, or forgotten).
-    Unknown,
-}
-
 /// Answers of recently applied commands nobody waited for yet: the
 /// appender takes its own batch's answers from here right after applying
 /// it (removing them; their seqs stay in `recent_order` until they age out,
@@ -140,15 +113,8 @@ struct Results {
     waiters: HashMap<u64, oneshot::Sender<Arc<Outcome>>>,
     recent: HashMap<u64, Arc<Outcome>>,
     recent_order: VecDeque<u64>,
-    accepted: HashMap<Bytes, Accepted>,
-    accepted_order: VecDeque<Bytes>,
-    /// The latest cancel or amend that took effect, per order key (same
-    /// shape as `accepted`: its canonical bytes and answer), and the keys
-    /// in the order they were last changed, for the bound. A key changed
-    /// again is pushed again; its older place in the queue is skipped when
-    /// it comes out (`changes_at` says which place is current).
-    changes: HashMap<Bytes, Accepted>,
-    changes_order: VecDeque<(u64, Bytes)>,
+    /// The answer rules and their windows (`answers`).
+    answers: Answers,
 }
 
 /// Why a command could not be answered.
@@ -196,8 +162,6 @@ pub struct Partition {
     results: Mutex<Results>,
     applied: watch::Sender<u64>,
     caught_up: AtomicBool,
-    idempotency_window: usize,
-    change_window: usize,
     metrics: Arc<Metrics>,
     last_batch: AtomicU64,
     replica_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -240,15 +204,6 @@ pub fn short_log_id(identity: &str) -> String {
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(identity.as_bytes()))
 }
 
-/// Key of an order id in a market in the idempotency window.
-pub fn order_key(market: &[u8], id: &[u8]) -> Bytes {
-    let mut k = Vec::with_capacity(market.len() + id.len() + 1);
-    k.extend_from_slice(market);
-    k.push(0);
-    k.extend_from_slice(id);
-    k.into()
-}
-
 impl Partition {
     /// Starts the appender and replica threads of partition `id` over
     /// `log`. The replica restores its newest snapshot and catches up in
@@ -273,11 +228,12 @@ impl Partition {
             identity,
             submit: RwLock::new(Some(tx)),
             replica: RwLock::new(None),
-            results: Mutex::new(Results::default()),
+            results: Mutex::new(Results {
+                answers: Answers::new(idempotency_window, change_window),
+                ..Results::default()
+            }),
             applied,
             caught_up: AtomicBool::new(false),
-            idempotency_window,
-            change_window,
             metrics,
             last_batch: AtomicU64::new(0),
             replica_thread: Mutex::new(None),
@@ -437,23 +393,26 @@ impl Partition {
     /// How an accepted order with this key would answer a retry carrying
     /// `payload`.
     pub fn replay(&self, key: &[u8], payload: &[u8]) -> Replay {
-        let r = lock(&self.results);
-        match r.accepted.get(key) {
-            None => Replay::Unknown,
-            Some(a) if a.payload[..] == *payload => Replay::Same(Arc::clone(&a.outcome)),
-            Some(_) => Replay::Conflict,
-        }
+        lock(&self.results).answers.replay(key, payload)
     }
 
     /// The original answer of a cancel or amend with these canonical bytes,
     /// if it is the latest change that took effect on the order `key` (a
     /// repeat of the same request by the same account).
     pub fn replay_change(&self, key: &[u8], payload: &[u8]) -> Option<Arc<Outcome>> {
-        let r = lock(&self.results);
-        r.changes
-            .get(key)
-            .filter(|c| c.payload[..] == *payload)
-            .map(|c| Arc::clone(&c.outcome))
+        lock(&self.results).answers.replay_change(key, payload)
+    }
+
+    /// Before appending `cmd`: a repeat of an applied request is answered
+    /// from the windows (`answers::Answers::before`).
+    pub fn before(&self, cmd: &Command, payload: &[u8]) -> Before {
+        lock(&self.results).answers.before(cmd, payload)
+    }
+
+    /// Once the request's own copy was applied with `own`
+    /// (`answers::Answers::after`).
+    pub fn after(&self, cmd: &Command, payload: &[u8], own: Arc<Outcome>) -> After {
+        lock(&self.results).answers.after(cmd, payload, own)
     }
 
     /// Appends one command (its canonical bytes) and waits for the replica
@@ -732,35 +691,6 @@ impl Partition {
         Ok(seq)
     }
 
-    /// Remembers an accepted place for idempotent replays (bounded FIFO).
-    fn remember(&self, r: &mut Results, key: Bytes, payload: Bytes, outcome: Arc<Outcome>) {
-        if r.accepted_order.len() >= self.idempotency_window {
-            if let Some(old) = r.accepted_order.pop_front() {
-                r.accepted.remove(&old);
-            }
-        }
-        r.accepted_order.push_back(key.clone());
-        r.accepted.insert(key, Accepted { payload, outcome });
-    }
-
-    /// Remembers the latest cancel or amend that took effect on an order
-    /// (bounded by `change_window`; oldest change forgotten first).
-    fn remember_change(&self, r: &mut Results, key: Bytes, payload: Bytes, outcome: Arc<Outcome>) {
-        if self.change_window == 0 {
-            return;
-        }
-        while r.changes_order.len() >= self.change_window {
-            let Some((seq, old)) = r.changes_order.pop_front() else {
-                break;
-            };
-            if r.changes.get(&old).is_some_and(|c| c.outcome.seq == seq) {
-                r.changes.remove(&old);
-            }
-        }
-        r.changes_order.push_back((outcome.seq, key.clone()));
-        r.changes.insert(key, Accepted { payload, outcome });
-    }
-
     /// Loads the idempotency window saved beside the snapshot at `seq`.
     fn load_window(&self, seq: u64) {
         let (entries, problem) = crate::window::load(&self.snapshot_dir, seq);
@@ -771,24 +701,7 @@ impl Partition {
             );
         }
         let n = entries.len();
-        let mut r = lock(&self.results);
-        for e in entries {
-            let outcome = Arc::new(Outcome {
-                seq: e.seq,
-                events: e.events,
-                duplicate_id: false,
-            });
-            // A place is an accepted order; a cancel or amend the latest
-            // change to one (the file holds both, in seq order).
-            match tandem_codec::decode_command(&e.payload) {
-                Command::Place(_) => self.remember(&mut r, e.key, e.payload, outcome),
-                Command::Cancel(_) | Command::Amend(_) => {
-                    self.remember_change(&mut r, e.key, e.payload, outcome)
-                }
-                Command::Invalid(_) => {}
-            }
-        }
-        drop(r);
+        lock(&self.results).answers.restore(entries);
         eprintln!(
             "{{\"msg\":\"idempotency window restored\",\"partition\":{},\"seq\":{seq},\"entries\":{n}}}",
             self.id
@@ -798,29 +711,7 @@ impl Partition {
     /// Saves the idempotency window beside the snapshot at `seq`.
     fn save_window(&self, seq: u64) {
         let bytes = {
-            let r = lock(&self.results);
-            let places = r
-                .accepted_order
-                .iter()
-                .filter_map(|k| r.accepted.get(k).map(|a| (k, a)));
-            let changes = r
-                .changes_order
-                .iter()
-                .filter_map(|(s, k)| r.changes.get(k).map(|c| (s, k, c)))
-                .filter(|(s, _, c)| c.outcome.seq == **s)
-                .map(|(_, k, c)| (k, c));
-            let mut entries: Vec<crate::window::Entry> = places
-                .chain(changes)
-                .filter(|(_, a)| a.outcome.seq <= seq)
-                .map(|(k, a)| crate::window::Entry {
-                    seq: a.outcome.seq,
-                    key: k.clone(),
-                    payload: a.payload.clone(),
-                    events: a.outcome.events.clone(),
-                })
-                .collect();
-            // Oldest first, so that a restore forgets in the same order.
-            entries.sort_by_key(|e| e.seq);
+            let entries = lock(&self.results).answers.window(seq);
             crate::window::encode(entries.iter())
         };
         if let Err(e) = crate::window::save(&self.snapshot_dir, seq, &bytes) {
@@ -834,70 +725,22 @@ impl Partition {
 
     /// Called by the replica for every applied command.
     fn applied_one(&self, seq: u64, cmd: &Command, eng: &Engine, evs: &[Event]) {
-        let mut json = Vec::with_capacity(64 * evs.len() + 2);
-        json.push(b'[');
-        for (i, ev) in evs.iter().enumerate() {
-            if i > 0 {
-                json.push(b',');
-            }
-            tandem_codec::write_event(eng, Some(seq), ev, &mut json);
-        }
-        json.push(b']');
-        let duplicate_id = matches!(
-            evs.first(),
-            Some(Event::Rejected {
-                reason: RejectReason::DuplicateId,
-                ..
-            })
-        );
-        let outcome = Arc::new(Outcome {
-            seq,
-            events: json.into(),
-            duplicate_id,
-        });
-        let canonical = || {
-            let mut payload = Vec::with_capacity(160);
-            tandem_codec::write_command(cmd, &mut payload);
-            Bytes::from(payload)
-        };
-        let accepted = match (cmd, evs.first()) {
-            (Command::Place(p), Some(Event::Accepted { .. })) if self.idempotency_window > 0 => {
-                Some((order_key(p.market.as_bytes(), p.id.as_bytes()), canonical()))
-            }
-            _ => None,
-        };
-        // A cancel or amend: remembered if it took effect; if rejected, and
-        // the same bytes are the latest change to that order, it is a
-        // repeat appended after the original took effect, and its
-        // submitter gets the original answer.
-        let rejected = matches!(evs.first(), Some(Event::Rejected { .. }));
-        let change = match cmd {
-            Command::Cancel(c) if self.change_window > 0 => {
-                Some((order_key(c.market.as_bytes(), c.id.as_bytes()), canonical()))
-            }
-            Command::Amend(a) if self.change_window > 0 => {
-                Some((order_key(a.market.as_bytes(), a.id.as_bytes()), canonical()))
-            }
-            _ => None,
-        };
+        let mut r = lock(&self.results);
+        // The answer for whoever appended this copy (the original's, for
+        // a repeated cancel or amend appended after it took effect).
+        let outcome = r.answers.applied(seq, cmd, eng, evs);
         if self.stream.receiver_count() > 0 {
+            // The stream carries what this seq itself emitted.
+            let own = if outcome.seq == seq {
+                outcome.events.clone()
+            } else {
+                crate::answers::events_json(seq, eng, evs)
+            };
             let _ = self.stream.send(Arc::new(Published {
                 seq,
                 market: cmd.market().cloned(),
-                events: outcome.events.clone(),
+                events: own,
             }));
-        }
-        let mut r = lock(&self.results);
-        if let Some((key, payload)) = accepted {
-            self.remember(&mut r, key, payload, Arc::clone(&outcome));
-        }
-        let mut outcome = outcome;
-        if let Some((key, payload)) = change {
-            if !rejected {
-                self.remember_change(&mut r, key, payload, Arc::clone(&outcome));
-            } else if let Some(orig) = r.changes.get(&key).filter(|c| c.payload == payload) {
-                outcome = Arc::clone(&orig.outcome);
-            }
         }
         match r.waiters.remove(&seq) {
             Some(tx) => {
