@@ -106,6 +106,15 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         };
         let fd = tandem_conn::handover::raw(&listener);
         let node = Node::start(cfg)?;
+        if HANDOVER.inherited() {
+            // Requests waiting in the accept queue were sent to a node that
+            // was serving: take them only once the replicas have caught up
+            // (else they would get 503 "catching up").
+            let deadline = tokio::time::Instant::now() + HANDOVER_LOCK_WAIT;
+            while !node.is_caught_up() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let serving = tokio::spawn(server::serve_until(
             listener,
