@@ -404,10 +404,16 @@ fn retryable(status: StatusCode) -> bool {
 /// May a request that reached a node, or may have (a timeout, a dropped
 /// connection, a 502/503/504), be sent again, to another node? Only when
 /// repeating it cannot do something twice: reads (`GET`, `HEAD`), and the
-/// order writes the nodes deduplicate: `POST /v1/orders` (a place is
-/// idempotent by its id) and `DELETE`/`PATCH /v1/orders/{market}/{id}`
-/// (a repeated cancel or amend by the same account answers the original).
-/// Anything else is answered with what the first attempt got. (A request
+/// order writes whose second copy cannot take effect: `POST /v1/orders`
+/// (a place is idempotent by its id: the engine refuses a taken id) and
+/// `DELETE /v1/orders/{market}/{id}` (a second cancel is refused by the
+/// engine and the node answers the original). Not `PATCH`: a node answers
+/// a repeated amend with the original only once it has applied the first,
+/// and when both copies reach the log (the first still in flight, or
+/// another node behind) the engine applies the amend twice, which after a
+/// fill in between raises the remaining quantity again (the simulation,
+/// `tandem-sim`, found this). Anything else is answered with what the
+/// first attempt got. (A request
 /// that never reached a node — its connection failed — may always go to
 /// another; that is decided by the caller.)
 pub fn repeatable(method: &Method, path: &str) -> bool {
@@ -421,9 +427,7 @@ pub fn repeatable(method: &Method, path: &str) -> bool {
     let rest: Vec<&str> = seg.collect();
     match rest.as_slice() {
         [] => method == Method::POST,
-        [market, id] if !market.is_empty() && !id.is_empty() => {
-            method == Method::DELETE || method == Method::PATCH
-        }
+        [market, id] if !market.is_empty() && !id.is_empty() => method == Method::DELETE,
         _ => false,
     }
 }
@@ -672,8 +676,7 @@ mod tests {
             ("GET", "/v1/orders/M/o1"),
             ("HEAD", "/anything"),
             ("POST", "/v1/orders"),
-            ("DELETE", "/v1/orders/M/o1"),
-            ("PATCH", "/v1/orders/BTC-USD/o%2F1"),
+            ("DELETE", "/v1/orders/BTC-USD/o%2F1"),
         ];
         let no = [
             ("POST", "/v1/orders/M/o1"),
@@ -686,6 +689,7 @@ mod tests {
             ("DELETE", "/v1/orders/M/"),
             ("DELETE", "/v1/orders//o1"),
             ("DELETE", "/v1/orders/M/o1/x"),
+            ("PATCH", "/v1/orders/M/o1"),
             ("PATCH", "/v1/orders/M"),
             ("PATCH", "/v2/orders/M/o1"),
             ("OPTIONS", "/v1/orders"),
