@@ -4,9 +4,9 @@
 //! any clock, decides the order.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tandem_log::{FileLog, FileLogConfig, FsyncPolicy, Log};
 use tandem_replica::{Replica, ReplicaConfig, SnapshotPolicy};
@@ -111,6 +111,15 @@ fn file_names(dir: &std::path::Path) -> Vec<String> {
     v
 }
 
+/// Sets the flag when dropped, also while a panic unwinds.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Chain after every seq, in seq order.
 fn chains(r: &mut Replica) -> Vec<(u64, u128)> {
     let mut v = Vec::new();
@@ -197,45 +206,53 @@ fn follow_applies_appends_as_they_arrive_and_snapshots_by_time() {
     c.policy.every = Some(Duration::from_millis(1));
     let (mut r, _) = Replica::open(Arc::clone(&log), c).expect("open");
     let stop = AtomicBool::new(false);
+    // Seq the follower last applied, as it applies (the test's events).
+    let applied = AtomicU64::new(0);
     let records = flow(3_000, 3);
+    // Waits until `done` holds; fails the test at the deadline.
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}: not within 10 s");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
     std::thread::scope(|s| {
         let follower = s.spawn(|| {
             let mut n = 0u64;
-            r.follow(&stop, Duration::from_millis(5), |_, _, _, ev| {
+            let result = r.follow(&stop, Duration::from_millis(5), |seq, _, _, ev| {
                 assert!(!ev.is_empty(), "every command yields an event");
                 n += 1;
-            })
-            .expect("follow");
+                applied.store(seq, Ordering::Release);
+            });
+            // Let the test thread's waits end if following failed.
+            applied.store(u64::MAX, Ordering::Release);
+            result.expect("follow");
             n
         });
+        // A failing assertion below stops the follower too (else the
+        // scope would wait for it for ever).
+        let _stop = StopOnDrop(&stop);
+        // Each append is applied while the follower waits at the tail
+        // (and no later append can hide a missed one).
         for chunk in records.chunks(100) {
             let batch: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
-            log.append(&batch).expect("append");
-            std::thread::sleep(Duration::from_millis(2));
+            let last = log.append(&batch).expect("append") + batch.len() as u64 - 1;
+            wait(&format!("the follower applying seq {last}"), &|| {
+                applied.load(Ordering::Acquire) >= last
+            });
         }
-        while log.last_seq() < 3000 {
-            std::thread::yield_now();
-        }
-        // Give the follower time to drain, then stop it.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            std::thread::sleep(Duration::from_millis(10));
-            if std::time::Instant::now() > deadline {
-                break;
-            }
-            if std::fs::read_dir(dir.0.join("f"))
-                .map(|d| {
-                    d.filter_map(Result::ok).any(|e| {
-                        e.file_name()
-                            .to_string_lossy()
-                            .contains("00000000000000003000")
-                    })
-                })
-                .unwrap_or(false)
-            {
-                break;
-            }
-        }
+        assert_eq!(
+            applied.load(Ordering::Acquire),
+            3000,
+            "follower applied the tail"
+        );
+        // The time-based snapshot at the tail: written (renamed into
+        // place) in the follower's thread, before it records it.
+        let tail = "snapshot-00000000000000003000.tsnap";
+        wait("a time-based snapshot at seq 3000", &|| {
+            dir.0.join("f").join(tail).exists()
+        });
         stop.store(true, Ordering::Relaxed);
         assert_eq!(follower.join().expect("follower"), 3000);
     });
