@@ -40,8 +40,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body of every response.
 pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
 
-/// Routes one public request.
-async fn dispatch(edge: Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody> {
+/// Routes one public request: upgrades, gRPC and buffered HTTP each to
+/// their proxy (`run` serves this on the public listener; tests too).
+pub async fn dispatch(edge: Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody> {
     if upgrade::is_upgrade(&req) {
         return upgrade::proxy_upgrade(&edge, req).await;
     }

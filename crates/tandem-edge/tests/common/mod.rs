@@ -264,7 +264,7 @@ impl TestEdge {
             tokio::spawn(tandem_edge::serve(
                 public,
                 Arc::clone(&edge),
-                |e, r| async move { tandem_edge::proxy::proxy(&e, r).await },
+                tandem_edge::dispatch,
                 stopped(rx.clone()),
                 drain,
             )),
