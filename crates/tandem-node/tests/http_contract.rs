@@ -1268,14 +1268,10 @@ fn drain_fails_readiness_keeps_serving_and_finishes_in_flight_requests() {
         );
         c.write_raw(req.as_bytes()).unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while n.node.metrics.open_connections() < 3 {
-        assert!(
-            Instant::now() < deadline,
-            "waiting requests never connected"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    // In flight for sure: the node has read all three and they wait.
+    n.wait_metric("tandem_min_seq_waiting", Duration::from_secs(10), |v| {
+        v == 3
+    });
     std::thread::scope(|s| {
         let waiting: Vec<_> = conns
             .into_iter()
