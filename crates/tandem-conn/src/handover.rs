@@ -44,7 +44,8 @@ pub enum HandoverError {
         fd: RawFd,
         source: std::io::Error,
     },
-    #[error("listen on {addr}: {source}")]
+    // The source is the error's cause, printed by `{:#}` after this.
+    #[error("listen on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,

@@ -82,8 +82,7 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         .context("start runtime")?;
     rt.block_on(async move {
         let listener = HANDOVER
-            .listeners(&[cfg.listen])
-            .with_context(|| format!("listen on {}", cfg.listen))?
+            .listeners(&[cfg.listen])?
             .pop()
             .context("one listener")?;
         eprintln!(
