@@ -557,7 +557,9 @@ fn split(upstreams: &[SocketAddr], a: &EdgeArgs) -> Result<(), String> {
     );
     let mut prev: Option<(Vec<u8>, [u32; 3])> = None;
     for (name, w) in STEPS {
-        edge.routes.replace(&clusters(upstreams, w));
+        edge.routes
+            .set_clusters(&clusters(upstreams, w), None)
+            .map_err(|e| format!("weights {name}: {e}"))?;
         let started = Instant::now();
         let chosen = through_edge(&rt, edge_addr, &accounts)?;
         let took = started.elapsed();
