@@ -14,6 +14,7 @@
 //!   listening sockets across a process replacement.
 
 pub mod admin;
+pub mod attempt;
 pub mod config;
 pub mod handover;
 pub mod metrics;

@@ -17,15 +17,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{request::Parts, Method, Request, Response, StatusCode};
+use http::{request::Parts, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::attempt;
+pub use crate::attempt::repeatable;
 use crate::config::EdgeConfig;
 use crate::metrics::EdgeMetrics;
-use crate::table::{lock, read, write, NodeState, Routes, Table, TableCluster};
+use crate::table::{lock, read, write, NodeState, Routes, TableCluster};
 use crate::{BoxBody, BoxError};
 
 /// Headers that belong to one connection, never forwarded.
@@ -267,10 +269,10 @@ impl Edge {
         let now = self.routes.now_ms();
         let rc = table.route_clusters();
         let rreq = tandem_route::Request { pin, account, key };
-        let mut excluded = unavailable(&table, now);
+        let mut excluded = attempt::unavailable(&table, now);
         loop {
             let ci = tandem_route::route_excluding(&rc, &rreq, excluded)?;
-            match pick_node(self, &table.clusters[ci], now, &[], key) {
+            match attempt::pick_node(&table.clusters[ci], &self.cfg.zone, now, &[], key) {
                 Some(n) => return Some((table.clusters[ci].clone(), n)),
                 None => excluded |= 1 << ci,
             }
@@ -360,91 +362,16 @@ pub fn find_account(
     Ok(None)
 }
 
-/// The nearest available node of `cluster` not tried yet: this edge's zone
-/// first, then the others; fewest requests in flight, ties rotated.
-fn pick_node(
-    edge: &Edge,
-    cluster: &TableCluster,
-    now_ms: u64,
-    tried: &[Arc<NodeState>],
-    spin: u64,
-) -> Option<Arc<NodeState>> {
-    let n = cluster.nodes.len();
-    let mut best: Option<(bool, u32, &Arc<NodeState>)> = None;
-    for k in 0..n {
-        let node = &cluster.nodes[(k + spin as usize) % n];
-        let s = &node.state;
-        if !s.available(now_ms) || tried.iter().any(|t| Arc::ptr_eq(t, s)) {
-            continue;
-        }
-        let far = node.zone != edge.cfg.zone;
-        let load = s.in_flight.load(Ordering::Relaxed);
-        if best.is_none_or(|(bf, bl, _)| (far, load) < (bf, bl)) {
-            best = Some((far, load, s));
-        }
-    }
-    best.map(|(_, _, s)| Arc::clone(s))
-}
-
-/// Clusters with no node that may take a request now, as a bit set.
-fn unavailable(table: &Table, now_ms: u64) -> u64 {
-    let mut mask = 0;
-    for (i, c) in table.clusters.iter().enumerate().take(64) {
-        if !c.nodes.iter().any(|n| n.state.available(now_ms)) {
-            mask |= 1 << i;
-        }
-    }
-    mask
-}
-
-fn retryable(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 502..=504)
-}
-
-/// May a request that reached a node, or may have (a timeout, a dropped
-/// connection, a 502/503/504), be sent again, to another node? Only when
-/// repeating it cannot do something twice: reads (`GET`, `HEAD`), and the
-/// order writes whose second copy cannot take effect: `POST /v1/orders`
-/// (a place is idempotent by its id: the engine refuses a taken id) and
-/// `DELETE /v1/orders/{market}/{id}` (a second cancel is refused by the
-/// engine and the node answers the original). Not `PATCH`: a node answers
-/// a repeated amend with the original only once it has applied the first,
-/// and when both copies reach the log (the first still in flight, or
-/// another node behind) the engine applies the amend twice, which after a
-/// fill in between raises the remaining quantity again (the simulation,
-/// `tandem-sim`, found this). Anything else is answered with what the
-/// first attempt got. (A request
-/// that never reached a node — its connection failed — may always go to
-/// another; that is decided by the caller.)
-pub fn repeatable(method: &Method, path: &str) -> bool {
-    if method == Method::GET || method == Method::HEAD {
-        return true;
-    }
-    let mut seg = path.split('/');
-    let (Some(""), Some("v1"), Some("orders")) = (seg.next(), seg.next(), seg.next()) else {
-        return false;
-    };
-    let rest: Vec<&str> = seg.collect();
-    match rest.as_slice() {
-        [] => method == Method::POST,
-        [market, id] if !market.is_empty() && !id.is_empty() => method == Method::DELETE,
-        _ => false,
-    }
-}
-
 /// Counts a failed attempt on `node`; ejects it after enough in a row.
 fn failed(edge: &Edge, cluster: &TableCluster, node: &NodeState) {
     edge.metrics.upstream_error(&cluster.name, &cluster.version);
-    let n = node.failures.fetch_add(1, Ordering::Relaxed) + 1;
-    if n >= edge.cfg.health.eject_after_failures {
-        node.failures.store(0, Ordering::Relaxed);
-        node.ejected_until_ms.store(
-            edge.routes.now_ms() + edge.cfg.health.eject_ms,
-            Ordering::Relaxed,
-        );
-        // Back only when the ejection is over AND an active check has
-        // passed since.
-        node.ready.store(false, Ordering::Relaxed);
+    let h = &edge.cfg.health;
+    if attempt::record_failure(
+        node,
+        h.eject_after_failures,
+        h.eject_ms,
+        edge.routes.now_ms(),
+    ) {
         edge.metrics.ejected(&cluster.name, &cluster.version);
     }
 }
@@ -500,28 +427,18 @@ pub async fn proxy(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody
         .and_then(|v| tandem_route::Role::from_header(v.as_bytes()));
     let key = edge.counter.fetch_add(1, Ordering::Relaxed);
     let table = edge.routes.table();
-    let now = edge.routes.now_ms();
-    let route_clusters = table.route_clusters();
-    let rreq = tandem_route::Request {
-        pin,
-        account: account.as_deref(),
-        key,
-    };
-    let mut excluded = unavailable(&table, now);
-    let mut tried: Vec<Arc<NodeState>> = Vec::new();
+    let mut plan = attempt::Plan::new(
+        Arc::clone(&table),
+        attempt::Routed { pin, account, key },
+        (&parts.method, parts.uri.path()),
+        &edge.cfg.zone,
+        edge.routes.now_ms(),
+        edge.cfg.retry.max_attempts,
+    );
     let mut last: Option<Response<BoxBody>> = None;
-    let mut attempts = 0;
-    let may_repeat = repeatable(&parts.method, parts.uri.path());
-    while attempts < edge.cfg.retry.max_attempts {
-        let Some(ci) = tandem_route::route_excluding(&route_clusters, &rreq, excluded) else {
-            break;
-        };
+    while let Some((ci, node)) = plan.next_node() {
         let cluster = &table.clusters[ci];
-        let Some(node) = pick_node(edge, cluster, now, &tried, key) else {
-            excluded |= 1 << ci;
-            continue;
-        };
-        if attempts > 0 {
+        if plan.attempts() > 0 {
             if !edge.budget.try_retry() {
                 edge.metrics.budget_exhausted();
                 break;
@@ -529,8 +446,7 @@ pub async fn proxy(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody
             edge.metrics.retried(&cluster.name, &cluster.version);
             tokio::time::sleep(Duration::from_millis(edge.cfg.retry.backoff_ms)).await;
         }
-        attempts += 1;
-        tried.push(Arc::clone(&node));
+        plan.sent(&node);
         let mut up = Request::new(Full::new(body.clone()));
         *up.method_mut() = parts.method.clone();
         *up.uri_mut() = match upstream_uri(&node.addr, &parts).parse() {
@@ -548,14 +464,22 @@ pub async fn proxy(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody
         )
         .await;
         node.in_flight.fetch_sub(1, Ordering::Relaxed);
-        match res {
-            Ok(Ok(resp)) if !retryable(resp.status()) || !may_repeat => {
-                if retryable(resp.status()) {
-                    failed(edge, cluster, &node);
-                } else {
-                    node.failures.store(0, Ordering::Relaxed);
-                }
-                edge.note_log(&node, resp.headers().get(LOG_HEADER));
+        let (tried, resp) = match res {
+            Ok(Ok(resp)) => (attempt::Tried::Answered(resp.status().as_u16()), Some(resp)),
+            Ok(Err(e)) if e.is_connect() => (attempt::Tried::ConnectFailed, None),
+            Ok(Err(_)) => (attempt::Tried::Dropped, None),
+            Err(_) => (attempt::Tried::TimedOut, None),
+        };
+        if attempt::is_failure(tried) {
+            failed(edge, cluster, &node);
+        } else {
+            attempt::record_success(&node);
+        }
+        if let Some(r) = &resp {
+            edge.note_log(&node, r.headers().get(LOG_HEADER));
+        }
+        match (plan.judge(tried), resp) {
+            (attempt::Verdict::Answer, Some(resp)) => {
                 let status = resp.status().as_u16();
                 let mut resp = resp.map(|b| b.map_err(BoxError::from).boxed_unsync());
                 if let Ok(v) = HeaderValue::from_str(&cluster.name) {
@@ -566,17 +490,8 @@ pub async fn proxy(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody
                     .answered(&cluster.name, &cluster.version, status, started.elapsed());
                 return resp;
             }
-            Ok(Ok(resp)) => {
-                failed(edge, cluster, &node);
-                edge.note_log(&node, resp.headers().get(LOG_HEADER));
-                last = Some(resp.map(|b| b.map_err(BoxError::from).boxed_unsync()));
-            }
-            // The connection failed: nothing reached the node, so any
-            // request may go to another.
-            Ok(Err(e)) if e.is_connect() => failed(edge, cluster, &node),
-            Ok(Err(_)) | Err(_) if !may_repeat => {
-                failed(edge, cluster, &node);
-                let timed_out = res.is_err();
+            (attempt::Verdict::NotRepeated, _) | (attempt::Verdict::Answer, None) => {
+                let timed_out = tried == attempt::Tried::TimedOut;
                 edge.metrics.answered(
                     &cluster.name,
                     &cluster.version,
@@ -596,7 +511,11 @@ pub async fn proxy(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody
                 };
                 return edge_error(status, &msg, None);
             }
-            Ok(Err(_)) | Err(_) => failed(edge, cluster, &node),
+            (attempt::Verdict::TryAnother, resp) => {
+                if let Some(resp) = resp {
+                    last = Some(resp.map(|b| b.map_err(BoxError::from).boxed_unsync()));
+                }
+            }
         }
     }
     match last {
@@ -661,45 +580,6 @@ pub async fn proxy_stream(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<
                 "upstream: the node did not answer",
                 Some(1),
             )
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_requests_known_safe_are_repeated() {
-        let yes = [
-            ("GET", "/v1/status"),
-            ("GET", "/v1/orders/M/o1"),
-            ("HEAD", "/anything"),
-            ("POST", "/v1/orders"),
-            ("DELETE", "/v1/orders/BTC-USD/o%2F1"),
-        ];
-        let no = [
-            ("POST", "/v1/orders/M/o1"),
-            ("POST", "/v1/orders/"),
-            ("POST", "/v1/other"),
-            ("PUT", "/v1/orders"),
-            ("PUT", "/v1/orders/M/o1"),
-            ("DELETE", "/v1/orders"),
-            ("DELETE", "/v1/orders/M"),
-            ("DELETE", "/v1/orders/M/"),
-            ("DELETE", "/v1/orders//o1"),
-            ("DELETE", "/v1/orders/M/o1/x"),
-            ("PATCH", "/v1/orders/M/o1"),
-            ("PATCH", "/v1/orders/M"),
-            ("PATCH", "/v2/orders/M/o1"),
-            ("OPTIONS", "/v1/orders"),
-            ("POST", "/admin/weights"),
-        ];
-        for (m, p) in yes {
-            assert!(repeatable(&m.parse().unwrap(), p), "{m} {p}");
-        }
-        for (m, p) in no {
-            assert!(!repeatable(&m.parse().unwrap(), p), "{m} {p}");
         }
     }
 }
