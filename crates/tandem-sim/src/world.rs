@@ -17,6 +17,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tandem_core::Command;
+use tandem_edge::attempt::{self, Plan, Routed, Tried, Verdict};
+use tandem_edge::config::EdgeConfig;
+use tandem_edge::table::NodeState;
 use tandem_log::Log;
 use tandem_node::answers::{After, Answers, Before, Outcome};
 use tandem_node::window;
@@ -91,6 +94,8 @@ pub struct Options {
     /// The edge and the clients repeat amends like cancels (the edge's
     /// rule before the simulation found that an amend can apply twice).
     pub repeat_amends: bool,
+    /// The edge's upstream timeout (`upstream.request_timeout_ms`).
+    pub edge_timeout_ms: u64,
 }
 
 impl Options {
@@ -112,6 +117,7 @@ impl Options {
             reload_takes_file_weights: false,
             writes_without_generation: false,
             repeat_amends: false,
+            edge_timeout_ms: rng.range(20, 2_000),
         }
     }
 }
@@ -179,7 +185,8 @@ struct Attempt {
     req: usize,
     /// Which client send this attempt belongs to.
     send: u32,
-    node: usize,
+    /// The edge's health record of the node tried.
+    state: Arc<NodeState>,
     answered: bool,
 }
 
@@ -232,8 +239,14 @@ enum Ev {
     },
     AttemptTimeout {
         attempt: usize,
-        tried: Vec<usize>,
     },
+    /// The edge's next attempt at a client's send (after its backoff).
+    EdgeNext {
+        req: usize,
+        send: u32,
+    },
+    /// The edge's active check of every node (`GET /readyz`).
+    Probe,
     Crash {
         node: usize,
     },
@@ -265,9 +278,6 @@ struct Writer {
 }
 
 /// Timeout of one attempt at the edge.
-const ATTEMPT_TIMEOUT_US: Micros = 100_000;
-/// Most attempts the edge makes for one client send.
-const MAX_ATTEMPTS: usize = 3;
 /// Most sends a client makes for one request (it repeats failures).
 const MAX_SENDS: u32 = 6;
 
@@ -295,6 +305,10 @@ pub struct World {
     routes: tandem_edge::table::Routes,
     file_clusters: Vec<tandem_edge::config::ClusterConfig>,
     writers: Vec<Writer>,
+    /// The edge's settings (its defaults, with the upstream timeout drawn
+    /// from the seed) and its attempt plan per client send.
+    edge_cfg: EdgeConfig,
+    plans: BTreeMap<(usize, u32), Plan<'static>>,
 }
 
 impl std::fmt::Debug for World {
@@ -345,7 +359,11 @@ impl World {
                 acked: None,
             })
             .collect();
+        let mut edge_cfg = EdgeConfig::default();
+        edge_cfg.upstream.request_timeout_ms = opts.edge_timeout_ms;
         let mut w = World {
+            edge_cfg,
+            plans: BTreeMap::new(),
             routes,
             file_clusters,
             writers,
@@ -375,6 +393,7 @@ impl World {
             let d = w.rng.range(0, 50_000);
             w.sched.after(d, Ev::WeightRead { writer });
         }
+        w.sched.after(0, Ev::Probe);
         for _ in 0..w.opts.reloads {
             let d = w.rng.range(0, 200_000);
             w.sched.after(d, Ev::Reload);
@@ -529,40 +548,60 @@ impl World {
 
     // ---- edge ------------------------------------------------------------
 
-    fn edge_attempt(&mut self, req: usize, send: u32, tried: Vec<usize>) {
-        // The edge's own routing decision over its live table: one node
-        // per cluster here, so excluding tried nodes excludes clusters.
-        let table = self.routes.table();
-        let clusters = table.route_clusters();
-        let excluded = tried.iter().fold(0u64, |m, &i| m | 1 << i);
-        let account = format!("acct-{}", self.reqs[req].client);
-        let choice = tandem_route::route_excluding(
-            &clusters,
-            &tandem_route::Request {
-                pin: None,
-                account: Some(account.as_bytes()),
-                key: req as u64,
-            },
-            excluded,
+    fn now_ms(&self) -> u64 {
+        self.sched.now() / 1_000
+    }
+
+    /// A client's send reaches the edge: the edge plans its attempts over
+    /// the table as it is now (the real `attempt::Plan`).
+    fn edge_start(&mut self, req: usize, send: u32) {
+        let r = &self.reqs[req];
+        // With the old rule (`repeat_amends`), an amend was repeated like
+        // a cancel.
+        let method = if self.opts.repeat_amends && r.method == http::Method::PATCH {
+            http::Method::DELETE
+        } else {
+            r.method.clone()
+        };
+        let who = Routed {
+            pin: None,
+            account: Some(format!("acct-{}", r.client).into_bytes()),
+            key: req as u64,
+        };
+        let plan = Plan::new(
+            self.routes.table(),
+            who,
+            (&method, &r.path),
+            "z",
+            self.now_ms(),
+            self.edge_cfg.retry.max_attempts,
         );
-        let node = choice.map(|c| {
-            let name = &table.clusters[c].name;
-            name[1..].parse::<usize>().expect("cluster cN")
-        });
-        let Some(node) = node else {
-            self.client_result(req, None);
+        self.plans.insert((req, send), plan);
+        self.edge_next(req, send);
+    }
+
+    /// The edge's next attempt, or its 503 to the client when the plan
+    /// has no node left.
+    fn edge_next(&mut self, req: usize, send: u32) {
+        let Some(plan) = self.plans.get_mut(&(req, send)) else {
             return;
         };
+        let Some((ci, state)) = plan.next_node() else {
+            self.plans.remove(&(req, send));
+            self.client_result(req, Some(Reply::Unavailable));
+            return;
+        };
+        plan.sent(&state);
+        let name = &plan.table().clusters[ci].name;
+        let node = name[1..].parse::<usize>().expect("cluster cN");
         let attempt = self.attempts.len();
         self.attempts.push(Attempt {
             req,
             send,
-            node,
+            state,
             answered: false,
         });
         self.summary.attempts += 1;
-        let mut tried = tried;
-        tried.push(node);
         if !self.rng.chance(self.opts.faults.request_lost) {
             let d = self.net_delay();
             let life = self.nodes[node].life;
@@ -575,22 +614,37 @@ impl World {
                 },
             );
         }
-        self.sched
-            .after(ATTEMPT_TIMEOUT_US, Ev::AttemptTimeout { attempt, tried });
+        let timeout = self.edge_cfg.upstream.request_timeout_ms * 1_000;
+        self.sched.after(timeout, Ev::AttemptTimeout { attempt });
     }
 
-    /// An attempt failed (timeout, or a 503): try another node when the
-    /// request is known safe to repeat, else give the client the failure.
-    fn edge_failed(&mut self, attempt: usize, tried: Vec<usize>) {
+    /// How an attempt ended, judged by the edge's rules: the node's
+    /// health record, then the answer, another node, or a 502/504.
+    fn edge_outcome(&mut self, attempt: usize, tried: Tried, reply: Option<Reply>) {
         let a = &self.attempts[attempt];
         let (req, send) = (a.req, a.send);
-        let r = &self.reqs[req];
-        let may_repeat = tandem_edge::proxy::repeatable(&r.method, &r.path)
-            || (self.opts.repeat_amends && r.method == http::Method::PATCH);
-        if may_repeat && tried.len() < MAX_ATTEMPTS.min(self.nodes.len()) {
-            self.edge_attempt(req, send, tried);
+        let h = &self.edge_cfg.health;
+        if attempt::is_failure(tried) {
+            attempt::record_failure(&a.state, h.eject_after_failures, h.eject_ms, self.now_ms());
         } else {
-            self.client_result(req, None);
+            attempt::record_success(&a.state);
+        }
+        let Some(plan) = self.plans.get(&(req, send)) else {
+            return;
+        };
+        match plan.judge(tried) {
+            Verdict::Answer => {
+                self.plans.remove(&(req, send));
+                self.client_result(req, reply);
+            }
+            Verdict::NotRepeated => {
+                self.plans.remove(&(req, send));
+                self.client_result(req, None);
+            }
+            Verdict::TryAnother => {
+                let backoff = self.edge_cfg.retry.backoff_ms * 1_000;
+                self.sched.after(backoff, Ev::EdgeNext { req, send });
+            }
         }
     }
 
@@ -770,7 +824,25 @@ impl World {
             Ev::ClientSend { req } => {
                 self.reqs[req].sends += 1;
                 let send = self.reqs[req].sends;
-                self.edge_attempt(req, send, Vec::new());
+                self.edge_start(req, send);
+            }
+            Ev::EdgeNext { req, send } => self.edge_next(req, send),
+            Ev::Probe => {
+                // `/readyz` is 200 when the node is up (and caught up:
+                // a node here applies the tail as it starts).
+                let table = self.routes.table();
+                for (i, c) in table.clusters.iter().enumerate() {
+                    let up = self.nodes.get(i).is_some_and(|n| n.up);
+                    for n in &c.nodes {
+                        n.state
+                            .ready
+                            .store(up, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                if self.reqs.iter().any(|r| !r.done) || self.sched.pending() > 0 {
+                    let every = self.edge_cfg.health.interval_ms * 1_000;
+                    self.sched.after(every, Ev::Probe);
+                }
             }
             Ev::NodeRecv {
                 node,
@@ -801,22 +873,21 @@ impl World {
                     return Ok(());
                 }
                 a.answered = true;
-                match reply {
-                    Reply::Unavailable => {
-                        let node = self.attempts[attempt].node;
-                        self.edge_failed_now(attempt, node);
-                    }
-                    other => self.client_result(req, Some(other)),
-                }
+                let status = match reply {
+                    Reply::Ok(_) => 200,
+                    Reply::Conflict => 409,
+                    Reply::Unavailable => 503,
+                };
+                self.edge_outcome(attempt, Tried::Answered(status), Some(reply));
             }
-            Ev::AttemptTimeout { attempt, tried } => {
+            Ev::AttemptTimeout { attempt } => {
                 let a = &mut self.attempts[attempt];
                 let (req, send) = (a.req, a.send);
                 if a.answered || self.reqs[req].done || self.reqs[req].sends != send {
                     return Ok(());
                 }
                 a.answered = true;
-                self.edge_failed(attempt, tried);
+                self.edge_outcome(attempt, Tried::TimedOut, None);
             }
             Ev::Crash { node } => self.crash(node),
             Ev::Restart { node } => self.start_node(node),
@@ -889,20 +960,6 @@ impl World {
             self.sched.after(d, Ev::Follow { node: n, life });
         }
         Ok(())
-    }
-
-    /// A 503 from `node`: the edge tries another node (same rules as a
-    /// timeout); the attempt's list of tried nodes is rebuilt from the
-    /// attempts of this send.
-    fn edge_failed_now(&mut self, attempt: usize, _node: usize) {
-        let (req, send) = (self.attempts[attempt].req, self.attempts[attempt].send);
-        let tried: Vec<usize> = self
-            .attempts
-            .iter()
-            .filter(|a| a.req == req && a.send == send)
-            .map(|a| a.node)
-            .collect();
-        self.edge_failed(attempt, tried);
     }
 
     fn maybe_crash(&mut self, n: usize) {

@@ -98,7 +98,17 @@ fn main() {
     }
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "{count} seeds from {first} passed in {:.1} s: {total:?}",
-        started.elapsed().as_secs_f64()
+        "{count} seeds from {first} passed in {:.1} s: {} events, {} requests ({} acknowledged, {} failed), \
+         {} edge attempts, {} crashes, {} log records, weight writes {} acknowledged and {} refused as stale",
+        started.elapsed().as_secs_f64(),
+        total.events,
+        total.requests,
+        total.acknowledged,
+        total.failed,
+        total.attempts,
+        total.crashes,
+        total.log_records,
+        total.weight_writes_acknowledged,
+        total.weight_writes_refused
     );
 }
