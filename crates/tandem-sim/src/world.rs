@@ -3,9 +3,11 @@
 //! decision is made: the replica and engine apply the log, the node's
 //! answer rules (`tandem_node::answers`) decide what a request is answered,
 //! the edge's routing table (`tandem_edge::table::Routes`) holds the
-//! weights and their generations, and `tandem_edge::proxy::repeatable` with
-//! the edge's attempt rules decides what is sent again. The simulation owns
-//! only what is outside: time, the network, the disk's faults, crashes.
+//! weights and their generations, and the edge's attempt rules
+//! (`tandem_edge::attempt`) choose each node, judge each outcome, eject
+//! failing nodes and decide what is sent again. The simulation owns only
+//! what is outside: time, the network, the disk's faults, crashes, and the
+//! node's threads (batching and waiting are modelled here).
 //!
 //! Invariants are checked after every event (`check_step`) and at the end
 //! (`check_end`); the first violation stops the run and is reported with
