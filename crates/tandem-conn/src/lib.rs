@@ -31,21 +31,16 @@
 //! by its preface) multiplexes long streams (gRPC) and has its own
 //! keep-alive pings.
 //!
-//! [`TimedIo`] wraps a stream and records the times; [`Timing::verdict`]
-//! says what to do.
+//! The scaffold's connection stream (`server`) records the times;
+//! [`Timing::verdict`] says what to do.
 
 pub mod handover;
 pub mod percent;
 pub mod server;
 
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Times of one connection, in milliseconds since `base`.
 #[derive(Debug)]
@@ -131,68 +126,6 @@ impl Timing {
     /// How often to apply the rules so neither is late by much.
     pub fn check_every(idle: Duration, request: Duration) -> Duration {
         (idle.min(request) / 4).max(Duration::from_millis(20))
-    }
-}
-
-/// A stream that feeds a [`Timing`].
-#[derive(Debug)]
-pub struct TimedIo<S> {
-    inner: S,
-    timing: Arc<Timing>,
-}
-
-impl<S> TimedIo<S> {
-    pub fn new(inner: S, timing: Arc<Timing>) -> Self {
-        TimedIo { inner, timing }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.timing.read(&buf.filled()[before..]);
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.timing.wrote();
-        }
-        r
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.timing.wrote();
-        }
-        r
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
