@@ -51,30 +51,10 @@ fn file_log(dir: &TempDir, name: &str) -> Arc<dyn Log> {
 impl TestNode {
     /// Starts a node over `log` and waits until it is caught up.
     fn start(cfg: NodeConfig, log: Arc<dyn Log>) -> TestNode {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let addr = listener.local_addr().expect("local addr");
+        let (rt, listener, addr) = common::runtime_and_listener();
         let node = Node::start_with_logs(cfg, vec![log]).expect("start node");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        rt.spawn(tandem_node::server::serve(
-            listener,
-            Arc::clone(&node),
-            async move {
-                let _ = rx.await;
-            },
-            Duration::ZERO,
-        ));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !node.is_caught_up() {
-            assert!(Instant::now() < deadline, "node did not catch up");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let tx = common::serve_node(&rt, listener, &node);
+        common::wait_caught_up(&node);
         TestNode {
             addr,
             node,

@@ -9,8 +9,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use common::{Conn, Resp, TempDir};
 use tandem_node::{Node, NodeConfig};
@@ -31,30 +29,10 @@ impl TestNode {
         };
         cfg.log.fsync = false;
         cfg.http.drain_timeout_secs = 5;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
+        let (rt, listener, addr) = common::runtime_and_listener();
         let node = Node::start(cfg).expect("start node");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        rt.spawn(tandem_node::server::serve(
-            listener,
-            Arc::clone(&node),
-            async move {
-                let _ = rx.await;
-            },
-            Duration::ZERO,
-        ));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !node.is_caught_up() {
-            assert!(Instant::now() < deadline, "node did not catch up");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let tx = common::serve_node(&rt, listener, &node);
+        common::wait_caught_up(&node);
         TestNode {
             addr,
             stop: Some(tx),

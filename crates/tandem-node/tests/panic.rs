@@ -48,15 +48,7 @@ fn a_request_that_panics_gets_500_and_nothing_else_changes() {
     };
     cfg.log.fsync = false;
     cfg.limits.account_rate = 0;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    let (rt, listener, addr) = common::runtime_and_listener();
     let node = Node::start(cfg).expect("node");
     let svc = Arc::new(PanicsOnce {
         inner: NodeService::new(Arc::clone(&node), Duration::ZERO),
@@ -73,12 +65,7 @@ fn a_request_that_panics_gets_500_and_nothing_else_changes() {
             Stop::Drain
         },
     ));
-    // Wait for the replica, on events: /readyz turns 200.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while request(addr, "GET", "/readyz", &[], b"").map_or(0, |r| r.status) != 200 {
-        assert!(std::time::Instant::now() < deadline, "node never ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_caught_up(&node);
 
     let mut conn = Conn::open(addr).expect("connect");
     let body = place_body("M", "o1", "acc", "buy", "10", "1");

@@ -280,3 +280,49 @@ pub fn event_names(v: &serde_json::Value) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// A two-worker runtime for a node served in the test's process, and a
+/// loopback listener on a free port.
+pub fn runtime_and_listener() -> (tokio::runtime::Runtime, tokio::net::TcpListener, SocketAddr) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    (rt, listener, addr)
+}
+
+/// Serves `node` on `listener` (the node's own server) until the
+/// returned sender fires or is dropped.
+pub fn serve_node(
+    rt: &tokio::runtime::Runtime,
+    listener: tokio::net::TcpListener,
+    node: &std::sync::Arc<tandem_node::Node>,
+) -> tokio::sync::oneshot::Sender<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    rt.spawn(tandem_node::server::serve(
+        listener,
+        std::sync::Arc::clone(node),
+        async move {
+            let _ = rx.await;
+        },
+        Duration::ZERO,
+    ));
+    tx
+}
+
+/// Waits until the node's replicas have caught up (fails after 30 s).
+pub fn wait_caught_up(node: &tandem_node::Node) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !node.is_caught_up() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node did not catch up"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
