@@ -111,4 +111,21 @@ mod tests {
         assert_eq!(decode("%FF").unwrap().as_ref(), [0xFF]);
         assert_eq!(decode_utf8("%FF"), Err(PercentError::NotUtf8));
     }
+
+    proptest::proptest! {
+        /// Any string decodes or is refused, never panics; every byte
+        /// string, fully escaped, decodes back to itself.
+        #[test]
+        fn arbitrary_input_never_panics_and_escapes_round_trip(
+            s in "\\PC{0,64}",
+            raw in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+        ) {
+            let _ = decode(&s);
+            let _ = decode_query_utf8(&s);
+            let escaped: String = raw.iter().map(|b| format!("%{b:02X}")).collect();
+            let (path, query) = (decode(&escaped).unwrap(), decode_query(&escaped).unwrap());
+            proptest::prop_assert_eq!(path.as_ref(), &raw[..]);
+            proptest::prop_assert_eq!(query.as_ref(), &raw[..]);
+        }
+    }
 }

@@ -662,3 +662,34 @@ pub fn respond(node: &Node, a: Answer, started: Instant, route: &'static str) ->
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_token;
+
+    #[test]
+    fn tokens_name_partition_seq_and_log() {
+        assert_eq!(
+            parse_token("0:569@00ff00ff00ff00ff"),
+            Some((0, 569, Some("00ff00ff00ff00ff")))
+        );
+        assert_eq!(parse_token(" 3:7 "), Some((3, 7, None)));
+        for bad in [
+            "", ":", "0:", ":5", "x:1", "0:1@", "0:1@zz", "0:1@00ff", "0:-1", "0:1:2",
+        ] {
+            assert_eq!(parse_token(bad), None, "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// A header value is outside bytes: any text parses or is refused,
+        /// never panics, and a token the node writes parses back.
+        #[test]
+        fn any_text_is_parsed_or_refused(s in "\\PC{0,40}", p: u32, n: u64, l: u64) {
+            let _ = parse_token(&s);
+            let log = format!("{l:016x}");
+            let t = format!("{p}:{n}@{log}");
+            proptest::prop_assert_eq!(parse_token(&t), Some((p, n, Some(log.as_str()))));
+        }
+    }
+}
