@@ -9,4 +9,5 @@
 //! I/O, no clock, no runtime); observers and actuators are thin shells
 //! around them.
 
+pub mod decide;
 pub mod plan;
