@@ -9,5 +9,7 @@
 //! I/O, no clock, no runtime); observers and actuators are thin shells
 //! around them.
 
+pub mod cloudflare;
+pub mod consul;
 pub mod decide;
 pub mod plan;
