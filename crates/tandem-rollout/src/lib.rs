@@ -12,4 +12,5 @@
 pub mod cloudflare;
 pub mod consul;
 pub mod decide;
+pub mod kubernetes;
 pub mod plan;
