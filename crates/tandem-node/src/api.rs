@@ -88,6 +88,7 @@ pub fn route_of(method: &Method, path: &str) -> &'static str {
         (&Method::GET, ["v1", "markets", _, "book"]) => "book",
         (&Method::GET, ["v1", "markets", _, "stream"]) => "stream",
         (&Method::GET, ["v1", "status"]) => "status",
+        (&Method::GET, ["v1", "chain", _]) => "chain",
         (&Method::GET, ["healthz"]) => "healthz",
         (&Method::GET, ["readyz"]) => "readyz",
         (&Method::GET, ["metrics"]) => "metrics",
@@ -95,6 +96,7 @@ pub fn route_of(method: &Method, path: &str) -> &'static str {
         | (_, ["v1", "orders", _, _])
         | (_, ["v1", "markets", _, "book"])
         | (_, ["v1", "status"])
+        | (_, ["v1", "chain", _])
         | (_, ["healthz"])
         | (_, ["readyz"])
         | (_, ["metrics"]) => "method_not_allowed",
@@ -171,6 +173,7 @@ where
             ..Answer::json(StatusCode::OK, node.metrics.render())
         },
         (&Method::GET, ["v1", "status"]) => status(node).await,
+        (&Method::GET, ["v1", "chain", p]) => chain(node, p, query.as_deref()).await,
         (&Method::POST, ["v1", "orders"]) => {
             let headers = req.headers().clone();
             match read_body(req.into_body(), node.cfg.limits.max_body_bytes).await {
@@ -305,6 +308,120 @@ pub async fn status(node: &Node) -> Answer {
         "partitions": parts,
     });
     Answer::json(StatusCode::OK, v.to_string())
+}
+
+/// Most checkpoints one `GET /v1/chain/{partition}` returns (`limit`), and
+/// how many without `limit`.
+pub const CHAIN_LIMIT_MAX: usize = 4096;
+pub const CHAIN_LIMIT_DEFAULT: usize = 1000;
+
+/// A `u64` query parameter: absent, a decimal integer, or a 400 naming it.
+fn query_u64(query: Option<&str>, key: &str) -> Result<Option<u64>, Answer> {
+    match query_param(query, key) {
+        Ok(None) => Ok(None),
+        Ok(Some(v)) => v
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| Answer::bad(&format!("{key}: must be a non-negative integer, got {v:?}"))),
+        Err(()) => Err(Answer::bad(&format!("{key}: malformed percent-encoding"))),
+    }
+}
+
+/// `GET /v1/chain/{partition}`: the partition's applied seq and output
+/// hash and its chain checkpoints (`checkpoints` module), oldest first:
+/// the newest `limit` (default 1000, at most 4096), or the oldest from
+/// `from`. With `seq=N`: that checkpoint, or 404 naming `seq`.
+pub async fn chain(node: &Node, p: &str, query: Option<&str>) -> Answer {
+    let Some(p) = percent_decode(p) else {
+        return Answer::bad("partition: malformed percent-encoding");
+    };
+    let Ok(id) = p.parse::<u32>() else {
+        return Answer::bad(&format!("partition: must be a partition number, got {p:?}"));
+    };
+    let Some(part) = node.partitions.get(id as usize) else {
+        return Answer::error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "partition: {id} does not exist (this node has {})",
+                node.partitions.len()
+            ),
+        );
+    };
+    let (from, limit, seq) = match (
+        query_u64(query, "from"),
+        query_u64(query, "limit"),
+        query_u64(query, "seq"),
+    ) {
+        (Ok(f), Ok(l), Ok(s)) => (f, l, s),
+        (Err(a), _, _) | (_, Err(a), _) | (_, _, Err(a)) => return a,
+    };
+    if seq.is_some() && (from.is_some() || limit.is_some()) {
+        return Answer::bad("seq: cannot be combined with from or limit");
+    }
+    let limit = match limit {
+        None => CHAIN_LIMIT_DEFAULT,
+        Some(l) if l >= 1 && l <= CHAIN_LIMIT_MAX as u64 => l as usize,
+        Some(_) => {
+            return Answer::bad(&format!(
+                "limit: must be an integer from 1 to {CHAIN_LIMIT_MAX}"
+            ))
+        }
+    };
+    let Some((applied, hash)) = part.read(node.cfg.wait(), |e| (e.seq(), e.chain())).await else {
+        return Answer::unavailable("catching up: the replica is restoring; retry shortly").on(id);
+    };
+    let every = part.checkpoint_every();
+    let log_id = part.log_id();
+    if let Some(seq) = seq {
+        return match part.checkpoint(seq).filter(|c| c.seq <= applied) {
+            Some(c) => Answer::json(
+                StatusCode::OK,
+                serde_json::json!({
+                    "partition": id,
+                    "log_id": log_id,
+                    "checkpoint_every": every,
+                    "seq": c.seq,
+                    "output_hash": tandem_core::chain_hex(c.chain),
+                })
+                .to_string(),
+            ),
+            None => {
+                let (_, bounds) = part.checkpoints(None, applied, 1);
+                let held = match bounds {
+                    Some((a, b)) => format!("it keeps checkpoints {a}..={b}"),
+                    None => "it keeps none yet".to_string(),
+                };
+                let why = if seq > applied {
+                    format!("this node has applied only up to {applied}")
+                } else {
+                    format!(
+                        "not a checkpoint this node keeps (checkpoints are the first seq at or \
+                         after each multiple of {every}; {held})"
+                    )
+                };
+                Answer::error(StatusCode::NOT_FOUND, &format!("seq: {seq}: {why}"))
+            }
+        }
+        .on(id);
+    }
+    let (list, _) = part.checkpoints(from, applied, limit);
+    let checkpoints: Vec<serde_json::Value> = list
+        .iter()
+        .map(|c| serde_json::json!({"seq": c.seq, "output_hash": tandem_core::chain_hex(c.chain)}))
+        .collect();
+    Answer::json(
+        StatusCode::OK,
+        serde_json::json!({
+            "partition": id,
+            "log_id": log_id,
+            "applied_seq": applied,
+            "output_hash": tandem_core::chain_hex(hash),
+            "checkpoint_every": every,
+            "checkpoints": checkpoints,
+        })
+        .to_string(),
+    )
+    .on(id)
 }
 
 /// Waits for `x-tandem-min-seq` if the request carries one: a token

@@ -145,6 +145,14 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Market streams (WebSocket and gRPC) open at once; one more is 503.
     pub max_streams: usize,
+    /// Chain checkpoints (`GET /v1/chain/{partition}`): the first applied
+    /// seq at or after every multiple of this many seqs (`checkpoints`
+    /// module doc). Every node of one log compared by a rollout must use
+    /// the same value.
+    pub checkpoint_every: u64,
+    /// Newest chain checkpoints kept per partition (in memory and beside
+    /// each snapshot).
+    pub checkpoints_kept: usize,
 }
 
 /// Connection handling.
@@ -238,6 +246,8 @@ impl Default for Limits {
             change_window: 200_000,
             max_header_bytes: 16 * 1024,
             max_streams: 1024,
+            checkpoint_every: 1000,
+            checkpoints_kept: 4096,
         }
     }
 }
@@ -406,6 +416,12 @@ impl NodeConfig {
         }
         if self.limits.max_connections == 0 {
             return bad("limits.max_connections", "must be at least 1");
+        }
+        if self.limits.checkpoint_every == 0 {
+            return bad("limits.checkpoint_every", "must be at least 1");
+        }
+        if self.limits.checkpoints_kept == 0 || self.limits.checkpoints_kept > 1 << 20 {
+            return bad("limits.checkpoints_kept", "must be 1..=1048576");
         }
         if self.snapshot.keep == 0 {
             return bad("snapshot.keep", "must be at least 1");

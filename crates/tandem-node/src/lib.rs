@@ -20,6 +20,7 @@
 
 pub mod answers;
 pub mod api;
+pub mod checkpoints;
 pub mod config;
 pub mod feed;
 pub mod grpc;

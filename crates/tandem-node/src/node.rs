@@ -125,6 +125,7 @@ impl Node {
                 cfg.log.max_batch,
                 cfg.limits.max_pending,
                 (cfg.limits.idempotency_window, cfg.limits.change_window),
+                (cfg.limits.checkpoint_every, cfg.limits.checkpoints_kept),
                 Arc::clone(&metrics),
                 Arc::clone(&stop),
             ));

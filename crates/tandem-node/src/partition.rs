@@ -49,6 +49,7 @@ use tandem_log::Log;
 use tandem_replica::{Replica, ReplicaConfig};
 use tokio::sync::{oneshot, watch};
 
+use crate::checkpoints::{Checkpoint, Checkpoints};
 use crate::metrics::Metrics;
 
 pub use crate::answers::{order_key, Outcome, Replay};
@@ -186,6 +187,10 @@ pub struct Partition {
     /// read (for the lag gauge).
     created: Instant,
     lag_checked: AtomicU64,
+    /// Chain checkpoints (`checkpoints` module): updated for every applied
+    /// command by whoever applies it (which holds the replica's write
+    /// lock, so in seq order).
+    checkpoints: Mutex<Checkpoints>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -216,6 +221,7 @@ impl Partition {
         max_batch: usize,
         max_pending: usize,
         (idempotency_window, change_window): (usize, usize),
+        (checkpoint_every, checkpoints_kept): (u64, usize),
         metrics: Arc<Metrics>,
         stop: Arc<AtomicBool>,
     ) -> Arc<Partition> {
@@ -248,6 +254,7 @@ impl Partition {
             lag_checked: AtomicU64::new(0),
             appended: Mutex::new(0),
             appended_cv: Condvar::new(),
+            checkpoints: Mutex::new(Checkpoints::new(checkpoint_every, checkpoints_kept)),
         });
         let p = Arc::clone(&part);
         let appender_log = Arc::clone(&log);
@@ -541,6 +548,7 @@ impl Partition {
             if let Some((_, seq)) = &info.restored {
                 self.load_window(*seq);
             }
+            self.load_checkpoints(r.applied_seq(), info.restored.is_some());
             let restored = r.last_snapshot_seq();
             r.catch_up(|seq, cmd, eng, evs| self.applied_one(seq, cmd, eng, evs))?;
             if r.last_snapshot_seq() != restored {
@@ -708,8 +716,67 @@ impl Partition {
         );
     }
 
-    /// Saves the idempotency window beside the snapshot at `seq`.
+    /// Starts the checkpoints at the replica's restored position `seq`,
+    /// with those saved beside its snapshot (if one was restored).
+    fn load_checkpoints(&self, seq: u64, restored: bool) {
+        let every = lock(&self.checkpoints).every();
+        let entries = if restored {
+            let (entries, problem) = crate::checkpoints::load(&self.snapshot_dir, seq, every);
+            if let Some(why) = problem {
+                eprintln!(
+                    "{{\"msg\":\"chain checkpoints not restored\",\"partition\":{},\"error\":{:?}}}",
+                    self.id, why
+                );
+            }
+            entries
+        } else {
+            Vec::new()
+        };
+        lock(&self.checkpoints).restore(seq, entries);
+    }
+
+    /// Saves the chain checkpoints up to `seq` beside the snapshot at `seq`.
+    fn save_checkpoints(&self, seq: u64) {
+        let bytes = {
+            let c = lock(&self.checkpoints);
+            crate::checkpoints::encode(c.every(), &c.upto(seq))
+        };
+        if let Err(e) = crate::checkpoints::save(&self.snapshot_dir, seq, &bytes) {
+            eprintln!(
+                "{{\"msg\":\"chain checkpoints not saved\",\"partition\":{},\"error\":{:?}}}",
+                self.id,
+                e.to_string()
+            );
+        }
+    }
+
+    /// The checkpoint interval K (`limits.checkpoint_every`).
+    pub fn checkpoint_every(&self) -> u64 {
+        lock(&self.checkpoints).every()
+    }
+
+    /// The chain checkpoint at `seq`, if this node keeps one there.
+    pub fn checkpoint(&self, seq: u64) -> Option<Checkpoint> {
+        lock(&self.checkpoints).get(seq)
+    }
+
+    /// Up to `limit` checkpoints with seq in `from..=upto`, oldest first
+    /// (the newest ones when `from` is `None`), and the oldest and newest
+    /// seq kept.
+    pub fn checkpoints(
+        &self,
+        from: Option<u64>,
+        upto: u64,
+        limit: usize,
+    ) -> (Vec<Checkpoint>, Option<(u64, u64)>) {
+        let c = lock(&self.checkpoints);
+        (c.range(from, upto, limit), c.bounds())
+    }
+
+    /// Saves the idempotency window (and the chain checkpoints) beside the
+    /// snapshot at `seq`.
     fn save_window(&self, seq: u64) {
+        self.save_checkpoints(seq);
         let bytes = {
             let entries = lock(&self.results).answers.window(seq);
             crate::window::encode(entries.iter())
@@ -725,6 +792,7 @@ impl Partition {
 
     /// Called by the replica for every applied command.
     fn applied_one(&self, seq: u64, cmd: &Command, eng: &Engine, evs: &[Event]) {
+        lock(&self.checkpoints).applied(seq, || eng.chain());
         let mut r = lock(&self.results);
         // The answer for whoever appended this copy (the original's, for
         // a repeated cancel or amend appended after it took effect).
