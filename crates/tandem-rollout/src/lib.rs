@@ -12,5 +12,6 @@
 pub mod cloudflare;
 pub mod consul;
 pub mod decide;
+pub mod duration;
 pub mod kubernetes;
 pub mod plan;
