@@ -31,6 +31,9 @@ commands:
   loadgen [flags]
         open-loop load generator for nodes: fixed-rate schedule, latency
         from intended send time, order-flow verification (lost/duplicated)
+  rollout check --plan FILE [--time-scale K]
+        check a rollout plan (contracts/rollout-plan.md) and print its
+        summary; run, status, pause, resume, promote, abort: not built yet
   help [command]
         this text, or a command's flags (as `tandem <command> --help`)
 
@@ -87,6 +90,39 @@ SIGHUP reloads the file; SIGUSR2 hands the listening sockets to a new
 process (no connection refused); SIGTERM or SIGINT drains and stops.
 ";
 
+const ROLLOUT_USAGE: &str = "\
+usage: tandem rollout check --plan FILE [--time-scale K]
+       tandem rollout run|status|pause|resume|promote|abort   (not built yet)
+
+  the release plane (contracts/rollout-plan.md): moves client traffic
+  between clusters phase by phase, judges every phase, rolls back
+
+  check --plan FILE [--time-scale K]
+        check the plan and print its summary (release, clusters, edges,
+        metrics, baseline, gates, phases with hold and weights); nothing is
+        started or changed. A plan that breaks a rule prints
+        FILE:LINE:COL: FIELD: message on standard error and exits 1
+  run, status, pause, resume, promote, abort
+        not built yet (exit 2)
+
+  -h, --help     this text
+";
+
+const ROLLOUT_CHECK_USAGE: &str = "\
+usage: tandem rollout check --plan FILE [--time-scale K]
+
+  check a rollout plan (contracts/rollout-plan.md) and print its summary;
+  nothing is started or changed; exits 1 with FILE:LINE:COL: FIELD: message
+  on standard error when the plan breaks a rule
+
+  --plan FILE       the plan (YAML; deploy/rollout/seed.yaml is the source's)
+  --time-scale K    show holds and the baseline window divided by K (above
+                    0), as `run --time-scale K` would use them: a hold other
+                    than 0 at least 5s, the baseline at least 10s; gates and
+                    breach_for are not scaled                          [1]
+  -h, --help        this text
+";
+
 /// A command line that cannot be used: the message, and the usage of the
 /// command it was meant for (both go to standard error; exit 2).
 #[derive(Debug)]
@@ -110,6 +146,11 @@ fn usage_error(usage: &'static str, msg: String) -> anyhow::Error {
 fn main() {
     let code = match run(std::env::args().skip(1).collect()) {
         Ok(()) => 0,
+        // A refused plan is its own message: FILE:LINE:COL: FIELD: message.
+        Err(e) if e.is::<tandem_rollout::plan::PlanError>() => {
+            eprintln!("{e}");
+            1
+        }
         Err(e) => match e.downcast_ref::<UsageError>() {
             Some(u) => {
                 eprintln!("tandem: {}\n", u.msg);
@@ -134,6 +175,7 @@ fn run(args: Vec<String>) -> Result<()> {
         "node" => cmd_node(rest),
         "loadgen" => cmd_loadgen(rest),
         "edge" => cmd_edge(rest),
+        "rollout" => cmd_rollout(rest),
         "help" | "--help" | "-h" => {
             let text = match rest.first().map(String::as_str) {
                 None => USAGE,
@@ -141,6 +183,7 @@ fn run(args: Vec<String>) -> Result<()> {
                 Some("node") => NODE_USAGE,
                 Some("edge") => EDGE_USAGE,
                 Some("loadgen") => tandem_loadgen::USAGE,
+                Some("rollout") => ROLLOUT_USAGE,
                 Some(other) => {
                     return Err(usage_error(USAGE, format!("unknown command {other:?}")))
                 }
@@ -318,4 +361,79 @@ fn cmd_match(args: &[String]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn cmd_rollout(args: &[String]) -> Result<()> {
+    let Some((sub, rest)) = args.split_first() else {
+        return Err(usage_error(
+            ROLLOUT_USAGE,
+            "rollout: no subcommand given".into(),
+        ));
+    };
+    match sub.as_str() {
+        "--help" | "-h" | "help" => {
+            print!("{ROLLOUT_USAGE}");
+            Ok(())
+        }
+        "check" => cmd_rollout_check(rest),
+        "run" | "status" | "pause" | "resume" | "promote" | "abort" => Err(usage_error(
+            ROLLOUT_USAGE,
+            format!("rollout {sub}: not built yet (only `tandem rollout check` is)"),
+        )),
+        other if other.starts_with('-') => Err(usage_error(
+            ROLLOUT_USAGE,
+            format!("rollout: unknown flag {other:?}"),
+        )),
+        other => Err(usage_error(
+            ROLLOUT_USAGE,
+            format!("rollout: unknown subcommand {other:?}"),
+        )),
+    }
+}
+
+fn cmd_rollout_check(args: &[String]) -> Result<()> {
+    let (mut plan, mut scale) = (None, None);
+    let mut flags = Flags::new("rollout check", ROLLOUT_CHECK_USAGE, args);
+    while let Some(f) = flags.next_flag() {
+        if is_help(&f) {
+            print!("{ROLLOUT_CHECK_USAGE}");
+            return Ok(());
+        }
+        match f.name {
+            "--plan" => plan = Some(flags.value(&f, "a file")?),
+            "--time-scale" => {
+                let v = flags.value(&f, "a number above 0")?;
+                let k = v
+                    .parse::<f64>()
+                    .map_err(|_| format!("time scale must be a number above 0, not {v:?}"))
+                    .and_then(tandem_rollout::plan::check_time_scale)
+                    .map_err(|m| flags.error(format!("--time-scale: {m}")))?;
+                scale = Some(k);
+            }
+            _ => return Err(flags.unknown(&f)),
+        }
+    }
+    let Some(path) = plan else {
+        return Err(flags.error("--plan FILE is required".into()));
+    };
+    let loaded = tandem_rollout::plan::Plan::load(std::path::Path::new(&path))?;
+    let mut out = format!("plan {path}: ok\n");
+    let shown = match scale {
+        Some(k) => {
+            out.push_str(&format!(
+                "time scale: {k} (holds and the baseline window divided by {k}; a hold other than 0 at least 5s, the baseline at least 10s)\n"
+            ));
+            loaded.scaled(k)
+        }
+        None => loaded,
+    };
+    out.push_str(&shown.summary());
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e).context("write the summary"),
+        _ => Ok(()),
+    }
 }

@@ -1,0 +1,208 @@
+//! `tandem rollout check` as a user runs it: the shipped seed plan passes
+//! (exit 0, its summary on standard output, scaled with `--time-scale`); a
+//! plan that breaks a rule exits 1 with `FILE:LINE:COL: FIELD: message` on
+//! standard error; `--help` exits 0; a bad command line exits 2; the
+//! subcommands that are not built yet say so and exit 2.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Runs `tandem args...` with empty stdin; fails the test if it has not
+/// ended within 30 s.
+fn tandem(args: &[&str]) -> (i32, String, String) {
+    let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tandem");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel::<std::io::Result<Output>>();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(out) => out.expect("wait for tandem"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("tandem {args:?} still running after 30 s");
+        }
+    };
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn seed() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rollout/seed.yaml")
+}
+
+/// A scratch directory for this test, emptied first.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rollout_check-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+#[test]
+fn the_seed_plan_passes_with_its_summary() {
+    let seed = seed();
+    let (code, out, err) = tandem(&["rollout", "check", "--plan", seed.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err, "");
+    for want in [
+        ": ok\n",
+        "release: match-engine v2",
+        "aws    stable  start running  zones use1-az1, use1-az2, use1-az3",
+        "azure  canary  start cold     zones eus-1, eus-2, eus-3",
+        "http://127.0.0.1:8001",
+        "metrics: scrape every 1s",
+        "baseline: 1m",
+        "breach_for                   2s",
+        "warm-up  hold 1d  aws 100, gcp 0, azure 0",
+        "canary   hold 1d  aws 95, gcp 5, azure 0",
+        "expand   hold 2d  aws 70, gcp 30, azure 0",
+        "balance  hold 1d  aws 45, gcp 45, azure 10",
+        "done     hold 0   aws 34, gcp 33, azure 33",
+        "on_failure: rollback",
+    ] {
+        assert!(out.contains(want), "{want:?} in\n{out}");
+    }
+}
+
+#[test]
+fn time_scale_shows_the_scaled_holds_and_floors() {
+    let seed = seed();
+    let (code, out, err) = tandem(&[
+        "rollout",
+        "check",
+        "--plan",
+        seed.to_str().unwrap(),
+        "--time-scale=17280",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for want in [
+        "time scale: 17280",
+        "baseline: 10s",
+        "breach_for                   2s",
+        "warm-up  hold 5s   aws 100",
+        "expand   hold 10s  aws 70",
+        "done     hold 0    aws 34",
+    ] {
+        assert!(out.contains(want), "{want:?} in\n{out}");
+    }
+    for bad in ["0", "-2", "fast", "NaN", "inf"] {
+        let (code, out, err) = tandem(&[
+            "rollout",
+            "check",
+            "--plan",
+            seed.to_str().unwrap(),
+            "--time-scale",
+            bad,
+        ]);
+        assert_eq!(code, 2, "--time-scale {bad}: {err}");
+        assert_eq!(out, "");
+        assert!(err.contains("--time-scale"), "{err}");
+        assert!(err.contains("usage: tandem rollout check"), "{err}");
+    }
+}
+
+#[test]
+fn a_bad_plan_exits_1_naming_file_line_and_field() {
+    let dir = scratch("bad");
+    let text = std::fs::read_to_string(seed()).unwrap();
+    let cases = [
+        // (from, to, field): the error is on the line of `to`.
+        (
+            "gcp: 5,  azure: 0",
+            "gcp: 4,  azure: 0",
+            "phases[1].weights",
+        ),
+        (
+            "gcp: 30, azure: 0",
+            "gcp: 30, oracle: 0",
+            "phases[2].weights.oracle",
+        ),
+        ("breach_for: 2s", "breach_for: 2 secs", "gates.breach_for"),
+        ("breach_for: 2s", "breach_fr: 2s", "gates.breach_fr"),
+        ("start: cold", "start: hot", "clusters.azure.start"),
+    ];
+    for (i, (from, to, field)) in cases.into_iter().enumerate() {
+        assert_eq!(text.matches(from).count(), 1, "{from}");
+        let bad = text.replacen(from, to, 1);
+        let line = bad[..bad.find(to).unwrap()].matches('\n').count() + 1;
+        let path = dir.join(format!("plan-{i}.yaml"));
+        std::fs::write(&path, &bad).unwrap();
+        let path = path.to_str().unwrap();
+        let (code, out, err) = tandem(&["rollout", "check", "--plan", path]);
+        assert_eq!(code, 1, "{to}: {err}");
+        assert_eq!(out, "", "nothing on stdout for a refused plan");
+        let prefix = format!("{path}:{line}:");
+        assert!(err.starts_with(&prefix), "{prefix} in {err:?}");
+        assert!(err.contains(&format!(": {field}: ")), "{field} in {err:?}");
+        assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+    }
+}
+
+#[test]
+fn a_missing_plan_file_exits_1_naming_it() {
+    let dir = scratch("missing");
+    let path = dir.join("nope.yaml");
+    let path = path.to_str().unwrap();
+    let (code, _, err) = tandem(&["rollout", "check", "--plan", path]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.starts_with(&format!("{path}: cannot read")), "{err}");
+}
+
+#[test]
+fn help_exits_0_and_a_bad_command_line_exits_2() {
+    for args in [
+        &["rollout", "--help"][..],
+        &["rollout", "-h"],
+        &["help", "rollout"],
+        &["rollout", "check", "--help"],
+    ] {
+        let (code, out, err) = tandem(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(
+            out.starts_with("usage: tandem rollout check --plan FILE"),
+            "{args:?}: {out}"
+        );
+        assert_eq!(err, "");
+    }
+    let (_, out, _) = tandem(&["--help"]);
+    assert!(out.contains("\n  rollout check --plan FILE"), "{out}");
+    for args in [
+        &["rollout"][..],
+        &["rollout", "check"],
+        &["rollout", "check", "--plan"],
+        &["rollout", "check", "--plan", "x.yaml", "--force"],
+        &["rollout", "deploy"],
+        &["rollout", "--plan", "x.yaml"],
+    ] {
+        let (code, out, err) = tandem(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(out, "", "{args:?}");
+        assert!(err.contains("usage: tandem rollout"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn subcommands_not_built_yet_say_so_and_exit_2() {
+    let seed = seed();
+    for sub in ["run", "status", "pause", "resume", "promote", "abort"] {
+        let (code, out, err) = tandem(&["rollout", sub, "--plan", seed.to_str().unwrap()]);
+        assert_eq!(code, 2, "{sub}: {err}");
+        assert_eq!(out, "", "{sub}");
+        assert!(
+            err.starts_with(&format!("tandem: rollout {sub}: not built yet")),
+            "{sub}: {err}"
+        );
+    }
+}
