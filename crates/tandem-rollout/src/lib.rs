@@ -13,5 +13,6 @@ pub mod cloudflare;
 pub mod consul;
 pub mod decide;
 pub mod duration;
+pub mod judge;
 pub mod kubernetes;
 pub mod plan;
