@@ -284,6 +284,9 @@ impl Plan {
                 message: format!("larger than the limit of {MAX_PLAN_BYTES} bytes"),
             });
         }
+        // A byte-order mark (some editors write one) is not part of the
+        // YAML.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let root = cx.yaml(text)?;
         cx.plan(&root)
     }

@@ -141,6 +141,18 @@ fn the_seed_plan_loads_to_the_source_release() {
 }
 
 #[test]
+fn crlf_line_ends_and_a_byte_order_mark_are_accepted() {
+    let crlf = SEED.replace('\n', "\r\n");
+    assert_eq!(Plan::parse(&crlf, FILE).unwrap(), seed_expected());
+    let bom = format!("\u{feff}{SEED}");
+    assert_eq!(Plan::parse(&bom, FILE).unwrap(), seed_expected());
+    // Lines are still counted right.
+    let bad = crlf.replace("breach_for: 2s", "breach_for: 2x");
+    let e = Plan::parse(&bad, FILE).unwrap_err();
+    assert_eq!(e.line(), Some(line_of(SEED, "breach_for: 2s")), "{e}");
+}
+
+#[test]
 fn a_missing_file_names_the_file() {
     let e = Plan::load(std::path::Path::new("/nonexistent/plan.yaml")).unwrap_err();
     assert!(matches!(e, PlanError::Read { .. }), "{e}");
