@@ -70,6 +70,10 @@ pub struct ClusterView {
     pub judged: Option<u64>,
     /// Gates that do not hold (empty when judged and fine).
     pub breaches: Vec<Breach>,
+    /// For the timeline and the status page: the window's p99 and error
+    /// ratio, when there were requests.
+    pub p99_ms: Option<f64>,
+    pub error_ratio: Option<f64>,
 }
 
 /// What the observers saw in one interval.

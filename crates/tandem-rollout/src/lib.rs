@@ -16,3 +16,4 @@ pub mod duration;
 pub mod judge;
 pub mod kubernetes;
 pub mod plan;
+pub mod timeline;

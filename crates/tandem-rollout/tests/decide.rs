@@ -146,6 +146,8 @@ impl World {
                     }),
                     judged: self.judged.then_some(500),
                     breaches,
+                    p99_ms: Some(3.0),
+                    error_ratio: Some(0.0),
                 };
                 (c.name.clone(), view)
             })
