@@ -15,5 +15,6 @@ pub mod decide;
 pub mod duration;
 pub mod judge;
 pub mod kubernetes;
+pub mod observe;
 pub mod plan;
 pub mod timeline;
