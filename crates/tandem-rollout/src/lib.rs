@@ -18,3 +18,4 @@ pub mod kubernetes;
 pub mod observe;
 pub mod plan;
 pub mod timeline;
+pub mod window;
