@@ -14,12 +14,13 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{free_port, place_body, Resp, TempDir};
+use tandem_control::supervise::{signal as sig, Supervised};
 
 fn tandem_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("TANDEM_BIN") {
@@ -39,10 +40,11 @@ fn tandem_bin() -> PathBuf {
     bin
 }
 
-/// The first node process and, once known, its successor; both killed on
-/// drop.
+/// The first node process (supervised: killed on drop) and, once known,
+/// its successor (started by the first, so not our child: killed by pid on
+/// drop).
 struct Proc {
-    child: Child,
+    sup: Supervised,
     successor: Option<u32>,
     log: PathBuf,
 }
@@ -55,8 +57,7 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.sup.kill();
         if let Some(pid) = self.successor {
             signal(pid, "KILL");
         }
@@ -101,24 +102,19 @@ fn sigusr2_replaces_a_file_log_node_under_load_refusing_nothing() {
     )
     .unwrap();
     let log = dir.path().join("node.log");
-    let child = Command::new(tandem_bin())
-        .arg("node")
-        .arg("--config")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start tandem node");
+    let mut cmd = Command::new(tandem_bin());
+    cmd.arg("node").arg("--config").arg(&config);
     let mut p = Proc {
-        child,
+        sup: Supervised::start_logged("tandem node", cmd, &log).expect("start tandem node"),
         successor: None,
         log,
     };
-    let up = wait_until(Duration::from_secs(30), || {
-        request(addr, "GET", "/readyz", b"").is_ok_and(|r| r.status == 200)
-    });
-    assert!(up, "the node did not come up: {}", p.log());
+    if let Err(e) = p
+        .sup
+        .wait_http_ready(addr, "/readyz", Duration::from_secs(30))
+    {
+        panic!("the node did not come up: {e}");
+    }
 
     // Load: four clients, each placing orders on new connections until
     // told to stop.
@@ -151,7 +147,7 @@ fn sigusr2_replaces_a_file_log_node_under_load_refusing_nothing() {
             .is_ok_and(|r| r.json()["partitions"][0]["applied_seq"].as_u64() >= Some(200))
     });
     assert!(before, "no load reached the node: {}", p.log());
-    signal(p.child.id(), "USR2");
+    p.sup.signal(sig::USR2).expect("SIGUSR2");
     let handed = wait_until(Duration::from_secs(60), || p.log().contains("handed over"));
     assert!(handed, "no hand-over: {}", p.log());
     let old_log = p.log();
@@ -163,9 +159,7 @@ fn sigusr2_replaces_a_file_log_node_under_load_refusing_nothing() {
         .expect("successor pid in the log");
     p.successor = Some(successor);
     // The old process drains and exits by itself.
-    let exited = wait_until(Duration::from_secs(60), || {
-        p.child.try_wait().is_ok_and(|s| s.is_some())
-    });
+    let exited = wait_until(Duration::from_secs(60), || p.sup.try_exit().is_some());
     assert!(exited, "the old node did not exit: {}", p.log());
     // The successor serves, and load keeps flowing through it.
     let serving = wait_until(Duration::from_secs(60), || {
