@@ -2,8 +2,13 @@
 //! (`contracts/rollout-plan.md`), judges every step, and rolls back by
 //! itself.
 //!
-//! - `plan`: the plan file, its rules and durations (`tandem rollout
-//!   check`).
+//! - `plan`, `duration`: the plan file, its rules and durations
+//!   (`tandem rollout check`).
+//! - `decide`: the decision core; `judge`: the statistical judge;
+//!   `window`: judging windows that do not overlap; `observe`: readings
+//!   to what `decide` sees; `timeline`: the timeline's lines.
+//! - `cloudflare`, `consul`, `kubernetes`: those layers' requests and
+//!   answers.
 //!
 //! Decisions are pure (`decide(state, observations, now) -> actions`, no
 //! I/O, no clock, no runtime); observers and actuators are thin shells
