@@ -17,10 +17,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
+use tandem_control::supervise::Supervised;
 
 fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -48,7 +49,8 @@ fn config_text(
 
 /// A running `tandem edge` process and its files.
 struct EdgeProcess {
-    child: Child,
+    /// The first process (its successors are not its children).
+    proc_: Supervised,
     dir: PathBuf,
     admin: SocketAddr,
     public: SocketAddr,
@@ -64,43 +66,35 @@ impl EdgeProcess {
         std::fs::create_dir_all(&dir).unwrap();
         let (public, admin) = (free_addr(), free_addr());
         std::fs::write(dir.join("edge.toml"), text(public, admin)).unwrap();
-        let log = std::fs::File::create(dir.join("edge.log")).unwrap();
-        let child = Command::new(bin)
-            .args(["edge", "--config"])
+        let mut cmd = Command::new(bin);
+        cmd.args(["edge", "--config"])
             .arg(dir.join("edge.toml"))
-            .env_remove("TANDEM_EDGE_ADMIN_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start tandem edge");
-        let p = EdgeProcess {
-            child,
+            .env_remove("TANDEM_EDGE_ADMIN_TOKEN");
+        let mut proc_ =
+            Supervised::start_logged(name, cmd, &dir.join("edge.log")).expect("start tandem edge");
+        let c = client();
+        let ready = proc_
+            .wait_ready_async(Duration::from_secs(10), || {
+                let c = c.clone();
+                async move {
+                    send(
+                        &c,
+                        request("GET", &format!("http://{admin}/healthz"), &[], ""),
+                    )
+                    .await
+                    .is_ok_and(|a| a.status == 200)
+                }
+            })
+            .await;
+        if let Err(e) = ready {
+            panic!("the edge did not come up: {e}");
+        }
+        EdgeProcess {
+            proc_,
             dir,
             admin,
             public,
-        };
-        let c = client();
-        let up = async {
-            loop {
-                let r = send(
-                    &c,
-                    request("GET", &format!("http://{admin}/healthz"), &[], ""),
-                )
-                .await;
-                if r.is_ok_and(|a| a.status == 200) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        if tokio::time::timeout(Duration::from_secs(10), up)
-            .await
-            .is_err()
-        {
-            panic!("the edge did not come up: {}", p.log());
         }
-        p
     }
 
     fn log(&self) -> String {
@@ -141,8 +135,7 @@ fn signal(pid: u64, sig: &str) {
 
 impl Drop for EdgeProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // The supervisor kills and reaps the process when it drops.
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -159,7 +152,7 @@ async fn replacing_the_edge_process_under_load_refuses_nothing() {
     })
     .await;
     let (first_pid, _) = p.routes().await;
-    assert_eq!(u64::from(p.child.id()), first_pid);
+    assert_eq!(u64::from(p.proc_.pid()), first_pid);
     let public = p.public;
     // A new connection per request, 300 a second, while the process is
     // replaced twice.
@@ -206,10 +199,7 @@ async fn replacing_the_edge_process_under_load_refuses_nothing() {
     );
     assert!(outcomes.len() >= 1400);
     // The first process drained and exited by itself.
-    let exited = wait_until(Duration::from_secs(10), || {
-        p.child.try_wait().is_ok_and(|s| s.is_some())
-    })
-    .await;
+    let exited = wait_until(Duration::from_secs(10), || p.proc_.try_exit().is_some()).await;
     assert!(exited, "the replaced edge did not exit: {log}");
     assert!(log.contains("handed over"), "{log}");
 }
@@ -469,10 +459,7 @@ async fn a_hand_over_keeps_admin_weights_and_their_generation() {
         serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["pid"],
         new
     );
-    let exited = wait_until(Duration::from_secs(10), || {
-        p.child.try_wait().is_ok_and(|s| s.is_some())
-    })
-    .await;
+    let exited = wait_until(Duration::from_secs(10), || p.proc_.try_exit().is_some()).await;
     let log = p.log();
     signal(new, "TERM");
     assert!(exited, "the replaced edge did not exit: {log}");
