@@ -480,12 +480,12 @@ fn bench_upstreams(
 }
 
 const STEPS: [(&str, [u32; 3]); 6] = [
-    ("D0", [100, 0, 0]),
-    ("D1", [95, 5, 0]),
-    ("D2", [70, 30, 0]),
-    ("D3", [45, 45, 10]),
-    ("D4", [34, 33, 33]),
-    ("D5", [100, 0, 0]),
+    ("D0 warm-up", [100, 0, 0]),
+    ("D1 canary", [95, 5, 0]),
+    ("D2-D3 expand", [70, 30, 0]),
+    ("D4 balance", [45, 45, 10]),
+    ("D5 done", [34, 33, 33]),
+    ("rollback", [100, 0, 0]),
 ];
 
 /// Sends one request per account through the edge (keep-alive, 32 in

@@ -12,10 +12,10 @@ use tandem_route::{route, Cluster, Request, Role};
 const STEPS: [(&str, [u32; 3]); 6] = [
     ("D0 warm-up", [100, 0, 0]),
     ("D1 canary", [95, 5, 0]),
-    ("D2 expand", [70, 30, 0]),
-    ("D3 balance", [45, 45, 10]),
-    ("D4 done", [34, 33, 33]),
-    ("D5 rollback", [100, 0, 0]),
+    ("D2-D3 expand", [70, 30, 0]),
+    ("D4 balance", [45, 45, 10]),
+    ("D5 done", [34, 33, 33]),
+    ("rollback", [100, 0, 0]),
 ];
 
 fn clusters(w: [u32; 3]) -> [Cluster<'static>; 3] {

@@ -35,9 +35,9 @@ fn steps() -> Vec<(&'static str, Vec<ClusterRow>)> {
     vec![
         ("D0 warm-up", three([100, 0, 0])),
         ("D1 canary", three([95, 5, 0])),
-        ("D2 expand", three([70, 30, 0])),
-        ("D3 balance", three([45, 45, 10])),
-        ("D4 done", three([34, 33, 33])),
+        ("D2-D3 expand", three([70, 30, 0])),
+        ("D4 balance", three([45, 45, 10])),
+        ("D5 done", three([34, 33, 33])),
         ("stable only", vec![("aws", "stable", 100)]),
     ]
 }
