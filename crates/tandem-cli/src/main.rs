@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
 
 use anyhow::{Context, Result};
+use tandem_rollout::decide::Command;
 
 const USAGE: &str = "\
 usage: tandem <command> [flags]
@@ -31,9 +32,10 @@ commands:
   loadgen [flags]
         open-loop load generator for nodes: fixed-rate schedule, latency
         from intended send time, order-flow verification (lost/duplicated)
-  rollout check --plan FILE [--time-scale K]
-        check a rollout plan (contracts/rollout-plan.md) and print its
-        summary; run, status, pause, resume, promote, abort: not built yet
+  rollout check|run|status|pause|resume|promote|abort [flags]
+        check a rollout plan (contracts/rollout-plan.md), run it (observe,
+        judge, set weights on every edge, roll back), or steer a running
+        controller
   help [command]
         this text, or a command's flags (as `tandem <command> --help`)
 
@@ -92,7 +94,9 @@ process (no connection refused); SIGTERM or SIGINT drains and stops.
 
 const ROLLOUT_USAGE: &str = "\
 usage: tandem rollout check --plan FILE [--time-scale K]
-       tandem rollout run|status|pause|resume|promote|abort   (not built yet)
+       tandem rollout run --plan FILE [--time-scale K] [--listen ADDR]
+                          [--timeline FILE] [--state FILE] [--start CLUSTER=COMMAND]...
+       tandem rollout status|pause|resume|promote|abort [--controller URL]
 
   the release plane (contracts/rollout-plan.md): moves client traffic
   between clusters phase by phase, judges every phase, rolls back
@@ -102,10 +106,56 @@ usage: tandem rollout check --plan FILE [--time-scale K]
         metrics, baseline, gates, phases with hold and weights); nothing is
         started or changed. A plan that breaks a rule prints
         FILE:LINE:COL: FIELD: message on standard error and exits 1
-  run, status, pause, resume, promote, abort
-        not built yet (exit 2)
+  run   run the plan: observe, judge, set weights on every edge, roll back;
+        exits 0 once every phase passed, 1 when it rolled back or failed
+        (`tandem rollout run --help` for its flags)
+  status
+        print the running controller's status (JSON)
+  pause, resume, promote, abort
+        send that command to the running controller
+  --controller URL  the controller's --listen address  [http://127.0.0.1:8090]
 
   -h, --help     this text
+";
+
+const ROLLOUT_RUN_USAGE: &str = "\
+usage: tandem rollout run --plan FILE [--time-scale K] [--listen ADDR]
+                          [--timeline FILE] [--state FILE] [--start CLUSTER=COMMAND]...
+
+  run a rollout plan (contracts/rollout-plan.md): every metrics.interval,
+  read every edge's weights, routes and /metrics and every node's status,
+  readiness and chain checkpoints, judge, and set weights on every edge
+  (generation-checked writes); progress lines on standard output. Exits 0
+  once every phase passed, 1 when it rolled back or could not go on (a
+  refused admin token, a refused plan, an unwritable state file)
+
+  --plan FILE       the plan (YAML)
+  --time-scale K    divide holds and the baseline window by K (a hold other
+                    than 0 at least 5s, the baseline at least 10s)    [1]
+  --listen ADDR     serve GET / (status page), GET /status (JSON) and
+                    POST /pause|/resume|/promote|/abort  (e.g. 127.0.0.1:8090)
+  --timeline FILE   append the timeline (JSONL, one line per decision)
+  --state FILE      save the controller's state after every decision; an
+                    existing file is resumed (same phase, never forward)
+  --start CLUSTER=COMMAND
+                    how to start a `start: cold` cluster: a shell command
+                    line (sh -c), its output in start-CLUSTER.log beside the
+                    state file (or in the current directory); repeatable
+  -h, --help        this text
+
+The edges' admin token is read from TANDEM_EDGE_ADMIN_TOKEN.
+";
+
+const ROLLOUT_CONTROL_USAGE: &str = "\
+usage: tandem rollout status|pause|resume|promote|abort [--controller URL]
+
+  talk to a running `tandem rollout run --listen ADDR`: status prints its
+  status (JSON); pause, resume, promote (end the current hold now, gates
+  still apply) and abort (roll back now) send that command. Exits 1 when
+  the controller cannot be reached or refuses
+
+  --controller URL  the controller's address         [http://127.0.0.1:8090]
+  -h, --help        this text
 ";
 
 const ROLLOUT_CHECK_USAGE: &str = "\
@@ -376,10 +426,12 @@ fn cmd_rollout(args: &[String]) -> Result<()> {
             Ok(())
         }
         "check" => cmd_rollout_check(rest),
-        "run" | "status" | "pause" | "resume" | "promote" | "abort" => Err(usage_error(
-            ROLLOUT_USAGE,
-            format!("rollout {sub}: not built yet (only `tandem rollout check` is)"),
-        )),
+        "run" => cmd_rollout_run(rest),
+        "status" => cmd_rollout_control(rest, None),
+        "pause" => cmd_rollout_control(rest, Some(Command::Pause)),
+        "resume" => cmd_rollout_control(rest, Some(Command::Resume)),
+        "promote" => cmd_rollout_control(rest, Some(Command::Promote)),
+        "abort" => cmd_rollout_control(rest, Some(Command::Abort)),
         other if other.starts_with('-') => Err(usage_error(
             ROLLOUT_USAGE,
             format!("rollout: unknown flag {other:?}"),
@@ -389,6 +441,124 @@ fn cmd_rollout(args: &[String]) -> Result<()> {
             format!("rollout: unknown subcommand {other:?}"),
         )),
     }
+}
+
+fn time_scale<'a>(flags: &mut Flags<'a>, f: &Flag<'a>) -> Result<f64> {
+    let v = flags.value(f, "a number above 0")?;
+    v.parse::<f64>()
+        .map_err(|_| format!("time scale must be a number above 0, not {v:?}"))
+        .and_then(tandem_rollout::plan::check_time_scale)
+        .map_err(|m| flags.error(format!("--time-scale: {m}")))
+}
+
+fn cmd_rollout_run(args: &[String]) -> Result<()> {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+    let (mut plan, mut scale, mut listen) = (None, None, None);
+    let (mut timeline, mut state) = (None, None);
+    let mut starts: BTreeMap<String, String> = BTreeMap::new();
+    let mut flags = Flags::new("rollout run", ROLLOUT_RUN_USAGE, args);
+    while let Some(f) = flags.next_flag() {
+        if is_help(&f) {
+            print!("{ROLLOUT_RUN_USAGE}");
+            return Ok(());
+        }
+        match f.name {
+            "--plan" => plan = Some(flags.value(&f, "a file")?),
+            "--time-scale" => scale = Some(time_scale(&mut flags, &f)?),
+            "--listen" => {
+                let v = flags.value(&f, "an address")?;
+                let addr: std::net::SocketAddr = v.parse().map_err(|_| {
+                    flags.error(format!(
+                        "--listen: {v:?} is not an address like 127.0.0.1:8090"
+                    ))
+                })?;
+                listen = Some(addr);
+            }
+            "--timeline" => timeline = Some(PathBuf::from(flags.value(&f, "a file")?)),
+            "--state" => state = Some(PathBuf::from(flags.value(&f, "a file")?)),
+            "--start" => {
+                let v = flags.value(&f, "CLUSTER=COMMAND")?;
+                match v.split_once('=') {
+                    Some((c, cmd)) if !c.is_empty() && !cmd.trim().is_empty() => {
+                        if starts.insert(c.to_owned(), cmd.to_owned()).is_some() {
+                            return Err(flags.error(format!("--start: cluster {c} given twice")));
+                        }
+                    }
+                    _ => return Err(flags.error(format!("--start: {v:?} is not CLUSTER=COMMAND"))),
+                }
+            }
+            _ => return Err(flags.unknown(&f)),
+        }
+    }
+    let Some(path) = plan else {
+        return Err(flags.error("--plan FILE is required".into()));
+    };
+    let mut loaded = tandem_rollout::plan::Plan::load(std::path::Path::new(&path))?;
+    if let Some(k) = scale {
+        loaded = loaded.scaled(k);
+    }
+    for c in starts.keys() {
+        if !loaded.clusters.iter().any(|x| &x.name == c) {
+            return Err(flags.error(format!("--start: {c} is not a cluster of the plan")));
+        }
+    }
+    let token = std::env::var("TANDEM_EDGE_ADMIN_TOKEN").unwrap_or_default();
+    if token.is_empty() {
+        anyhow::bail!("rollout run: TANDEM_EDGE_ADMIN_TOKEN is not set (the edges' admin token)");
+    }
+    let listener = match listen {
+        Some(a) => Some(std::net::TcpListener::bind(a).with_context(|| format!("listen on {a}"))?),
+        None => None,
+    };
+    let log_dir = state
+        .as_ref()
+        .and_then(|p: &PathBuf| p.parent().map(|d| d.to_path_buf()))
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let cfg = tandem_rollout::run::RunConfig {
+        plan: loaded,
+        token,
+        listen: listener,
+        timeline,
+        state,
+        starter: Box::new(tandem_rollout::run::LocalProcesses::new(starts, log_dir)),
+        progress: true,
+        request_timeout: std::time::Duration::from_secs(2),
+    };
+    let done = tandem_rollout::run::run_blocking(cfg).context("rollout run")?;
+    match &done.state.stage {
+        tandem_rollout::decide::Stage::Done => Ok(()),
+        tandem_rollout::decide::Stage::RolledBack { reason } => {
+            anyhow::bail!("rollout run: rolled back: {reason}")
+        }
+        other => anyhow::bail!("rollout run: stopped at {other:?}"),
+    }
+}
+
+fn cmd_rollout_control(args: &[String], command: Option<Command>) -> Result<()> {
+    let mut url = tandem_rollout::status::DEFAULT_CONTROLLER.to_owned();
+    let name = match command {
+        None => "rollout status",
+        Some(Command::Pause) => "rollout pause",
+        Some(Command::Resume) => "rollout resume",
+        Some(Command::Promote) => "rollout promote",
+        Some(Command::Abort) => "rollout abort",
+    };
+    let mut flags = Flags::new(name, ROLLOUT_CONTROL_USAGE, args);
+    while let Some(f) = flags.next_flag() {
+        if is_help(&f) {
+            print!("{ROLLOUT_CONTROL_USAGE}");
+            return Ok(());
+        }
+        match f.name {
+            "--controller" => url = flags.value(&f, "a URL")?,
+            _ => return Err(flags.unknown(&f)),
+        }
+    }
+    let body = tandem_rollout::run::control_blocking(&url, command).context(name)?;
+    println!("{body}");
+    Ok(())
 }
 
 fn cmd_rollout_check(args: &[String]) -> Result<()> {

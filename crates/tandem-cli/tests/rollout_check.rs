@@ -1,8 +1,9 @@
 //! `tandem rollout check` as a user runs it: the shipped seed plan passes
 //! (exit 0, its summary on standard output, scaled with `--time-scale`); a
 //! plan that breaks a rule exits 1 with `FILE:LINE:COL: FIELD: message` on
-//! standard error; `--help` exits 0; a bad command line exits 2; the
-//! subcommands that are not built yet say so and exit 2.
+//! standard error; `--help` exits 0; a bad command line exits 2 (also for
+//! `run` and the control commands); a control command with no controller
+//! there, or `run` without the admin token, exits 1.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -177,7 +178,24 @@ fn help_exits_0_and_a_bad_command_line_exits_2() {
         assert_eq!(err, "");
     }
     let (_, out, _) = tandem(&["--help"]);
-    assert!(out.contains("\n  rollout check --plan FILE"), "{out}");
+    assert!(
+        out.contains("\n  rollout check|run|status|pause|resume|promote|abort"),
+        "{out}"
+    );
+    for (args, first) in [
+        (
+            &["rollout", "run", "--help"][..],
+            "usage: tandem rollout run --plan FILE",
+        ),
+        (
+            &["rollout", "status", "-h"],
+            "usage: tandem rollout status|pause",
+        ),
+    ] {
+        let (code, out, _) = tandem(args);
+        assert_eq!(code, 0, "{args:?}");
+        assert!(out.starts_with(first), "{args:?}: {out}");
+    }
     for args in [
         &["rollout"][..],
         &["rollout", "check"],
@@ -194,15 +212,50 @@ fn help_exits_0_and_a_bad_command_line_exits_2() {
 }
 
 #[test]
-fn subcommands_not_built_yet_say_so_and_exit_2() {
+fn run_and_the_control_commands_check_their_command_line() {
     let seed = seed();
-    for sub in ["run", "status", "pause", "resume", "promote", "abort"] {
-        let (code, out, err) = tandem(&["rollout", sub, "--plan", seed.to_str().unwrap()]);
-        assert_eq!(code, 2, "{sub}: {err}");
-        assert_eq!(out, "", "{sub}");
+    let plan = seed.to_str().unwrap();
+    // Bad command lines: exit 2 with the command's usage.
+    for args in [
+        vec!["rollout", "run"],
+        vec!["rollout", "run", "--plan", plan, "--start", "nope"],
+        vec!["rollout", "run", "--plan", plan, "--start", "mars=true"],
+        vec!["rollout", "run", "--plan", plan, "--listen", "here"],
+        vec!["rollout", "run", "--plan", plan, "--time-scale", "0"],
+        vec!["rollout", "status", "--plan", plan],
+        vec!["rollout", "abort", "--controller"],
+    ] {
+        let (code, out, err) = tandem(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(out, "", "{args:?}");
+        assert!(err.contains("usage: tandem rollout"), "{args:?}: {err}");
+    }
+    // No controller there: the job fails (1) naming it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for sub in ["status", "pause", "resume", "promote", "abort"] {
+        let url = format!("http://127.0.0.1:{port}");
+        let (code, _, err) = tandem(&["rollout", sub, "--controller", &url]);
+        assert_eq!(code, 1, "{sub}: {err}");
         assert!(
-            err.starts_with(&format!("tandem: rollout {sub}: not built yet")),
+            err.contains("unreachable") && err.contains(&url),
             "{sub}: {err}"
         );
     }
+}
+
+#[test]
+fn run_without_the_admin_token_fails_before_anything_changes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["rollout", "run", "--plan", seed().to_str().unwrap()])
+        .env_remove("TANDEM_EDGE_ADMIN_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tandem");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("TANDEM_EDGE_ADMIN_TOKEN"), "{err}");
 }

@@ -22,5 +22,7 @@ pub mod judge;
 pub mod kubernetes;
 pub mod observe;
 pub mod plan;
+pub mod run;
+pub mod status;
 pub mod timeline;
 pub mod window;

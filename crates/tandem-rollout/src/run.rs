@@ -1,0 +1,1053 @@
+//! `tandem rollout run`: the shell around the pure parts. Every
+//! `metrics.interval` it observes (every edge's `/admin/routes` for the
+//! weights it carries and the nodes of each cluster, the edges' `/metrics`
+//! for per-cluster requests, 5xx and latency, every node's `/v1/status`,
+//! `/readyz` and `/v1/chain/{p}`), turns the readings into an
+//! [`Observation`] (`window`, `observe`, `judge`), calls
+//! [`decide`](crate::decide::decide), executes the decisions (weights on
+//! every edge, a cold cluster started), appends the timeline and saves the
+//! state. Operators' commands from the listener (`status`) are fed to
+//! `decide` as they come.
+//!
+//! Time is read here only: `now_ms` is milliseconds since the Unix epoch,
+//! so a restarted controller continues on the same clock. The state file
+//! is written after every `decide` call (temporary file, fsync, rename);
+//! a controller started on an existing one feeds `Input::Restarted`
+//! (same phase, never forward).
+//!
+//! Actuators: the edges' admin API (weight writes carry the generation
+//! read just before; `Stale` is read again and retried; an unreachable
+//! edge is retried every interval; a refused token stops the run), and
+//! [`ClusterStarter`] for `start_cluster` ([`LocalProcesses`]: `sh -c`
+//! command lines under `tandem_control::Supervised`). Kubernetes,
+//! Cloudflare and Consul layers exist as request builders but are not
+//! wired here.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tandem_control::names::{edge as edge_metric, label};
+use tandem_control::{ControlError, EdgeAdmin, Exposition, Http, NodeClient, Routes, Supervised};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::decide::{
+    decide, Act, Command, Decision, HashCheck, Input, Limits, Observation, Stage, State, Weights,
+};
+use crate::judge::{CanaryTest, Hist, WindowStats};
+use crate::observe::{cluster_hash, cluster_view, NodeReading};
+use crate::plan::{MetricsSource, Plan, Version};
+use crate::status::{EdgeStatus, Shared, Status, MAX_DECISIONS};
+use crate::timeline::{self, Entry};
+use crate::window::Windows;
+
+/// Tries of one weight write that meets `Stale` before waiting for the
+/// next interval.
+const STALE_TRIES: usize = 3;
+/// Judging windows close at the latest after this many intervals.
+const WINDOW_MAX_INTERVALS: u64 = 10;
+/// Commands queued from the listener.
+const COMMAND_QUEUE: usize = 16;
+/// Most nodes observed per cluster, and clusters' nodes overall.
+const MAX_NODES: usize = 256;
+/// Checkpoints read per node and partition.
+const CHECKPOINTS: usize = 1000;
+
+/// Starts a cold cluster (`start_cluster`): returns once the start is
+/// under way; readiness is observed like any node's.
+pub trait ClusterStarter: Send {
+    fn start(&mut self, cluster: &str) -> Result<(), String>;
+}
+
+/// The local-process actuator: `--start CLUSTER=COMMAND`, a shell command
+/// line run with `sh -c`, supervised, its output in `log_dir/start-CLUSTER.log`.
+/// The processes live as long as the controller (killed with it).
+#[derive(Debug)]
+pub struct LocalProcesses {
+    commands: BTreeMap<String, String>,
+    log_dir: PathBuf,
+    running: Vec<Supervised>,
+}
+
+impl LocalProcesses {
+    pub fn new(commands: BTreeMap<String, String>, log_dir: PathBuf) -> LocalProcesses {
+        LocalProcesses {
+            commands,
+            log_dir,
+            running: Vec::new(),
+        }
+    }
+}
+
+impl ClusterStarter for LocalProcesses {
+    fn start(&mut self, cluster: &str) -> Result<(), String> {
+        let Some(line) = self.commands.get(cluster) else {
+            return Err(format!(
+                "no actuator starts cluster {cluster}: give --start {cluster}=COMMAND (Kubernetes is not wired)"
+            ));
+        };
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c").arg(line);
+        let log = self.log_dir.join(format!("start-{cluster}.log"));
+        let p = Supervised::start_logged(&format!("start {cluster}"), cmd, &log)
+            .map_err(|e| e.to_string())?;
+        self.running.push(p);
+        Ok(())
+    }
+}
+
+/// What `run` needs.
+pub struct RunConfig {
+    /// The plan, already scaled.
+    pub plan: Plan,
+    /// The edges' admin token (`TANDEM_EDGE_ADMIN_TOKEN`).
+    pub token: String,
+    /// `--listen`: the status page, JSON and commands.
+    pub listen: Option<std::net::TcpListener>,
+    /// `--timeline`: JSONL, appended.
+    pub timeline: Option<PathBuf>,
+    /// `--state`: saved after every decision, resumed from on start.
+    pub state: Option<PathBuf>,
+    pub starter: Box<dyn ClusterStarter>,
+    /// Print progress lines on stdout.
+    pub progress: bool,
+    /// Bound on every control request.
+    pub request_timeout: Duration,
+}
+
+impl std::fmt::Debug for RunConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("RunConfig")
+            .field("release", &self.plan.release)
+            .field("timeline", &self.timeline)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the run stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(String),
+    #[error("edge {url}: the admin token was refused (TANDEM_EDGE_ADMIN_TOKEN): {message}")]
+    Unauthorized { url: String, message: String },
+    #[error("edge {url}: the weights were refused: {message}")]
+    EdgeRefused { url: String, message: String },
+    #[error("state file {path}: {cause}")]
+    State { path: String, cause: String },
+    #[error("timeline {path}: {cause}")]
+    Timeline { path: String, cause: String },
+}
+
+/// How the run ended.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub state: State,
+}
+
+impl Finished {
+    /// True when every phase passed.
+    pub fn done(&self) -> bool {
+        self.state.stage == Stage::Done
+    }
+}
+
+/// What the state file holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Saved {
+    release: String,
+    state: State,
+    /// Stable's p99 over the baseline, once measured.
+    baseline_p99_s: Option<f64>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it,
+/// fsync, rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// Aborts the tasks it holds when dropped (the listener dies with the run).
+struct Tasks(JoinSet<()>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        self.0.abort_all();
+    }
+}
+
+/// One edge as the loop knows it.
+struct Edge {
+    url: String,
+    admin: EdgeAdmin,
+    /// Weights not yet acknowledged by this edge.
+    pending: Option<Weights>,
+}
+
+struct Ctl {
+    plan: Plan,
+    limits: Limits,
+    state: State,
+    edges: Vec<Edge>,
+    http: Http,
+    windows: Windows,
+    baseline: Option<WindowStats>,
+    baseline_p99_s: Option<f64>,
+    test: CanaryTest,
+    /// Nodes per cluster, as the edges last listed them.
+    nodes: BTreeMap<String, BTreeSet<String>>,
+    last_obs: Option<Observation>,
+    /// Weights each edge carried at the last observation.
+    last_edge_weights: Vec<Option<Weights>>,
+    /// A rollback's line, written once every edge took its weights.
+    pending_rollback: Option<Entry>,
+    timeline: Option<(PathBuf, std::fs::File)>,
+    state_path: Option<PathBuf>,
+    starter: Box<dyn ClusterStarter>,
+    shared: Arc<Shared>,
+    progress: bool,
+    recent: VecDeque<Entry>,
+}
+
+/// Runs the plan until every phase passed or it rolled back (or until
+/// the future is dropped). Paused, it waits for `resume` or `abort`.
+pub async fn run(cfg: RunConfig) -> Result<Finished, RunError> {
+    let plan = cfg.plan;
+    if let MetricsSource::Prometheus { .. } = plan.metrics {
+        return Err(RunError::Config(
+            "metrics.source: prometheus: not built yet in `run` (use source: scrape)".into(),
+        ));
+    }
+    let http = Http::new(cfg.request_timeout);
+    let mut edges = Vec::new();
+    for url in &plan.edges {
+        let admin = EdgeAdmin::new(http.clone(), url, &cfg.token)
+            .map_err(|e| RunError::Config(format!("edges: {e}")))?;
+        edges.push(Edge {
+            url: url.clone(),
+            admin,
+            pending: None,
+        });
+    }
+    let timeline = match &cfg.timeline {
+        Some(p) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| RunError::Timeline {
+                    path: p.display().to_string(),
+                    cause: e.to_string(),
+                })?;
+            Some((p.clone(), f))
+        }
+        None => None,
+    };
+    let saved: Option<Saved> = match &cfg.state {
+        Some(p) if p.exists() => {
+            let bad = |cause: String| RunError::State {
+                path: p.display().to_string(),
+                cause,
+            };
+            let text = std::fs::read(p).map_err(|e| bad(e.to_string()))?;
+            let s: Saved = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+            if s.release != plan.release {
+                return Err(bad(format!(
+                    "release: it is {:?}'s state, the plan is {:?}",
+                    s.release, plan.release
+                )));
+            }
+            if s.state.phase >= plan.phases.len() {
+                return Err(bad(format!(
+                    "phase: {} is not a phase of the plan ({} phases)",
+                    s.state.phase,
+                    plan.phases.len()
+                )));
+            }
+            Some(s)
+        }
+        _ => None,
+    };
+    let (tx, mut rx) = mpsc::channel(COMMAND_QUEUE);
+    let shared = Arc::new(Shared {
+        status: Mutex::new(Status {
+            release: plan.release.clone(),
+            phases: plan.phases.len(),
+            ..Status::default()
+        }),
+        commands: tx,
+    });
+    let mut tasks = Tasks(JoinSet::new());
+    if let Some(l) = cfg.listen {
+        l.set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(l))
+            .map(|l| {
+                tasks.0.spawn(crate::status::serve(l, Arc::clone(&shared)));
+            })
+            .map_err(|e| RunError::Config(format!("listen: {e}")))?;
+    }
+    let interval = plan.metrics.interval();
+    let interval_ms = interval.as_millis() as u64;
+    let mut ctl = Ctl {
+        limits: Limits::for_plan(&plan),
+        state: saved.as_ref().map_or_else(State::new, |s| s.state.clone()),
+        edges,
+        http,
+        windows: Windows::new(plan.gates.min_requests, WINDOW_MAX_INTERVALS * interval_ms),
+        baseline: None,
+        baseline_p99_s: saved.as_ref().and_then(|s| s.baseline_p99_s),
+        test: CanaryTest::default(),
+        nodes: BTreeMap::new(),
+        last_obs: None,
+        last_edge_weights: Vec::new(),
+        pending_rollback: None,
+        timeline,
+        state_path: cfg.state,
+        starter: cfg.starter,
+        shared,
+        progress: cfg.progress,
+        recent: VecDeque::new(),
+        plan,
+    };
+    if saved.is_some() {
+        ctl.step(Input::Restarted).await?;
+    }
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                ctl.retry_pending().await?;
+                let obs = ctl.observe().await;
+                ctl.step(Input::Tick(obs)).await?;
+            }
+            Some(c) = rx.recv() => ctl.step(Input::Command(c)).await?,
+        }
+        let terminal = matches!(ctl.state.stage, Stage::Done | Stage::RolledBack { .. });
+        if terminal && ctl.edges.iter().all(|e| e.pending.is_none()) {
+            ctl.flush_rollback(None)?;
+            return Ok(Finished { state: ctl.state });
+        }
+    }
+}
+
+/// How one edge took a weight write.
+enum Took {
+    Yes,
+    /// Not now (unreachable, or stale too often): retry next interval.
+    Later(String),
+}
+
+async fn set_on_edge(admin: EdgeAdmin, weights: Weights) -> Result<Took, RunError> {
+    let fatal = |e: ControlError| match e {
+        ControlError::Unauthorized { url, message } => RunError::Unauthorized { url, message },
+        ControlError::Disabled { url, message } | ControlError::Refused { url, message, .. } => {
+            RunError::EdgeRefused { url, message }
+        }
+        ControlError::Url { url, why } => RunError::Config(format!("edges: {url}: {why}")),
+        other => RunError::Config(other.to_string()),
+    };
+    let mut last = String::new();
+    for _ in 0..STALE_TRIES {
+        let generation = match admin.weights().await {
+            Ok(w) => w.generation,
+            Err(e @ (ControlError::Unreachable { .. } | ControlError::BadAnswer { .. })) => {
+                return Ok(Took::Later(e.to_string()))
+            }
+            Err(e) => return Err(fatal(e)),
+        };
+        match admin.set_weights(&weights, generation).await {
+            Ok(_) => return Ok(Took::Yes),
+            Err(e @ ControlError::Stale { .. }) => last = e.to_string(),
+            Err(e @ (ControlError::Unreachable { .. } | ControlError::BadAnswer { .. })) => {
+                return Ok(Took::Later(e.to_string()))
+            }
+            Err(e) => return Err(fatal(e)),
+        }
+    }
+    Ok(Took::Later(last))
+}
+
+/// A node as read in one interval.
+struct NodeRaw {
+    cluster: String,
+    addr: String,
+    answered: bool,
+    ready: bool,
+    /// Per partition: applied seq and checkpoints.
+    partitions: BTreeMap<u32, (u64, Vec<(u64, String)>)>,
+}
+
+async fn read_node(http: Http, cluster: String, addr: String) -> NodeRaw {
+    let mut raw = NodeRaw {
+        cluster,
+        addr: addr.clone(),
+        answered: false,
+        ready: false,
+        partitions: BTreeMap::new(),
+    };
+    let Ok(c) = NodeClient::new(http, &format!("http://{addr}")) else {
+        return raw;
+    };
+    let (status, ready) = tokio::join!(c.status(), c.ready());
+    let Ok(status) = status else {
+        return raw;
+    };
+    raw.ready = ready.unwrap_or(false);
+    for p in status.partitions.iter().take(64) {
+        let Ok(chain) = c.chain_page(p.id, None, Some(CHECKPOINTS)).await else {
+            return raw;
+        };
+        let cps = chain
+            .checkpoints
+            .into_iter()
+            .map(|c| (c.seq, c.output_hash))
+            .collect();
+        raw.partitions.insert(p.id, (chain.applied_seq, cps));
+    }
+    raw.answered = true;
+    raw
+}
+
+/// Per cluster: cumulative requests, 5xx and latency from one edge's
+/// `/metrics`.
+fn edge_stats(m: &Exposition) -> BTreeMap<String, WindowStats> {
+    let mut names = BTreeSet::new();
+    for s in m.series(edge_metric::REQUESTS_TOTAL, &[]) {
+        if let Some(c) = s.labels.get(label::CLUSTER) {
+            names.insert(c.clone());
+        }
+    }
+    let mut out = BTreeMap::new();
+    for name in names {
+        let only = [(label::CLUSTER, name.as_str())];
+        let mut requests = 0.0;
+        let mut errors = 0.0;
+        for s in m.series(edge_metric::REQUESTS_TOTAL, &only) {
+            requests += s.value;
+            if s.labels
+                .get(label::STATUS)
+                .is_some_and(|v| v.starts_with('5'))
+            {
+                errors += s.value;
+            }
+        }
+        let buckets: Vec<(f64, u64)> = m
+            .buckets(edge_metric::REQUEST_DURATION_SECONDS, &only)
+            .into_iter()
+            .map(|(le, c)| (le, c as u64))
+            .collect();
+        let Ok(latency) = Hist::from_cumulative(&buckets) else {
+            continue;
+        };
+        out.insert(
+            name,
+            WindowStats {
+                requests: requests as u64,
+                errors: errors as u64,
+                latency,
+            },
+        );
+    }
+    out
+}
+
+impl Ctl {
+    fn io_err(&self, path: &Path, e: std::io::Error, state: bool) -> RunError {
+        let (path, cause) = (path.display().to_string(), e.to_string());
+        if state {
+            RunError::State { path, cause }
+        } else {
+            RunError::Timeline { path, cause }
+        }
+    }
+
+    /// Sends `weights` to every edge at once; marks those that did not
+    /// take them for the next interval. True when all took them.
+    async fn send_weights(&mut self, weights: &Weights) -> Result<bool, RunError> {
+        let mut set = JoinSet::new();
+        for (i, e) in self.edges.iter().enumerate() {
+            let (admin, w) = (e.admin.clone(), weights.clone());
+            set.spawn(async move { (i, set_on_edge(admin, w).await) });
+        }
+        let mut all = true;
+        while let Some(r) = set.join_next().await {
+            let Ok((i, r)) = r else { continue };
+            match r? {
+                Took::Yes => self.edges[i].pending = None,
+                Took::Later(why) => {
+                    all = false;
+                    self.say(&format!(
+                        "edge {}: weights not taken yet: {why}",
+                        self.edges[i].url
+                    ));
+                    self.edges[i].pending = Some(weights.clone());
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// Sends pending weights again; writes a waiting rollback line once
+    /// every edge took its weights.
+    async fn retry_pending(&mut self) -> Result<(), RunError> {
+        let pending: BTreeSet<Weights> = self
+            .edges
+            .iter()
+            .filter_map(|e| e.pending.clone())
+            .collect();
+        for w in pending {
+            // Only to the edges still missing them.
+            let mut set = JoinSet::new();
+            for (i, e) in self.edges.iter().enumerate() {
+                if e.pending.as_ref() == Some(&w) {
+                    let (admin, w) = (e.admin.clone(), w.clone());
+                    set.spawn(async move { (i, set_on_edge(admin, w).await) });
+                }
+            }
+            while let Some(r) = set.join_next().await {
+                let Ok((i, r)) = r else { continue };
+                if let Took::Yes = r? {
+                    self.edges[i].pending = None;
+                }
+            }
+        }
+        if self.edges.iter().all(|e| e.pending.is_none()) {
+            self.flush_rollback(Some(now_ms()))?;
+        }
+        Ok(())
+    }
+
+    fn flush_rollback(&mut self, applied: Option<u64>) -> Result<(), RunError> {
+        if let Some(mut e) = self.pending_rollback.take() {
+            e.weights_applied_ms = applied;
+            self.write_entry(e)?;
+        }
+        Ok(())
+    }
+
+    fn say(&self, line: &str) {
+        if self.progress {
+            println!("{line}");
+        }
+    }
+
+    fn write_entry(&mut self, e: Entry) -> Result<(), RunError> {
+        let line = timeline::line(&e);
+        if let Some((path, f)) = &mut self.timeline {
+            let r = writeln!(f, "{line}").and_then(|()| f.flush());
+            if let Err(err) = r {
+                let p = path.clone();
+                return Err(self.io_err(&p, err, false));
+            }
+        }
+        self.say(&format!("decision: {line}"));
+        if self.recent.len() == MAX_DECISIONS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(e);
+        Ok(())
+    }
+
+    /// Calls `decide` with `input`, executes its decisions, writes the
+    /// timeline and saves the state.
+    async fn step(&mut self, input: Input) -> Result<(), RunError> {
+        let now = now_ms();
+        let (state, decisions) = decide(&self.plan, self.limits, &self.state, &input, now);
+        self.state = state;
+        // Stable's baseline p99: measured while stable alone is observed,
+        // fixed once the baseline passes.
+        if self.baseline_p99_s.is_none()
+            && !matches!(
+                self.state.stage,
+                Stage::Baseline { .. } | Stage::New | Stage::Apply { .. }
+            )
+        {
+            self.baseline_p99_s = self
+                .baseline
+                .as_ref()
+                .and_then(|b| b.latency.quantile(0.99));
+        }
+        let mut queue: VecDeque<Decision> = decisions.into();
+        while let Some(d) = queue.pop_front() {
+            let mut entry = timeline::entry(now, &d, self.last_obs.as_ref());
+            match (&d.act, &d.weights) {
+                (Act::StartCluster(c), _) => {
+                    if let Err(why) = self.starter.start(c) {
+                        entry.reason = format!("{}: {why}", entry.reason);
+                        self.write_entry(entry)?;
+                        let (state, more) = decide(
+                            &self.plan,
+                            self.limits,
+                            &self.state,
+                            &Input::Command(Command::Pause),
+                            now,
+                        );
+                        self.state = state;
+                        for mut m in more {
+                            if m.act == Act::Pause {
+                                m.reason = format!("cannot start {c}: {why}");
+                                if let Stage::Paused { reason, .. } = &mut self.state.stage {
+                                    *reason = m.reason.clone();
+                                }
+                            }
+                            queue.push_back(m);
+                        }
+                        continue;
+                    }
+                }
+                (Act::SetWeights | Act::Rollback, Some(w)) => {
+                    self.windows.reset();
+                    let all = self.send_weights(w).await?;
+                    if d.act == Act::Rollback {
+                        if all {
+                            entry.weights_applied_ms = Some(now_ms());
+                        } else {
+                            self.flush_rollback(None)?;
+                            self.pending_rollback = Some(entry);
+                            continue;
+                        }
+                    }
+                }
+                _ => {}
+            }
+            self.write_entry(entry)?;
+        }
+        self.save()?;
+        self.publish(now);
+        Ok(())
+    }
+
+    fn save(&self) -> Result<(), RunError> {
+        let Some(path) = &self.state_path else {
+            return Ok(());
+        };
+        let saved = Saved {
+            release: self.plan.release.clone(),
+            state: self.state.clone(),
+            baseline_p99_s: self.baseline_p99_s,
+        };
+        let bytes = serde_json::to_vec_pretty(&saved).expect("the state is plain data");
+        write_atomic(path, &bytes).map_err(|e| self.io_err(path, e, true))
+    }
+
+    /// Updates the listener's status and prints the progress line.
+    fn publish(&self, now: u64) {
+        let s = &self.state;
+        let (stage, reason) = match &s.stage {
+            Stage::New => ("new", None),
+            Stage::Baseline { .. } => ("baseline", None),
+            Stage::Prepare { .. } => ("prepare", None),
+            Stage::Apply { .. } => ("apply", None),
+            Stage::Hold { .. } => ("hold", None),
+            Stage::Paused { reason, .. } => ("paused", Some(reason.clone())),
+            Stage::RolledBack { reason } => ("rolled_back", Some(reason.clone())),
+            Stage::Done => ("done", None),
+        };
+        let hold_left_ms = match s.stage {
+            Stage::Hold { since_ms } => Some(
+                (self.plan.phases[s.phase].hold.as_millis() as u64)
+                    .saturating_sub(now.saturating_sub(since_ms)),
+            ),
+            Stage::Baseline { since_ms } => Some(
+                (self.plan.baseline_window.as_millis() as u64)
+                    .saturating_sub(now.saturating_sub(since_ms)),
+            ),
+            _ => None,
+        };
+        let phase = self.plan.phases[s.phase].name.clone();
+        let gates = timeline::gates(self.last_obs.as_ref());
+        let edges: Vec<EdgeStatus> = self
+            .edges
+            .iter()
+            .enumerate()
+            .map(|(i, e)| EdgeStatus {
+                url: e.url.clone(),
+                weights: self.last_edge_weights.get(i).cloned().flatten(),
+            })
+            .collect();
+        if self.progress {
+            let w = s.target.as_ref().map_or_else(
+                || "-".to_owned(),
+                |w| {
+                    w.iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                },
+            );
+            let left = hold_left_ms
+                .map_or_else(String::new, |l| format!(", {:.1} s left", l as f64 / 1e3));
+            let g: Vec<String> = gates
+                .iter()
+                .map(|(n, v)| {
+                    format!(
+                        "{n}: p99 {} ms, errors {}, requests {}, lag {}, hash {}",
+                        v.p99_ms.map_or("-".into(), |p| format!("{p:.2}")),
+                        v.error_ratio.map_or("-".into(), |e| format!("{e:.4}")),
+                        v.requests,
+                        v.lag,
+                        if v.hash_agrees {
+                            "agrees"
+                        } else {
+                            "not verified"
+                        }
+                    )
+                })
+                .collect();
+            println!(
+                "phase {phase} ({}/{}) {stage}{left}; weights {w}; {}",
+                s.phase + 1,
+                self.plan.phases.len(),
+                g.join("; ")
+            );
+        }
+        let mut st = self.shared.status.lock().unwrap_or_else(|p| p.into_inner());
+        *st = Status {
+            release: self.plan.release.clone(),
+            t_ms: now,
+            phase,
+            phase_index: s.phase,
+            phases: self.plan.phases.len(),
+            stage: stage.into(),
+            stage_reason: reason,
+            weights: s.target.clone(),
+            edges,
+            hold_left_ms,
+            gates,
+            decisions: self.recent.clone(),
+        };
+    }
+
+    /// One interval's readings as an `Observation`; `None` when nothing
+    /// answered.
+    async fn observe(&mut self) -> Option<Observation> {
+        let now = now_ms();
+        // Edges: routes (weights and nodes) and metrics, all at once.
+        let mut set = JoinSet::new();
+        for (i, e) in self.edges.iter().enumerate() {
+            let admin = e.admin.clone();
+            set.spawn(async move {
+                let (r, m) = tokio::join!(admin.routes(), admin.metrics());
+                (i, r.ok(), m.ok())
+            });
+        }
+        let mut routes: Vec<Option<Routes>> = vec![None; self.edges.len()];
+        let mut metrics: Vec<Option<Exposition>> = vec![None; self.edges.len()];
+        while let Some(r) = set.join_next().await {
+            if let Ok((i, r, m)) = r {
+                routes[i] = r;
+                metrics[i] = m;
+            }
+        }
+        let plan_clusters: BTreeSet<&str> =
+            self.plan.clusters.iter().map(|c| c.name.as_str()).collect();
+        let edge_weights: Vec<Option<Weights>> = routes
+            .iter()
+            .map(|r| {
+                r.as_ref().map(|r| {
+                    r.weights
+                        .iter()
+                        .filter(|(n, w)| plan_clusters.contains(n.as_str()) || **w > 0)
+                        .map(|(n, w)| (n.clone(), *w))
+                        .collect()
+                })
+            })
+            .collect();
+        if routes.iter().any(Option::is_some) {
+            let mut nodes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for r in routes.iter().flatten() {
+                for c in &r.clusters {
+                    if !plan_clusters.contains(c.name.as_str()) {
+                        continue;
+                    }
+                    let set = nodes.entry(c.name.clone()).or_default();
+                    for n in c.nodes.iter().take(MAX_NODES) {
+                        set.insert(n.addr.clone());
+                    }
+                }
+            }
+            self.nodes = nodes;
+        }
+        if edge_weights != self.last_edge_weights {
+            // Another split of traffic: what follows is another window.
+            self.windows.reset();
+        }
+        self.last_edge_weights = edge_weights.clone();
+
+        // Nodes.
+        let mut set = JoinSet::new();
+        for (cluster, addrs) in &self.nodes {
+            for addr in addrs {
+                let (http, c, a) = (self.http.clone(), cluster.clone(), addr.clone());
+                set.spawn(read_node(http, c, a));
+            }
+        }
+        let mut raws = Vec::new();
+        while let Some(r) = set.join_next().await {
+            if let Ok(r) = r {
+                raws.push(r);
+            }
+        }
+        raws.sort_by(|a, b| (&a.cluster, &a.addr).cmp(&(&b.cluster, &b.addr)));
+        let anything = routes.iter().any(Option::is_some) || raws.iter().any(|r| r.answered);
+        if !anything {
+            self.last_obs = None;
+            return None;
+        }
+
+        // Metrics: only a complete scrape of every edge is judged.
+        let closed = if metrics.iter().all(Option::is_some) && !metrics.is_empty() {
+            let mut sum: BTreeMap<String, WindowStats> = BTreeMap::new();
+            let mut ok = true;
+            for m in metrics.iter().flatten() {
+                for (name, w) in edge_stats(m) {
+                    match sum.get_mut(&name) {
+                        Some(s) => ok &= s.merge(&w).is_ok(),
+                        None => {
+                            sum.insert(name, w);
+                        }
+                    }
+                }
+            }
+            // A cluster no request went to yet counts from zero.
+            if let Some(bounds) = sum.values().next().map(|w| w.latency.bounds_s().to_vec()) {
+                for c in &self.plan.clusters {
+                    if !sum.contains_key(&c.name) {
+                        if let Ok(latency) = Hist::from_counts(&bounds, &vec![0; bounds.len() + 1])
+                        {
+                            sum.insert(
+                                c.name.clone(),
+                                WindowStats {
+                                    requests: 0,
+                                    errors: 0,
+                                    latency,
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+            let weighted: Vec<String> = self
+                .state
+                .target
+                .iter()
+                .flatten()
+                .filter(|(_, w)| **w > 0)
+                .map(|(n, _)| n.clone())
+                .collect();
+            let must: Vec<&str> = weighted.iter().map(String::as_str).collect();
+            if ok {
+                self.windows.feed(now, sum, &must)
+            } else {
+                self.windows.reset();
+                None
+            }
+        } else {
+            None
+        };
+        let weight_of = |name: &str| {
+            self.state
+                .target
+                .as_ref()
+                .and_then(|t| t.get(name).copied())
+                .unwrap_or(0)
+        };
+        // Stable's window: every stable cluster with weight, merged.
+        let stable_window = closed.as_ref().and_then(|c| {
+            let mut acc: Option<WindowStats> = None;
+            for cl in &self.plan.clusters {
+                if cl.version != Version::Stable || weight_of(&cl.name) == 0 {
+                    continue;
+                }
+                if let Some(w) = c.clusters.get(&cl.name) {
+                    match &mut acc {
+                        Some(a) => {
+                            let _ = a.merge(w);
+                        }
+                        None => acc = Some(w.clone()),
+                    }
+                }
+            }
+            acc
+        });
+        if matches!(self.state.stage, Stage::Baseline { .. }) {
+            if let Some(w) = &stable_window {
+                match &mut self.baseline {
+                    Some(b) => {
+                        let _ = b.merge(w);
+                    }
+                    None => self.baseline = Some(w.clone()),
+                }
+            }
+        }
+
+        // Lag: the newest applied seq of each partition over every node.
+        let mut newest: BTreeMap<u32, u64> = BTreeMap::new();
+        for r in raws.iter().filter(|r| r.answered) {
+            for (p, (applied, _)) in &r.partitions {
+                let e = newest.entry(*p).or_default();
+                *e = (*e).max(*applied);
+            }
+        }
+        // Stable's checkpoints: the first stable node that answered.
+        let stable_names: BTreeSet<&str> = self
+            .plan
+            .clusters
+            .iter()
+            .filter(|c| c.version == Version::Stable)
+            .map(|c| c.name.as_str())
+            .collect();
+        let reference = self.plan.clusters.iter().find_map(|c| {
+            stable_names
+                .contains(c.name.as_str())
+                .then(|| raws.iter().find(|r| r.cluster == c.name && r.answered))
+                .flatten()
+        });
+        let mut clusters = BTreeMap::new();
+        for c in &self.plan.clusters {
+            let mine: Vec<&NodeRaw> = raws.iter().filter(|r| r.cluster == c.name).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let partitions: BTreeSet<u32> = newest.keys().copied().collect();
+            let reading = |r: &NodeRaw, p: u32| NodeReading {
+                addr: r.addr.clone(),
+                ready: r.ready,
+                lag: if r.answered {
+                    r.partitions
+                        .iter()
+                        .map(|(q, (a, _))| newest.get(q).copied().unwrap_or(0).saturating_sub(*a))
+                        .max()
+                        .unwrap_or(0)
+                } else {
+                    0
+                },
+                checkpoints: r
+                    .partitions
+                    .get(&p)
+                    .map(|x| x.1.clone())
+                    .unwrap_or_default(),
+            };
+            // The hash per partition, joined as `cluster_hash` joins nodes.
+            let mut hash = HashCheck::Unknown;
+            let mut agreed: Vec<u64> = Vec::new();
+            let mut differs: Option<(u64, String)> = None;
+            for &p in &partitions {
+                let stable_cps: Vec<(u64, String)> = reference
+                    .and_then(|r| r.partitions.get(&p))
+                    .map(|x| x.1.clone())
+                    .unwrap_or_default();
+                let readings: Vec<NodeReading> = mine.iter().map(|r| reading(r, p)).collect();
+                match cluster_hash(&stable_cps, &readings) {
+                    HashCheck::Differs { seq, detail } => {
+                        let detail = format!("partition {p}: {detail}");
+                        if differs.as_ref().is_none_or(|(s, _)| seq < *s) {
+                            differs = Some((seq, detail));
+                        }
+                    }
+                    HashCheck::Agrees { seq } => agreed.push(seq),
+                    HashCheck::Unknown => {}
+                }
+            }
+            if let Some((seq, detail)) = differs {
+                hash = HashCheck::Differs { seq, detail };
+            } else if !partitions.is_empty() && agreed.len() == partitions.len() {
+                hash = HashCheck::Agrees {
+                    seq: agreed.iter().copied().min().unwrap_or(0),
+                };
+            }
+            let first = partitions.iter().next().copied().unwrap_or(0);
+            let readings: Vec<NodeReading> = mine.iter().map(|r| reading(r, first)).collect();
+            let window = closed.as_ref().and_then(|w| w.clusters.get(&c.name));
+            let canary = c.version == Version::Canary;
+            let baseline = if matches!(self.state.stage, Stage::Baseline { .. }) {
+                None
+            } else {
+                self.baseline_p99_s
+            };
+            let view = cluster_view(
+                &c.name,
+                &self.plan.gates,
+                &readings,
+                &[],
+                window,
+                baseline,
+                if canary { stable_window.as_ref() } else { None },
+                &self.test,
+            )
+            .or_else(|_| {
+                cluster_view(
+                    &c.name,
+                    &self.plan.gates,
+                    &readings,
+                    &[],
+                    None,
+                    None,
+                    None,
+                    &self.test,
+                )
+            });
+            if let Ok(mut view) = view {
+                view.hash = hash;
+                clusters.insert(c.name.clone(), view);
+            }
+        }
+        let obs = Observation {
+            clusters,
+            edges: edge_weights,
+        };
+        self.last_obs = Some(obs.clone());
+        Some(obs)
+    }
+}
+
+/// Runs `run` on a new multi-threaded runtime (for the CLI).
+pub fn run_blocking(cfg: RunConfig) -> Result<Finished, RunError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| RunError::Config(format!("runtime: {e}")))?;
+    rt.block_on(run(cfg))
+}
+
+/// `tandem rollout status|pause|...` on a new runtime: the answer's body.
+pub fn control_blocking(
+    base: &str,
+    command: Option<Command>,
+) -> Result<String, crate::status::ClientError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| crate::status::ClientError::Unreachable {
+            url: base.to_owned(),
+            cause: format!("runtime: {e}"),
+        })?;
+    rt.block_on(crate::status::request(
+        base,
+        command,
+        Duration::from_secs(5),
+    ))
+}
