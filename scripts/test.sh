@@ -23,6 +23,13 @@ if ! { command -v tansu >/dev/null && tansu --version | grep -q '0.6.0'; }; then
   cargo install tansu --version 0.6.0 --features dynostore,libsql
 fi
 
+# A real Prometheus for the rollout's Prometheus source (Debian's package);
+# tandem-rollout's tests/prometheus.rs starts its own and fails without it.
+if ! command -v prometheus >/dev/null; then
+  step "installing prometheus (Debian package, for tandem-rollout's tests)"
+  apt-get install -y -qq prometheus || { apt-get update -qq && apt-get install -y -qq prometheus; }
+fi
+
 step "format"
 cargo fmt --all -- --check
 

@@ -22,6 +22,7 @@ pub mod judge;
 pub mod kubernetes;
 pub mod observe;
 pub mod plan;
+pub mod prometheus;
 pub mod run;
 pub mod status;
 pub mod timeline;
