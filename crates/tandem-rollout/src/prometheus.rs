@@ -3,14 +3,19 @@
 //! at one instant, read with PromQL over a Prometheus server's HTTP API
 //! instead of scraping the edges and nodes itself.
 //!
-//! Three instant queries, all evaluated at the same `time=` so that they
+//! Four instant queries, all evaluated at the same `time=` so that they
 //! describe one instant ([`Query`]):
 //! - `sum by (cluster, status) (tandem_edge_requests_total)`: requests per
 //!   cluster (every status) and errors (the `5xx` statuses);
 //! - `sum by (cluster, le) (tandem_edge_request_duration_seconds_bucket)`:
 //!   the latency histogram per cluster;
 //! - `max by (cluster, node) (tandem_replica_lag_seqs)`: each node's
-//!   replica lag, the largest over its partitions.
+//!   replica lag, the largest over its partitions;
+//! - `count by (instance) (tandem_edge_unroutable_total)`: the edges
+//!   (Prometheus' `instance`, the scraped `host:port`) whose series are
+//!   fresh at that instant, so a controller can judge, as with its own
+//!   scrapes, only when every edge is in the sums (an edge Prometheus
+//!   cannot scrape goes stale and drops out of them).
 //!
 //! The edge sums are over every edge Prometheus scrapes (its `instance`,
 //! `job` and `zone` labels are summed away), so a Prometheus that scrapes
@@ -32,7 +37,7 @@
 //! ([`parse_answer`], [`assemble`]) are pure; [`PromClient`] is the thin
 //! shell (hyper over tokio, a timeout on every request, a body limit).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -51,6 +56,9 @@ use crate::judge::{Hist, JudgeError, WindowStats};
 pub const MAX_SERIES: usize = 100_000;
 /// Largest answer body read.
 pub const MAX_BODY_BYTES: usize = 16 << 20;
+/// The label Prometheus gives every target's series: the scraped
+/// `host:port` (unless relabelled).
+pub const INSTANCE: &str = "instance";
 /// Largest count accepted: Prometheus holds floats, exact up to 2^53.
 const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
 
@@ -63,10 +71,13 @@ pub enum Query {
     Buckets,
     /// Replica lag per cluster and node, the largest over partitions.
     Lag,
+    /// The edges with fresh series, by `instance`.
+    Edges,
 }
 
 impl Query {
-    pub const ALL: [Query; 3] = [Query::Requests, Query::Buckets, Query::Lag];
+    /// In the order [`assemble`] takes their answers.
+    pub const ALL: [Query; 4] = [Query::Requests, Query::Buckets, Query::Lag, Query::Edges];
 
     /// The PromQL text.
     pub fn promql(self) -> String {
@@ -78,6 +89,7 @@ impl Query {
                 edge::REQUEST_DURATION_SECONDS
             ),
             Query::Lag => format!("max by ({c}, {n}) ({})", node::REPLICA_LAG_SEQS),
+            Query::Edges => format!("count by ({INSTANCE}) ({})", edge::UNROUTABLE_TOTAL),
         }
     }
 }
@@ -130,6 +142,9 @@ pub struct Reading {
     /// Per cluster, per node name: the replica lag in commands (the
     /// largest over the node's partitions).
     pub lag: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The edges in the sums, by Prometheus' `instance` label (for an
+    /// edge scraped at its admin listener, that listener's `host:port`).
+    pub edges: BTreeSet<String>,
 }
 
 /// `base` checked and without its trailing slash: `http://host:port`,
@@ -321,12 +336,13 @@ fn add(r: &Reader, a: u64, b: u64) -> Result<u64, PromQueryError> {
         .ok_or_else(|| r.err("the sum overflows".into()))
 }
 
-/// One instant's answers (`Requests`, `Buckets`, `Lag` in that order)
-/// into a [`Reading`]: see the module doc for what counts as no data.
+/// One instant's answers (to [`Query::ALL`], in that order) into a
+/// [`Reading`]: see the module doc for what counts as no data.
 pub fn assemble(
     requests: &[Series],
     buckets: &[Series],
     lag: &[Series],
+    edges: &[Series],
 ) -> Result<Reading, PromQueryError> {
     // Requests and 5xx per cluster.
     let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
@@ -397,9 +413,19 @@ pub fn assemble(
             .or_insert(0);
         *e = (*e).max(n);
     }
+    // Edges.
+    let mut instances = BTreeSet::new();
+    for series in edges {
+        let r = Reader {
+            query: Query::Edges,
+            series,
+        };
+        instances.insert(r.label(INSTANCE)?.to_owned());
+    }
     Ok(Reading {
         clusters,
         lag: lags,
+        edges: instances,
     })
 }
 
@@ -476,13 +502,14 @@ impl PromClient {
 
     /// Every [`Query`] at the same instant `time_ms`, assembled.
     pub async fn read(&self, time_ms: u64) -> Result<Reading, PromQueryError> {
-        let [q_req, q_buckets, q_lag] = Query::ALL.map(Query::promql);
-        let (requests, buckets, lag) = tokio::join!(
+        let [q_req, q_buckets, q_lag, q_edges] = Query::ALL.map(Query::promql);
+        let (requests, buckets, lag, edges) = tokio::join!(
             self.query(&q_req, time_ms),
             self.query(&q_buckets, time_ms),
-            self.query(&q_lag, time_ms)
+            self.query(&q_lag, time_ms),
+            self.query(&q_edges, time_ms)
         );
-        assemble(&requests?, &buckets?, &lag?)
+        assemble(&requests?, &buckets?, &lag?, &edges?)
     }
 }
 

@@ -67,6 +67,10 @@ fn the_queries_are_cumulative_sums_by_cluster() {
         Query::Lag.promql(),
         "max by (cluster, node) (tandem_replica_lag_seqs)"
     );
+    assert_eq!(
+        Query::Edges.promql(),
+        "count by (instance) (tandem_edge_unroutable_total)"
+    );
 }
 
 #[test]
@@ -161,7 +165,15 @@ fn readings_sum_statuses_and_keep_missing_series_missing() {
         series(&[("cluster", "aws"), ("node", "aws-1")], 0.0),
         series(&[("cluster", "gcp"), ("node", "gcp-1")], 12.0),
     ];
-    let r = assemble(&requests, &buckets, &lag).unwrap();
+    let edges = [
+        series(&[("instance", "127.0.0.1:8001")], 1.0),
+        series(&[("instance", "127.0.0.1:8002")], 1.0),
+    ];
+    let r = assemble(&requests, &buckets, &lag, &edges).unwrap();
+    assert_eq!(
+        r.edges.iter().collect::<Vec<_>>(),
+        ["127.0.0.1:8001", "127.0.0.1:8002"]
+    );
     assert_eq!(r.clusters.keys().collect::<Vec<_>>(), ["aws", "gcp"]);
     let aws = &r.clusters["aws"];
     assert_eq!((aws.requests, aws.errors), (103, 10));
@@ -176,7 +188,7 @@ fn readings_sum_statuses_and_keep_missing_series_missing() {
     assert_eq!(r.lag["gcp"]["gcp-1"], 12);
     assert_eq!(r.lag["aws"]["aws-1"], 0);
     // Nothing at all: nothing, not zeros.
-    assert_eq!(assemble(&[], &[], &[]).unwrap(), Reading::default());
+    assert_eq!(assemble(&[], &[], &[], &[]).unwrap(), Reading::default());
 }
 
 #[test]
@@ -229,7 +241,7 @@ fn readings_refuse_series_the_edge_does_not_write() {
         ),
     ];
     for (r, b, l, want) in cases {
-        let e = assemble(&r, &b, &l).unwrap_err().to_string();
+        let e = assemble(&r, &b, &l, &[]).unwrap_err().to_string();
         assert!(e.contains(want), "{e} (wanted {want})");
     }
     // Buckets that are not cumulative name the cluster.
@@ -238,11 +250,13 @@ fn readings_refuse_series_the_edge_does_not_write() {
         series(&[("cluster", "aws"), ("le", "0.1")], 5.0),
         series(&[("cluster", "aws"), ("le", "+Inf")], 4.0),
     ];
+    let e = assemble(&[], &[], &[], &[series(&[("job", "edge")], 1.0)]).unwrap_err();
+    assert!(e.to_string().contains("no instance label"), "{e}");
     assert!(matches!(
-        assemble(&r, &b, &[]),
+        assemble(&r, &b, &[], &[]),
         Err(PromQueryError::Hist { cluster, source: JudgeError::NotCumulative { .. } }) if cluster == "aws"
     ));
-    assert!(assemble(&r, &ok_b, &[]).is_ok());
+    assert!(assemble(&r, &ok_b, &[], &[]).is_ok());
 }
 
 // ---------------------------------------------------------------------
@@ -618,6 +632,11 @@ async fn prometheus_and_a_direct_scrape_read_the_same_and_judge_alike() {
     wait_scraped_after(&prom, prom_started_ms, 2).await;
     let before = prom.read(now_ms()).await.expect("read before load");
     assert!(before.clusters.is_empty(), "{before:?}");
+    assert_eq!(
+        before.edges.iter().collect::<Vec<_>>(),
+        [&e.admin.to_string()],
+        "the edge is in the sums, by its scraped address"
+    );
     assert_eq!(before.lag.keys().collect::<Vec<_>>(), ["aws"]);
 
     // Refusals from the real server, and an unreachable one.
