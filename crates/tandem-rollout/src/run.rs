@@ -6,7 +6,10 @@
 //! [`Observation`] (`window`, `observe`, `judge`), calls
 //! [`decide`](crate::decide::decide), executes the decisions (weights on
 //! every edge, a cold cluster started), appends the timeline and saves the
-//! state. Operators' commands from the listener (`status`) are fed to
+//! state. Windows do not overlap (`window`); between two closed windows
+//! a cluster's view carries the last window's verdict (`judged: None`,
+//! its breaches kept), so a breach lasts as long as the windows show it
+//! and `breach_for` can run out. Operators' commands from the listener (`status`) are fed to
 //! `decide` as they come.
 //!
 //! Time is read here only: `now_ms` is milliseconds since the Unix epoch,
@@ -218,6 +221,10 @@ struct Ctl {
     /// Nodes per cluster, as the edges last listed them.
     nodes: BTreeMap<String, BTreeSet<String>>,
     last_obs: Option<Observation>,
+    /// Per cluster, the last closed window's verdict: it stands until the
+    /// next window closes (or the weights change), so a breach is seen
+    /// on every interval it lasts, not only when a window closes.
+    verdicts: BTreeMap<String, Verdict>,
     /// Weights each edge carried at the last observation.
     last_edge_weights: Vec<Option<Weights>>,
     /// A rollback's line, written once every edge took its weights.
@@ -320,6 +327,7 @@ pub async fn run(cfg: RunConfig) -> Result<Finished, RunError> {
         test: CanaryTest::default(),
         nodes: BTreeMap::new(),
         last_obs: None,
+        verdicts: BTreeMap::new(),
         last_edge_weights: Vec::new(),
         pending_rollback: None,
         timeline,
@@ -473,7 +481,21 @@ fn edge_stats(m: &Exposition) -> BTreeMap<String, WindowStats> {
     out
 }
 
+/// A closed window's verdict on one cluster.
+#[derive(Debug, Clone)]
+struct Verdict {
+    breaches: Vec<crate::decide::Breach>,
+    p99_ms: Option<f64>,
+    error_ratio: Option<f64>,
+}
+
 impl Ctl {
+    /// Another split of traffic: the open window and the verdicts go.
+    fn reset_windows(&mut self) {
+        self.windows.reset();
+        self.verdicts.clear();
+    }
+
     fn io_err(&self, path: &Path, e: std::io::Error, state: bool) -> RunError {
         let (path, cause) = (path.display().to_string(), e.to_string());
         if state {
@@ -618,7 +640,7 @@ impl Ctl {
                     }
                 }
                 (Act::SetWeights | Act::Rollback, Some(w)) => {
-                    self.windows.reset();
+                    self.reset_windows();
                     let all = self.send_weights(w).await?;
                     if d.act == Act::Rollback {
                         if all {
@@ -792,7 +814,7 @@ impl Ctl {
         }
         if edge_weights != self.last_edge_weights {
             // Another split of traffic: what follows is another window.
-            self.windows.reset();
+            self.reset_windows();
         }
         self.last_edge_weights = edge_weights.clone();
 
@@ -861,7 +883,7 @@ impl Ctl {
             if ok {
                 self.windows.feed(now, sum, &must)
             } else {
-                self.windows.reset();
+                self.reset_windows();
                 None
             }
         } else {
@@ -1011,6 +1033,20 @@ impl Ctl {
             });
             if let Ok(mut view) = view {
                 view.hash = hash;
+                if window.is_some() {
+                    self.verdicts.insert(
+                        c.name.clone(),
+                        Verdict {
+                            breaches: view.breaches.clone(),
+                            p99_ms: view.p99_ms,
+                            error_ratio: view.error_ratio,
+                        },
+                    );
+                } else if let Some(v) = self.verdicts.get(&c.name) {
+                    view.breaches = v.breaches.clone();
+                    view.p99_ms = v.p99_ms;
+                    view.error_ratio = v.error_ratio;
+                }
                 clusters.insert(c.name.clone(), view);
             }
         }
