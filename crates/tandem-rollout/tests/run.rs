@@ -13,7 +13,9 @@
 //!   entry has every edge carrying the rollback weights within 5 s plus
 //!   `breach_for` of the breach's start;
 //! - a canary whose node has another engine limit that the load reaches
-//!   never gets weight, and the rollback's reason names the seq.
+//!   never gets weight, and the rollback's reason names the seq;
+//! - an admin token the edge refuses stops the run with an error naming
+//!   the edge and TANDEM_EDGE_ADMIN_TOKEN, and changes nothing.
 //!
 //! The tests run one at a time (they measure latency on two cores).
 
@@ -695,4 +697,33 @@ async fn a_canary_that_computes_differently_never_gets_weight() {
     // 8 accounts with 20 open orders each: the first refusal is past 160.
     assert!(seq > 160, "{reason}");
     assert_eq!(rb["breaches"][0]["gate"], "output_hash_divergence", "{rb}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_admin_token_stops_the_run_with_a_clear_error() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut w = World::start(None, None).await;
+    let plan = w.plan(
+        "  - { name: done, hold: 0, weights: { aws: 34, gcp: 33, azure: 33 } }",
+        GATES,
+    );
+    let mut cfg = config(plan, &w, None);
+    cfg.token = "not-the-token".into();
+    let r = tokio::time::timeout(Duration::from_secs(30), tandem_rollout::run::run(cfg))
+        .await
+        .expect("the run stopped in time");
+    match r {
+        Err(e @ RunError::Unauthorized { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("TANDEM_EDGE_ADMIN_TOKEN"), "{msg}");
+            assert!(msg.contains(&w.edge.admin.to_string()), "{msg}");
+        }
+        other => panic!("expected Unauthorized, got {other:?}"),
+    }
+    // Nothing changed on the edge.
+    assert_eq!(
+        w.edge.weights().await,
+        weights(&[("aws", 100), ("gcp", 0), ("azure", 0)])
+    );
+    let _ = w.load.take().unwrap().finish().await;
 }
