@@ -214,6 +214,10 @@ struct Ctl {
     state: State,
     edges: Vec<Edge>,
     http: Http,
+    /// With `metrics.source: prometheus`, where requests, errors and
+    /// latency come from (edges and nodes are still read directly for
+    /// weights, routes, readiness and checkpoints).
+    prom: Option<crate::prometheus::PromClient>,
     windows: Windows,
     baseline: Option<WindowStats>,
     baseline_p99_s: Option<f64>,
@@ -241,11 +245,13 @@ struct Ctl {
 /// the future is dropped). Paused, it waits for `resume` or `abort`.
 pub async fn run(cfg: RunConfig) -> Result<Finished, RunError> {
     let plan = cfg.plan;
-    if let MetricsSource::Prometheus { .. } = plan.metrics {
-        return Err(RunError::Config(
-            "metrics.source: prometheus: not built yet in `run` (use source: scrape)".into(),
-        ));
-    }
+    let prom = match &plan.metrics {
+        MetricsSource::Prometheus { url, .. } => Some(
+            crate::prometheus::PromClient::new(url, cfg.request_timeout)
+                .map_err(|e| RunError::Config(format!("metrics.url: {e}")))?,
+        ),
+        MetricsSource::Scrape { .. } => None,
+    };
     let http = Http::new(cfg.request_timeout);
     let mut edges = Vec::new();
     for url in &plan.edges {
@@ -321,6 +327,7 @@ pub async fn run(cfg: RunConfig) -> Result<Finished, RunError> {
         state: saved.as_ref().map_or_else(State::new, |s| s.state.clone()),
         edges,
         http,
+        prom,
         windows: Windows::new(plan.gates.min_requests, WINDOW_MAX_INTERVALS * interval_ms),
         baseline: None,
         baseline_p99_s: saved.as_ref().and_then(|s| s.baseline_p99_s),
@@ -826,10 +833,37 @@ impl Ctl {
                 set.spawn(read_node(http, c, a));
             }
         }
+        // Node reads get most of one interval, not the request timeout: a
+        // slow node must not stretch the interval (it counts as not
+        // answering, so not ready).
+        let budget = self
+            .plan
+            .metrics
+            .interval()
+            .mul_f64(0.8)
+            .max(Duration::from_millis(50));
+        let deadline = tokio::time::Instant::now() + budget;
         let mut raws = Vec::new();
-        while let Some(r) = set.join_next().await {
+        while let Ok(Some(r)) = tokio::time::timeout_at(deadline, set.join_next()).await {
             if let Ok(r) = r {
                 raws.push(r);
+            }
+        }
+        set.abort_all();
+        for (cluster, addrs) in &self.nodes {
+            for addr in addrs {
+                if !raws
+                    .iter()
+                    .any(|r| &r.cluster == cluster && &r.addr == addr)
+                {
+                    raws.push(NodeRaw {
+                        cluster: cluster.clone(),
+                        addr: addr.clone(),
+                        answered: false,
+                        ready: false,
+                        partitions: BTreeMap::new(),
+                    });
+                }
             }
         }
         raws.sort_by(|a, b| (&a.cluster, &a.addr).cmp(&(&b.cluster, &b.addr)));
@@ -839,20 +873,40 @@ impl Ctl {
             return None;
         }
 
-        // Metrics: only a complete scrape of every edge is judged.
-        let closed = if metrics.iter().all(Option::is_some) && !metrics.is_empty() {
-            let mut sum: BTreeMap<String, WindowStats> = BTreeMap::new();
-            let mut ok = true;
-            for m in metrics.iter().flatten() {
-                for (name, w) in edge_stats(m) {
-                    match sum.get_mut(&name) {
-                        Some(s) => ok &= s.merge(&w).is_ok(),
-                        None => {
-                            sum.insert(name, w);
+        // Metrics: only a complete reading of every edge is judged, from
+        // the edges' own /metrics or from Prometheus at the same instant.
+        let summed: Option<(BTreeMap<String, WindowStats>, bool)> = match &self.prom {
+            Some(prom) => match prom.read(now).await {
+                Ok(reading)
+                    if self.edges.iter().all(|e| {
+                        reading
+                            .edges
+                            .iter()
+                            .any(|i| e.url.trim_end_matches('/').ends_with(&format!("//{i}")))
+                    }) =>
+                {
+                    Some((reading.clusters, true))
+                }
+                _ => None,
+            },
+            None if metrics.iter().all(Option::is_some) && !metrics.is_empty() => {
+                let mut sum: BTreeMap<String, WindowStats> = BTreeMap::new();
+                let mut ok = true;
+                for m in metrics.iter().flatten() {
+                    for (name, w) in edge_stats(m) {
+                        match sum.get_mut(&name) {
+                            Some(s) => ok &= s.merge(&w).is_ok(),
+                            None => {
+                                sum.insert(name, w);
+                            }
                         }
                     }
                 }
+                Some((sum, ok))
             }
+            None => None,
+        };
+        let closed = if let Some((mut sum, ok)) = summed {
             // A cluster no request went to yet counts from zero.
             if let Some(bounds) = sum.values().next().map(|w| w.latency.bounds_s().to_vec()) {
                 for c in &self.plan.clusters {
