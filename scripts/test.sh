@@ -30,6 +30,13 @@ if ! command -v prometheus >/dev/null; then
   apt-get install -y -qq prometheus || { apt-get update -qq && apt-get install -y -qq prometheus; }
 fi
 
+# Headless Chromium (Debian's package) for the rollout status page's test
+# (tandem-rollout's tests/status_page.rs fails without it).
+if ! command -v chromium >/dev/null; then
+  step "installing chromium (Debian package, for the status page's test)"
+  apt-get install -y -qq chromium || { apt-get update -qq && apt-get install -y -qq chromium; }
+fi
+
 step "format"
 cargo fmt --all -- --check
 
