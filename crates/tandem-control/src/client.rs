@@ -83,6 +83,19 @@ impl Http {
         self.timeout
     }
 
+    /// `GET url` accepting JSON: the status and the whole body (at most
+    /// [`MAX_BODY_BYTES`]), within the timeout. For clients of other
+    /// services (the rollout's Prometheus source).
+    pub async fn get(&self, url: &str) -> Result<(StatusCode, Bytes), ControlError> {
+        self.send(
+            Method::GET,
+            url,
+            &[(header::ACCEPT, "application/json".to_owned())],
+            None,
+        )
+        .await
+    }
+
     /// Sends one request; the status and the whole body.
     async fn send(
         &self,
@@ -145,8 +158,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// `http://host:port` without a trailing slash, checked.
-fn base_url(url: &str) -> Result<String, ControlError> {
+/// `http://host:port` (a path prefix allowed, no query) without a
+/// trailing slash, checked.
+pub fn base_url(url: &str) -> Result<String, ControlError> {
     let bad = |why: &str| ControlError::Url {
         url: url.to_owned(),
         why: why.to_owned(),

@@ -41,11 +41,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use tandem_control::names::{edge, label, node};
 use thiserror::Error;
@@ -150,23 +145,10 @@ pub struct Reading {
 /// `base` checked and without its trailing slash: `http://host:port`,
 /// optionally with a path prefix (`--web.route-prefix`), no query.
 pub fn base_url(base: &str) -> Result<String, PromQueryError> {
-    let bad = |why: &str| PromQueryError::Url {
+    tandem_control::client::base_url(base).map_err(|e| PromQueryError::Url {
         url: base.to_owned(),
-        why: why.to_owned(),
-    };
-    let u: Uri = base
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
-    if u.scheme_str() != Some("http") {
-        return Err(bad("only http:// is supported"));
-    }
-    if u.authority().is_none() {
-        return Err(bad("no host"));
-    }
-    if u.query().is_some() {
-        return Err(bad("a base URL has no query"));
-    }
-    Ok(base.trim_end_matches('/').to_owned())
+        why: e.to_string(),
+    })
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.
@@ -429,12 +411,12 @@ pub fn assemble(
     })
 }
 
-/// A client of one Prometheus server's query API.
+/// A client of one Prometheus server's query API (over the control
+/// plane's pooled HTTP client).
 #[derive(Debug, Clone)]
 pub struct PromClient {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    http: tandem_control::client::Http,
     base: String,
-    timeout: Duration,
 }
 
 impl PromClient {
@@ -442,16 +424,9 @@ impl PromClient {
     /// request must complete (connect, answer, body) within `timeout`.
     /// Needs a tokio runtime only when used.
     pub fn new(base: &str, timeout: Duration) -> Result<PromClient, PromQueryError> {
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(timeout));
-        conn.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(conn);
         Ok(PromClient {
-            client,
+            http: tandem_control::client::Http::new(timeout),
             base: base_url(base)?,
-            timeout,
         })
     }
 
@@ -463,41 +438,26 @@ impl PromClient {
     /// the instant vector.
     pub async fn query(&self, promql: &str, time_ms: u64) -> Result<Vec<Series>, PromQueryError> {
         let url = query_url(&self.base, promql, time_ms);
-        let unreachable = |cause: String| PromQueryError::Unreachable {
-            url: url.clone(),
-            cause,
-        };
-        let req = Request::get(&url)
-            .header(http::header::ACCEPT, "application/json")
-            .body(Empty::new())
-            .map_err(|e| PromQueryError::Url {
+        let (status, body) = self.http.get(&url).await.map_err(|e| match e {
+            tandem_control::client::ControlError::Url { why, .. } => PromQueryError::Url {
                 url: url.clone(),
-                why: e.to_string(),
-            })?;
-        let work = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| unreachable(error_chain(&e)))?;
-            let status = resp.status().as_u16();
-            let body = Limited::new(resp.into_body(), MAX_BODY_BYTES)
-                .collect()
-                .await
-                .map_err(|e| unreachable(format!("reading the answer: {e}")))?
-                .to_bytes();
-            Ok((status, body))
-        };
-        let (status, body) = match tokio::time::timeout(self.timeout, work).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(unreachable(format!(
-                    "no whole answer within {} ms",
-                    self.timeout.as_millis()
-                )))
-            }
-        };
-        parse_answer(promql, status, &body)
+                why,
+            },
+            other => PromQueryError::Unreachable {
+                url: url.clone(),
+                cause: other.to_string(),
+            },
+        })?;
+        if body.len() > MAX_BODY_BYTES {
+            return Err(PromQueryError::BadAnswer {
+                query: promql.to_owned(),
+                why: format!(
+                    "an answer of {} bytes (at most {MAX_BODY_BYTES})",
+                    body.len()
+                ),
+            });
+        }
+        parse_answer(promql, status.as_u16(), &body)
     }
 
     /// Every [`Query`] at the same instant `time_ms`, assembled.
@@ -511,17 +471,4 @@ impl PromClient {
         );
         assemble(&requests?, &buckets?, &lag?, &edges?)
     }
-}
-
-/// An error and its sources, joined (hyper's own message is often just
-/// "client error").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
