@@ -194,7 +194,7 @@ before(async () => {
   deadPort = await freePort();
   edgePort = await freePort();
   // TANDEM_ROUTES holds D2; the KV key, when set, wins.
-  const config = writeConfig(routesFor(stepNamed("D2 expand").clusters));
+  const config = writeConfig(routesFor(stepNamed("D2-D3 expand").clusters));
   workerd = spawn(workerdBin, ["serve", config], { stdio: ["ignore", "inherit", "inherit"] });
   await waitReady();
 });
@@ -279,13 +279,13 @@ test("the Worker reproduces every shared vector, routes read from KV", async () 
 
 test("without a KV key the TANDEM_ROUTES binding routes (D2)", async () => {
   kv.value = null;
-  const step = stepNamed("D2 expand");
+  const step = stepNamed("D2-D3 expand");
   await pool(step.cases.slice(0, 120), 8, routeCase);
 });
 
 test("a weight change by KV moves exactly the accounts the vectors move", async () => {
   const from = stepNamed("D1 canary");
-  const to = stepNamed("D2 expand");
+  const to = stepNamed("D2-D3 expand");
   const accounts = from.cases.filter((c) => c.pin === null).map((c) => c.account);
   const where = async (step) => {
     kv.value = routesFor(step.clusters);
@@ -332,7 +332,7 @@ test("x-dex-version pins in any case, anything else is no pin", async () => {
 });
 
 test("requests without an account split by weight", async () => {
-  kv.value = routesFor(stepNamed("D3 balance").clusters); // 45/45/10
+  kv.value = routesFor(stepNamed("D4 balance").clusters); // 45/45/10
   const counts = { aws: 0, gcp: 0, azure: 0 };
   const n = 2000;
   await pool(Array.from({ length: n }), 16, async () => {
@@ -374,7 +374,7 @@ test("method, path, query, headers and body reach the origin; its answer comes b
 });
 
 test("a cluster that refuses connections is skipped for the next in the ranking", async () => {
-  const step = stepNamed("D4 done");
+  const step = stepNamed("D5 done");
   // aws is down: its accounts go to their second choice; others stay.
   kv.value = routesFor(step.clusters, { aws: `http://127.0.0.1:${deadPort}` });
   const cases = step.cases.filter((c) => c.pin === null).slice(0, 60);
