@@ -238,6 +238,8 @@ struct Ctl {
     starter: Box<dyn ClusterStarter>,
     shared: Arc<Shared>,
     progress: bool,
+    /// Stdout is a terminal: redraw a view instead of printing lines.
+    tty: bool,
     recent: VecDeque<Entry>,
 }
 
@@ -342,6 +344,7 @@ pub async fn run(cfg: RunConfig) -> Result<Finished, RunError> {
         starter: cfg.starter,
         shared,
         progress: cfg.progress,
+        tty: std::io::IsTerminal::is_terminal(&std::io::stdout()),
         recent: VecDeque::new(),
         plan,
     };
@@ -576,8 +579,10 @@ impl Ctl {
         Ok(())
     }
 
+    /// A plain progress line (on a terminal, the redrawn view shows the
+    /// decisions instead).
     fn say(&self, line: &str) {
-        if self.progress {
+        if self.progress && !self.tty {
             println!("{line}");
         }
     }
@@ -716,7 +721,7 @@ impl Ctl {
                 weights: self.last_edge_weights.get(i).cloned().flatten(),
             })
             .collect();
-        if self.progress {
+        if self.progress && !self.tty {
             let w = s.target.as_ref().map_or_else(
                 || "-".to_owned(),
                 |w| {
@@ -767,6 +772,11 @@ impl Ctl {
             gates,
             decisions: self.recent.clone(),
         };
+        if self.progress && self.tty {
+            // Clear the screen, home the cursor, draw the view.
+            print!("\x1b[2J\x1b[H{}", crate::status::terminal_view(&st));
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        }
     }
 
     /// One interval's readings as an `Observation`; `None` when nothing

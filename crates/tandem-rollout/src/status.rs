@@ -85,6 +85,90 @@ impl Shared {
     }
 }
 
+/// The progress view `run` redraws on a terminal: phase, stage and hold
+/// left; the weights the controller set and what every edge carries; each
+/// cluster's gates with their values; the last decisions.
+pub fn terminal_view(s: &Status) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "tandem rollout: {}", s.release);
+    let left = s
+        .hold_left_ms
+        .map_or_else(String::new, |l| format!(", {:.1} s left", l as f64 / 1e3));
+    let _ = writeln!(
+        out,
+        "phase {} ({} of {}), {}{left}{}",
+        s.phase,
+        s.phase_index + 1,
+        s.phases,
+        s.stage,
+        s.stage_reason
+            .as_ref()
+            .map_or_else(String::new, |r| format!(": {r}"))
+    );
+    let names: Vec<&String> = s.weights.iter().flat_map(|w| w.keys()).collect();
+    let _ = writeln!(
+        out,
+        "\nweights     {}",
+        names.iter().map(|n| format!("{n:>8}")).collect::<String>()
+    );
+    let row = |label: &str, w: Option<&Weights>| {
+        let cells: String = names
+            .iter()
+            .map(|n| match w {
+                Some(w) => format!("{:>8}", w.get(*n).copied().unwrap_or(0)),
+                None => format!("{:>8}", "-"),
+            })
+            .collect();
+        format!("{label:<12}{cells}")
+    };
+    let _ = writeln!(out, "{}", row("controller", s.weights.as_ref()));
+    for (i, e) in s.edges.iter().enumerate() {
+        let label = format!("edge {}", i + 1);
+        match &e.weights {
+            Some(w) => {
+                let _ = writeln!(out, "{}", row(&label, Some(w)));
+            }
+            None => {
+                let _ = writeln!(out, "{label:<12}unreachable ({})", e.url);
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<10}{:>10}{:>12}{:>10}{:>8}  hash",
+        "gates", "p99 ms", "errors", "requests", "lag"
+    );
+    for (n, g) in &s.gates {
+        let _ = writeln!(
+            out,
+            "{n:<10}{:>10}{:>12}{:>10}{:>8}  {}",
+            g.p99_ms.map_or("-".into(), |p| format!("{p:.2}")),
+            g.error_ratio.map_or("-".into(), |e| format!("{e:.4}")),
+            g.requests,
+            g.lag,
+            if g.hash_agrees {
+                "agrees"
+            } else {
+                "not verified"
+            }
+        );
+    }
+    let _ = writeln!(out, "\ndecisions");
+    for d in s
+        .decisions
+        .iter()
+        .rev()
+        .take(8)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
+        let _ = writeln!(out, "  {} {}: {}", d.phase, d.action, d.reason);
+    }
+    out
+}
+
 const PAGE: &str = r#"<!doctype html>
 <html><head><meta charset="utf-8"><title>tandem rollout</title>
 <style>

@@ -155,3 +155,35 @@ fn the_page_shows_what_the_json_shows_and_follows_it() {
     drop(rt);
     std::thread::sleep(Duration::from_millis(10));
 }
+
+#[test]
+fn the_terminal_view_shows_phase_weights_hold_and_gates() {
+    let mut s = status("canary", 1, [95, 5, 0]);
+    s.gates.insert(
+        "gcp".into(),
+        tandem_rollout::timeline::GateValues {
+            p99_ms: Some(3.25),
+            error_ratio: Some(0.0),
+            requests: 812,
+            lag: 0,
+            hash_agrees: true,
+        },
+    );
+    s.edges.push(EdgeStatus {
+        url: "http://127.0.0.1:8002".into(),
+        weights: None,
+    });
+    let v = status::terminal_view(&s);
+    assert!(v.contains("phase canary (2 of 5), hold, 4.0 s left"), "{v}");
+    // Clusters in the weights' order: aws, azure, gcp.
+    assert!(v.contains("controller        95       0       5"), "{v}");
+    assert!(v.contains("edge 1            95       0       5"), "{v}");
+    assert!(
+        v.contains("edge 2      unreachable (http://127.0.0.1:8002)"),
+        "{v}"
+    );
+    assert!(
+        v.contains("gcp             3.25      0.0000       812       0  agrees"),
+        "{v}"
+    );
+}
