@@ -121,6 +121,7 @@ usage: tandem rollout check --plan FILE [--time-scale K]
 const ROLLOUT_RUN_USAGE: &str = "\
 usage: tandem rollout run --plan FILE [--time-scale K] [--listen ADDR]
                           [--timeline FILE] [--state FILE] [--start CLUSTER=COMMAND]...
+                          [--consul URL [--consul-service NAME]]
 
   run a rollout plan (contracts/rollout-plan.md): every metrics.interval,
   read every edge's weights, routes and /metrics and every node's status,
@@ -141,6 +142,12 @@ usage: tandem rollout run --plan FILE [--time-scale K] [--listen ADDR]
                     how to start a `start: cold` cluster: a shell command
                     line (sh -c), its output in start-CLUSTER.log beside the
                     state file (or in the current directory); repeatable
+  --consul URL      also write the weights to this Consul agent's config
+                    entries (service-resolver once, service-splitter on every
+                    change; check-and-set), after the edges; ACL token from
+                    CONSUL_HTTP_TOKEN
+  --consul-service NAME
+                    the mesh service the nodes are registered as [tandem-node]
   -h, --help        this text
 
 The edges' admin token is read from TANDEM_EDGE_ADMIN_TOKEN.
@@ -457,6 +464,7 @@ fn cmd_rollout_run(args: &[String]) -> Result<()> {
     let (mut plan, mut scale, mut listen) = (None, None, None);
     let (mut timeline, mut state) = (None, None);
     let mut starts: BTreeMap<String, String> = BTreeMap::new();
+    let (mut consul, mut consul_service) = (None, "tandem-node".to_owned());
     let mut flags = Flags::new("rollout run", ROLLOUT_RUN_USAGE, args);
     while let Some(f) = flags.next_flag() {
         if is_help(&f) {
@@ -476,6 +484,16 @@ fn cmd_rollout_run(args: &[String]) -> Result<()> {
                 listen = Some(addr);
             }
             "--timeline" => timeline = Some(PathBuf::from(flags.value(&f, "a file")?)),
+            "--consul" => {
+                let v = flags.value(&f, "a URL")?;
+                if !v.starts_with("http://") {
+                    return Err(flags.error(format!(
+                        "--consul: {v:?} is not an agent URL like http://127.0.0.1:8500"
+                    )));
+                }
+                consul = Some(v);
+            }
+            "--consul-service" => consul_service = flags.value(&f, "a service name")?,
             "--state" => state = Some(PathBuf::from(flags.value(&f, "a file")?)),
             "--start" => {
                 let v = flags.value(&f, "CLUSTER=COMMAND")?;
@@ -525,6 +543,11 @@ fn cmd_rollout_run(args: &[String]) -> Result<()> {
         starter: Box::new(tandem_rollout::run::LocalProcesses::new(starts, log_dir)),
         progress: true,
         request_timeout: std::time::Duration::from_secs(2),
+        consul: consul.map(|agent| tandem_rollout::layers::ConsulTarget {
+            agent,
+            token: std::env::var("CONSUL_HTTP_TOKEN").ok().filter(|t| !t.is_empty()),
+            service: consul_service,
+        }),
     };
     let done = tandem_rollout::run::run_blocking(cfg).context("rollout run")?;
     match &done.state.stage {

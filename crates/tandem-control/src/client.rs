@@ -83,6 +83,24 @@ impl Http {
         self.timeout
     }
 
+    /// Sends a request built elsewhere (the rollout's Consul layer): the
+    /// status and the whole body, within the timeout.
+    pub async fn request(
+        &self,
+        req: http::Request<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), ControlError> {
+        let (parts, body) = req.into_parts();
+        let url = parts.uri.to_string();
+        let headers: Vec<(header::HeaderName, String)> = parts
+            .headers
+            .iter()
+            .filter(|(k, _)| *k != header::CONTENT_TYPE)
+            .map(|(k, v)| (k.clone(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        let body = (!body.is_empty() || parts.method != Method::GET).then_some(body);
+        self.send(parts.method, &url, &headers, body).await
+    }
+
     /// `GET url` accepting JSON: the status and the whole body (at most
     /// [`MAX_BODY_BYTES`]), within the timeout. For clients of other
     /// services (the rollout's Prometheus source).

@@ -20,6 +20,7 @@ pub mod decide;
 pub mod duration;
 pub mod judge;
 pub mod kubernetes;
+pub mod layers;
 pub mod observe;
 pub mod plan;
 pub mod prometheus;

@@ -120,6 +120,9 @@ pub struct RunConfig {
     pub progress: bool,
     /// Bound on every control request.
     pub request_timeout: Duration,
+    /// `--consul`: a Consul agent told the same weights once the edges
+    /// carry them.
+    pub consul: Option<crate::layers::ConsulTarget>,
 }
 
 impl std::fmt::Debug for RunConfig {
@@ -214,6 +217,8 @@ struct Ctl {
     state: State,
     edges: Vec<Edge>,
     http: Http,
+    /// Layers told the weights after the edges (Consul).
+    consul: Option<crate::layers::ConsulLayer>,
     /// With `metrics.source: prometheus`, where requests, errors and
     /// latency come from (edges and nodes are still read directly for
     /// weights, routes, readiness and checkpoints).
@@ -255,6 +260,9 @@ pub async fn run(cfg: RunConfig) -> Result<Finished, RunError> {
         MetricsSource::Scrape { .. } => None,
     };
     let http = Http::new(cfg.request_timeout);
+    let consul = cfg.consul.as_ref().map(|c| {
+        crate::layers::ConsulLayer::new(http.clone(), &c.agent, c.token.clone(), &c.service)
+    });
     let mut edges = Vec::new();
     for url in &plan.edges {
         let admin = EdgeAdmin::new(http.clone(), url, &cfg.token)
@@ -329,6 +337,7 @@ pub async fn run(cfg: RunConfig) -> Result<Finished, RunError> {
         state: saved.as_ref().map_or_else(State::new, |s| s.state.clone()),
         edges,
         http,
+        consul,
         prom,
         windows: Windows::new(plan.gates.min_requests, WINDOW_MAX_INTERVALS * interval_ms),
         baseline: None,
@@ -654,6 +663,16 @@ impl Ctl {
                 (Act::SetWeights | Act::Rollback, Some(w)) => {
                     self.reset_windows();
                     let all = self.send_weights(w).await?;
+                    // The edges first (they give the 5 s rollback), then
+                    // the layers that follow them.
+                    if let Some(c) = &mut self.consul {
+                        let r = c.apply(&self.plan, w).await;
+                        let line = match r {
+                            Ok(()) => "consul: service-splitter written".to_owned(),
+                            Err(e) => format!("consul: the weights were not written: {e}"),
+                        };
+                        self.say(&line);
+                    }
                     if d.act == Act::Rollback {
                         if all {
                             entry.weights_applied_ms = Some(now_ms());

@@ -432,6 +432,7 @@ fn config(plan: Plan, w: &World, listen: Option<std::net::TcpListener>) -> RunCo
         starter: Box::new(NoStarter),
         progress: std::env::var("RUN_PROGRESS").is_ok(),
         request_timeout: Duration::from_secs(2),
+        consul: None,
     }
 }
 
