@@ -223,8 +223,10 @@ impl TestEdge {
     }
 
     fn admin(&self) -> EdgeAdmin {
+        // The test's own reads: a generous bound (what is timed is the
+        // controller's, not these).
         EdgeAdmin::new(
-            Http::new(Duration::from_secs(2)),
+            Http::new(Duration::from_secs(10)),
             &format!("http://{}", self.admin),
             TOKEN,
         )
