@@ -58,7 +58,7 @@ pub enum SuperviseError {
     },
 }
 
-/// A child process, killed on drop.
+/// A child process, killed on drop (unless detached).
 #[derive(Debug)]
 pub struct Supervised {
     name: String,
@@ -67,6 +67,8 @@ pub struct Supervised {
     status: Option<ExitStatus>,
     log: Option<PathBuf>,
     started: Instant,
+    /// Left running when this handle drops (`detach`).
+    detached: bool,
 }
 
 impl Supervised {
@@ -115,7 +117,15 @@ impl Supervised {
             status: None,
             log,
             started: Instant::now(),
+            detached: false,
         })
+    }
+
+    /// Lets the process outlive this handle (a cluster the controller
+    /// started carries traffic after the controller exits). Returns its pid.
+    pub fn detach(mut self) -> u32 {
+        self.detached = true;
+        self.pid()
     }
 
     pub fn name(&self) -> &str {
@@ -297,7 +307,9 @@ impl Supervised {
 
 impl Drop for Supervised {
     fn drop(&mut self) {
-        self.kill();
+        if !self.detached {
+            self.kill();
+        }
     }
 }
 

@@ -160,3 +160,12 @@ async fn async_readiness() {
     .unwrap();
     assert_eq!(n, 3);
 }
+
+#[test]
+fn a_detached_process_outlives_its_handle() {
+    let p = Supervised::start("detached", sh("exec sleep 30")).unwrap();
+    let pid = p.detach();
+    assert!(alive(pid), "dropping a detached handle must not kill it");
+    // Clean up by hand, as an operator would.
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+}

@@ -86,6 +86,17 @@ impl LocalProcesses {
     }
 }
 
+impl Drop for LocalProcesses {
+    /// A cluster the controller started serves traffic: it outlives the
+    /// controller (as it does when the controller is killed); stopping it
+    /// is an operator's act, not a side effect of the controller exiting.
+    fn drop(&mut self) {
+        for p in self.running.drain(..) {
+            let _ = p.detach();
+        }
+    }
+}
+
 impl ClusterStarter for LocalProcesses {
     fn start(&mut self, cluster: &str) -> Result<(), String> {
         let Some(line) = self.commands.get(cluster) else {
