@@ -545,7 +545,9 @@ fn cmd_rollout_run(args: &[String]) -> Result<()> {
         request_timeout: std::time::Duration::from_secs(2),
         consul: consul.map(|agent| tandem_rollout::layers::ConsulTarget {
             agent,
-            token: std::env::var("CONSUL_HTTP_TOKEN").ok().filter(|t| !t.is_empty()),
+            token: std::env::var("CONSUL_HTTP_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
             service: consul_service,
         }),
     };
