@@ -4,40 +4,11 @@
 //! flag, missing value) prints the command's usage to standard error and
 //! exits 2, while a job that fails exits 1.
 
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
+
+use common::tandem;
 
 const COMMANDS: [&str; 4] = ["match", "node", "edge", "loadgen"];
-
-/// Runs `tandem args...` with empty stdin; fails the test if it has not
-/// ended within 30 s (a `--help` that started a server instead).
-fn tandem(args: &[&str]) -> (i32, String, String) {
-    let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tandem");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel::<std::io::Result<Output>>();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(out) => out.expect("wait for tandem"),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("tandem {args:?} still running after 30 s");
-        }
-    };
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn help_on_the_binary_prints_usage_and_exits_zero() {
