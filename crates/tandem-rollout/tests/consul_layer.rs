@@ -4,6 +4,8 @@
 //! `ModifyIndex`, `true`/`false` for a check-and-set write) and records
 //! every request. No Consul agent runs on the build machines.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -17,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tandem_control::client::Http;
 use tandem_rollout::layers::ConsulLayer;
-use tandem_rollout::plan::{Cluster, Gates, MetricsSource, OnFailure, Phase, Plan, Start, Version};
+use tandem_rollout::plan::{Plan, Version};
 
 /// A config-entry store with Consul's check-and-set rule; `steal` makes
 /// the next write of a kind lose its check-and-set (another writer got
@@ -92,36 +94,7 @@ async fn answer(agent: Arc<Mutex<Agent>>, req: Request<Incoming>) -> Response<Fu
 }
 
 fn plan() -> Plan {
-    let c = |name: &str, version| Cluster {
-        name: name.into(),
-        version,
-        zones: vec!["z1".into()],
-        start: Start::Running,
-    };
-    Plan {
-        release: "r".into(),
-        clusters: vec![c("aws", Version::Stable), c("gcp", Version::Canary)],
-        edges: vec!["http://127.0.0.1:8001".into()],
-        metrics: MetricsSource::Scrape {
-            interval: Duration::from_secs(1),
-        },
-        baseline_window: Duration::from_secs(60),
-        gates: Gates {
-            latency_p99_ms_max: None,
-            latency_p99_vs_baseline_max: None,
-            error_ratio_max: None,
-            replica_lag_seq_max: None,
-            output_hash_divergence: 0,
-            min_requests: 200,
-            breach_for: Duration::from_secs(2),
-        },
-        phases: vec![Phase {
-            name: "p".into(),
-            hold: Duration::ZERO,
-            weights: vec![("aws".into(), 100), ("gcp".into(), 0)],
-        }],
-        on_failure: OnFailure::Rollback,
-    }
+    common::plan_of(&[("aws", Version::Stable), ("gcp", Version::Canary)])
 }
 
 fn weights(aws: u32, gcp: u32) -> BTreeMap<String, u32> {

@@ -5,49 +5,21 @@
 //! recorded answers (success, refusal, a lost check-and-set) are read as
 //! they mean.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 use tandem_rollout::cloudflare::{self, CloudflareError, KvTarget};
 use tandem_rollout::consul::{self, ConsulError};
-use tandem_rollout::plan::{Cluster, Gates, MetricsSource, OnFailure, Phase, Plan, Start, Version};
+use tandem_rollout::plan::{Plan, Version};
 
 fn plan() -> Plan {
-    let c = |name: &str, version| Cluster {
-        name: name.into(),
-        version,
-        zones: vec!["z1".into()],
-        start: Start::Running,
-    };
-    Plan {
-        release: "r".into(),
-        clusters: vec![
-            c("aws", Version::Stable),
-            c("gcp", Version::Canary),
-            c("azure", Version::Canary),
-        ],
-        edges: vec!["http://127.0.0.1:8001".into()],
-        metrics: MetricsSource::Scrape {
-            interval: Duration::from_secs(1),
-        },
-        baseline_window: Duration::from_secs(60),
-        gates: Gates {
-            latency_p99_ms_max: None,
-            latency_p99_vs_baseline_max: None,
-            error_ratio_max: None,
-            replica_lag_seq_max: None,
-            output_hash_divergence: 0,
-            min_requests: 200,
-            breach_for: Duration::from_secs(2),
-        },
-        phases: vec![Phase {
-            name: "p".into(),
-            hold: Duration::ZERO,
-            weights: vec![("aws".into(), 100)],
-        }],
-        on_failure: OnFailure::Rollback,
-    }
+    common::plan_of(&[
+        ("aws", Version::Stable),
+        ("gcp", Version::Canary),
+        ("azure", Version::Canary),
+    ])
 }
 
 fn weights() -> BTreeMap<String, u32> {
