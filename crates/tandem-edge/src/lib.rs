@@ -152,6 +152,58 @@ pub async fn health_loop(edge: Arc<Edge>) {
     }
 }
 
+/// An edge served on the current tokio runtime on loopback ports of the
+/// config's listen addresses (port 0 for any): its public and admin
+/// listeners with active health checks. Stops (drains, at most `drain`)
+/// when dropped. For tests and embedding; `run` is the process (signals,
+/// reload from a file, socket hand-over).
+#[derive(Debug)]
+pub struct Served {
+    pub public: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
+    pub edge: Arc<Edge>,
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Binds the config's listeners and serves an edge on them (see [`Served`]).
+pub async fn serve_in_process(cfg: EdgeConfig, drain: Duration) -> std::io::Result<Served> {
+    let public = TcpListener::bind(cfg.listen).await?;
+    let admin = TcpListener::bind(cfg.admin_listen).await?;
+    let (public_addr, admin_addr) = (public.local_addr()?, admin.local_addr()?);
+    let edge = Edge::new(cfg);
+    let (stop, rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    tokio::spawn(health_loop(Arc::clone(&edge)));
+    tokio::spawn(serve(
+        public,
+        Arc::clone(&edge),
+        dispatch,
+        stopped(rx.clone()),
+        drain,
+    ));
+    tokio::spawn(serve(
+        admin,
+        Arc::clone(&edge),
+        |e, r| async move { admin::handle(&e, &None, r).await },
+        stopped(rx),
+        drain,
+    ));
+    Ok(Served {
+        public: public_addr,
+        admin: admin_addr,
+        edge,
+        stop,
+    })
+}
+
 /// Runs the edge until SIGTERM/SIGINT (drain, exit) or a completed
 /// SIGUSR2 hand-over (a new process took the sockets and the admin-set
 /// weights with their generation; drain, exit). SIGHUP reloads

@@ -28,7 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tandem_control::names::{edge, label, node};
 use tandem_control::{EdgeAdmin, Exposition, Http, NodeClient, SampleKind, Supervised};
 use tandem_edge::config::{ClusterConfig, NodeAddr, Role};
-use tandem_edge::{Edge, EdgeConfig};
+use tandem_edge::EdgeConfig;
 use tandem_log::conformance::TempDir;
 use tandem_log::{FileLog, FileLogConfig, FsyncPolicy, Log};
 use tandem_node::{Node, NodeConfig};
@@ -38,7 +38,6 @@ use tandem_rollout::prometheus::{
     assemble, base_url, parse_answer, query_url, PromClient, PromQueryError, Query, Reading, Series,
 };
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 // ---------------------------------------------------------------------
 // Pure: queries, requests, answers.
@@ -408,7 +407,8 @@ async fn mock_node(delay: Duration) -> (SocketAddr, Arc<AtomicU64>) {
 struct TestEdge {
     public: SocketAddr,
     admin: SocketAddr,
-    stop: watch::Sender<bool>,
+    /// Stops the edge when dropped.
+    _served: tandem_edge::Served,
 }
 
 impl TestEdge {
@@ -423,45 +423,14 @@ impl TestEdge {
             ..EdgeConfig::default()
         };
         cfg.health.interval_ms = 50;
-        let public = TcpListener::bind(cfg.listen).await.expect("bind public");
-        let admin = TcpListener::bind(cfg.admin_listen)
+        let served = tandem_edge::serve_in_process(cfg, Duration::from_secs(2))
             .await
-            .expect("bind admin");
-        let (public_addr, admin_addr) = (
-            public.local_addr().expect("public addr"),
-            admin.local_addr().expect("admin addr"),
-        );
-        let edge = Edge::new(cfg);
-        let (stop, rx) = watch::channel(false);
-        let stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        tokio::spawn(tandem_edge::health_loop(Arc::clone(&edge)));
-        tokio::spawn(tandem_edge::serve(
-            public,
-            Arc::clone(&edge),
-            tandem_edge::dispatch,
-            stopped(rx.clone()),
-            Duration::from_secs(2),
-        ));
-        tokio::spawn(tandem_edge::serve(
-            admin,
-            edge,
-            |e, r| async move { tandem_edge::admin::handle(&e, &None, r).await },
-            stopped(rx),
-            Duration::from_secs(2),
-        ));
+            .expect("serve the edge");
         TestEdge {
-            public: public_addr,
-            admin: admin_addr,
-            stop,
+            public: served.public,
+            admin: served.admin,
+            _served: served,
         }
-    }
-}
-
-impl Drop for TestEdge {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
     }
 }
 

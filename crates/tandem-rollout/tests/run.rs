@@ -32,7 +32,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tandem_control::{EdgeAdmin, Http};
 use tandem_edge::config::{ClusterConfig, NodeAddr, Role as EdgeRole};
-use tandem_edge::{Edge, EdgeConfig};
+use tandem_edge::EdgeConfig;
 use tandem_log::conformance::TempDir;
 use tandem_log::{FileLog, FileLogConfig, FsyncPolicy, Log};
 use tandem_node::{Node, NodeConfig};
@@ -41,7 +41,6 @@ use tandem_rollout::plan::Plan;
 use tandem_rollout::run::{ClusterStarter, Finished, RunConfig, RunError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 const TOKEN: &str = "rollout-run-test-token";
 /// The tests measure latency: one at a time.
@@ -160,7 +159,8 @@ async fn delaying_proxy(target: SocketAddr, slow: Arc<AtomicBool>, delay: Durati
 struct TestEdge {
     public: SocketAddr,
     admin: SocketAddr,
-    stop: watch::Sender<bool>,
+    /// Stops the edge when dropped.
+    _served: tandem_edge::Served,
 }
 
 impl TestEdge {
@@ -192,33 +192,13 @@ impl TestEdge {
             ..EdgeConfig::default()
         };
         cfg.health.interval_ms = 50;
-        let public = TcpListener::bind(cfg.listen).await.unwrap();
-        let admin = TcpListener::bind(cfg.admin_listen).await.unwrap();
-        let (public_addr, admin_addr) = (public.local_addr().unwrap(), admin.local_addr().unwrap());
-        let edge = Edge::new(cfg);
-        let (stop, rx) = watch::channel(false);
-        let stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        tokio::spawn(tandem_edge::health_loop(Arc::clone(&edge)));
-        tokio::spawn(tandem_edge::serve(
-            public,
-            Arc::clone(&edge),
-            tandem_edge::dispatch,
-            stopped(rx.clone()),
-            Duration::from_secs(2),
-        ));
-        tokio::spawn(tandem_edge::serve(
-            admin,
-            edge,
-            |e, r| async move { tandem_edge::admin::handle(&e, &None, r).await },
-            stopped(rx),
-            Duration::from_secs(2),
-        ));
+        let served = tandem_edge::serve_in_process(cfg, Duration::from_secs(2))
+            .await
+            .expect("serve the edge");
         TestEdge {
-            public: public_addr,
-            admin: admin_addr,
-            stop,
+            public: served.public,
+            admin: served.admin,
+            _served: served,
         }
     }
 
@@ -235,12 +215,6 @@ impl TestEdge {
 
     async fn weights(&self) -> BTreeMap<String, u32> {
         self.admin().weights().await.expect("edge weights").weights
-    }
-}
-
-impl Drop for TestEdge {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
     }
 }
 
