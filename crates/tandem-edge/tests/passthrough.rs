@@ -77,6 +77,14 @@ impl Stack {
             },
             Duration::ZERO,
         ));
+        // The node is caught up before the edge starts, so the edge's
+        // first health check cannot find it catching up (that check could
+        // otherwise land after the readiness wait below and eject it).
+        let deadline = Instant::now() + WAIT;
+        while !node.is_caught_up() {
+            assert!(Instant::now() < deadline, "the node never caught up");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let edge = TestEdge::start(
             edge_config(vec![cluster(
                 "stable-1",
