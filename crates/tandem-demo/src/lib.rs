@@ -1,0 +1,3 @@
+//! `tandem demo` (`contracts/demo-report.md`).
+
+pub mod report;
