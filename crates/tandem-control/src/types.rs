@@ -109,3 +109,57 @@ pub struct RouteNode {
     /// The log the node last reported (`x-tandem-log`), if any.
     pub log: Option<String>,
 }
+
+/// Bits of a Kafka log's seq that hold a record's index within its
+/// message: `seq = (offset + 1) << 16 | index` (`tandem_kafka::seq`).
+const KAFKA_INDEX_BITS: u32 = 16;
+
+/// How many commands a replica at `behind` has still to apply to reach
+/// `ahead`, on the log named `log` (a [`PartitionStatus::log`] identity).
+///
+/// On a file log a seq counts commands, so this is the difference. On a
+/// Kafka log (`kafka:…`) a seq is a message offset and an index within
+/// the message, and how many commands the messages in between hold is not
+/// known from seqs alone: the answer is then a lower bound, one command per
+/// whole message in between plus the commands of `ahead`'s own message up
+/// to it. Counting raw seq units instead would make one message look like
+/// 65 536 commands of lag.
+pub fn commands_behind(log: &str, ahead: u64, behind: u64) -> u64 {
+    if ahead <= behind {
+        return 0;
+    }
+    if !log.starts_with("kafka:") {
+        return ahead - behind;
+    }
+    let index = |s: u64| s & ((1 << KAFKA_INDEX_BITS) - 1);
+    let messages = (ahead >> KAFKA_INDEX_BITS) - (behind >> KAFKA_INDEX_BITS);
+    if messages == 0 {
+        index(ahead) - index(behind)
+    } else {
+        messages + index(ahead)
+    }
+}
+
+#[cfg(test)]
+mod lag_tests {
+    use super::commands_behind;
+
+    #[test]
+    fn file_log_seqs_count_commands() {
+        assert_eq!(commands_behind("file:ab", 1500, 500), 1000);
+        assert_eq!(commands_behind("file:ab", 500, 1500), 0);
+    }
+
+    #[test]
+    fn kafka_seqs_count_messages_and_indexes() {
+        let seq = |offset: u64, index: u64| ((offset + 1) << 16) | index;
+        let log = "kafka:cluster/orders";
+        // One message of 10 commands: the last of it against the first.
+        assert_eq!(commands_behind(log, seq(7, 9), seq(7, 0)), 9);
+        // The next message's first command is one command ahead.
+        assert_eq!(commands_behind(log, seq(8, 0), seq(7, 9)), 1);
+        // 1000 messages later: at least 1000 commands, not 65 536 000.
+        assert_eq!(commands_behind(log, seq(1007, 0), seq(7, 0)), 1000);
+        assert_eq!(commands_behind(log, seq(7, 0), seq(8, 0)), 0);
+    }
+}

@@ -433,6 +433,9 @@ struct NodeRaw {
     addr: String,
     answered: bool,
     ready: bool,
+    /// The log's identity (`file:…`, `kafka:…`), which says what a seq
+    /// counts.
+    log: String,
     /// Per partition: applied seq and checkpoints.
     partitions: BTreeMap<u32, (u64, Vec<(u64, String)>)>,
 }
@@ -443,6 +446,7 @@ async fn read_node(http: Http, cluster: String, addr: String) -> NodeRaw {
         addr: addr.clone(),
         answered: false,
         ready: false,
+        log: String::new(),
         partitions: BTreeMap::new(),
     };
     let Ok(c) = NodeClient::new(http, &format!("http://{addr}")) else {
@@ -453,6 +457,11 @@ async fn read_node(http: Http, cluster: String, addr: String) -> NodeRaw {
         return raw;
     };
     raw.ready = ready.unwrap_or(false);
+    raw.log = status
+        .partitions
+        .first()
+        .map(|p| p.log.clone())
+        .unwrap_or_default();
     for p in status.partitions.iter().take(64) {
         let Ok(chain) = c.chain_page(p.id, None, Some(CHECKPOINTS)).await else {
             return raw;
@@ -912,6 +921,7 @@ impl Ctl {
                         addr: addr.clone(),
                         answered: false,
                         ready: false,
+                        log: String::new(),
                         partitions: BTreeMap::new(),
                     });
                 }
@@ -1065,7 +1075,10 @@ impl Ctl {
                 lag: if r.answered {
                     r.partitions
                         .iter()
-                        .map(|(q, (a, _))| newest.get(q).copied().unwrap_or(0).saturating_sub(*a))
+                        .map(|(q, (a, _))| {
+                            let ahead = newest.get(q).copied().unwrap_or(0);
+                            tandem_control::types::commands_behind(&r.log, ahead, *a)
+                        })
                         .max()
                         .unwrap_or(0)
                 } else {
