@@ -1,4 +1,4 @@
 //! `tandem demo` (`contracts/demo-report.md`).
 
-pub mod report;
 pub mod render;
+pub mod report;
