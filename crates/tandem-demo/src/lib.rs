@@ -1,4 +1,5 @@
 //! `tandem demo` (`contracts/demo-report.md`).
 
+pub mod diverge;
 pub mod render;
 pub mod report;
