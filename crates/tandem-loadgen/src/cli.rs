@@ -45,6 +45,11 @@ usage: tandem loadgen [flags]
   --path P             send only GET P
   --threads N          runtime worker threads           [cores, at most 4]
   --json FILE          write the report as JSON
+  --samples FILE       write one CSV line per measured request at the end:
+                       t_ms,latency_us,op,outcome,status,cluster,attempts
+                       (t_ms is the intended send time, Unix ms; cluster is
+                       the answer's x-tandem-cluster); kept in memory until
+                       then, 16 bytes a request, at most 50000000 requests
   -h, --help           this text
 
 exits non-zero if the verifier finds lost, duplicated or inconsistent orders
@@ -152,6 +157,7 @@ fn parse(args: &[String]) -> Result<Option<(LoadgenConfig, Option<String>)>> {
             "--path" => cfg.path = Some(value()?),
             "--threads" => cfg.threads = num(flag, value()?)?,
             "--json" => json = Some(value()?),
+            "--samples" => cfg.samples = Some(value()?.into()),
             other => bail!("unknown flag {other:?} (see --help)"),
         }
     }
@@ -174,7 +180,8 @@ mod tests {
     fn flags() {
         let (cfg, json) = parse(&args(
             "--target http://a:1,http://b:2 --target=http://c:3 --rate 500 --duration 2 \
-             --warmup=0.5 --http2 --no-verify --floor --json out.json --seed 9",
+             --warmup=0.5 --http2 --no-verify --floor --json out.json --seed 9 \
+             --samples s.csv",
         ))
         .unwrap()
         .unwrap();
@@ -184,6 +191,10 @@ mod tests {
         assert_eq!(cfg.seed, 9);
         assert_eq!(cfg.fixed_path().as_deref(), Some("/healthz"));
         assert_eq!(json.as_deref(), Some("out.json"));
+        assert_eq!(cfg.samples.as_deref(), Some(std::path::Path::new("s.csv")));
+        assert_eq!(parse(&args("")).unwrap().unwrap().0.samples, None);
+        assert!(parse(&args("--samples")).is_err());
+        assert!(parse(&args("--samples=")).is_err());
         assert_eq!(cfg.in_flight_bound(), 32 * 64);
         assert!(parse(&args("--help")).unwrap().is_none());
         assert!(parse(&args("--rate")).is_err());
@@ -193,5 +204,16 @@ mod tests {
         assert!(parse(&args("--read-ratio 2")).is_err());
         let (cfg, _) = parse(&args("--verify=false")).unwrap().unwrap();
         assert!(!cfg.verify);
+    }
+
+    #[test]
+    fn usage_states_the_samples_cap() {
+        // The cap is written out in USAGE; keep it in step with the limit.
+        let line = USAGE
+            .lines()
+            .skip_while(|l| !l.contains("--samples"))
+            .take(5)
+            .collect::<String>();
+        assert!(line.contains(&crate::MAX_REQUESTS.to_string()), "{line}");
     }
 }

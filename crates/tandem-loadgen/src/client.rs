@@ -78,6 +78,10 @@ pub struct Answer {
     pub token: Option<Token>,
     /// `retry-after` in seconds, when given.
     pub retry_after: Option<Duration>,
+    /// `x-tandem-cluster`: the cluster that answered, when an edge answered.
+    /// A header value shares the answer's buffer, so keeping it costs no
+    /// copy; the recorder copies a name once, the first time it sees it.
+    pub cluster: Option<http::HeaderValue>,
     /// Body.
     pub body: Bytes,
 }
@@ -318,6 +322,7 @@ async fn finish(
         retry_after: header("retry-after")
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs),
+        cluster: parts.headers.get(crate::samples::CLUSTER_HEADER).cloned(),
         body,
     })
 }

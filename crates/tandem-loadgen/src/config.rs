@@ -1,6 +1,8 @@
 //! The one configuration of a load run, with its defaults, its limits and
 //! its validation. Flag parsing lives in `cli.rs`; this file has no I/O.
 
+use std::path::PathBuf;
+
 use serde::Serialize;
 
 use crate::LoadgenError;
@@ -71,6 +73,11 @@ pub struct LoadgenConfig {
     pub path: Option<String>,
     /// Runtime worker threads.
     pub threads: usize,
+    /// Where to write one CSV line per measured request at the end of the
+    /// run (16 bytes a request in memory until then; the schedule holds
+    /// at most [`MAX_REQUESTS`]). The file is created before the load
+    /// starts, so a path that cannot be written fails at once.
+    pub samples: Option<PathBuf>,
 }
 
 impl Default for LoadgenConfig {
@@ -102,6 +109,7 @@ impl Default for LoadgenConfig {
             threads: std::thread::available_parallelism()
                 .map(|n| n.get().min(4))
                 .unwrap_or(2),
+            samples: None,
         }
     }
 }
@@ -201,6 +209,13 @@ impl LoadgenConfig {
                 return bad(format!(
                     "id prefix must be non-empty [A-Za-z0-9_-], got {p:?}"
                 ));
+            }
+        }
+        if let Some(p) = &self.samples {
+            // The report carries the configuration as JSON: the path must
+            // be text.
+            if p.as_os_str().is_empty() || p.to_str().is_none() {
+                return bad(format!("samples path must be non-empty UTF-8, got {p:?}"));
             }
         }
         Ok(())

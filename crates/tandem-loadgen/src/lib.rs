@@ -6,7 +6,8 @@
 //! order flow is reproducible from a seed; every acknowledged order is
 //! recorded (32 bytes) and, after the run, read back to count orders that
 //! were lost, and replayed in part to count orders that were sequenced
-//! twice. [`run_cli`] is the whole `tandem loadgen` command; [`run`] is the
+//! twice. With `--samples FILE` it also writes one CSV line per measured
+//! request (see `samples.rs`). [`run_cli`] is the whole `tandem loadgen` command; [`run`] is the
 //! library entry point.
 
 mod answer;
@@ -16,6 +17,7 @@ mod config;
 mod hist;
 mod report;
 mod run;
+mod samples;
 mod workload;
 
 pub use cli::{run_cli, FlagError, USAGE};
@@ -37,6 +39,14 @@ pub enum LoadgenError {
         target: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// The samples file could not be created or written.
+    #[error("samples file {path:?}: {error}")]
+    Samples {
+        /// The path as given.
+        path: std::path::PathBuf,
+        /// The I/O error (in the message, so not repeated as a source).
+        error: std::io::Error,
     },
     /// The async runtime could not be built.
     #[error("build runtime: {0}")]

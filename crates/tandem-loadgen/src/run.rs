@@ -4,10 +4,12 @@
 //! latency measured from the due time is free of coordinated omission.
 //! Answers are read and recorded in sharded recorders; after the run the
 //! verifier reads back every accepted order and replays some places.
+//! With a samples file, each shard also keeps one small record per
+//! measured request, written once after the load and before the verifier.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Semaphore;
 
@@ -16,6 +18,7 @@ use crate::client::{Answer, AttemptError, Pools, Target, Token};
 use crate::config::LoadgenConfig;
 use crate::hist::Histogram;
 use crate::report::{Errors, LatencyUs, Orders, Report, Verify};
+use crate::samples::{self, Outcome, Recorder, Sample, Schedule};
 use crate::workload::{Generator, Method, Op, RequestSpec, SplitMix64, Workload};
 use crate::LoadgenError;
 
@@ -84,6 +87,8 @@ struct Shard {
     duplicated_in_run: u64,
     /// The highest token seen per partition.
     tokens: BTreeMap<u32, Token>,
+    /// Per-request records of the measured requests, with a samples file.
+    samples: Option<Recorder>,
 }
 
 /// Keeps the higher of two tokens of one partition.
@@ -175,11 +180,25 @@ pub fn run(cfg: &LoadgenConfig) -> Result<Report, LoadgenError> {
         .enable_all()
         .build()
         .map_err(LoadgenError::Runtime)?;
+    // Created before the load, so that a path that cannot be written
+    // fails now rather than after the run.
+    let samples_file = match &cfg.samples {
+        Some(path) => Some((
+            path,
+            std::fs::File::create(path).map_err(|error| LoadgenError::Samples {
+                path: path.clone(),
+                error,
+            })?,
+        )),
+        None => None,
+    };
     let workload = Workload::new(cfg);
     let total = cfg.scheduled_requests();
     // Bounded memory: the acknowledgement records are reserved up front
-    // (an upper bound: every non-read operation a place).
+    // (an upper bound: every non-read operation a place), and so are the
+    // samples (16 bytes a measured request, at most MAX_REQUESTS).
     let per_shard = (total as f64 * workload.place_share()) as usize / SHARDS + 1;
+    let samples_per_shard = (cfg.duration_s * cfg.rate) as usize / SHARDS + 2;
     let shared = Arc::new(Shared {
         pools: Pools::new(
             targets,
@@ -193,6 +212,10 @@ pub fn run(cfg: &LoadgenConfig) -> Result<Report, LoadgenError> {
             .map(|_| {
                 Mutex::new(Shard {
                     acks: Vec::with_capacity(per_shard),
+                    samples: cfg
+                        .samples
+                        .is_some()
+                        .then(|| Recorder::with_capacity(samples_per_shard)),
                     ..Shard::default()
                 })
             })
@@ -204,12 +227,21 @@ pub fn run(cfg: &LoadgenConfig) -> Result<Report, LoadgenError> {
     let sem = Arc::new(Semaphore::new(bound));
     let handle = rt.handle().clone();
     let mut gen = Generator::new(&shared.workload);
-    let period_ns = 1e9 / cfg.rate;
-    let start = Instant::now() + Duration::from_millis(20);
+    // The monotonic start paces the run; the wall clock, read at the
+    // same moment, only dates the samples.
+    let lead = Duration::from_millis(20);
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let start = now + lead;
+    let sched = Schedule {
+        start_unix_ns: wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| (d + lead).as_nanos() as u64),
+        period_ns: 1e9 / cfg.rate,
+    };
     let measure_from = start + Duration::from_secs_f64(cfg.warmup_s);
     let (mut warmup_requests, mut lag_max) = (0u64, Duration::ZERO);
     for i in 0..total {
-        let intended = start + Duration::from_nanos((i as f64 * period_ns) as u64);
+        let intended = start + Duration::from_nanos(sched.offset_ns(i));
         let now = Instant::now();
         if intended > now {
             std::thread::sleep(intended - now);
@@ -242,10 +274,17 @@ pub fn run(cfg: &LoadgenConfig) -> Result<Report, LoadgenError> {
                 retries,
                 done,
             };
-            sh.shards[i as usize % SHARDS]
+            let mut shard = sh.shards[i as usize % SHARDS]
                 .lock()
-                .expect("recorder lock")
-                .apply(settled, m);
+                .expect("recorder lock");
+            if let (true, Some(rec)) = (measured, shard.samples.as_mut()) {
+                let outcome = outcome(settled.kind);
+                let s = Sample::new(i, m.latency_ns, op, outcome, settled.status, retries);
+                let cluster = res.as_ref().ok().and_then(|a| a.cluster.as_ref());
+                rec.push(s, cluster);
+            }
+            shard.apply(settled, m);
+            drop(shard);
             // Released only once recorded: the drain below relies on it.
             drop(permit);
         });
@@ -260,11 +299,19 @@ pub fn run(cfg: &LoadgenConfig) -> Result<Report, LoadgenError> {
     let mut merged = Shard::default();
     let mut acks = Vec::new();
     let mut cancelled = Vec::new();
+    let mut recorders = Vec::new();
     for s in &shared.shards {
         let mut s = s.lock().expect("recorder lock");
         acks.append(&mut s.acks);
         cancelled.append(&mut s.cancelled);
+        recorders.extend(s.samples.take());
         merge(&mut merged, &s);
+    }
+    if let Some((path, file)) = samples_file {
+        samples::write(file, &sched, recorders).map_err(|error| LoadgenError::Samples {
+            path: path.clone(),
+            error,
+        })?;
     }
     acks.sort_unstable_by_key(|a| a.n);
     cancelled.sort_unstable();
@@ -362,6 +409,19 @@ fn merge(into: &mut Shard, s: &Shard) {
     into.duplicated_in_run += s.duplicated_in_run;
     for t in s.tokens.values() {
         note_token(&mut into.tokens, t);
+    }
+}
+
+/// The `outcome` column of a final outcome.
+fn outcome(kind: Kind) -> Outcome {
+    match kind {
+        Kind::Ok => Outcome::Ok,
+        Kind::Connect => Outcome::Connect,
+        Kind::Timeout => Outcome::Timeout,
+        Kind::Http(c) if c >= 500 => Outcome::Http5xx,
+        // settle gives Http only for codes from 400 up.
+        Kind::Http(_) => Outcome::Http4xx,
+        Kind::Mismatch => Outcome::Mismatch,
     }
 }
 

@@ -2,14 +2,16 @@
 //! hyper server with a trivial in-memory book that speaks the order-entry
 //! API (POST/DELETE/GET order, GET book, GET /healthz) and can misbehave on
 //! purpose (lose acknowledged orders, sequence a retry anew, fail after
-//! applying, answer slowly) so the tests prove the verifier catches it.
+//! applying, refuse some orders for good, answer slowly) so the tests prove
+//! the verifier catches it. It can also name a cluster in its answers, as
+//! the Tandem edge does, for the per-request samples file.
 //! Rates are small and no assertion depends on a latency figure.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -52,6 +54,12 @@ struct Mode {
     /// A second place with a taken id is sequenced anew (and rejected as
     /// `duplicate_id`) instead of replaying the first answer.
     non_idempotent: bool,
+    /// Every place whose order number is a multiple of k is answered 503,
+    /// unapplied, on every attempt (retries cannot help).
+    refuse_every: Option<u64>,
+    /// Answers carry `x-tandem-cluster`: `blue` to a place, `green,west`
+    /// to a cancel, none to a read.
+    clusters: bool,
     /// Each answer waits this long.
     delay_ms: u64,
 }
@@ -105,6 +113,12 @@ impl Fake {
         let (market, id, account) = (s("market"), s("id"), s("account"));
         let key = (market.clone(), id.clone());
         self.places += 1;
+        let n = id.rsplit_once('-').and_then(|(_, n)| n.parse::<u64>().ok());
+        if let (Some(k), Some(n)) = (self.mode.refuse_every, n) {
+            if n.is_multiple_of(k) {
+                return (503, r#"{"error":"refused"}"#.into());
+            }
+        }
         if let Some((first_body, first_answer)) = self.replies.get(&key) {
             if !self.mode.non_idempotent {
                 return if first_body == body {
@@ -316,14 +330,22 @@ async fn handle(
         _ => (404, r#"{"error":"route"}"#.to_owned()),
     };
     let token = format!("0:{}", f.seq);
+    let cluster = match method.as_str() {
+        _ if !f.mode.clusters => None,
+        "POST" => Some("blue"),
+        "DELETE" => Some("green,west"),
+        _ => None,
+    };
     drop(f);
-    Ok(Response::builder()
+    let mut b = Response::builder()
         .status(status)
         .header("content-type", "application/json")
         .header("x-tandem-seq", token)
-        .header("retry-after", "0")
-        .body(Full::new(Bytes::from(text)))
-        .unwrap())
+        .header("retry-after", "0");
+    if let Some(c) = cluster {
+        b = b.header("x-tandem-cluster", c);
+    }
+    Ok(b.body(Full::new(Bytes::from(text))).unwrap())
 }
 
 /// Starts a fake node on a loopback port; it lives until the test ends.
@@ -592,6 +614,8 @@ fn cli_writes_json_and_fails_on_loss() {
         ..Mode::default()
     });
     let path = std::env::temp_dir().join(format!("tandem-loadgen-{}.json", std::process::id()));
+    let samples =
+        std::env::temp_dir().join(format!("tandem-loadgen-cli-{}.csv", std::process::id()));
     let args: Vec<String> = [
         "--target",
         &format!("http://{addr}"),
@@ -607,6 +631,8 @@ fn cli_writes_json_and_fails_on_loss() {
         "2",
         "--json",
         path.to_str().unwrap(),
+        "--samples",
+        samples.to_str().unwrap(),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -617,4 +643,146 @@ fn cli_writes_json_and_fails_on_loss() {
     let _ = std::fs::remove_file(&path);
     assert!(j["verify"]["lost"].as_u64().unwrap() > 0);
     assert_eq!(j["scheduled"], 200);
+    // The samples are written after the load, before the verifier: a run
+    // that fails verification still leaves them.
+    let text = std::fs::read_to_string(&samples).unwrap();
+    let _ = std::fs::remove_file(&samples);
+    assert_eq!(text.lines().count(), 2 + 200, "{text}");
+    assert_eq!(j["config"]["samples"], samples.to_str().unwrap());
+}
+
+/// Splits one CSV line as RFC 4180 reads it (quoted fields, doubled
+/// quotes).
+fn csv_split(line: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => out.push(std::mem::take(&mut cur)),
+            (c, _) => cur.push(c),
+        }
+    }
+    assert!(!quoted, "unterminated quote in {line:?}");
+    out.push(cur);
+    out
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn samples_file_has_one_line_per_measured_request() {
+    let (addr, _) = start_fake(Mode {
+        refuse_every: Some(7),
+        clusters: true,
+        ..Mode::default()
+    });
+    let path =
+        std::env::temp_dir().join(format!("tandem-loadgen-samples-{}.csv", std::process::id()));
+    let cfg = LoadgenConfig {
+        read_ratio: 0.2,
+        retries: 2,
+        verify: false,
+        samples: Some(path.clone()),
+        ..config(addr)
+    };
+    let before = unix_ms();
+    let r = run(&cfg).unwrap();
+    let after = unix_ms();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let mut lines = text.lines();
+
+    let start: u64 = lines
+        .next()
+        .and_then(|l| l.strip_prefix("# tandem loadgen samples v1 start_unix_ms="))
+        .and_then(|v| v.parse().ok())
+        .expect("header line");
+    assert!(
+        before <= start && start <= after,
+        "{before} {start} {after}"
+    );
+    assert_eq!(
+        lines.next(),
+        Some("t_ms,latency_us,op,outcome,status,cluster,attempts")
+    );
+    let rows: Vec<Vec<String>> = lines.map(csv_split).collect();
+    assert!(rows.iter().all(|row| row.len() == 7), "{text}");
+
+    // One line per measured request; the warmup is left out.
+    assert!(r.warmup_requests > 0);
+    assert_eq!(rows.len() as u64, r.measured, "{r}");
+
+    // Intended send times: in schedule order, inside the measured span,
+    // and spread as the rate says (each rounded down to a millisecond).
+    let t: Vec<u64> = rows.iter().map(|row| row[0].parse().unwrap()).collect();
+    assert!(t.windows(2).all(|w| w[0] <= w[1]));
+    let (warmup_ms, end_ms) = (
+        (cfg.warmup_s * 1e3) as u64,
+        ((cfg.warmup_s + cfg.duration_s) * 1e3) as u64,
+    );
+    assert!(t[0] >= start + warmup_ms && t[t.len() - 1] <= start + end_ms);
+    let span = (t[t.len() - 1] - t[0]) as f64;
+    let planned = (r.measured - 1) as f64 * 1e3 / cfg.rate;
+    assert!((span - planned).abs() <= 1.0, "{span} vs {planned}");
+
+    // The cluster is the final answer's header, by operation here.
+    let mut ops = HashMap::new();
+    for row in &rows {
+        let want = match row[2].as_str() {
+            "place" => "blue",
+            "cancel" => "green,west",
+            "read" => "",
+            other => panic!("op {other}"),
+        };
+        assert_eq!(row[5], want, "{row:?}");
+        *ops.entry(row[2].clone()).or_insert(0u64) += 1;
+    }
+    assert!(ops.len() == 3, "{ops:?}");
+
+    // Refused places end 503 after every retry; all else is ok at once.
+    let (mut ok, mut refused, mut retries) = (0, 0, 0);
+    let mut status: HashMap<String, u64> = HashMap::new();
+    for row in &rows {
+        let attempts: u32 = row[6].parse().unwrap();
+        let latency_us: u64 = row[1].parse().unwrap();
+        retries += u64::from(attempts - 1);
+        if row[4] != "0" {
+            *status.entry(row[4].clone()).or_insert(0) += 1;
+        }
+        match row[3].as_str() {
+            "5xx" => {
+                refused += 1;
+                assert_eq!((row[2].as_str(), row[4].as_str()), ("place", "503"));
+                assert_eq!(attempts, cfg.retries + 1, "{row:?}");
+                // Counted through the backoffs (5 ms, then 10 ms).
+                assert!(latency_us >= 15_000, "{row:?}");
+            }
+            "ok" => {
+                ok += 1;
+                assert_eq!(attempts, 1, "{row:?}");
+                // A read may come before its order's place, or after a
+                // refused one: its 404 counts as ok, as in the report.
+                assert!(
+                    row[4] == "200" || (row[2] == "read" && row[4] == "404"),
+                    "{row:?}"
+                );
+            }
+            other => panic!("outcome {other} in {row:?}"),
+        }
+    }
+    assert!(refused > 0);
+    assert_eq!(ok, r.ok, "{r}");
+    assert_eq!(Some(&refused), r.errors.http_5xx.get("503"), "{r}");
+    assert_eq!(retries, r.retries, "{r}");
+    assert_eq!(status, r.status.clone().into_iter().collect(), "{r}");
 }
