@@ -36,6 +36,10 @@ commands:
         check a rollout plan (contracts/rollout-plan.md), run it (observe,
         judge, set weights on every edge, roll back), or steer a running
         controller
+  demo [--scenario NAME] [flags]
+        run the source's multi-cloud release on this machine with real
+        processes (nine nodes on one Kafka log, edge, controller, load)
+        and write a measured report (contracts/demo-report.md)
   help [command]
         this text, or a command's flags (as `tandem <command> --help`)
 
@@ -233,6 +237,7 @@ fn run(args: Vec<String>) -> Result<()> {
         "loadgen" => cmd_loadgen(rest),
         "edge" => cmd_edge(rest),
         "rollout" => cmd_rollout(rest),
+        "demo" => cmd_demo(rest),
         "help" | "--help" | "-h" => {
             let text = match rest.first().map(String::as_str) {
                 None => USAGE,
@@ -241,6 +246,7 @@ fn run(args: Vec<String>) -> Result<()> {
                 Some("edge") => EDGE_USAGE,
                 Some("loadgen") => tandem_loadgen::USAGE,
                 Some("rollout") => ROLLOUT_USAGE,
+                Some("demo") => tandem_demo::USAGE,
                 Some(other) => {
                     return Err(usage_error(USAGE, format!("unknown command {other:?}")))
                 }
@@ -326,6 +332,19 @@ impl<'a> Flags<'a> {
 /// `--help` or `-h`: the command prints its usage and does nothing else.
 fn is_help(flag: &Flag<'_>) -> bool {
     flag.inline.is_none() && matches!(flag.name, "--help" | "-h")
+}
+
+fn cmd_demo(args: &[String]) -> Result<()> {
+    match tandem_demo::run_cli(args) {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            anyhow::bail!("demo: a scenario did not end as it must (its problems are above)")
+        }
+        Err(e) => match e.downcast::<tandem_demo::UsageError>() {
+            Ok(u) => Err(usage_error(tandem_demo::USAGE, format!("demo: {u}"))),
+            Err(e) => Err(e),
+        },
+    }
 }
 
 fn cmd_loadgen(args: &[String]) -> Result<()> {
