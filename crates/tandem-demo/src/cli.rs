@@ -31,14 +31,20 @@ usage: tandem demo [--scenario NAME] [--time-scale K] [--rate N] [--out DIR] [--
   --scenario NAME     release | bad-canary | divergent-canary | faults | all  [release]
   --time-scale K      holds and the baseline divided by K (a hold never below
                       5 s, the baseline never below 10 s)                   [8640]
-  --rate N            orders per second offered through the edge              [300]
+  --rate N            orders per second offered through the edge              [100]
   --out DIR           where the processes' files and the report go     [demo-out]
   --json FILE         one JSON object per scenario run, one per line
   --link-delay-ms F   one-way delay of each cross-cloud link                   [0.8]
   --slow-ms F         bad-canary: one-way delay added to the canary's links
-                      once it has weight                                        [40]
+                      once it has weight                                       [150]
   --gate NAME=VALUE   replace one of the seed plan's gates (repeatable); the
-                      report lists every gate that differs from the seed
+                      report lists every gate that differs from the seed.
+                      The demo's defaults differ from the seed in three:
+                      latency_p99_ms_max=250 and latency_p99_vs_baseline_max=3
+                      (the one Kafka log here is tansu on SQLite on the same
+                      cores: its p99 is tens of ms, not the seed's 15) and
+                      min_requests=20 (the canary's 5 % of 100 orders/s is 5
+                      a second: 200 would take 40 s to judge)
   --round S           seconds per load round (each reads its orders back)      [20]
   --quiet             no progress lines
 
@@ -248,17 +254,29 @@ pub fn find_tansu() -> Result<PathBuf, UsageError> {
         })
 }
 
+/// The gates the demo runs with unless `--gate` says otherwise, and why
+/// (in USAGE): the seed's absolute p99 of 15 ms is a production target,
+/// not what one broker on SQLite sharing two cores gives.
+pub const DEMO_GATES: [(&str, f64); 3] = [
+    ("latency_p99_ms_max", 250.0),
+    ("latency_p99_vs_baseline_max", 3.0),
+    ("min_requests", 20.0),
+];
+
 type Parsed = (Vec<Scenario>, Options, Option<PathBuf>);
 
 fn parse(args: &[String]) -> Result<Option<Parsed>> {
     let mut scenarios = vec![Scenario::Release];
     let mut o = Options {
         time_scale: 8640.0,
-        rate: 300.0,
+        rate: 100.0,
         out: PathBuf::from("demo-out"),
         link_delay: Duration::from_micros(800),
-        slow_delay: Duration::from_millis(40),
-        gates: BTreeMap::new(),
+        slow_delay: Duration::from_millis(150),
+        gates: DEMO_GATES
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect(),
         tansu: PathBuf::new(),
         round_s: 20,
         seed: SEED.to_owned(),
