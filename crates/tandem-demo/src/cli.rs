@@ -23,9 +23,10 @@ usage: tandem demo [--scenario NAME] [--time-scale K] [--rate N] [--out DIR] [--
   processes (contracts/demo-report.md): a tansu broker holding one Kafka
   log, nine `tandem node`s (aws stable, gcp canary, azure canary started
   cold; three zones each), a link proxy adding a one-way delay in front of
-  every gcp and azure node, `tandem edge` in front of all, `tandem rollout
-  run` on deploy/rollout/seed.yaml, and `tandem loadgen` placing orders
-  through the edge and reading every acknowledged one back; then write
+  every node (the edge is outside every cloud, as Cloudflare's is),
+  `tandem edge` in front of all, `tandem rollout run` on
+  deploy/rollout/seed.yaml, and `tandem loadgen` placing orders through
+  the edge and reading every acknowledged one back; then write
   DIR/report.md and DIR/report.html.
 
   --scenario NAME     release | bad-canary | divergent-canary | faults | all  [release]
@@ -36,13 +37,14 @@ usage: tandem demo [--scenario NAME] [--time-scale K] [--rate N] [--out DIR] [--
   --json FILE         one JSON object per scenario run, one per line
   --link-delay-ms F   one-way delay of each cross-cloud link                   [0.8]
   --slow-ms F         bad-canary: one-way delay added to the canary's links
-                      once it has weight                                       [150]
+                      once it has weight                                       [600]
   --gate NAME=VALUE   replace one of the seed plan's gates (repeatable); the
                       report lists every gate that differs from the seed.
                       The demo's defaults differ from the seed in three:
-                      latency_p99_ms_max=250 and latency_p99_vs_baseline_max=3
+                      latency_p99_ms_max=1000 and latency_p99_vs_baseline_max=10
                       (the one Kafka log here is tansu on SQLite on the same
-                      cores: its p99 is tens of ms, not the seed's 15) and
+                      cores: its p99 is tens of ms, and hundreds while the
+                      cold cluster catches up, not the seed's 15) and
                       min_requests=20 (the canary's 5 % of 100 orders/s is 5
                       a second: 200 would take 40 s to judge)
   --round S           seconds per load round (each reads its orders back)      [20]
@@ -258,8 +260,8 @@ pub fn find_tansu() -> Result<PathBuf, UsageError> {
 /// (in USAGE): the seed's absolute p99 of 15 ms is a production target,
 /// not what one broker on SQLite sharing two cores gives.
 pub const DEMO_GATES: [(&str, f64); 3] = [
-    ("latency_p99_ms_max", 250.0),
-    ("latency_p99_vs_baseline_max", 3.0),
+    ("latency_p99_ms_max", 1000.0),
+    ("latency_p99_vs_baseline_max", 10.0),
     ("min_requests", 20.0),
 ];
 
@@ -272,7 +274,7 @@ fn parse(args: &[String]) -> Result<Option<Parsed>> {
         rate: 100.0,
         out: PathBuf::from("demo-out"),
         link_delay: Duration::from_micros(800),
-        slow_delay: Duration::from_millis(150),
+        slow_delay: Duration::from_millis(600),
         gates: DEMO_GATES
             .iter()
             .map(|(k, v)| ((*k).to_owned(), *v))

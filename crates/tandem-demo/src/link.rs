@@ -1,8 +1,8 @@
 //! A cross-cloud link in user space: a TCP proxy that delays every byte by
 //! a one-way delay in each direction, keeping the stream's order. The
 //! source measured 0.8 ms between clouds; `tc netem` is not available on
-//! these machines, so the demo puts one of these between the edge and each
-//! node of a remote cluster. The delay can be changed while connections
+//! these machines, so the demo puts one of these between the edge and every
+//! node (the edge is outside every cloud, as Cloudflare's is). The delay can be changed while connections
 //! are open (the `bad-canary` scenario makes a canary's links slow once it
 //! has weight).
 //!

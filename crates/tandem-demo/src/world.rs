@@ -1,7 +1,7 @@
 //! The processes of one scenario run and their files: a tansu broker
 //! holding the one Kafka log, nine `tandem node` processes (three clusters
 //! in three zones each, labelled as in the plan), a link proxy in front of
-//! every node of a remote cluster, `tandem edge` in front of all clusters,
+//! every node (the edge is outside every cloud), `tandem edge` in front of all clusters,
 //! `tandem rollout run` on the seed plan, and rounds of `tandem loadgen`.
 //! Everything runs from the same `tandem` binary as the demo (its own
 //! executable), on loopback, under one directory per scenario.
@@ -32,8 +32,6 @@ pub const TOPIC: &str = "orders";
 const MESSAGE: u64 = 1 << 16;
 /// Chain checkpoints every 16 Kafka messages.
 pub const CHECKPOINT_EVERY: u64 = 16 * MESSAGE;
-/// The cluster the edge and the broker sit beside (no link delay).
-pub const HOME: &str = "aws";
 
 /// What differs between scenarios in the processes started.
 #[derive(Debug, Clone)]
@@ -89,7 +87,7 @@ pub struct World {
     pub nodes: Vec<NodeSpec>,
     /// Warm nodes by name (cold ones are the controller's children).
     pub procs: BTreeMap<String, Supervised>,
-    /// Per remote cluster, its nodes' links (edge → node).
+    /// Per cluster, its nodes' links (edge → node).
     pub links: BTreeMap<String, Vec<Link>>,
     pub broker: Option<Supervised>,
     pub broker_addr: SocketAddr,
@@ -266,15 +264,16 @@ impl World {
             }
         }
 
-        // Links: every node of a cluster other than HOME is behind one.
+        // Links: the edge is outside every cloud (as Cloudflare's edge
+        // is), so every node is behind one, each with the same delay; a
+        // cluster reached without the proxy would look faster than the
+        // others for a reason that has nothing to do with its version.
         let mut links: BTreeMap<String, Vec<Link>> = BTreeMap::new();
         for n in &nodes {
-            if n.cluster != HOME {
-                let l = Link::start(n.addr, setup.link_delay)
-                    .await
-                    .context("start a link proxy")?;
-                links.entry(n.cluster.clone()).or_default().push(l);
-            }
+            let l = Link::start(n.addr, setup.link_delay)
+                .await
+                .context("start a link proxy")?;
+            links.entry(n.cluster.clone()).or_default().push(l);
         }
 
         let edge_public = free_addr();
@@ -335,7 +334,7 @@ impl World {
         Ok(())
     }
 
-    /// The address the edge uses for node `n`: its link's, when remote.
+    /// The address the edge uses for node `n`: its link's.
     fn edge_side_addr(&self, n: &NodeSpec) -> SocketAddr {
         self.links
             .get(&n.cluster)
@@ -420,9 +419,15 @@ impl World {
             let dest = n.data.join("state").join("snapshots-0");
             let mut s = format!("mkdir -p '{}'", dest.display());
             if let Some(src) = &source {
+                // The newest snapshot and the files saved beside it at the
+                // same seq (the answers window, the chain checkpoints):
+                // without them a restored node would answer a repeated
+                // place with 409 and could not show older checkpoints.
                 s.push_str(&format!(
                     " && (f=$(ls -1 '{src}'/snapshot-*.tsnap 2>/dev/null | tail -n 1); \
-                     [ -z \"$f\" ] || cp \"$f\" '{dest}'/)",
+                     if [ -n \"$f\" ]; then n=${{f##*/snapshot-}}; n=${{n%.tsnap}}; \
+                     for g in '{src}'/*-$n.*; do [ \"$g\" = \"$f\" ] || cp \"$g\" '{dest}'/; done; \
+                     cp \"$f\" '{dest}'/; fi)",
                     src = src.display(),
                     dest = dest.display()
                 ));
