@@ -256,12 +256,17 @@ pub struct Limits {
     /// A cluster not verified (or a cold one not ready) after this long:
     /// pause.
     pub prepare_ms: u64,
+    /// A hold that is over but still has a weighted cluster never judged
+    /// (too few requests for `min_requests` in any window) this long
+    /// after its end: pause, since missing data is never a pass.
+    pub unjudged_ms: u64,
 }
 
 impl Limits {
     /// From the plan: missing data for three intervals (at least
     /// `breach_for`) pauses; 5 s to reach every edge (the rollback
-    /// promise); 10 minutes to start and verify a cluster.
+    /// promise); 10 minutes to start and verify a cluster; 2 minutes
+    /// past a hold's end for every weighted cluster to be judged.
     pub fn for_plan(plan: &Plan) -> Limits {
         let interval = plan.metrics.interval().as_millis() as u64;
         let breach_for = plan.gates.breach_for.as_millis() as u64;
@@ -269,6 +274,7 @@ impl Limits {
             missing_ms: (3 * interval).max(breach_for).max(1),
             apply_ms: 5_000,
             prepare_ms: 600_000,
+            unjudged_ms: 120_000,
         }
     }
 }
@@ -644,7 +650,7 @@ fn tick(
         Stage::Prepare { since_ms, started } => {
             prepare(plan, limits, s, out, obs, now, since_ms, started)
         }
-        Stage::Hold { since_ms } => hold(plan, s, out, obs, now, since_ms),
+        Stage::Hold { since_ms } => hold(plan, &limits, s, out, obs, now, since_ms),
         Stage::New | Stage::Paused { .. } | Stage::RolledBack { .. } | Stage::Done => {}
     }
 }
@@ -761,7 +767,15 @@ fn prepare(
     }
 }
 
-fn hold(plan: &Plan, s: &mut State, out: &mut Out<'_>, obs: &Observation, now: u64, since_ms: u64) {
+fn hold(
+    plan: &Plan,
+    limits: &Limits,
+    s: &mut State,
+    out: &mut Out<'_>,
+    obs: &Observation,
+    now: u64,
+    since_ms: u64,
+) {
     let weights = s.target.clone().unwrap_or_default();
     let weighted: Vec<&str> = weights
         .iter()
@@ -830,6 +844,24 @@ fn hold(plan: &Plan, s: &mut State, out: &mut Out<'_>, obs: &Observation, now: u
     let hold_ms = plan.phases[s.phase].hold.as_millis() as u64;
     let over = s.promote || now.saturating_sub(since_ms) >= hold_ms;
     let all_judged = weighted.iter().all(|n| s.judged.contains(*n));
+    if over && !all_judged && now.saturating_sub(since_ms + hold_ms) >= limits.unjudged_ms {
+        let unjudged: Vec<&str> = weighted
+            .iter()
+            .copied()
+            .filter(|n| !s.judged.contains(*n))
+            .collect();
+        pause(
+            s,
+            out,
+            format!(
+                "never judged in {} ms past the hold: {} (fewer than min_requests {} requests in every window)",
+                now - since_ms - hold_ms,
+                unjudged.join(", "),
+                plan.gates.min_requests
+            ),
+        );
+        return;
+    }
     if !over || !all_judged {
         return;
     }

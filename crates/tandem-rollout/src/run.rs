@@ -1176,6 +1176,9 @@ impl Ctl {
                     view.p99_ms = v.p99_ms;
                     view.error_ratio = v.error_ratio;
                 }
+                if let Some(b) = unavailable_on_edges(&c.name, &routes) {
+                    view.breaches.push(b);
+                }
                 clusters.insert(c.name.clone(), view);
             }
         }
@@ -1186,6 +1189,29 @@ impl Ctl {
         self.last_obs = Some(obs.clone());
         Some(obs)
     }
+}
+
+/// A breach when `cluster` has weight on an edge where none of its nodes
+/// is available (not ready, or ejected after failed requests): its share
+/// is not being served there, whatever its latency says, and it gets no
+/// requests to judge, so without this a canary the edge has ejected would
+/// hold its weight unjudged. Gate `nodes_available`: value the fewest
+/// available nodes on such an edge, limit 1.
+pub fn unavailable_on_edges(
+    cluster: &str,
+    routes: &[Option<Routes>],
+) -> Option<crate::decide::Breach> {
+    routes.iter().flatten().find_map(|r| {
+        let weighted = r.weights.get(cluster).copied().unwrap_or(0) > 0;
+        let c = r.clusters.iter().find(|c| c.name == cluster)?;
+        let none = !c.nodes.is_empty() && c.nodes.iter().all(|n| !n.available);
+        (weighted && none).then(|| crate::decide::Breach {
+            cluster: cluster.to_owned(),
+            gate: "nodes_available".into(),
+            value: 0.0,
+            limit: 1.0,
+        })
+    })
 }
 
 /// Runs `run` on a new multi-threaded runtime (for the CLI).
@@ -1215,4 +1241,52 @@ pub fn control_blocking(
         command,
         Duration::from_secs(5),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unavailable_on_edges;
+    use tandem_control::Routes;
+
+    fn routes(gcp_weight: u32, gcp_available: [bool; 2]) -> Routes {
+        let node = |addr: &str, available: bool| {
+            serde_json::json!({"addr": addr, "zone": "z", "ready": available, "ejected": false,
+                               "available": available, "in_flight": 0, "log": null})
+        };
+        serde_json::from_value(serde_json::json!({
+            "generation": 3, "pid": 1, "zone": "edge", "draining": false,
+            "weights": {"aws": 100 - gcp_weight, "gcp": gcp_weight},
+            "admin_weights": {},
+            "clusters": [
+                {"name": "aws", "version": "1", "role": "stable", "weight": 100 - gcp_weight,
+                 "nodes": [node("a:1", true)]},
+                {"name": "gcp", "version": "2", "role": "canary", "weight": gcp_weight,
+                 "nodes": [node("g:1", gcp_available[0]), node("g:2", gcp_available[1])]}
+            ],
+            "split": {}
+        }))
+        .expect("routes shape")
+    }
+
+    #[test]
+    fn a_weighted_cluster_with_no_available_node_on_an_edge_breaches() {
+        let b = unavailable_on_edges(
+            "gcp",
+            &[
+                Some(routes(5, [true, true])),
+                Some(routes(5, [false, false])),
+            ],
+        )
+        .expect("a breach");
+        assert_eq!(
+            (b.cluster.as_str(), b.gate.as_str()),
+            ("gcp", "nodes_available")
+        );
+        // One node left is enough; no weight, no breach; an edge that did
+        // not answer says nothing.
+        assert!(unavailable_on_edges("gcp", &[Some(routes(5, [false, true]))]).is_none());
+        assert!(unavailable_on_edges("gcp", &[Some(routes(0, [false, false]))]).is_none());
+        assert!(unavailable_on_edges("gcp", &[None]).is_none());
+        assert!(unavailable_on_edges("aws", &[Some(routes(5, [false, false]))]).is_none());
+    }
 }

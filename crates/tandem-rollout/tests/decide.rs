@@ -397,6 +397,27 @@ fn missing_data_holds_then_pauses_and_is_never_a_pass() {
     }
     assert_eq!(wd.phase(), "canary");
     assert!(matches!(wd.state.stage, Stage::Hold { .. }));
+    // ...and a hold that stays unjudged long past its end pauses (two
+    // minutes past it), naming the cluster, rather than holding forever.
+    let paused_at = (0..600).find(|_| {
+        wd.tick();
+        matches!(wd.state.stage, Stage::Paused { .. })
+    });
+    assert!(paused_at.is_some(), "{:?}", wd.acts());
+    assert_eq!(wd.phase(), "canary");
+    let (_, last) = wd.log.last().unwrap();
+    assert_eq!(last.act, Act::Pause);
+    assert!(
+        last.reason.contains("never judged") && last.reason.contains("gcp"),
+        "{}",
+        last.reason
+    );
+    assert_eq!(
+        wd.acts().iter().filter(|a| **a == "pass").count(),
+        2,
+        "baseline, warm-up: {:?}",
+        wd.acts()
+    );
 }
 
 #[test]
