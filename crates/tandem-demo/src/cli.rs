@@ -17,7 +17,7 @@ pub const SEED: &str = include_str!("../../../deploy/rollout/seed.yaml");
 
 pub const USAGE: &str = "\
 usage: tandem demo [--scenario NAME] [--time-scale K] [--rate N] [--out DIR] [--json FILE]
-                   [--link-delay-ms F] [--slow-ms F] [--gate NAME=VALUE]... [--round S] [--quiet]
+                   [--link-delay-ms F] [--slow-ms F] [--gate NAME=VALUE]... [--round S] [--skew OFFSET] [--quiet]
 
   run the source document's multi-cloud release on this machine with real
   processes (contracts/demo-report.md): a tansu broker holding one Kafka
@@ -48,6 +48,10 @@ usage: tandem demo [--scenario NAME] [--time-scale K] [--rate N] [--out DIR] [--
                       min_requests=20 (the canary's 5 % of 100 orders/s is 5
                       a second: 200 would take 40 s to judge)
   --round S           seconds per load round (each reads its orders back)      [20]
+  --skew OFFSET       faults: step gcp-3's clock by OFFSET (+10s, -10s) 5 s
+                      after its start with libfaketime. Off by default: under
+                      libfaketime librdkafka stalls once the clock steps by
+                      10 s here, so the node falls behind and is not verified
   --quiet             no progress lines
 
   needs tansu (`cargo install tansu --version 0.6.0 --features dynostore,libsql`,
@@ -283,6 +287,7 @@ fn parse(args: &[String]) -> Result<Option<Parsed>> {
         round_s: 20,
         seed: SEED.to_owned(),
         verbose: true,
+        skew: None,
     };
     let mut json = None;
     let mut i = 0;
@@ -354,6 +359,19 @@ fn parse(args: &[String]) -> Result<Option<Parsed>> {
             }
             "--round" => o.round_s = num("--round", value()?, 5.0, 3600.0)? as u32,
             "--quiet" => o.verbose = false,
+            "--skew" => {
+                let v = value()?;
+                let ok = v.len() > 2
+                    && (v.starts_with('+') || v.starts_with('-'))
+                    && v.ends_with('s')
+                    && v[1..v.len() - 1].parse::<u32>().is_ok();
+                if !ok {
+                    bail!(bad(format!(
+                        "--skew: {v:?} is not an offset like +10s or -10s"
+                    )));
+                }
+                o.skew = Some(v);
+            }
             other => bail!(bad(format!("unknown flag {other:?} (tandem demo --help)"))),
         }
     }
