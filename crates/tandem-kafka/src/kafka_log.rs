@@ -658,16 +658,25 @@ impl Log for KafkaLog {
     fn read_from(&self, from: u64, max: usize) -> Result<Vec<Record>, LogError> {
         let (low, high) = self.watermarks()?;
         let first = if low == 0 { 1 } else { seq_for(low, 0) };
-        if from < first {
+        let (mut offset, _) = split_seq(from);
+        let mut reader = lock(&self.reader);
+        // A read that stopped at `max` inside a message goes on from the
+        // message it holds, whatever the low watermark says now: tansu
+        // restarted on its database was seen to report a low watermark
+        // one past the message a reader was inside, which left that
+        // reader stopped for good on "truncated".
+        let held = reader
+            .last_message
+            .as_ref()
+            .is_some_and(|(o, _)| *o == offset);
+        if from < first && !held {
             return Err(LogError::Truncated {
                 requested: from,
                 first,
             });
         }
         let mut out = Vec::new();
-        let (mut offset, _) = split_seq(from);
-        let newest = high - 1;
-        let mut reader = lock(&self.reader);
+        let newest = (high - 1).max(if held { offset } else { -1 });
         while offset <= newest && out.len() < max {
             let next = self.with_message(&mut reader, offset, newest, |o, v| {
                 let records = frame::decode(v).map_err(|r| self.corrupt(o, r))?;
