@@ -678,6 +678,24 @@ impl Log for KafkaLog {
         let mut out = Vec::new();
         let newest = (high - 1).max(if held { offset } else { -1 });
         while offset <= newest && out.len() < max {
+            // An offset below the low watermark is one the broker says it
+            // no longer has: never step over it (a fetch there answers
+            // with the next message it has, which would skip history and
+            // make this replica differ from the others). Only the message
+            // held from an earlier read may be below it.
+            let holds_it = reader
+                .last_message
+                .as_ref()
+                .is_some_and(|(o, _)| *o == offset);
+            if offset < low && !holds_it {
+                if out.is_empty() {
+                    return Err(LogError::Truncated {
+                        requested: from.max(seq_for(offset, 0)),
+                        first,
+                    });
+                }
+                break;
+            }
             let next = self.with_message(&mut reader, offset, newest, |o, v| {
                 let records = frame::decode(v).map_err(|r| self.corrupt(o, r))?;
                 for (i, r) in records.iter().enumerate() {
