@@ -55,8 +55,8 @@ usage: tandem demo [--scenario NAME] [--time-scale K] [--rate N] [--out DIR] [--
   --quiet             no progress lines
 
   needs tansu (`cargo install tansu --version 0.6.0 --features dynostore,libsql`,
-  or TANSU_BIN); the faults scenario skews a node's clock with Debian's
-  libfaketime (`apt-get install -y faketime`) and says so when it is missing.
+  or TANSU_BIN); --skew needs Debian's libfaketime (`apt-get install -y
+  faketime`), and the report says so when it is missing.
   Exit status: 0 when every scenario ended as it must (release and faults
   promoted with nothing failed or lost; bad-canary rolled back within 5 s;
   divergent-canary rolled back before the canary got weight), 1 when one
@@ -375,15 +375,12 @@ fn parse(args: &[String]) -> Result<Option<Parsed>> {
             other => bail!(bad(format!("unknown flag {other:?} (tandem demo --help)"))),
         }
     }
-    // The gates must name the seed's; the plan is checked again when written.
-    let known = [
-        "latency_p99_ms_max",
-        "latency_p99_vs_baseline_max",
-        "error_ratio_max",
-        "replica_lag_seq_max",
-        "output_hash_divergence",
-        "min_requests",
-    ];
+    // The gates must name the plan's numeric ones (`breach_for` is a
+    // duration); the plan is checked again when written.
+    let known: Vec<&str> = tandem_rollout::plan::GATE_KEYS
+        .into_iter()
+        .filter(|k| *k != "breach_for")
+        .collect();
     for k in o.gates.keys() {
         if !known.contains(&k.as_str()) {
             bail!(bad(format!(

@@ -164,7 +164,8 @@ const CLUSTER_KEYS: [&str; 3] = ["version", "zones", "start"];
 const SCRAPE_KEYS: [&str; 2] = ["source", "interval"];
 const PROMETHEUS_KEYS: [&str; 3] = ["source", "url", "interval"];
 const BASELINE_KEYS: [&str; 1] = ["window"];
-const GATE_KEYS: [&str; 7] = [
+/// Every key of `gates:`, in the contract's order.
+pub const GATE_KEYS: [&str; 7] = [
     "latency_p99_ms_max",
     "latency_p99_vs_baseline_max",
     "error_ratio_max",
