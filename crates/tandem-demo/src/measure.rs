@@ -38,16 +38,18 @@ impl Sample {
 pub fn parse_samples(text: &str) -> Result<Vec<Sample>> {
     let mut lines = text.lines();
     match lines.next() {
-        Some(l) if l.starts_with("# tandem loadgen samples v1 ") => {}
+        Some(l) if l.starts_with(tandem_loadgen::SAMPLES_MAGIC) => {}
         other => bail!("not a samples file (first line {other:?})"),
     }
     match lines.next() {
-        Some("t_ms,latency_us,op,outcome,status,cluster,attempts") => {}
+        Some(l) if l == tandem_loadgen::SAMPLE_COLUMNS => {}
         other => bail!("samples: unexpected columns {other:?}"),
     }
     let mut out = Vec::new();
     for (i, line) in lines.enumerate() {
-        let f = split_csv(line);
+        let Some(f) = tandem_loadgen::split_sample_fields(line) else {
+            bail!("samples line {}: a quote is left open", i + 3);
+        };
         if f.len() != 7 {
             bail!("samples line {}: {} fields, expected 7", i + 3, f.len());
         }
@@ -65,28 +67,6 @@ pub fn parse_samples(text: &str) -> Result<Vec<Sample>> {
         });
     }
     Ok(out)
-}
-
-/// Splits one CSV line (fields may be quoted, `""` inside quotes).
-fn split_csv(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                cur.push('"');
-            }
-            (true, '"') => quoted = false,
-            (false, '"') if cur.is_empty() => quoted = true,
-            (false, ',') => out.push(std::mem::take(&mut cur)),
-            (_, c) => cur.push(c),
-        }
-    }
-    out.push(cur);
-    out
 }
 
 /// Nearest-rank quantile of sorted values.

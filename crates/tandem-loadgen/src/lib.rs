@@ -25,6 +25,10 @@ pub use config::{LoadgenConfig, MAX_CONNECTIONS, MAX_IN_FLIGHT, MAX_REQUESTS, MA
 pub use hist::Histogram;
 pub use report::{Errors, LatencyUs, Orders, Report, Verify};
 pub use run::run;
+/// The `--samples` file's format, for the tools that read it.
+pub use samples::{
+    split_fields as split_sample_fields, COLUMNS as SAMPLE_COLUMNS, MAGIC as SAMPLES_MAGIC,
+};
 
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]

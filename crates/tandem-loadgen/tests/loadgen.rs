@@ -651,25 +651,9 @@ fn cli_writes_json_and_fails_on_loss() {
     assert_eq!(j["config"]["samples"], samples.to_str().unwrap());
 }
 
-/// Splits one CSV line as RFC 4180 reads it (quoted fields, doubled
-/// quotes).
 fn csv_split(line: &str) -> Vec<String> {
-    let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => out.push(std::mem::take(&mut cur)),
-            (c, _) => cur.push(c),
-        }
-    }
-    assert!(!quoted, "unterminated quote in {line:?}");
-    out.push(cur);
-    out
+    tandem_loadgen::split_sample_fields(line)
+        .unwrap_or_else(|| panic!("unterminated quote in {line:?}"))
 }
 
 fn unix_ms() -> u64 {
