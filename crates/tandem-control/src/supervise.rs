@@ -339,3 +339,26 @@ pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
         .parse()
         .ok()
 }
+
+/// The workspace binary `name` built beside the running test executable
+/// (`target/<profile>/deps/<test>` → `target/<profile>/<name>`), or the path
+/// in the environment variable `env` when set. Panics with how to build it
+/// when it is missing: for tests that run the real binaries.
+pub fn target_binary(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable in target/<profile>/deps")
+        .join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: this test runs it; build it first (`cargo build -p tandem-cli`, \
+         same profile as the tests), or set {env}",
+        bin.display()
+    );
+    bin
+}

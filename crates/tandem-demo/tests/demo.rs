@@ -19,7 +19,7 @@
 //! scripts/test.sh does first; or `TANDEM_BIN`) and tansu (on the PATH,
 //! in ~/.cargo/bin, or `TANSU_BIN`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use tandem_log::conformance::TempDir;
@@ -28,21 +28,7 @@ use tandem_log::conformance::TempDir;
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn tandem_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("TANDEM_BIN") {
-        return p.into();
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executable in target/<profile>/deps")
-        .join("tandem");
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it first with `cargo build -p tandem-cli`, or set TANDEM_BIN",
-        bin.display()
-    );
-    bin
+    tandem_control::supervise::target_binary("tandem", "TANDEM_BIN")
 }
 
 /// Runs `tandem demo --scenario NAME` and returns its exit code, its

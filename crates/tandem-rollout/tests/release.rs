@@ -61,22 +61,7 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 /// The `tandem` binary beside this test executable (target/<profile>/deps/).
 fn tandem_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("TANDEM_BIN") {
-        return p.into();
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executable in target/<profile>/deps")
-        .join("tandem");
-    assert!(
-        bin.is_file(),
-        "{} is missing: this test runs the tandem binary; build it first with \
-         `cargo build -p tandem-cli` (same profile as the tests), or set TANDEM_BIN",
-        bin.display()
-    );
-    bin
+    tandem_control::supervise::target_binary("tandem", "TANDEM_BIN")
 }
 
 /// A loopback address free a moment ago.
