@@ -218,7 +218,6 @@ fn read_rounds(load: &mut Load) -> LoadTotals {
 /// seq (the load has stopped): `(seq, hash, agree)`.
 async fn final_hashes(w: &World, within: Duration) -> (u64, String, bool, Vec<String>) {
     let deadline = Instant::now() + within;
-    let mut last = Vec::new();
     loop {
         let mut seen = Vec::new();
         for n in &w.nodes {
@@ -233,13 +232,15 @@ async fn final_hashes(w: &World, within: Duration) -> (u64, String, bool, Vec<St
             let agree = same && seen.iter().all(|x| x.2 == seen[0].2);
             let seq = seen.first().map(|x| x.1).unwrap_or(0);
             let hash = seen.first().map(|x| x.2.clone()).unwrap_or_default();
-            last = seen
-                .iter()
-                .map(|(n, s, h)| format!("{n}: seq {s} hash {h}"))
-                .collect();
-            return (seq, hash, agree, if agree { Vec::new() } else { last });
+            let problems = if agree {
+                Vec::new()
+            } else {
+                seen.iter()
+                    .map(|(n, s, h)| format!("{n}: seq {s} hash {h}"))
+                    .collect()
+            };
+            return (seq, hash, agree, problems);
         }
-        last.clear();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
