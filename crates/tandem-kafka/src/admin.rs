@@ -12,6 +12,36 @@ use tandem_log::LogError;
 
 use crate::kafka_log::kafka_error;
 
+/// `retention.ms` of the production settings: `i64::MAX` ms (292 million
+/// years), which Kafka treats as no time limit. Not Kafka's `-1`: tansu
+/// 0.6 reads `-1` as "older than -1 ms" and its maintenance, which runs at
+/// every broker start and then every 10 minutes, deletes every record of
+/// such a topic (a node then stops with `truncated`).
+pub const RETENTION_MS_UNLIMITED: &str = "9223372036854775807";
+
+/// The topic-level settings of `deploy/kafka/README.md` for an order-log
+/// topic: `min.insync.replicas`, no unclean leader election, delete (never
+/// compact), no retention limit by time or size, and a
+/// `max.message.bytes` that fits `max_message_bytes` plus Kafka's batch
+/// overhead. The node creates its topic with these when
+/// `log.kafka_create_topic` is on.
+pub fn production_topic_settings(
+    min_insync_replicas: u32,
+    max_message_bytes: usize,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("min.insync.replicas", min_insync_replicas.to_string()),
+        ("unclean.leader.election.enable", "false".into()),
+        ("cleanup.policy", "delete".into()),
+        ("retention.ms", RETENTION_MS_UNLIMITED.into()),
+        ("retention.bytes", "-1".into()),
+        (
+            "max.message.bytes",
+            (max_message_bytes + crate::kafka_log::KAFKA_OVERHEAD_BYTES).to_string(),
+        ),
+    ]
+}
+
 /// Creates `topic` with `partitions` partitions and `replication` replicas,
 /// with the topic-level `configs` (e.g. `("min.insync.replicas", "2")`).
 /// An existing topic is not an error (its settings are left as they are).

@@ -85,7 +85,7 @@ impl KafkaLogConfig {
 
 /// Kafka's per-message overhead allowed on top of `max_message_bytes` in the
 /// clients' own limits (record batch header, record header, varints).
-const KAFKA_OVERHEAD_BYTES: usize = 64 << 10;
+pub(crate) const KAFKA_OVERHEAD_BYTES: usize = 64 << 10;
 
 /// What the delivery callback hands back to the waiting `append`.
 type Delivery = Result<(i32, i64), KafkaError>;

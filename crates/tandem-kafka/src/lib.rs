@@ -28,7 +28,7 @@ mod kafka_log;
 pub mod seq;
 pub mod tansu;
 
-pub use admin::create_topic;
+pub use admin::{create_topic, production_topic_settings, RETENTION_MS_UNLIMITED};
 pub use kafka_log::{KafkaLog, KafkaLogConfig};
 
 /// The partition of a topic with `partitions` partitions that carries

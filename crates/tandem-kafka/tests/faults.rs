@@ -103,6 +103,50 @@ fn broker_restart_during_appends() {
     assert_eq!(log.last_seq(), all.last().expect("records").seq);
 }
 
+/// A topic created with the production settings keeps every record across
+/// broker restarts. tansu runs its retention maintenance at every start:
+/// with Kafka's `retention.ms=-1` ("no limit") it deleted every record of
+/// the topic, so this test restarts the broker twice and reads the whole
+/// log back each time.
+#[test]
+fn production_topic_keeps_its_records_across_broker_restarts() {
+    let mut broker = common::Broker::start();
+    let owned = tandem_kafka::production_topic_settings(1, 8 << 20);
+    let settings: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    create_topic(
+        &broker.bootstrap(),
+        "kept",
+        1,
+        1,
+        &settings,
+        Duration::from_secs(10),
+    )
+    .expect("create topic");
+    let mut expected: Vec<Vec<u8>> = Vec::new();
+    for round in 0..2 {
+        let log = broker.open("kept", 0);
+        for i in 0..20 {
+            let p = format!("{round}:{i}").into_bytes();
+            log.append(&[&p]).expect("append");
+            expected.push(p);
+        }
+        drop(log);
+        broker.restart(Duration::from_millis(200));
+        // The broker's maintenance runs at start; give it time to finish
+        // before reading (it is what deleted the records).
+        std::thread::sleep(Duration::from_secs(2));
+        let log = broker.open("kept", 0);
+        let payloads: Vec<Vec<u8>> = read_all(&log, 1).into_iter().map(|r| r.payload).collect();
+        assert_eq!(
+            payloads.len(),
+            expected.len(),
+            "records after restart {}",
+            round + 1
+        );
+        assert_eq!(payloads, expected);
+    }
+}
+
 /// With the broker down longer than the delivery timeout, an append fails
 /// with a timeout error (never silence, never a made-up seq); once the
 /// broker is back the same log appends again (with a new producer

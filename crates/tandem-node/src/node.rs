@@ -230,19 +230,13 @@ fn open_logs(cfg: &NodeConfig) -> Result<Vec<Arc<dyn Log>>> {
         LogKind::Kafka => {
             let l = &cfg.log;
             if l.kafka_create_topic {
-                let min_insync = l.kafka_min_insync_replicas.to_string();
-                let max_message = (tandem_kafka::KafkaLogConfig::new("", "", 0).max_message_bytes
-                    + (64 << 10))
-                    .to_string();
                 // The production settings of deploy/kafka/README.md.
-                let settings = [
-                    ("min.insync.replicas", min_insync.as_str()),
-                    ("unclean.leader.election.enable", "false"),
-                    ("cleanup.policy", "delete"),
-                    ("retention.ms", "-1"),
-                    ("retention.bytes", "-1"),
-                    ("max.message.bytes", max_message.as_str()),
-                ];
+                let owned = tandem_kafka::production_topic_settings(
+                    l.kafka_min_insync_replicas,
+                    tandem_kafka::KafkaLogConfig::new("", "", 0).max_message_bytes,
+                );
+                let settings: Vec<(&str, &str)> =
+                    owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 tandem_kafka::create_topic(
                     &l.kafka_brokers,
                     &l.kafka_topic,
