@@ -48,14 +48,13 @@ usage: tandem demo [--scenario NAME] [--time-scale K] [--rate N] [--out DIR] [--
                       min_requests=20 (the canary's 5 % of 100 orders/s is 5
                       a second: 200 would take 40 s to judge)
   --round S           seconds per load round (each reads its orders back)      [20]
-  --skew OFFSET       faults: step gcp-3's clock by OFFSET (+10s, -10s) 5 s
-                      after its start with libfaketime. Off by default: under
-                      libfaketime librdkafka stalls once the clock steps by
-                      10 s here, so the node falls behind and is not verified
+  --skew OFFSET       faults: run gcp-3 with its wall clock OFFSET (+10s,
+                      -10s) from the host's, with libfaketime; `off` runs it
+                      on the host's clock                                      [+10s]
   --quiet             no progress lines
 
   needs tansu (`cargo install tansu --version 0.6.0 --features dynostore,libsql`,
-  or TANSU_BIN); --skew needs Debian's libfaketime (`apt-get install -y
+  or TANSU_BIN); the faults scenario's skew needs Debian's libfaketime (`apt-get install -y
   faketime`), and the report says so when it is missing.
   Exit status: 0 when every scenario ended as it must (release and faults
   promoted with nothing failed or lost; bad-canary rolled back within 5 s;
@@ -287,7 +286,7 @@ fn parse(args: &[String]) -> Result<Option<Parsed>> {
         round_s: 20,
         seed: SEED.to_owned(),
         verbose: true,
-        skew: None,
+        skew: Some("+10s".to_owned()),
     };
     let mut json = None;
     let mut i = 0;
@@ -361,16 +360,17 @@ fn parse(args: &[String]) -> Result<Option<Parsed>> {
             "--quiet" => o.verbose = false,
             "--skew" => {
                 let v = value()?;
-                let ok = v.len() > 2
-                    && (v.starts_with('+') || v.starts_with('-'))
-                    && v.ends_with('s')
-                    && v[1..v.len() - 1].parse::<u32>().is_ok();
+                let ok = v == "off"
+                    || v.len() > 2
+                        && (v.starts_with('+') || v.starts_with('-'))
+                        && v.ends_with('s')
+                        && v[1..v.len() - 1].parse::<u32>().is_ok();
                 if !ok {
                     bail!(bad(format!(
-                        "--skew: {v:?} is not an offset like +10s or -10s"
+                        "--skew: {v:?} is not an offset like +10s or -10s, or off"
                     )));
                 }
-                o.skew = Some(v);
+                o.skew = (v != "off").then_some(v);
             }
             other => bail!(bad(format!("unknown flag {other:?} (tandem demo --help)"))),
         }

@@ -220,14 +220,21 @@ async fn final_hashes(w: &World, within: Duration) -> (u64, String, bool, Vec<St
     let deadline = Instant::now() + within;
     loop {
         let mut seen = Vec::new();
+        let mut silent = Vec::new();
         for n in &w.nodes {
-            if let Ok(s) = n.client().status().await {
-                if let Some(p) = s.partitions.first() {
+            match n.client().status().await {
+                Ok(s) if !s.partitions.is_empty() => {
+                    let p = &s.partitions[0];
                     seen.push((n.name.clone(), p.applied_seq, p.output_hash.clone()));
                 }
+                _ => silent.push(n.name.clone()),
             }
         }
-        let same = !seen.is_empty() && seen.iter().all(|x| x.1 == seen[0].1) && seen[0].1 > 0;
+        // Every node must answer: one that does not is not "in agreement".
+        let same = silent.is_empty()
+            && !seen.is_empty()
+            && seen.iter().all(|x| x.1 == seen[0].1)
+            && seen[0].1 > 0;
         if same || Instant::now() > deadline {
             let agree = same && seen.iter().all(|x| x.2 == seen[0].2);
             let seq = seen.first().map(|x| x.1).unwrap_or(0);
@@ -237,6 +244,7 @@ async fn final_hashes(w: &World, within: Duration) -> (u64, String, bool, Vec<St
             } else {
                 seen.iter()
                     .map(|(n, s, h)| format!("{n}: seq {s} hash {h}"))
+                    .chain(silent.iter().map(|n| format!("{n}: no status")))
                     .collect()
             };
             return (seq, hash, agree, problems);
@@ -285,10 +293,7 @@ pub async fn run(scenario: Scenario, o: &Options) -> Result<DemoReport> {
         faults.push(Fault {
             at_ms: 0,
             kind: "clock-skew".into(),
-            detail: "not injected: under libfaketime a node's Kafka client (librdkafka) stalls \
-                     once its clock is stepped by 10 s on this machine, so the node falls \
-                     behind and is never verified; --skew +10s runs it anyway"
-                .into(),
+            detail: "not injected (--skew off)".into(),
         });
     }
     let mut w = World::start(setup).await?;
@@ -298,11 +303,26 @@ pub async fn run(scenario: Scenario, o: &Options) -> Result<DemoReport> {
             e.lines().last().unwrap_or_default()
         ));
     } else if let Some((node, offset)) = &skewed {
-        faults.push(Fault {
-            at_ms: 0,
-            kind: "clock-skew".into(),
-            detail: format!("{node}'s clock steps {offset} 5 s after its start (libfaketime)"),
-        });
+        // The skew must be in effect, not just asked for: read the node's
+        // wall clock back from its HTTP `Date` header.
+        let want: i64 = offset.trim_end_matches('s').parse().unwrap_or_default();
+        let addr = w.nodes.iter().find(|n| n.name == *node).map(|n| n.addr);
+        let seen = addr.and_then(world::wall_clock_offset_s);
+        match seen {
+            Some(d) if (d - want).abs() <= 1 => faults.push(Fault {
+                at_ms: 0,
+                kind: "clock-skew".into(),
+                detail: format!(
+                    "{node} runs with its wall clock {offset} from the host's (libfaketime); \
+                     its HTTP Date header read {d:+} s (±1 s)"
+                ),
+            }),
+            other => problems.push(format!(
+                "clock skew not in effect: {node} was started at {offset} but its Date \
+                 header reads {}",
+                other.map_or("nothing".to_owned(), |d| format!("{d:+} s"))
+            )),
+        }
     }
     say(
         o,

@@ -124,8 +124,32 @@ pub fn tandem(args: &[&str]) -> Command {
     cmd
 }
 
-/// A loopback address free a moment ago.
+/// A loopback address free a moment ago, on a port below the kernel's
+/// ephemeral range. A port the kernel picks for `bind(0)` comes from that
+/// range, and so does the local port of every outgoing connection: with a
+/// few hundred connections open (nine nodes' Kafka clients, links, the
+/// edge) one of them could take the port between this probe and the
+/// process's own bind ("Address already in use", seen once in the faults
+/// scenario). Below the range only another listener can take it.
 pub fn free_addr() -> SocketAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (first, span) = (10_000u32, low.saturating_sub(10_000));
+    if span >= 1000 {
+        // Start where other demos (other processes) are unlikely to be.
+        let base = std::process::id().wrapping_mul(7919);
+        for _ in 0..span {
+            let port = first + (base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span);
+            let addr = SocketAddr::from(([127, 0, 0, 1], port as u16));
+            if std::net::TcpListener::bind(addr).is_ok() {
+                return addr;
+            }
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local addr")
 }
@@ -333,15 +357,17 @@ impl World {
         let mut cmd = tandem(&["node", "--config", &n.config.display().to_string()]);
         if let Some((name, offset)) = &self.setup.skewed {
             if *name == n.name {
-                cmd.env("LD_PRELOAD", faketime_lib()?);
+                let fix = skewfix_lib(&self.setup.dir)?;
+                cmd.env(
+                    "LD_PRELOAD",
+                    format!("{}:{}", fix.display(), faketime_lib()?.display()),
+                );
                 cmd.env("FAKETIME", offset);
                 cmd.env("FAKETIME_DONT_RESET", "1");
-                // The clock steps by the offset 5 s after the start, while
-                // the node runs, as a badly synchronised host's does. From
-                // its first instant, librdkafka under libfaketime 0.9 at
-                // ±10 s never finishes its first metadata request here
-                // (it does at +1 s).
-                cmd.env("FAKETIME_START_AFTER_SECONDS", "5");
+                // A host whose clock is wrong has a wrong wall clock
+                // (CLOCK_REALTIME); its monotonic clock still counts
+                // seconds, so only the wall clock is shifted.
+                cmd.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
             }
         }
         let mut p = Supervised::start_logged(&n.name, cmd, &n.log)?;
@@ -644,6 +670,15 @@ pub fn faketime_lib() -> Result<PathBuf> {
     bail!("libfaketime is not installed: apt-get install -y faketime")
 }
 
+/// The shim of `src/skewfix.c` (built by `build.rs`), written to `dir` so
+/// that it can be preloaded before libfaketime.
+fn skewfix_lib(dir: &Path) -> Result<PathBuf> {
+    static LIB: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libtandem_skewfix.so"));
+    let path = dir.join("libtandem_skewfix.so");
+    std::fs::write(&path, LIB).with_context(|| format!("write {}", path.display()))?;
+    Ok(path)
+}
+
 /// tansu on `addr` with its SQLite database in `dir`.
 async fn start_broker(tansu: &Path, dir: &Path, addr: SocketAddr) -> Result<Supervised> {
     let mut cmd = Command::new(tansu);
@@ -712,4 +747,41 @@ drain_timeout_secs = 5
         zone = n.zone,
         state = n.data.join("state").display(),
     )
+}
+
+/// How far `addr`'s wall clock is from this process's, in whole seconds
+/// (positive: ahead), read from the `Date` header of its `/healthz`
+/// answer. The header has a resolution of one second, so the result is
+/// within ±1 s. `None` when the node does not answer or sends no `Date`.
+pub fn wall_clock_offset_s(addr: SocketAddr) -> Option<i64> {
+    use std::io::{Read, Write};
+    let t = Duration::from_secs(2);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, t).ok()?;
+    s.set_read_timeout(Some(t)).ok()?;
+    let req = format!("GET /healthz HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 << 10 {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let now = std::time::SystemTime::now();
+    let head = String::from_utf8_lossy(&buf);
+    let date = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("date")
+            .then(|| v.trim().to_owned())
+    })?;
+    let theirs = httpdate::parse_http_date(&date).ok()?;
+    let secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    };
+    Some(secs(theirs) - secs(now))
 }

@@ -12,7 +12,8 @@
 //!   weight; the controller rolls back, and the client sees traffic back
 //!   on stable within 5 s of the breach's start.
 //! - `release` and `faults` run the whole plan (about two minutes each)
-//!   and are run by hand: `cargo test -p tandem-demo --test demo --
+//!   and are run by hand (`faults` needs Debian's libfaketime for its
+//!   node with a skewed clock): `cargo test -p tandem-demo --test demo --
 //!   --ignored` (see the README for what they measured here).
 //!
 //! Needs the `tandem` binary (`cargo build -p tandem-cli`, as
@@ -167,5 +168,22 @@ fn faults_during_the_release_fail_no_request_and_lose_no_order() {
     assert_eq!(r["result"], "promoted", "{r}");
     assert_eq!(r["failed_requests"], 0, "{r}");
     assert_eq!(r["orders"]["lost"], 0, "{r}");
+    assert_eq!(r["orders"]["duplicated"], 0, "{r}");
     assert_eq!(r["replicas_agree"], true, "{r}");
+    // All four faults happened; the skewed node's clock was seen 10 s
+    // ahead (needs Debian's libfaketime: the demo fails without it).
+    let faults = r["faults"].as_array().expect("faults");
+    for kind in ["kill-node", "edge-handover", "broker-restart", "clock-skew"] {
+        assert!(faults.iter().any(|f| f["kind"] == kind), "{kind}: {r}");
+    }
+    let skew = faults
+        .iter()
+        .find(|f| f["kind"] == "clock-skew")
+        .expect("skew");
+    let seen: Option<i64> = skew["detail"]
+        .as_str()
+        .and_then(|d| d.split("header read ").nth(1))
+        .and_then(|d| d.split(' ').next())
+        .and_then(|d| d.trim_start_matches('+').parse().ok());
+    assert!(seen.is_some_and(|d| (d - 10).abs() <= 1), "{skew}");
 }
