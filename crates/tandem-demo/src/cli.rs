@@ -17,7 +17,7 @@ pub const SEED: &str = include_str!("../../../deploy/rollout/seed.yaml");
 
 pub const USAGE: &str = "\
 usage: tandem demo [--scenario NAME] [--time-scale K] [--rate N] [--out DIR] [--json FILE]
-                   [--link-delay-ms F] [--slow-ms F] [--gate NAME=VALUE]... [--round S] [--skew OFFSET] [--quiet]
+                   [--link-delay-ms F] [--broker-delay-ms F] [--slow-ms F] [--gate NAME=VALUE]... [--round S] [--skew OFFSET] [--quiet]
 
   run the source document's multi-cloud release on this machine with real
   processes (contracts/demo-report.md): a tansu broker holding one Kafka
@@ -36,6 +36,10 @@ usage: tandem demo [--scenario NAME] [--time-scale K] [--rate N] [--out DIR] [--
   --out DIR           where the processes' files and the report go     [demo-out]
   --json FILE         one JSON object per scenario run, one per line
   --link-delay-ms F   one-way delay of each cross-cloud link                   [0.8]
+  --broker-delay-ms F also put a link with this one-way delay between the
+                      nodes and the broker (off by default: on 2 cores the
+                      proxy's own CPU, forwarding nine nodes' Kafka fetches,
+                      costs more than the delay it models; see the README)
   --slow-ms F         bad-canary: one-way delay added to the canary's links
                       once it has weight                                       [600]
   --gate NAME=VALUE   replace one of the seed plan's gates (repeatable); the
@@ -215,6 +219,7 @@ fn failed_report(s: Scenario, o: &Options, why: String) -> DemoReport {
         final_seq: 0,
         final_hash: String::new(),
         link_delay_ms: o.link_delay.as_secs_f64() * 1000.0,
+        broker_delay_ms: o.broker_delay.map(|d| d.as_secs_f64() * 1000.0),
         rate: o.rate,
         gates: BTreeMap::new(),
         gates_changed: BTreeMap::new(),
@@ -224,6 +229,7 @@ fn failed_report(s: Scenario, o: &Options, why: String) -> DemoReport {
         started_unix_ms: crate::world::unix_ms(),
         duration_s: 0.0,
         series: Vec::new(),
+        broker_floor: None,
     }
 }
 
@@ -277,6 +283,7 @@ fn parse(args: &[String]) -> Result<Option<Parsed>> {
         rate: 100.0,
         out: PathBuf::from("demo-out"),
         link_delay: Duration::from_micros(800),
+        broker_delay: None,
         slow_delay: Duration::from_millis(600),
         gates: DEMO_GATES
             .iter()
@@ -343,6 +350,11 @@ fn parse(args: &[String]) -> Result<Option<Parsed>> {
             "--link-delay-ms" => {
                 o.link_delay =
                     Duration::from_secs_f64(num("--link-delay-ms", value()?, 0.0, 1000.0)? / 1000.0)
+            }
+            "--broker-delay-ms" => {
+                o.broker_delay = Some(Duration::from_secs_f64(
+                    num("--broker-delay-ms", value()?, 0.0, 1000.0)? / 1000.0,
+                ))
             }
             "--slow-ms" => {
                 o.slow_delay =

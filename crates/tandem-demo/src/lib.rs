@@ -14,6 +14,7 @@
 
 pub mod cli;
 pub mod diverge;
+pub mod floor;
 pub mod link;
 pub mod measure;
 pub mod render;

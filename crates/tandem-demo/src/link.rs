@@ -2,7 +2,9 @@
 //! a one-way delay in each direction, keeping the stream's order. The
 //! source measured 0.8 ms between clouds; `tc netem` is not available on
 //! these machines, so the demo puts one of these between the edge and every
-//! node (the edge is outside every cloud, as Cloudflare's is). The delay can be changed while connections
+//! node (the edge is outside every cloud, as Cloudflare's is) and one
+//! between every node and the broker (the source's Kafka was Confluent
+//! Cloud, a service of its own). The delay can be changed while connections
 //! are open (the `bad-canary` scenario makes a canary's links slow once it
 //! has weight).
 //!

@@ -44,6 +44,9 @@ pub struct DemoReport {
     pub final_hash: String,
     /// One-way delay added on each cross-cloud link, ms.
     pub link_delay_ms: f64,
+    /// One-way delay on the link between the nodes and the broker, ms;
+    /// `None`: no such link (the default).
+    pub broker_delay_ms: Option<f64>,
     /// Orders per second offered by the load generator.
     pub rate: f64,
     /// The gates as the controller ran them, and the seed's where they
@@ -62,6 +65,33 @@ pub struct DemoReport {
     pub duration_s: f64,
     /// Per-second series for the charts.
     pub series: Vec<Second>,
+    /// The broker's own produce→consume time in this run, beside the
+    /// client's latency over the same window; `None` when not measured.
+    pub broker_floor: Option<BrokerFloor>,
+}
+
+/// The latency goal against the broker's floor: the source's 15 ms at p99
+/// through the edge, or, where the broker alone takes longer than that,
+/// the floor's p99 plus 3 ms, both measured over the same seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BrokerFloor {
+    /// Messages the plain producer sent and its consumer read back.
+    pub messages: u64,
+    /// Messages per second sent.
+    pub rate: f64,
+    /// The window, ms since the run's start.
+    pub start_ms: u64,
+    pub end_ms: u64,
+    /// Produce → consume through the broker's link, ms.
+    pub floor_p50_ms: f64,
+    pub floor_p99_ms: f64,
+    /// The client's answered requests sent in the window, ms.
+    pub client_requests: u64,
+    pub client_p50_ms: f64,
+    pub client_p99_ms: f64,
+    /// max(15, floor_p99_ms + 3).
+    pub goal_p99_ms: f64,
+    pub met: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use tandem_control::supervise::Supervised;
 use tandem_rollout::plan::{Plan, Start, Version};
 
 use crate::measure::{self, Sample};
-use crate::report::{ClusterInfo, DemoReport, Divergence, Fault, Orders};
+use crate::report::{BrokerFloor, ClusterInfo, DemoReport, Divergence, Fault, Orders};
 use crate::world::{self, Setup, World};
 
 /// The scenarios of the contract.
@@ -58,6 +58,8 @@ pub struct Options {
     pub rate: f64,
     pub out: PathBuf,
     pub link_delay: Duration,
+    /// `--broker-delay-ms`: a link between the nodes and the broker.
+    pub broker_delay: Option<Duration>,
     /// The extra one-way delay of the canary's links in `bad-canary`.
     pub slow_delay: Duration,
     /// Gates replaced in the seed's plan.
@@ -276,6 +278,7 @@ pub async fn run(scenario: Scenario, o: &Options) -> Result<DemoReport> {
         seed: o.seed.clone(),
         time_scale: o.time_scale,
         link_delay: o.link_delay,
+        broker_delay: o.broker_delay,
         canary_open_limit: (scenario == Scenario::DivergentCanary).then_some(DIVERGENT_OPEN_LIMIT),
         gates: o.gates.clone(),
         skewed: skewed.clone(),
@@ -331,6 +334,17 @@ pub async fn run(scenario: Scenario, o: &Options) -> Result<DemoReport> {
     );
     let mut load = Load::start(&w, o)?;
     w.start_controller().await?;
+    // The broker's own floor, measured beside the load in its first
+    // seconds (the baseline, before any fault or canary weight).
+    let floor_task = {
+        let brokers = w.broker_addr.to_string();
+        let rate = o.rate.min(FLOOR_RATE_MAX);
+        tokio::task::spawn_blocking(move || {
+            let start = world::unix_ms();
+            let f = crate::floor::measure(&brokers, rate, FLOOR_RUN);
+            (start, world::unix_ms(), f)
+        })
+    };
     say(
         o,
         &w,
@@ -483,8 +497,40 @@ pub async fn run(scenario: Scenario, o: &Options) -> Result<DemoReport> {
         problems.extend(hash_problems);
     }
 
-    let timeline = w.timeline();
     let origin = w.started_unix_ms;
+    let broker_floor = match floor_task.await {
+        Ok((start, end, Ok(f))) => {
+            let window: Vec<&Sample> = totals
+                .samples
+                .iter()
+                .filter(|s| (start..end).contains(&s.t_ms))
+                .collect();
+            let client = measure::latency(window.iter().copied());
+            let goal = crate::render::SOURCE_P99_TARGET_MS.max(f.p99_ms + 3.0);
+            Some(BrokerFloor {
+                messages: f.messages as u64,
+                rate: f.rate,
+                start_ms: start.saturating_sub(origin),
+                end_ms: end.saturating_sub(origin),
+                floor_p50_ms: f.p50_ms,
+                floor_p99_ms: f.p99_ms,
+                client_requests: window.iter().filter(|s| !s.failed()).count() as u64,
+                client_p50_ms: client.p50,
+                client_p99_ms: client.p99,
+                goal_p99_ms: goal,
+                met: client.p99 <= goal,
+            })
+        }
+        Ok((_, _, Err(e))) => {
+            problems.push(format!("the broker's floor was not measured: {e:#}"));
+            None
+        }
+        Err(e) => {
+            problems.push(format!("the broker's floor was not measured: {e}"));
+            None
+        }
+    };
+    let timeline = w.timeline();
     let spans = measure::phases(&timeline, end_unix);
     let phases = measure::phase_reports(&spans, &totals.samples, origin);
     let last = timeline
@@ -622,6 +668,7 @@ pub async fn run(scenario: Scenario, o: &Options) -> Result<DemoReport> {
         final_seq,
         final_hash,
         link_delay_ms: o.link_delay.as_secs_f64() * 1000.0,
+        broker_delay_ms: o.broker_delay.map(|d| d.as_secs_f64() * 1000.0),
         rate: o.rate,
         gates,
         gates_changed,
@@ -631,10 +678,16 @@ pub async fn run(scenario: Scenario, o: &Options) -> Result<DemoReport> {
         started_unix_ms: origin,
         duration_s: end_unix.saturating_sub(origin) as f64 / 1000.0,
         series: measure::series(&totals.samples, origin),
+        broker_floor,
     };
     w.shutdown();
     Ok(report)
 }
+
+/// How long the broker's floor is measured, at the demo's rate up to
+/// [`FLOOR_RATE_MAX`] messages a second.
+const FLOOR_RUN: Duration = Duration::from_secs(10);
+const FLOOR_RATE_MAX: f64 = 1000.0;
 
 /// `(cluster, seq)` of a rollback reason `"<c> diverged from stable at seq <n>: ..."`.
 fn diverged_at(reason: &str) -> Option<(String, u64)> {

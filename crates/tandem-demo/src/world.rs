@@ -41,6 +41,9 @@ pub struct Setup {
     pub seed: String,
     pub time_scale: f64,
     pub link_delay: Duration,
+    /// A link between the nodes and the broker with this one-way delay;
+    /// `None`: the nodes reach tansu directly.
+    pub broker_delay: Option<Duration>,
     /// `[limits] max_open_orders_per_account` of canary nodes, when they
     /// are to compute differently from stable.
     pub canary_open_limit: Option<u32>,
@@ -90,7 +93,11 @@ pub struct World {
     /// Per cluster, its nodes' links (edge → node).
     pub links: BTreeMap<String, Vec<Link>>,
     pub broker: Option<Supervised>,
+    /// The address the nodes use: the broker's link.
     pub broker_addr: SocketAddr,
+    /// The address tansu listens on, behind its link.
+    pub broker_inner: SocketAddr,
+    pub broker_link: Option<Link>,
     pub broker_dir: PathBuf,
     pub edge: Option<Supervised>,
     pub edge_config: PathBuf,
@@ -257,8 +264,25 @@ impl World {
         // The broker.
         let broker_dir = setup.dir.join("broker");
         std::fs::create_dir_all(&broker_dir)?;
-        let broker_addr = free_addr();
-        let broker = start_broker(&setup.tansu, &broker_dir, broker_addr).await?;
+        // The broker is its own service (the source's was Confluent
+        // Cloud). With `broker_delay`, it is reached from every cluster
+        // across a link: tansu listens on `broker_inner` and advertises
+        // the link's address, so every Kafka connection after bootstrap
+        // goes through the link too.
+        let broker_inner = free_addr();
+        let (broker_addr, broker_link) = match setup.broker_delay {
+            Some(delay) => {
+                let addr = free_addr();
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("bind the broker's link on {addr}"))?;
+                let link = Link::serve(listener, broker_inner, delay)
+                    .context("start the broker's link")?;
+                (addr, Some(link))
+            }
+            None => (broker_inner, None),
+        };
+        let broker = start_broker(&setup.tansu, &broker_dir, broker_inner, broker_addr).await?;
 
         // Nodes: one per zone of every cluster.
         let mut nodes = Vec::new();
@@ -319,6 +343,8 @@ impl World {
             links,
             broker: Some(broker),
             broker_addr,
+            broker_inner,
+            broker_link,
             broker_dir,
             edge: None,
             edge_config: PathBuf::new(),
@@ -563,17 +589,18 @@ impl World {
 
     /// Restarts the broker on its data: SIGTERM (a rolling restart's
     /// stop, at most 10 s, then SIGKILL), then start again on the same
-    /// address and database. Not kill -9: one tansu on SQLite killed with
-    /// -9 loses messages it had acknowledged and hands their offsets out
-    /// again, so nodes that read before and after the crash hold
-    /// different histories (measured: README, "Missing and weak"); a
-    /// replicated Kafka with `acks=all` and `min.insync.replicas=2` does
-    /// not lose an acknowledged write to one broker's crash.
+    /// address and database. Its link stays up, as a network would.
     pub async fn restart_broker(&mut self) -> Result<()> {
         if let Some(mut b) = self.broker.take() {
             let _ = tokio::task::block_in_place(|| b.stop(Duration::from_secs(10)));
         }
-        let b = start_broker(&self.setup.tansu, &self.broker_dir, self.broker_addr).await?;
+        let b = start_broker(
+            &self.setup.tansu,
+            &self.broker_dir,
+            self.broker_inner,
+            self.broker_addr,
+        )
+        .await?;
         self.broker = Some(b);
         Ok(())
     }
@@ -679,14 +706,20 @@ fn skewfix_lib(dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// tansu on `addr` with its SQLite database in `dir`.
-async fn start_broker(tansu: &Path, dir: &Path, addr: SocketAddr) -> Result<Supervised> {
+/// tansu listening on `addr`, advertising `advertised` (its link), with
+/// its SQLite database in `dir`.
+async fn start_broker(
+    tansu: &Path,
+    dir: &Path,
+    addr: SocketAddr,
+    advertised: SocketAddr,
+) -> Result<Supervised> {
     let mut cmd = Command::new(tansu);
     cmd.current_dir(dir)
         .args(["broker", "--listener-url"])
         .arg(format!("tcp://{addr}"))
         .arg("--advertised-listener-url")
-        .arg(format!("tcp://{addr}"))
+        .arg(format!("tcp://{advertised}"))
         .args(["--storage-engine", "sqlite://tansu.db"]);
     let mut b = Supervised::start_logged("tansu", cmd, &dir.join("tansu.log"))?;
     b.wait_ready_async(Duration::from_secs(30), || async move {

@@ -76,6 +76,7 @@ fn base(scenario: &str, result: &str) -> DemoReport {
         final_seq: 48_211,
         final_hash: "9f3a0c51d2e4b677".into(),
         link_delay_ms: 0.8,
+        broker_delay_ms: None,
         rate: 500.0,
         gates: [
             ("latency_p99_ms_max", 15.0),
@@ -94,6 +95,7 @@ fn base(scenario: &str, result: &str) -> DemoReport {
         started_unix_ms: 1_780_000_000_000,
         duration_s: 0.0,
         series: Vec::new(),
+        broker_floor: None,
     }
 }
 
@@ -200,6 +202,19 @@ fn promoted() -> DemoReport {
         detail: "aws-2 kill -9".into(),
     }];
     r.series = series;
+    r.broker_floor = Some(tandem_demo::report::BrokerFloor {
+        messages: 1000,
+        rate: 100.0,
+        start_ms: 1000,
+        end_ms: 11000,
+        floor_p50_ms: 12.65,
+        floor_p99_ms: 22.64,
+        client_requests: 1082,
+        client_p50_ms: 34.2,
+        client_p99_ms: 87.9,
+        goal_p99_ms: 25.64,
+        met: false,
+    });
     r
 }
 
@@ -391,6 +406,16 @@ fn markdown_sets_each_phases_measurements_beside_the_sources_figures() {
     assert!(md.contains("| latency_p99_ms_max | 15 | same |"), "{md}");
     assert!(md.contains("one machine") && md.contains("loopback"));
     assert!(md.contains("0.8 ms one way") && md.contains("link_delay_ms"));
+    // The p99 beside the broker's own floor over the same seconds.
+    let floor = md_row(&md, "P99 beside the broker's floor (same seconds)");
+    assert_eq!(floor.len(), 1, "{md}");
+    assert!(
+        floor[0].contains("87.9 ms through the edge (1082 requests)")
+            && floor[0].contains("p99 22.6 ms")
+            && floor[0].ends_with("| no |"),
+        "{}",
+        floor[0]
+    );
 }
 
 #[test]

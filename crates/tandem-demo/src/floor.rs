@@ -1,0 +1,156 @@
+//! The broker's own floor, measured in the same run as the demo's load: a
+//! plain librdkafka producer and consumer on a topic of their own, through
+//! the same broker link the nodes use, with the nodes' client settings
+//! (idempotent producer, `acks=all`, `linger.ms` 1; consumer
+//! `fetch.wait.max.ms` 2). Each message carries the moment it was sent; the
+//! consumer's receipt minus that moment is the broker's produce→consume
+//! time. A node answers an order only after its replica has read the
+//! append back from the log, so this time is a floor under every answer.
+//! What the client measures above it is Tandem's share (plus the edge's
+//! link and the HTTP hops).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+
+/// The floor's figures (milliseconds).
+#[derive(Debug, Clone, Serialize)]
+pub struct Floor {
+    /// Messages sent and received back.
+    pub messages: usize,
+    /// Messages per second asked for.
+    pub rate: f64,
+    /// Produce → consume, as the consumer saw it.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// The topic the floor uses: not the order log.
+pub const TOPIC: &str = "broker-floor";
+
+/// Sends `rate` messages a second for `run` to `brokers` and reads them
+/// back. Blocking: call it on a thread of its own.
+pub fn measure(brokers: &str, rate: f64, run: Duration) -> Result<Floor> {
+    let settings = tandem_kafka::production_topic_settings(1, 1 << 20);
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    tandem_kafka::create_topic(brokers, TOPIC, 1, 1, &settings, Duration::from_secs(30))
+        .map_err(|e| anyhow!("{e}"))
+        .context("create the floor's topic")?;
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "1")
+        .set("compression.type", "none")
+        .create()
+        .context("the floor's producer")?;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "tandem-demo-floor")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "2")
+        .create()
+        .context("the floor's consumer")?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(TOPIC, 0, Offset::Beginning)
+        .context("assign")?;
+    consumer
+        .assign(&tpl)
+        .context("assign the floor's partition")?;
+
+    // Connections, metadata and the producer's id come first: one
+    // message sent and read back before the clock starts.
+    warm_up(&producer, &consumer)?;
+
+    let origin = Instant::now();
+    let total = (rate * run.as_secs_f64()).ceil().max(1.0) as usize;
+    let reader = {
+        std::thread::spawn(move || -> Vec<f64> {
+            let mut lat = Vec::with_capacity(total);
+            let deadline = Instant::now() + run + Duration::from_secs(30);
+            while lat.len() < total && Instant::now() < deadline {
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                    let Some(b) = m.payload().and_then(|p| <[u8; 8]>::try_from(p).ok()) else {
+                        continue;
+                    };
+                    let sent = Duration::from_nanos(u64::from_le_bytes(b));
+                    let now = origin.elapsed();
+                    lat.push(now.saturating_sub(sent).as_secs_f64() * 1000.0);
+                }
+            }
+            lat
+        })
+    };
+    let gap = Duration::from_secs_f64(1.0 / rate);
+    for i in 0..total {
+        // Open loop: each message at its own time, late or not.
+        let at = gap * i as u32;
+        let now = origin.elapsed();
+        if at > now {
+            std::thread::sleep(at - now);
+        }
+        let stamp = (origin.elapsed().as_nanos() as u64).to_le_bytes();
+        let mut record = BaseRecord::<(), [u8]>::to(TOPIC).payload(&stamp[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    producer.poll(Duration::from_millis(1));
+                    record = r;
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .context("flush the floor's producer")?;
+    let mut lat = reader
+        .join()
+        .map_err(|_| anyhow!("the floor's reader panicked"))?;
+    if lat.len() < total {
+        anyhow::bail!(
+            "the floor's consumer read {} of {} messages back",
+            lat.len(),
+            total
+        );
+    }
+    lat.sort_by(f64::total_cmp);
+    let q = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
+    Ok(Floor {
+        messages: lat.len(),
+        rate,
+        p50_ms: q(0.50),
+        p99_ms: q(0.99),
+        max_ms: *lat.last().unwrap_or(&0.0),
+    })
+}
+
+/// Sends one message (not 8 bytes long, so the timed reader skips it) and
+/// waits until the consumer has read it.
+fn warm_up(producer: &BaseProducer, consumer: &BaseConsumer) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    producer
+        .send(BaseRecord::<(), [u8]>::to(TOPIC).payload(&b"warm-up"[..]))
+        .map_err(|(e, _)| anyhow!("{e}"))
+        .context("the floor's warm-up message")?;
+    producer
+        .flush(Duration::from_secs(30))
+        .context("flush the floor's warm-up message")?;
+    while Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            if m.payload() == Some(&b"warm-up"[..]) {
+                return Ok(());
+            }
+        }
+    }
+    anyhow::bail!("the floor's consumer did not read its warm-up message in 30 s")
+}
