@@ -363,6 +363,7 @@ pub async fn run(scenario: Scenario, o: &Options) -> Result<DemoReport> {
     let mut slowed = false;
     let mut killed: Option<(usize, Instant)> = None;
     let mut fault_stage = 0;
+    let mut resume_check: Option<String> = None;
     let budget = expected(&w.plan, o.time_scale) * 3 + Duration::from_secs(120);
     let deadline = Instant::now() + budget;
     let mut last_phase = String::new();
@@ -389,6 +390,17 @@ pub async fn run(scenario: Scenario, o: &Options) -> Result<DemoReport> {
             .and_then(|s| s["stage"].as_str())
             .unwrap_or_default()
             .to_owned();
+        if let Some(killed_in) = resume_check.take_if(|_| !phase.is_empty()) {
+            // The restarted controller's first phase: the same, never a
+            // step back or forward.
+            if phase == killed_in {
+                say(o, &w, &format!("controller resumed {phase}"));
+            } else {
+                problems.push(format!(
+                    "the controller killed in {killed_in} came back in {phase}"
+                ));
+            }
+        }
         if phase != last_phase && !phase.is_empty() {
             say(o, &w, &format!("phase {phase}"));
             last_phase = phase.clone();
@@ -451,7 +463,29 @@ pub async fn run(scenario: Scenario, o: &Options) -> Result<DemoReport> {
                     say(o, &w, "edge handed over");
                     fault_stage = 2;
                 }
-                (2, "balance") => {
+                (2, "expand") => {
+                    // kill -9 of the controller mid-hold; a new one on the
+                    // same state file must resume this phase.
+                    if let Some(mut c) = w.controller.take() {
+                        c.kill();
+                    }
+                    faults.push(Fault {
+                        at_ms: w.ms(),
+                        kind: "kill-controller".into(),
+                        detail: "kill -9 of the controller in expand's hold, started again 1 s \
+                                 later on its state file"
+                            .into(),
+                    });
+                    say(o, &w, "killed the controller");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    match w.start_controller().await {
+                        Ok(()) => resume_check = Some(phase.clone()),
+                        Err(e) => problems.push(format!("controller restart: {e}")),
+                    }
+                    fault_stage = 3;
+                    continue;
+                }
+                (3, "balance") => {
                     let at = w.ms();
                     match w.restart_broker().await {
                         Ok(()) => faults.push(Fault {
@@ -463,7 +497,7 @@ pub async fn run(scenario: Scenario, o: &Options) -> Result<DemoReport> {
                         Err(e) => problems.push(format!("broker restart: {e}")),
                     }
                     say(o, &w, "broker restarted");
-                    fault_stage = 3;
+                    fault_stage = 4;
                 }
                 _ => {}
             }

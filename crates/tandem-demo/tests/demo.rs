@@ -170,10 +170,16 @@ fn faults_during_the_release_fail_no_request_and_lose_no_order() {
     assert_eq!(r["orders"]["lost"], 0, "{r}");
     assert_eq!(r["orders"]["duplicated"], 0, "{r}");
     assert_eq!(r["replicas_agree"], true, "{r}");
-    // All four faults happened; the skewed node's clock was seen 10 s
+    // All five faults happened; the skewed node's clock was seen 10 s
     // ahead (needs Debian's libfaketime: the demo fails without it).
     let faults = r["faults"].as_array().expect("faults");
-    for kind in ["kill-node", "edge-handover", "broker-restart", "clock-skew"] {
+    for kind in [
+        "kill-node",
+        "edge-handover",
+        "kill-controller",
+        "broker-restart",
+        "clock-skew",
+    ] {
         assert!(faults.iter().any(|f| f["kind"] == kind), "{kind}: {r}");
     }
     let skew = faults
