@@ -17,7 +17,7 @@ pub const SEED: &str = include_str!("../../../deploy/rollout/seed.yaml");
 
 pub const USAGE: &str = "\
 usage: tandem demo [--scenario NAME] [--time-scale K] [--rate N] [--out DIR] [--json FILE]
-                   [--link-delay-ms F] [--broker-delay-ms F] [--slow-ms F] [--gate NAME=VALUE]... [--round S] [--skew OFFSET] [--quiet]
+                   [--link-delay-ms F] [--broker-delay-ms F] [--broker-storage E] [--slow-ms F] [--gate NAME=VALUE]... [--round S] [--skew OFFSET] [--quiet]
 
   run the source document's multi-cloud release on this machine with real
   processes (contracts/demo-report.md): a tansu broker holding one Kafka
@@ -40,6 +40,8 @@ usage: tandem demo [--scenario NAME] [--time-scale K] [--rate N] [--out DIR] [--
                       nodes and the broker (off by default: on 2 cores the
                       proxy's own CPU, forwarding nine nodes' Kafka fetches,
                       costs more than the delay it models; see the README)
+  --broker-storage E  tansu's storage engine: sqlite (a file; survives the
+                      faults scenario's broker restart) or memory          [sqlite]
   --slow-ms F         bad-canary: one-way delay added to the canary's links
                       once it has weight                                       [600]
   --gate NAME=VALUE   replace one of the seed plan's gates (repeatable); the
@@ -220,6 +222,7 @@ fn failed_report(s: Scenario, o: &Options, why: String) -> DemoReport {
         final_hash: String::new(),
         link_delay_ms: o.link_delay.as_secs_f64() * 1000.0,
         broker_delay_ms: o.broker_delay.map(|d| d.as_secs_f64() * 1000.0),
+        broker_storage: o.broker_storage.clone(),
         rate: o.rate,
         gates: BTreeMap::new(),
         gates_changed: BTreeMap::new(),
@@ -290,6 +293,7 @@ fn parse(args: &[String]) -> Result<Option<Parsed>> {
             .map(|(k, v)| ((*k).to_owned(), *v))
             .collect(),
         tansu: PathBuf::new(),
+        broker_storage: "sqlite://tansu.db".to_owned(),
         round_s: 20,
         seed: SEED.to_owned(),
         verbose: true,
@@ -367,6 +371,15 @@ fn parse(args: &[String]) -> Result<Option<Parsed>> {
                     .ok_or_else(|| bad(format!("--gate: {v:?} is not NAME=VALUE")))?;
                 let x = num("--gate", x.to_owned(), 0.0, f64::MAX)?;
                 o.gates.insert(k.to_owned(), x);
+            }
+            "--broker-storage" => {
+                o.broker_storage = match value()?.as_str() {
+                    "sqlite" => "sqlite://tansu.db".to_owned(),
+                    "memory" => "memory://tansu/".to_owned(),
+                    v => bail!(bad(format!(
+                        "--broker-storage: {v:?} is not sqlite or memory"
+                    ))),
+                }
             }
             "--round" => o.round_s = num("--round", value()?, 5.0, 3600.0)? as u32,
             "--quiet" => o.verbose = false,

@@ -47,6 +47,8 @@ pub struct DemoReport {
     /// One-way delay on the link between the nodes and the broker, ms;
     /// `None`: no such link (the default).
     pub broker_delay_ms: Option<f64>,
+    /// tansu's storage engine URL.
+    pub broker_storage: String,
     /// Orders per second offered by the load generator.
     pub rate: f64,
     /// The gates as the controller ran them, and the seed's where they

@@ -65,6 +65,8 @@ pub struct Options {
     /// Gates replaced in the seed's plan.
     pub gates: BTreeMap<String, f64>,
     pub tansu: PathBuf,
+    /// `--broker-storage`: tansu's storage engine URL.
+    pub broker_storage: String,
     /// Seconds of one load round (each round reads its orders back).
     pub round_s: u32,
     pub seed: String,
@@ -283,6 +285,7 @@ pub async fn run(scenario: Scenario, o: &Options) -> Result<DemoReport> {
         gates: o.gates.clone(),
         skewed: skewed.clone(),
         tansu: o.tansu.clone(),
+        broker_storage: o.broker_storage.clone(),
     };
     let mut problems = Vec::new();
     let mut faults = Vec::new();
@@ -703,6 +706,7 @@ pub async fn run(scenario: Scenario, o: &Options) -> Result<DemoReport> {
         final_hash,
         link_delay_ms: o.link_delay.as_secs_f64() * 1000.0,
         broker_delay_ms: o.broker_delay.map(|d| d.as_secs_f64() * 1000.0),
+        broker_storage: o.broker_storage.clone(),
         rate: o.rate,
         gates,
         gates_changed,

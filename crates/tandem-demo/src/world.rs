@@ -53,6 +53,9 @@ pub struct Setup {
     /// `+10s`).
     pub skewed: Option<(String, String)>,
     pub tansu: PathBuf,
+    /// tansu's `--storage-engine`: `sqlite://tansu.db` (the default) or
+    /// `memory://tansu/`.
+    pub broker_storage: String,
 }
 
 /// One node's files and addresses.
@@ -282,7 +285,14 @@ impl World {
             }
             None => (broker_inner, None),
         };
-        let broker = start_broker(&setup.tansu, &broker_dir, broker_inner, broker_addr).await?;
+        let broker = start_broker(
+            &setup.tansu,
+            &setup.broker_storage,
+            &broker_dir,
+            broker_inner,
+            broker_addr,
+        )
+        .await?;
 
         // Nodes: one per zone of every cluster.
         let mut nodes = Vec::new();
@@ -596,6 +606,7 @@ impl World {
         }
         let b = start_broker(
             &self.setup.tansu,
+            &self.setup.broker_storage,
             &self.broker_dir,
             self.broker_inner,
             self.broker_addr,
@@ -707,9 +718,10 @@ fn skewfix_lib(dir: &Path) -> Result<PathBuf> {
 }
 
 /// tansu listening on `addr`, advertising `advertised` (its link), with
-/// its SQLite database in `dir`.
+/// `storage` as its engine, in `dir`.
 async fn start_broker(
     tansu: &Path,
+    storage: &str,
     dir: &Path,
     addr: SocketAddr,
     advertised: SocketAddr,
@@ -720,7 +732,7 @@ async fn start_broker(
         .arg(format!("tcp://{addr}"))
         .arg("--advertised-listener-url")
         .arg(format!("tcp://{advertised}"))
-        .args(["--storage-engine", "sqlite://tansu.db"]);
+        .args(["--storage-engine", storage]);
     let mut b = Supervised::start_logged("tansu", cmd, &dir.join("tansu.log"))?;
     b.wait_ready_async(Duration::from_secs(30), || async move {
         std::net::TcpStream::connect(addr).is_ok()

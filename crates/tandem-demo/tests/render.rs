@@ -77,6 +77,7 @@ fn base(scenario: &str, result: &str) -> DemoReport {
         final_hash: "9f3a0c51d2e4b677".into(),
         link_delay_ms: 0.8,
         broker_delay_ms: None,
+        broker_storage: "sqlite://tansu.db".into(),
         rate: 500.0,
         gates: [
             ("latency_p99_ms_max", 15.0),
