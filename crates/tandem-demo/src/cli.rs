@@ -52,7 +52,10 @@ usage: tandem demo [--scenario NAME] [--time-scale K] [--rate N] [--out DIR] [--
                       cores: its p99 is tens of ms, and hundreds while the
                       cold cluster catches up, not the seed's 15) and
                       min_requests=20 (the canary's 5 % of 100 orders/s is 5
-                      a second: 200 would take 40 s to judge)
+                      a second: 200 would take 40 s to judge); faults runs
+                      with latency_p99_ms_max=15000 and
+                      latency_p99_vs_baseline_max=500 (the broker restart
+                      stops every cluster for about 5 s)
   --round S           seconds per load round (each reads its orders back)      [20]
   --skew OFFSET       faults: run gcp-3 with its wall clock OFFSET (+10s,
                       -10s) from the host's, with libfaketime; `off` runs it
@@ -292,6 +295,7 @@ fn parse(args: &[String]) -> Result<Option<Parsed>> {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), *v))
             .collect(),
+        gates_given: Default::default(),
         tansu: PathBuf::new(),
         broker_storage: "sqlite://tansu.db".to_owned(),
         round_s: 20,
@@ -371,6 +375,7 @@ fn parse(args: &[String]) -> Result<Option<Parsed>> {
                     .ok_or_else(|| bad(format!("--gate: {v:?} is not NAME=VALUE")))?;
                 let x = num("--gate", x.to_owned(), 0.0, f64::MAX)?;
                 o.gates.insert(k.to_owned(), x);
+                o.gates_given.insert(k.to_owned());
             }
             "--broker-storage" => {
                 o.broker_storage = match value()?.as_str() {
