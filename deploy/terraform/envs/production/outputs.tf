@@ -1,0 +1,26 @@
+output "kubeconfig_commands" {
+  description = "Commands that add each cluster to a kubeconfig."
+  value = {
+    eks = "aws eks update-kubeconfig --region ${var.aws_region} --name ${module.eks.name}"
+    gke = "gcloud container clusters get-credentials ${module.gke.name} --region ${module.gke.location} --project ${var.gcp_project_id}"
+    aks = "az aks get-credentials --resource-group ${module.aks.resource_group_name} --name ${module.aks.name}"
+  }
+}
+
+output "kafka_topic" {
+  description = "Topic and partition count to put in the nodes' log.kafka_topic and log.kafka_partitions."
+  value = {
+    topic      = module.kafka.topic_name
+    partitions = module.kafka.partitions
+  }
+}
+
+output "routes_kv_namespace_id" {
+  description = "The ROUTES KV namespace (wrangler.toml's kv_namespaces id; the rollout controller writes its key \"routes\")."
+  value       = module.cloudflare.routes_kv_namespace_id
+}
+
+output "worker_version_id" {
+  description = "The deployed edge Worker version."
+  value       = module.cloudflare.version_id
+}

@@ -1,0 +1,12 @@
+# Providers this module needs. Minimums only: the environment root pins
+# the versions (envs/*/versions.tf).
+terraform {
+  required_version = ">= 1.5"
+
+  required_providers {
+    google = {
+      source  = "hashicorp/google"
+      version = ">= 5.0"
+    }
+  }
+}
