@@ -1508,6 +1508,138 @@ fn the_worker_is_the_one_of_deploy_cloudflare() {
     );
 }
 
+#[test]
+fn the_example_agrees_with_the_kubernetes_overlays_and_the_release_workflow() {
+    let mods = modules();
+    let env = &mods[module_at(&mods, "envs/production")];
+    let text = std::fs::read_to_string(env.dir.join("terraform.tfvars.example")).unwrap();
+    let body = hcl::parse(&text).unwrap();
+    let strings = |key: &str| -> Vec<String> {
+        match attr(&body, key) {
+            Some(Expression::Array(a)) => a
+                .iter()
+                .map(|e| match e {
+                    Expression::String(s) => s.clone(),
+                    other => panic!("{key}: {other:?}"),
+                })
+                .collect(),
+            other => panic!("the example's {key}: {other:?}"),
+        }
+    };
+
+    // The zones the overlays pin the node StatefulSet to.
+    let overlay_zones = |cloud: &str| -> Vec<String> {
+        let path = tandem_deploy::deploy(&format!("kubernetes/overlays/{cloud}/zones.yaml"));
+        let docs = tandem_deploy::yaml_docs(&std::fs::read_to_string(&path).expect("zones.yaml"))
+            .expect("zones.yaml parses");
+        let terms = &docs[0]["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+            ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
+        terms[0]["matchExpressions"]
+            .as_array()
+            .expect("matchExpressions")
+            .iter()
+            .find(|e| e["key"] == "topology.kubernetes.io/zone")
+            .and_then(|e| e["values"].as_array())
+            .unwrap_or_else(|| panic!("{}: no zone values", rel(&path)))
+            .iter()
+            .map(|v| v.as_str().expect("a zone").to_owned())
+            .collect()
+    };
+    assert_eq!(
+        strings("aws_azs"),
+        overlay_zones("eks"),
+        "aws_azs and the EKS overlay"
+    );
+    assert_eq!(
+        strings("gcp_zones"),
+        overlay_zones("gke"),
+        "gcp_zones and the GKE overlay"
+    );
+    // AKS labels a node of zone N of location L with the zone "L-N".
+    let location = string_attr(&body, "azure_location").expect("azure_location");
+    let aks = &mods[module_at(&mods, "modules/aks")];
+    let aks_zones: Vec<String> = match attr(aks.variables()["zones"].body(), "default") {
+        Some(Expression::Array(a)) => a
+            .iter()
+            .map(|e| match e {
+                Expression::String(z) => format!("{location}-{z}"),
+                other => panic!("aks zone {other:?}"),
+            })
+            .collect(),
+        other => panic!("modules/aks zones default: {other:?}"),
+    };
+    assert_eq!(
+        aks_zones,
+        overlay_zones("aks"),
+        "AKS zones and the AKS overlay"
+    );
+
+    // The topic the overlays' nodes read.
+    let topic = string_attr(&body, "kafka_topic").expect("kafka_topic");
+    let partitions = match attr(&body, "kafka_partitions") {
+        Some(Expression::Number(n)) => n.as_i64().expect("an integer"),
+        other => panic!("kafka_partitions: {other:?}"),
+    };
+    for cloud in ["eks", "gke", "aks"] {
+        let path = tandem_deploy::deploy(&format!("kubernetes/overlays/{cloud}/tandem-node.toml"));
+        let node: toml::Value = toml::from_str(&std::fs::read_to_string(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", rel(&path)));
+        assert_eq!(
+            node["log"]["kafka_topic"].as_str(),
+            Some(topic),
+            "{}",
+            rel(&path)
+        );
+        assert_eq!(
+            node["log"]["kafka_partitions"].as_integer(),
+            Some(partitions),
+            "{}",
+            rel(&path)
+        );
+    }
+
+    // The repository variables the release workflow reads to reach the
+    // clusters are the environment's release_workflow_variables output.
+    let workflow =
+        std::fs::read_to_string(tandem_deploy::repo_root().join(".github/workflows/release.yml"))
+            .expect(".github/workflows/release.yml");
+    let used: BTreeSet<String> = workflow
+        .match_indices("vars.")
+        .map(|(i, m)| {
+            workflow[i + m.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect()
+        })
+        .collect();
+    let output = env
+        .blocks("output")
+        .find(|b| label(b, 0) == Some("release_workflow_variables"))
+        .expect("output release_workflow_variables");
+    let Some(Expression::Object(o)) = attr(output.body(), "value") else {
+        panic!("release_workflow_variables is not an object");
+    };
+    let given: BTreeSet<String> = o
+        .iter()
+        .map(|(k, _)| match k {
+            ObjectKey::Identifier(i) => i.to_string(),
+            other => panic!("key {other:?}"),
+        })
+        .collect();
+    for g in &given {
+        assert!(used.contains(g), "release.yml does not read vars.{g}");
+    }
+    for u in &used {
+        let cluster = ["AWS_", "EKS_", "GKE_", "GCP_", "AKS_"]
+            .iter()
+            .any(|p| u.starts_with(p));
+        assert!(
+            !cluster || given.contains(u),
+            "release.yml reads vars.{u}, which release_workflow_variables does not give"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Tests of the checking code itself
 

@@ -11,18 +11,20 @@ module "eks" {
   azs                          = var.aws_azs
   instance_types               = var.eks_instance_types
   endpoint_public_access_cidrs = var.api_allowed_cidrs
+  admin_role_arns              = var.eks_admin_role_arns
   tags                         = var.tags
 }
 
 module "gke" {
   source = "../../modules/gke"
 
-  project_id   = var.gcp_project_id
-  name         = var.gke_cluster_name
-  region       = var.gcp_region
-  zones        = var.gcp_zones
-  machine_type = var.gke_machine_type
-  labels       = var.tags
+  project_id       = var.gcp_project_id
+  name             = var.gke_cluster_name
+  region           = var.gcp_region
+  zones            = var.gcp_zones
+  machine_type     = var.gke_machine_type
+  deployer_members = var.gke_deployer_members
+  labels           = var.tags
 }
 
 module "aks" {
@@ -32,6 +34,7 @@ module "aks" {
   location                        = var.azure_location
   vm_size                         = var.aks_vm_size
   api_server_authorized_ip_ranges = var.api_allowed_cidrs
+  deployer_principal_ids          = var.aks_deployer_principal_ids
   tags                            = var.tags
 }
 

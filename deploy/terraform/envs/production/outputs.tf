@@ -7,6 +7,19 @@ output "kubeconfig_commands" {
   }
 }
 
+output "release_workflow_variables" {
+  description = "The repository variables .github/workflows/release.yml reads to reach the clusters."
+  value = {
+    AWS_REGION         = var.aws_region
+    EKS_CLUSTER        = module.eks.name
+    GCP_PROJECT        = var.gcp_project_id
+    GKE_CLUSTER        = module.gke.name
+    GKE_LOCATION       = module.gke.location
+    AKS_CLUSTER        = module.aks.name
+    AKS_RESOURCE_GROUP = module.aks.resource_group_name
+  }
+}
+
 output "kafka_topic" {
   description = "Topic and partition count to put in the nodes' log.kafka_topic and log.kafka_partitions."
   value = {

@@ -96,7 +96,25 @@ variable "aks_vm_size" {
   default     = "Standard_F8s_v2"
 }
 
-# --- Who may reach the Kubernetes API servers ---
+# --- Who may reach and deploy to the Kubernetes API servers ---
+
+variable "eks_admin_role_arns" {
+  description = "IAM roles with cluster admin on EKS: the release workflow's AWS_ROLE_ARN."
+  type        = list(string)
+  default     = []
+}
+
+variable "gke_deployer_members" {
+  description = "IAM members with roles/container.developer: the release workflow's GCP_SERVICE_ACCOUNT, as serviceAccount:..."
+  type        = list(string)
+  default     = []
+}
+
+variable "aks_deployer_principal_ids" {
+  description = "Object ids with the AKS Cluster User Role: the service principal of the release workflow's AZURE_CLIENT_ID."
+  type        = list(string)
+  default     = []
+}
 
 variable "api_allowed_cidrs" {
   description = "Address ranges allowed to reach the EKS and AKS API servers (CI runners, operators)."

@@ -49,6 +49,14 @@ resource "azurerm_kubernetes_cluster" "this" {
   tags = var.tags
 }
 
+resource "azurerm_role_assignment" "deployer" {
+  for_each = toset(var.deployer_principal_ids)
+
+  scope                = azurerm_kubernetes_cluster.this.id
+  role_definition_name = "Azure Kubernetes Service Cluster User Role"
+  principal_id         = each.value
+}
+
 resource "azurerm_kubernetes_cluster_node_pool" "tandem" {
   for_each = toset(var.zones)
 

@@ -55,6 +55,12 @@ variable "api_server_authorized_ip_ranges" {
   type        = list(string)
 }
 
+variable "deployer_principal_ids" {
+  description = "Object ids of identities given the Azure Kubernetes Service Cluster User Role (for example the release workflow's AZURE_CLIENT_ID's service principal)."
+  type        = list(string)
+  default     = []
+}
+
 variable "tags" {
   description = "Tags put on every resource."
   type        = map(string)

@@ -73,9 +73,23 @@ module "eks" {
   cluster_endpoint_public_access       = true
   cluster_endpoint_public_access_cidrs = var.endpoint_public_access_cidrs
 
-  # The identity that applies this gets cluster-admin through an access
-  # entry; add the CI's release role the same way (access_entries).
+  # The identity that applies this gets cluster admin through an access
+  # entry, and so do var.admin_role_arns (the release workflow's role).
   enable_cluster_creator_admin_permissions = true
+
+  access_entries = {
+    for arn in var.admin_role_arns : arn => {
+      principal_arn = arn
+      policy_associations = {
+        admin = {
+          policy_arn = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+          access_scope = {
+            type = "cluster"
+          }
+        }
+      }
+    }
+  }
 
   cluster_addons = {
     coredns    = {}

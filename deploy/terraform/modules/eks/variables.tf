@@ -55,6 +55,12 @@ variable "endpoint_public_access_cidrs" {
   type        = list(string)
 }
 
+variable "admin_role_arns" {
+  description = "IAM roles given cluster admin through EKS access entries (for example the release workflow's AWS_ROLE_ARN)."
+  type        = list(string)
+  default     = []
+}
+
 variable "tags" {
   description = "Tags put on every resource."
   type        = map(string)

@@ -34,6 +34,14 @@ resource "google_compute_subnetwork" "this" {
   }
 }
 
+resource "google_project_iam_member" "deployer" {
+  for_each = toset(var.deployer_members)
+
+  project = var.project_id
+  role    = "roles/container.developer"
+  member  = each.value
+}
+
 module "gke" {
   source = "terraform-google-modules/kubernetes-engine/google//modules/beta-public-cluster"
   # The source printed this constraint HTML-escaped, as "~&gt; 29.0": that

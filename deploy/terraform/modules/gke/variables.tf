@@ -74,6 +74,12 @@ variable "max_nodes_per_zone" {
   default     = 3
 }
 
+variable "deployer_members" {
+  description = "IAM members given roles/container.developer on the project (for example \"serviceAccount:release@PROJECT.iam.gserviceaccount.com\", the release workflow's GCP_SERVICE_ACCOUNT)."
+  type        = list(string)
+  default     = []
+}
+
 variable "labels" {
   description = "Labels put on the cluster's resources."
   type        = map(string)
