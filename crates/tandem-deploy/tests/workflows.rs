@@ -4,10 +4,12 @@
 //! workflow has the shape its header promises: started by hand with a
 //! plan and an image tag, one at a time, OIDC logins to the three clouds
 //! with no long-lived key, kubeconfigs, `tandem rollout check` before
-//! `tandem rollout run`, the edges' admin token from a secret, and the
-//! timeline and state kept as artifacts even when the run fails. What only
-//! GitHub and the clouds can show (that the runner group exists, that the
-//! clouds trust these tokens, that a release completes) is not checked.
+//! `tandem rollout run`, the edges' admin token from a secret, the
+//! timeline and state kept as artifacts even when the run fails, and the
+//! StatefulSet it changes is the one `deploy/kubernetes` renders for each
+//! cloud (`kubectl kustomize`). What only GitHub and the clouds can show
+//! (that the runner group exists, that the clouds trust these tokens, that
+//! a release completes) is not checked.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -433,5 +435,84 @@ fn no_secret_is_written_in_a_workflow() {
         if let Some(found) = literal_secret(&workflow(&name)) {
             panic!("{name}: a secret written into the file: {found}");
         }
+    }
+}
+
+/// The Kubernetes objects release.yml changes (image, replicas) are the
+/// ones `deploy/kubernetes` renders for each cloud: the StatefulSet in the
+/// namespace, with the container, under the names its `env` gives, and
+/// every cluster of the seed plan has a kubeconfig context, named as the
+/// overlay of its cloud.
+#[test]
+fn release_targets_the_node_statefulset_each_overlay_renders() {
+    let rel = workflow("release.yml");
+    let env = &rel["env"];
+    let var = |k: &str| {
+        env[k]
+            .as_str()
+            .unwrap_or_else(|| panic!("release.yml: env {k}"))
+            .to_string()
+    };
+    let contexts: Vec<(String, String)> = var("KUBE_CONTEXTS")
+        .split_whitespace()
+        .map(|m| {
+            let (cluster, ctx) = m.split_once('=').expect("CLUSTER=CONTEXT");
+            (cluster.to_string(), ctx.to_string())
+        })
+        .collect();
+    let seed = std::fs::read_to_string(tandem_deploy::deploy("rollout/seed.yaml")).unwrap();
+    let seed = &yaml_docs(&seed).unwrap()[0];
+    for cluster in seed["clusters"].as_object().unwrap().keys() {
+        assert!(
+            contexts.iter().any(|(c, _)| c == cluster),
+            "release.yml: no kubeconfig context for the plan's cluster {cluster}"
+        );
+    }
+    let kubectl = tool("kubectl").unwrap_or_else(|| {
+        panic!("kubectl is not installed: this check renders deploy/kubernetes's overlays")
+    });
+    for (cluster, ctx) in &contexts {
+        let dir = tandem_deploy::deploy(&format!("kubernetes/overlays/{ctx}"));
+        let out = Command::new(&kubectl)
+            .arg("kustomize")
+            .arg(&dir)
+            .output()
+            .expect("run kubectl kustomize");
+        assert!(
+            out.status.success(),
+            "{cluster}: kubectl kustomize {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let docs = yaml_docs(&String::from_utf8(out.stdout).unwrap()).unwrap();
+        let sts = docs
+            .iter()
+            .find(|d| {
+                d["kind"] == "StatefulSet"
+                    && d["metadata"]["name"] == var("NODE_STATEFULSET").as_str()
+                    && d["metadata"]["namespace"] == var("NAMESPACE").as_str()
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "{ctx}: no StatefulSet {}/{} rendered",
+                    var("NAMESPACE"),
+                    var("NODE_STATEFULSET")
+                )
+            });
+        let containers = sts["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .expect("containers");
+        assert!(
+            containers
+                .iter()
+                .any(|c| c["name"] == var("NODE_CONTAINER").as_str()),
+            "{ctx}: the node StatefulSet has no container {}",
+            var("NODE_CONTAINER")
+        );
+        assert_eq!(
+            sts["spec"]["replicas"].to_string(),
+            var("NODE_REPLICAS"),
+            "{ctx}: a cold start scales to the replicas the overlay renders"
+        );
     }
 }
