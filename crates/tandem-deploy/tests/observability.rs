@@ -1,6 +1,8 @@
 //! Checks of `deploy/prometheus` and `deploy/grafana` with real tools and
 //! real processes: promtool checks the rules and the configuration and
-//! runs the rules' unit tests; every metric name the rules and the
+//! runs the rules' unit tests; the scrape jobs point at the sample
+//! configs' and the Kubernetes manifests' ports; every metric name the
+//! rules and the
 //! dashboard read is one a running node and edge export (the `tandem`
 //! binary, started here on the file log); and a real Prometheus, scraping
 //! that node and edge with `rules.yml` loaded, gives every recording rule
@@ -128,6 +130,147 @@ fn promtool_unit_tests_fire_and_silence_every_alert() {
         unknown.is_empty(),
         "tests of alerts rules.yml lacks: {unknown:?}"
     );
+}
+
+/// One scrape job: its static targets, and its DNS names with the port
+/// scraped.
+type Job = (Vec<String>, Vec<(String, u64)>);
+
+/// The scrape jobs of prometheus.yml, by job name.
+fn scrape_jobs() -> BTreeMap<String, Job> {
+    let doc = yaml_file(&deploy("prometheus/prometheus.yml"));
+    let mut out = BTreeMap::new();
+    for job in doc["scrape_configs"].as_array().expect("scrape_configs") {
+        let name = job["job_name"].as_str().expect("job_name").to_owned();
+        let mut targets = Vec::new();
+        for s in job["static_configs"].as_array().into_iter().flatten() {
+            for t in s["targets"].as_array().expect("targets") {
+                targets.push(t.as_str().expect("a target").to_owned());
+            }
+        }
+        let mut dns = Vec::new();
+        for d in job["dns_sd_configs"].as_array().into_iter().flatten() {
+            assert_eq!(d["type"], "A", "{name}: A records (pod addresses)");
+            let port = d["port"].as_u64().expect("an A lookup needs a port");
+            for n in d["names"].as_array().expect("names") {
+                dns.push((n.as_str().expect("a name").to_owned(), port));
+            }
+        }
+        out.insert(name, (targets, dns));
+    }
+    out
+}
+
+/// The local jobs scrape the sample configs' addresses; the Kubernetes
+/// jobs' DNS names are headless Services (of deploy/kubernetes, rendered
+/// with `kubectl kustomize` for every overlay, or edge-metrics-service.yaml
+/// here) that publish not-ready pods, on the port the job scrapes, and
+/// select the node's and the edge's pods, whose container declares it.
+#[test]
+fn the_scrape_config_finds_the_sample_and_the_manifests_ports() {
+    let jobs = scrape_jobs();
+    let node: toml::Table = std::fs::read_to_string(deploy("node/tandem-node.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let edge: toml::Table = std::fs::read_to_string(deploy("edge/tandem-edge.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        jobs["tandem-node-local"].0,
+        [node["listen"].as_str().unwrap()]
+    );
+    assert_eq!(
+        jobs["tandem-edge-local"].0,
+        [edge["admin_listen"].as_str().unwrap()]
+    );
+
+    let kubectl = tool("kubectl").expect("kubectl is not installed: it renders deploy/kubernetes");
+    let extra = std::fs::read_to_string(deploy("prometheus/edge-metrics-service.yaml")).unwrap();
+    let extra = yaml_docs(&extra).unwrap();
+    // The extra Service is a valid typed Service.
+    for d in &extra {
+        serde_json::from_value::<k8s_openapi::api::core::v1::Service>(d.clone())
+            .expect("edge-metrics-service.yaml is a Service");
+    }
+    for overlay in ["eks", "gke", "aks"] {
+        let out = Command::new(&kubectl)
+            .arg("kustomize")
+            .arg(deploy(&format!("kubernetes/overlays/{overlay}")))
+            .output()
+            .expect("run kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl kustomize {overlay}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut objects = yaml_docs(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        objects.extend(extra.iter().cloned());
+        for job in ["tandem-node", "tandem-edge"] {
+            let (_, dns) = &jobs[job];
+            assert_eq!(dns.len(), 1, "{job}: one DNS name");
+            let (name, port) = &dns[0];
+            let (svc_name, ns) = name
+                .strip_suffix(".svc.cluster.local")
+                .and_then(|n| n.split_once('.'))
+                .unwrap_or_else(|| {
+                    panic!("{job}: {name} is not <service>.<namespace>.svc.cluster.local")
+                });
+            let svc = objects
+                .iter()
+                .find(|o| {
+                    o["kind"] == "Service"
+                        && o["metadata"]["name"] == svc_name
+                        && o["metadata"]["namespace"] == ns
+                })
+                .unwrap_or_else(|| panic!("{overlay}: {job}: no Service {svc_name} in {ns}"));
+            let spec = &svc["spec"];
+            assert_eq!(
+                spec["clusterIP"], "None",
+                "{overlay}: {svc_name} is headless"
+            );
+            assert_eq!(
+                spec["publishNotReadyAddresses"], true,
+                "{overlay}: {svc_name} publishes not-ready pods"
+            );
+            let sp = spec["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["port"].as_u64() == Some(*port))
+                .unwrap_or_else(|| panic!("{overlay}: {svc_name} has no port {port}"));
+            let selector = spec["selector"].as_object().expect("a selector");
+            // The pods it selects: a workload's template in that namespace.
+            let pods: Vec<&Value> = objects
+                .iter()
+                .filter(|o| {
+                    matches!(o["kind"].as_str(), Some("StatefulSet" | "Deployment"))
+                        && o["metadata"]["namespace"] == ns
+                        && selector
+                            .iter()
+                            .all(|(k, v)| o["spec"]["template"]["metadata"]["labels"][k] == *v)
+                })
+                .collect();
+            assert_eq!(pods.len(), 1, "{overlay}: {svc_name} selects one workload");
+            // The target port (a name or a number) is a container port
+            // equal to the port scraped.
+            let declared = pods[0]["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+                .any(|p| {
+                    let by = &sp["targetPort"];
+                    (p["name"] == *by || p["containerPort"] == *by)
+                        && p["containerPort"].as_u64() == Some(*port)
+                });
+            assert!(
+                declared,
+                "{overlay}: {svc_name}'s target port is not a container port {port} of its pods"
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------
