@@ -819,8 +819,8 @@ fn edge_config_probes_and_token_agree_with_the_edge_and_the_plan() {
             .collect();
         let got: Vec<String> = own.nodes.iter().map(|n| n.addr.clone()).collect();
         assert_eq!(got, want, "{overlay}: the edge's own nodes");
-        // Every other cluster's versions agree with the other overlays'
-        // image tags: checked from their side (each overlay checks its own).
+        // The other clouds' versions and addresses are checked against
+        // their overlays in `the_three_clouds_agree_with_each_other`.
         for other in &cfg.clusters {
             assert!(
                 !other.nodes.is_empty(),
@@ -1045,4 +1045,137 @@ fn the_controller_runs_the_seed_plan_with_a_resumable_state_on_eks_only() {
         format!("http://tandem-edge-admin.tandem.svc.cluster.local:{admin_port}"),
         "EKS's own edge"
     );
+}
+
+/// The node config of an overlay (the ConfigMap the StatefulSet mounts).
+fn node_config(r: &Rendered) -> NodeConfig {
+    let sts: StatefulSet = r.one("StatefulSet", "tandem-node");
+    let pod = pod_spec_of_statefulset(&sts);
+    let (cm, _) = r.mounted_config(pod, container(pod, "node"), "config");
+    let text = cm.data.unwrap().into_values().next().unwrap();
+    NodeConfig::parse(&text).unwrap_or_else(|e| panic!("{}: node config: {e}", r.overlay))
+}
+
+fn edge_config(r: &Rendered) -> EdgeConfig {
+    let d: Deployment = r.one("Deployment", "tandem-edge");
+    let pod = pod_spec_of_deployment(&d);
+    let (cm, _) = r.mounted_config(pod, container(pod, "edge"), "config");
+    let text = cm.data.unwrap().into_values().next().unwrap();
+    EdgeConfig::parse(&text).unwrap_or_else(|e| panic!("{}: edge config: {e}", r.overlay))
+}
+
+fn service_port(r: &Rendered, name: &str) -> i32 {
+    let s: Service = r.one("Service", name);
+    s.spec.unwrap().ports.unwrap()[0].port
+}
+
+#[test]
+fn the_three_clouds_agree_with_each_other() {
+    let rendered: Vec<(&str, Rendered)> = OVERLAYS
+        .iter()
+        .map(|(o, c)| (*c, Rendered::new(o)))
+        .collect();
+    let nodes: Vec<(&str, NodeConfig)> =
+        rendered.iter().map(|(c, r)| (*c, node_config(r))).collect();
+
+    // Every node reads the same log, and the rules of the state machine
+    // are equal on all of them (else their books diverge).
+    let (first_cluster, first) = &nodes[0];
+    for (cluster, n) in &nodes[1..] {
+        let what = format!("{cluster} vs {first_cluster}");
+        assert_eq!(n.log.kind, first.log.kind, "{what}: log kind");
+        assert_eq!(
+            n.log.kafka_brokers, first.log.kafka_brokers,
+            "{what}: brokers"
+        );
+        assert_eq!(n.log.kafka_topic, first.log.kafka_topic, "{what}: topic");
+        assert_eq!(
+            n.log.kafka_partitions, first.log.kafka_partitions,
+            "{what}: partitions"
+        );
+        assert_eq!(
+            n.limits.max_markets, first.limits.max_markets,
+            "{what}: max_markets"
+        );
+        assert_eq!(
+            n.limits.max_live_orders, first.limits.max_live_orders,
+            "{what}: max_live_orders"
+        );
+        assert_eq!(
+            n.limits.max_open_orders_per_account, first.limits.max_open_orders_per_account,
+            "{what}: max_open_orders_per_account"
+        );
+        assert_eq!(
+            n.limits.checkpoint_every, first.limits.checkpoint_every,
+            "{what}: checkpoint_every"
+        );
+    }
+
+    // Every edge routes to the same clusters at the same versions: each
+    // cluster's version is its own overlay's image tag, and another
+    // cloud's nodes are its internal load balancer on its node port.
+    for (cluster, r) in &rendered {
+        let edge = edge_config(r);
+        for cl in &edge.clusters {
+            let (_, other) = rendered
+                .iter()
+                .find(|(c, _)| *c == cl.name)
+                .expect("a cluster of the plan");
+            let tag = tandem_image(other).rsplit_once(':').unwrap().1.to_string();
+            assert_eq!(
+                cl.version, tag,
+                "{cluster}'s edge: {} version vs its image tag",
+                cl.name
+            );
+            if cl.name != *cluster {
+                let port = service_port(other, "tandem-node-internal");
+                let addrs: Vec<&str> = cl.nodes.iter().map(|n| n.addr.as_str()).collect();
+                assert_eq!(
+                    addrs,
+                    [format!("nodes.{}.tandem.internal:{port}", cl.name)],
+                    "{cluster}'s edge: {}'s nodes",
+                    cl.name
+                );
+            }
+        }
+    }
+
+    // The controller (on EKS) lists every cloud's edge admin API: its own
+    // by the Service, the others by their internal load balancers.
+    let (_, eks) = &rendered[0];
+    let plan_cm = eks
+        .all("ConfigMap")
+        .into_iter()
+        .find(|o| {
+            o["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("tandem-rollout-plan")
+        })
+        .expect("the plan's ConfigMap");
+    let plan = yaml_docs(plan_cm["data"]["plan.yaml"].as_str().unwrap())
+        .unwrap()
+        .remove(0);
+    let edges: Vec<String> = plan["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect();
+    let mut want = Vec::new();
+    for (cluster, r) in &rendered {
+        let port = service_port(r, "tandem-edge-admin");
+        let admin = edge_config(r).admin_listen.port();
+        assert_eq!(
+            port,
+            i32::from(admin),
+            "{cluster}: admin Service port vs admin_listen"
+        );
+        want.push(if *cluster == "aws" {
+            format!("http://tandem-edge-admin.tandem.svc.cluster.local:{port}")
+        } else {
+            format!("http://edge-admin.{cluster}.tandem.internal:{port}")
+        });
+    }
+    assert_eq!(edges, want, "the controller's edges");
 }
