@@ -2,11 +2,11 @@
 //! real processes: promtool checks the rules and the configuration and
 //! runs the rules' unit tests; the scrape jobs point at the sample
 //! configs' and the Kubernetes manifests' ports; every metric name the
-//! rules and the
-//! dashboard read is one a running node and edge export (the `tandem`
-//! binary, started here on the file log); and a real Prometheus, scraping
-//! that node and edge with `rules.yml` loaded, gives every recording rule
-//! and every dashboard query data, with the labels the rules promise.
+//! rules and the dashboard read is one a running node and edge export
+//! (the `tandem` binary, started here on the file log); and a real
+//! Prometheus, scraping that node and edge with `rules.yml` loaded, gives
+//! every recording rule and every dashboard query data, with the labels
+//! the rules promise.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
