@@ -534,6 +534,132 @@ fn dashboard_queries_parse_as_promql() {
     run_promtool(dir.path(), &["check", "rules", "d.yml"]).unwrap();
 }
 
+/// The numbers an expression compares with (`> N`, `>= N`, `< N`, ...).
+fn compared_numbers(expr: &str) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find(['>', '<']) {
+        rest = rest[i + 1..].trim_start_matches('=').trim_start();
+        let n: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        if let Ok(v) = n.parse() {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// The thresholds of the alerts and of the dashboard's panels are the
+/// gates of deploy/rollout/seed.yaml (a gate changed there fails here).
+#[test]
+fn thresholds_are_the_seed_plans_gates() {
+    let plan = yaml_file(&deploy("rollout/seed.yaml"));
+    let g = &plan["gates"];
+    let gate = |k: &str| {
+        g[k].as_f64()
+            .unwrap_or_else(|| panic!("seed.yaml gates.{k}"))
+    };
+    let latency_s = gate("latency_p99_ms_max") / 1000.0;
+    let errors = gate("error_ratio_max");
+    let lag = gate("replica_lag_seq_max");
+    let min_requests = gate("min_requests");
+
+    let rules: BTreeMap<String, String> = rules().into_iter().map(|r| (r.0, r.2)).collect();
+    for (alert, want) in [
+        ("TandemClusterLatencyP99High", vec![latency_s, min_requests]),
+        ("TandemClusterErrorRatioHigh", vec![errors, min_requests]),
+        ("TandemReplicaLagHigh", vec![lag]),
+    ] {
+        let expr = rules
+            .get(alert)
+            .unwrap_or_else(|| panic!("no alert {alert}"));
+        assert_eq!(compared_numbers(expr), want, "{alert}: {expr}");
+    }
+
+    let path = deploy("grafana/tandem.json");
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let threshold_of = |needle: &str| -> Vec<f64> {
+        let panels: Vec<&Value> = dash["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| {
+                p["targets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|t| t["expr"].as_str().is_some_and(|e| e.contains(needle)))
+            })
+            .collect();
+        assert_eq!(panels.len(), 1, "one panel reads {needle}");
+        panels[0]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["value"].as_f64())
+            .collect()
+    };
+    assert_eq!(
+        threshold_of("tandem_edge_request_duration_seconds_bucket"),
+        [latency_s]
+    );
+    assert_eq!(threshold_of("status=~\"5..\""), [errors]);
+    assert_eq!(threshold_of("tandem_replica_lag_seqs"), [lag]);
+}
+
+/// What Grafana needs of the JSON that this repository can check without
+/// Grafana: unique panel ids, unique refIds per panel, every data source
+/// a variable the dashboard defines, panels inside the 24-column grid and
+/// not overlapping.
+#[test]
+fn the_dashboard_is_well_formed() {
+    let path = deploy("grafana/tandem.json");
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let vars: BTreeSet<String> = dash["templating"]["list"]
+        .as_array()
+        .expect("templating.list")
+        .iter()
+        .map(|v| format!("${{{}}}", v["name"].as_str().expect("a variable name")))
+        .collect();
+    let mut ids = BTreeSet::new();
+    let mut boxes: Vec<(u64, u64, u64, u64, String)> = Vec::new();
+    for p in dash["panels"].as_array().expect("panels") {
+        let title = p["title"].as_str().expect("a title").to_owned();
+        assert!(
+            ids.insert(p["id"].as_u64().expect("an id")),
+            "{title}: id reused"
+        );
+        let gp = &p["gridPos"];
+        let [x, y, w, h] = ["x", "y", "w", "h"].map(|k| gp[k].as_u64().expect("gridPos"));
+        assert!(w > 0 && h > 0 && x + w <= 24, "{title}: {gp}");
+        for (bx, by, bw, bh, other) in &boxes {
+            let apart = x + w <= *bx || *bx + bw <= x || y + h <= *by || *by + bh <= y;
+            assert!(apart, "{title} overlaps {other}");
+        }
+        boxes.push((x, y, w, h, title.clone()));
+        let mut refs = BTreeSet::new();
+        for t in p["targets"].as_array().into_iter().flatten() {
+            assert!(
+                refs.insert(t["refId"].as_str().expect("refId")),
+                "{title}: refId reused"
+            );
+            for ds in [&p["datasource"], &t["datasource"]] {
+                assert_eq!(ds["type"], "prometheus", "{title}");
+                let uid = ds["uid"].as_str().expect("a data source uid");
+                assert!(
+                    vars.contains(uid),
+                    "{title}: data source {uid} is no variable"
+                );
+            }
+        }
+        if p["type"] != "row" {
+            assert!(!refs.is_empty(), "{title}: no query");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------
 // A running node and edge
 
