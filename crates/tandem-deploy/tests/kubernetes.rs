@@ -498,6 +498,13 @@ fn node_probes_grace_and_config_agree_with_the_node() {
             cfg.data_dir.display(),
             data_mount.mount_path
         );
+        // The claim template cannot change once the StatefulSet exists: no
+        // label that a promotion changes (the role) may be on it.
+        let claim_labels = claim.metadata.labels.clone().unwrap_or_default();
+        assert!(
+            !claim_labels.contains_key("tandem/role"),
+            "{overlay}: the role label on volumeClaimTemplates makes a promotion unappliable"
+        );
         let class = claim
             .spec
             .as_ref()
