@@ -463,3 +463,88 @@ fn the_manifests_arguments_start_the_binary() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Whether a `.dockerignore` line (the forms used in
+/// `Dockerfile.dockerignore`: a path, `**/name`, `*.ext`) excludes `rel`,
+/// a path relative to the context's root.
+fn ignored_by(pattern: &str, rel: &str) -> bool {
+    if let Some(name) = pattern.strip_prefix("**/") {
+        return rel.split('/').any(|c| c == name);
+    }
+    if let Some(ext) = pattern.strip_prefix('*') {
+        return !ext.contains('/') && rel.ends_with(ext);
+    }
+    rel == pattern || rel.starts_with(&format!("{pattern}/"))
+}
+
+/// Every file under `dir` whose name ends in `.rs`.
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn the_build_context_keeps_what_the_build_reads() {
+    let root = tandem_deploy::repo_root();
+    let ignore = std::fs::read_to_string(deploy("container/Dockerfile.dockerignore"))
+        .expect("read Dockerfile.dockerignore");
+    let patterns: Vec<&str> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert!(
+        patterns.contains(&"target"),
+        "target/ (tens of GB) must stay out of the context"
+    );
+    assert!(patterns.contains(&".git"));
+    // The manifests, the lock file, every crate, and every file a crate
+    // includes at compile time (include_str!/include_bytes! of a literal
+    // path, such as the sample configs under deploy/).
+    let mut needed: Vec<String> = ["Cargo.toml", "Cargo.lock"].map(String::from).to_vec();
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(root.join("crates")).unwrap().flatten() {
+        let krate = e.path();
+        needed.push(
+            krate
+                .strip_prefix(&root)
+                .unwrap()
+                .join("Cargo.toml")
+                .display()
+                .to_string(),
+        );
+        if krate.join("src").is_dir() {
+            rust_files(&krate.join("src"), &mut files);
+        }
+    }
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for marker in ["include_str!(\"", "include_bytes!(\""] {
+            for part in text.split(marker).skip(1) {
+                let lit = part.split('"').next().unwrap();
+                let target = f.parent().unwrap().join(lit);
+                if let Ok(abs) = target.canonicalize() {
+                    needed.push(abs.strip_prefix(&root).unwrap().display().to_string());
+                }
+            }
+        }
+    }
+    assert!(
+        needed.iter().any(|n| n == "deploy/node/tandem-node.toml"),
+        "the scan found the node's sample config: {needed:?}"
+    );
+    for n in &needed {
+        for p in &patterns {
+            assert!(
+                !ignored_by(p, n),
+                "Dockerfile.dockerignore line {p:?} drops {n}, which the build reads"
+            );
+        }
+    }
+}
