@@ -39,7 +39,7 @@ fi
 
 # Debian's libfaketime for the demo's faults scenario (its node with a
 # clock 10 s ahead; tandem-demo's tests/demo.rs fails without it).
-if ! ls /usr/lib/*/faketime/libfaketimeMT.so.1 /usr/lib/faketime/libfaketimeMT.so.1 >/dev/null 2>&1; then
+if ! ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1 && ! [ -e /usr/lib/faketime/libfaketimeMT.so.1 ]; then
   step "installing libfaketime (Debian package, for the demo's faults test)"
   apt-get install -y -qq faketime || { apt-get update -qq && apt-get install -y -qq faketime; }
 fi
