@@ -222,6 +222,14 @@ pub fn run(cfg: EdgeConfig, config_path: Option<PathBuf>) -> anyhow::Result<()> 
         .build()
         .context("start runtime")?;
     rt.block_on(async move {
+        // The handlers come first: a signal that arrives once the edge
+        // answers must be acted on (drain, reload, hand over), not take
+        // its default action (SIGTERM and SIGHUP kill).
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+        let mut usr2 = signal(SignalKind::user_defined2()).context("SIGUSR2 handler")?;
         let cfg = cfg.with_env(|k| std::env::var(k).ok());
         if cfg.admin_token.is_empty() {
             eprintln!("{}", admin::disabled_warning());
@@ -271,11 +279,6 @@ pub fn run(cfg: EdgeConfig, config_path: Option<PathBuf>) -> anyhow::Result<()> 
             drain,
         ));
         handover::announce_ready();
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-        let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-        let mut usr2 = signal(SignalKind::user_defined2()).context("SIGUSR2 handler")?;
         loop {
             tokio::select! {
                 _ = term.recv() => break,

@@ -82,6 +82,14 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         .build()
         .context("start runtime")?;
     rt.block_on(async move {
+        // The handlers come first: a SIGTERM that arrives once the node
+        // answers (or while it starts) must drain it, not kill it with
+        // the default action. One that arrives during the start is acted
+        // on once the node serves.
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let mut usr2 = signal(SignalKind::user_defined2()).context("SIGUSR2 handler")?;
         let listener = HANDOVER
             .listeners(&[cfg.listen])?
             .pop()
@@ -123,10 +131,6 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
             drain_grace,
         ));
         HANDOVER.announce(Announce::Ready);
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-        let mut usr2 = signal(SignalKind::user_defined2()).context("SIGUSR2 handler")?;
         let how = loop {
             tokio::select! {
                 _ = term.recv() => break server::Stop::Drain,
