@@ -369,10 +369,6 @@ fn the_manifests_arguments_start_the_binary() {
     p.wait_http_ready(addr, "/readyz", Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("node with the manifest's args: {e}"));
     assert_eq!(http_status(addr, "/healthz"), Some(200));
-    // `tandem_node::run` installs its SIGTERM handler just after the
-    // server starts answering; a SIGTERM in that window ends the process
-    // with the signal's default action (seen here once). Wait past it.
-    std::thread::sleep(Duration::from_secs(1));
     let grace = node_pod["terminationGracePeriodSeconds"].as_u64().unwrap();
     let status = p
         .stop(Duration::from_secs(grace))
