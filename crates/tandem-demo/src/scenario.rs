@@ -228,7 +228,10 @@ async fn final_hashes(w: &World, within: Duration) -> (u64, String, bool, Vec<St
     loop {
         let mut seen = Vec::new();
         let mut silent = Vec::new();
-        for n in &w.nodes {
+        // A cold cluster the controller never started (a rollback came
+        // first) has no nodes to ask.
+        let started = w.nodes.iter().filter(|n| !n.cold || n.pid_file.exists());
+        for n in started {
             match n.client().status().await {
                 Ok(s) if !s.partitions.is_empty() => {
                     let p = &s.partitions[0];
