@@ -13,6 +13,7 @@ use tandem_core::Engine;
 
 use tandem_metrics::Histogram;
 
+use crate::checkpoints::Checkpoint;
 use crate::partition::{lock, read, write};
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -39,6 +40,8 @@ pub struct Metrics {
     seq_waiting: AtomicU64,
     replicas: Mutex<BTreeMap<u32, ReplicaGauges>>,
     log_last_seq: Mutex<BTreeMap<u32, u64>>,
+    /// The newest chain checkpoint per partition.
+    checkpoints: Mutex<BTreeMap<u32, Checkpoint>>,
     /// Threads the node needs, by name (`append-P`, `replica-P`): running?
     threads: Mutex<BTreeMap<String, bool>>,
 }
@@ -61,6 +64,7 @@ impl Metrics {
             seq_waiting: AtomicU64::new(0),
             replicas: Mutex::default(),
             log_last_seq: Mutex::default(),
+            checkpoints: Mutex::default(),
             threads: Mutex::default(),
         }
     }
@@ -128,6 +132,12 @@ impl Metrics {
     /// The log of `partition` ends at `seq` (for the lag gauge).
     pub fn set_log_last_seq(&self, partition: u32, seq: u64) {
         lock(&self.log_last_seq).insert(partition, seq);
+    }
+
+    /// The newest chain checkpoint of `partition` (see
+    /// `tandem_chain_checkpoint_hash`).
+    pub fn set_checkpoint(&self, partition: u32, c: Checkpoint) {
+        lock(&self.checkpoints).insert(partition, c);
     }
 
     /// A thread the node needs started (`up`) or ended.
@@ -253,9 +263,30 @@ impl Metrics {
                 end.saturating_sub(g.applied_seq)
             );
         }
+        // The output hash at the newest checkpoint, with its seq as a
+        // label: checkpoints are chosen from the seq alone, so replicas of
+        // one log that agree export the same value under the same seq, and
+        // `count_values` over them finds a divergence in PromQL. The value
+        // is the hash's low 48 bits, exact in a float.
+        let _ = writeln!(
+            out,
+            "# HELP tandem_chain_checkpoint_hash Low 48 bits of the output hash chain at the newest checkpoint (label seq); equal on every replica that agrees.\n# TYPE tandem_chain_checkpoint_hash gauge"
+        );
+        for (p, c) in lock(&self.checkpoints).iter() {
+            let _ = writeln!(
+                out,
+                "tandem_chain_checkpoint_hash{{{l},partition=\"{p}\",seq=\"{}\"}} {}",
+                c.seq,
+                c.chain & CHECKPOINT_HASH_MASK
+            );
+        }
         out
     }
 }
+
+/// The bits of the chain hash exported as a metric value: a float holds
+/// integers exactly up to 2^53.
+pub const CHECKPOINT_HASH_MASK: u128 = (1 << 48) - 1;
 
 /// A request counted in `tandem_min_seq_waiting` while it lives.
 #[derive(Debug)]

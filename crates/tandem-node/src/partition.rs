@@ -732,7 +732,11 @@ impl Partition {
         } else {
             Vec::new()
         };
-        lock(&self.checkpoints).restore(seq, entries);
+        let mut c = lock(&self.checkpoints);
+        c.restore(seq, entries);
+        if let Some(newest) = c.bounds().and_then(|(_, n)| c.get(n)) {
+            self.metrics.set_checkpoint(self.id, newest);
+        }
     }
 
     /// Saves the chain checkpoints up to `seq` beside the snapshot at `seq`.
@@ -792,7 +796,14 @@ impl Partition {
 
     /// Called by the replica for every applied command.
     fn applied_one(&self, seq: u64, cmd: &Command, eng: &Engine, evs: &[Event]) {
-        lock(&self.checkpoints).applied(seq, || eng.chain());
+        {
+            let mut c = lock(&self.checkpoints);
+            if c.applied(seq, || eng.chain()) {
+                if let Some(cp) = c.get(seq) {
+                    self.metrics.set_checkpoint(self.id, cp);
+                }
+            }
+        }
         let mut r = lock(&self.results);
         // The answer for whoever appended this copy (the original's, for
         // a repeated cancel or amend appended after it took effect).

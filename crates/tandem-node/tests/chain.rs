@@ -102,6 +102,18 @@ impl TestNode {
             .collect()
     }
 
+    /// `(seq label, value)` of `tandem_chain_checkpoint_hash` for
+    /// partition 0 in `/metrics`, if exported.
+    fn checkpoint_metric(&self) -> Option<(u64, u64)> {
+        let text = self.get("/metrics").text();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("tandem_chain_checkpoint_hash{") && l.contains("partition=\"0\""))?;
+        let seq = line.split("seq=\"").nth(1)?.split('"').next()?.parse().ok()?;
+        let value = line.rsplit(' ').next()?.parse().ok()?;
+        Some((seq, value))
+    }
+
     fn stop(mut self) {
         self.shutdown_now();
     }
@@ -188,6 +200,18 @@ fn two_nodes_of_one_log_have_the_same_checkpoints() {
     assert_eq!(newest, vec![30, 40]);
     let v = a.get("/v1/chain/0?from=11&limit=1").json();
     assert_eq!(v["checkpoints"][0]["seq"], 20, "{v}");
+
+    // The newest checkpoint in /metrics: its seq as a label, the hash's
+    // low 48 bits as the value, the same on both nodes.
+    let (seq, value) = a.checkpoint_metric().expect("checkpoint metric");
+    assert_eq!(seq, 40);
+    assert_eq!(value, low48(&ca[3].1), "{ca:?}");
+    assert_eq!(b.checkpoint_metric(), Some((seq, value)));
+}
+
+/// The low 48 bits of a hex output hash (its last 12 hex digits).
+fn low48(hex: &str) -> u64 {
+    u64::from_str_radix(&hex[hex.len() - 12..], 16).expect("hex hash")
 }
 
 #[test]
@@ -311,6 +335,11 @@ fn a_node_with_another_engine_limit_differs_from_the_first_checkpoint_after_it()
     assert_eq!(s[..2], c[..2]);
     assert_ne!(s[2].1, c[2].1);
     assert_ne!(s[3].1, c[3].1);
+    // /metrics shows it: the same seq label, different values.
+    let (ms, mc) = (stable.checkpoint_metric(), canary.checkpoint_metric());
+    assert_eq!(ms, Some((20, low48(&s[3].1))));
+    assert_eq!(mc, Some((20, low48(&c[3].1))));
+    assert_ne!(ms, mc);
     // The differing command is the one the canary rejected.
     let o = canary.get("/v1/orders/M/x3?account=heavy");
     assert_eq!(o.status, 404, "{o}");
