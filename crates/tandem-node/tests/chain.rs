@@ -106,10 +106,16 @@ impl TestNode {
     /// partition 0 in `/metrics`, if exported.
     fn checkpoint_metric(&self) -> Option<(u64, u64)> {
         let text = self.get("/metrics").text();
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("tandem_chain_checkpoint_hash{") && l.contains("partition=\"0\""))?;
-        let seq = line.split("seq=\"").nth(1)?.split('"').next()?.parse().ok()?;
+        let line = text.lines().find(|l| {
+            l.starts_with("tandem_chain_checkpoint_hash{") && l.contains("partition=\"0\"")
+        })?;
+        let seq = line
+            .split("seq=\"")
+            .nth(1)?
+            .split('"')
+            .next()?
+            .parse()
+            .ok()?;
         let value = line.rsplit(' ').next()?.parse().ok()?;
         Some((seq, value))
     }
