@@ -26,6 +26,35 @@ pub fn tool(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// `kubectl kustomize deploy/kubernetes/overlays/<overlay>` (offline: no
+/// cluster is needed) as JSON values, one per object. An error says what
+/// failed: kubectl missing, Kustomize's own error, or YAML.
+pub fn render_overlay(overlay: &str) -> Result<Vec<serde_json::Value>, String> {
+    let kubectl = tool("kubectl").ok_or(
+        "kubectl is not installed: the manifests are rendered with `kubectl kustomize` \
+         (offline, no cluster needed); install kubectl (>= 1.27)",
+    )?;
+    let dir = deploy(&format!("kubernetes/overlays/{overlay}"));
+    let out = std::process::Command::new(kubectl)
+        .arg("kustomize")
+        .arg(&dir)
+        .output()
+        .map_err(|e| format!("run kubectl kustomize: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "kubectl kustomize {} failed:\n{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let text = String::from_utf8(out.stdout).map_err(|_| format!("{overlay}: not UTF-8"))?;
+    let docs = yaml_docs(&text).map_err(|e| format!("{overlay}: {e}"))?;
+    if docs.is_empty() {
+        return Err(format!("{overlay} renders nothing"));
+    }
+    Ok(docs)
+}
+
 /// Every YAML document of `text` as a JSON value (mappings with string,
 /// number or boolean keys; tags are ignored). An error names the first
 /// document that does not parse.

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tandem_control::supervise::{http_status, target_binary, Supervised};
-use tandem_deploy::{deploy, tool, yaml_docs};
+use tandem_deploy::{deploy, tool};
 use tandem_log::conformance::TempDir;
 
 /// Debian 12 packages in `gcr.io/distroless/cc-debian12`: the base layer's
@@ -241,18 +241,7 @@ fn the_binary_needs_only_libraries_of_the_runtime_base() {
 
 /// `kubectl kustomize deploy/kubernetes/overlays/<overlay>`.
 fn render(overlay: &str) -> Vec<Value> {
-    let kubectl = tool("kubectl").unwrap_or_else(|| panic!("kubectl is not installed: this check renders the manifests with `kubectl kustomize`; install kubectl"));
-    let out = Command::new(kubectl)
-        .arg("kustomize")
-        .arg(deploy(&format!("kubernetes/overlays/{overlay}")))
-        .output()
-        .expect("run kubectl kustomize");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    yaml_docs(&String::from_utf8(out.stdout).unwrap()).expect("manifests parse")
+    tandem_deploy::render_overlay(overlay).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The pod spec of the workload `kind`/`name`.

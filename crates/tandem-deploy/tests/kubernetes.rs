@@ -10,7 +10,6 @@
 //! the zone label on the pods) is listed in `deploy/kubernetes/README.md`.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
@@ -22,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-use tandem_deploy::{deploy, tool, yaml_docs};
+use tandem_deploy::{deploy, yaml_docs};
 use tandem_edge::EdgeConfig;
 use tandem_node::NodeConfig;
 
@@ -38,28 +37,7 @@ const SNAPSHOT_BUDGET_SECS: u64 = 30;
 
 /// `kubectl kustomize deploy/kubernetes/overlays/<overlay>` as JSON values.
 fn render(overlay: &str) -> Vec<Value> {
-    let kubectl = tool("kubectl").unwrap_or_else(|| {
-        panic!(
-            "kubectl is not installed: these checks render the overlays with \
-             `kubectl kustomize` (offline, no cluster needed); install kubectl (>= 1.27)"
-        )
-    });
-    let dir = deploy(&format!("kubernetes/overlays/{overlay}"));
-    let out = Command::new(kubectl)
-        .arg("kustomize")
-        .arg(&dir)
-        .output()
-        .expect("run kubectl kustomize");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {} failed:\n{}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("UTF-8 manifests");
-    let docs = yaml_docs(&text).unwrap_or_else(|e| panic!("{overlay}: {e}"));
-    assert!(!docs.is_empty(), "{overlay} renders nothing");
-    docs
+    tandem_deploy::render_overlay(overlay).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `v` as `T` and back: the differences are fields `T` does not have

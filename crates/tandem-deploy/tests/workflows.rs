@@ -468,23 +468,8 @@ fn release_targets_the_node_statefulset_each_overlay_renders() {
             "release.yml: no kubeconfig context for the plan's cluster {cluster}"
         );
     }
-    let kubectl = tool("kubectl").unwrap_or_else(|| {
-        panic!("kubectl is not installed: this check renders deploy/kubernetes's overlays")
-    });
     for (cluster, ctx) in &contexts {
-        let dir = tandem_deploy::deploy(&format!("kubernetes/overlays/{ctx}"));
-        let out = Command::new(&kubectl)
-            .arg("kustomize")
-            .arg(&dir)
-            .output()
-            .expect("run kubectl kustomize");
-        assert!(
-            out.status.success(),
-            "{cluster}: kubectl kustomize {}: {}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let docs = yaml_docs(&String::from_utf8(out.stdout).unwrap()).unwrap();
+        let docs = tandem_deploy::render_overlay(ctx).unwrap_or_else(|e| panic!("{cluster}: {e}"));
         let sts = docs
             .iter()
             .find(|d| {
