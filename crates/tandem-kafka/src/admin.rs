@@ -53,9 +53,36 @@ pub fn create_topic(
     configs: &[(&str, &str)],
     timeout: Duration,
 ) -> Result<(), LogError> {
+    create_topic_with(
+        bootstrap_servers,
+        topic,
+        partitions,
+        replication,
+        configs,
+        timeout,
+        &[],
+    )
+}
+
+/// [`create_topic`] through an admin client given further librdkafka
+/// properties (e.g. security settings: the log's `client_properties`).
+pub fn create_topic_with(
+    bootstrap_servers: &str,
+    topic: &str,
+    partitions: u32,
+    replication: u32,
+    configs: &[(&str, &str)],
+    timeout: Duration,
+    client_properties: &[(String, String)],
+) -> Result<(), LogError> {
+    crate::kafka_log::check_client_properties(client_properties)?;
     let target = format!("kafka://{bootstrap_servers}/{topic}");
     let err = |e| kafka_error("create topic", &target, e);
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+    let mut client = ClientConfig::new();
+    for (k, v) in client_properties {
+        client.set(k, v);
+    }
+    let admin: AdminClient<DefaultClientContext> = client
         .set("bootstrap.servers", bootstrap_servers)
         .create()
         .map_err(err)?;

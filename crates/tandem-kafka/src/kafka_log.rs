@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -30,8 +30,10 @@ use tandem_log::{Log, LogError, Record};
 use crate::frame;
 use crate::seq::{seq_for, split_seq, MAX_BATCH_RECORDS};
 
-/// Where the log is and how long to wait for it.
-#[derive(Debug, Clone)]
+/// Where the log is and how long to wait for it. Its `Debug` prints
+/// `<redacted>` for the values of secret client properties
+/// ([`is_secret_property`]).
+#[derive(Clone)]
 pub struct KafkaLogConfig {
     /// `bootstrap.servers`: `host:port[,host:port...]`.
     pub bootstrap_servers: String,
@@ -61,8 +63,164 @@ pub struct KafkaLogConfig {
     /// means more idle fetch requests while the reader sits at the tail.
     pub fetch_wait: Duration,
     /// Further librdkafka properties for both clients (e.g. security
-    /// settings), applied before the ones this log relies on, which win.
+    /// settings). None may be one of [`RESERVED_PROPERTIES`]: `open`
+    /// refuses them.
     pub client_properties: Vec<(String, String)>,
+}
+
+/// librdkafka properties the log sets itself (or that would change what it
+/// relies on), with why; `client_properties` may not name them. Aliases are
+/// listed too: librdkafka would take whichever of two aliases it is given
+/// last, and the order of `ClientConfig`'s map is not defined.
+pub const RESERVED_PROPERTIES: &[(&str, &str)] = &[
+    (
+        "bootstrap.servers",
+        "set from the log's brokers (log.kafka_brokers)",
+    ),
+    (
+        "metadata.broker.list",
+        "alias of bootstrap.servers, set from log.kafka_brokers",
+    ),
+    (
+        "enable.idempotence",
+        "the log's producer is idempotent: retries never duplicate a batch",
+    ),
+    (
+        "acks",
+        "the log needs acks=all: an append is acknowledged by all in-sync replicas",
+    ),
+    (
+        "request.required.acks",
+        "alias of acks, which the log sets to all",
+    ),
+    (
+        "transactional.id",
+        "the log does not use Kafka transactions",
+    ),
+    ("message.timeout.ms", "set from the log's delivery timeout"),
+    (
+        "delivery.timeout.ms",
+        "alias of message.timeout.ms, set from the log's delivery timeout",
+    ),
+    ("request.timeout.ms", "set from the log's request timeout"),
+    ("socket.timeout.ms", "set from the log's request timeout"),
+    ("linger.ms", "set by the log"),
+    (
+        "queue.buffering.max.ms",
+        "alias of linger.ms, set by the log",
+    ),
+    ("message.max.bytes", "set from the log's batch size limit"),
+    ("compression.type", "the log's batches are not compressed"),
+    (
+        "compression.codec",
+        "alias of compression.type; the log's batches are not compressed",
+    ),
+    (
+        "group.id",
+        "the log's reader is assigned, never subscribed, under a fixed group",
+    ),
+    (
+        "enable.auto.commit",
+        "the log's reader never commits offsets",
+    ),
+    (
+        "enable.auto.offset.store",
+        "the log's reader never stores offsets",
+    ),
+    (
+        "enable.partition.eof",
+        "the log's reader relies on no end-of-partition events",
+    ),
+    (
+        "auto.offset.reset",
+        "the log's reader must report a missing offset, never jump",
+    ),
+    ("isolation.level", "the log reads every acknowledged batch"),
+    ("check.crcs", "the log's reader checks CRCs"),
+    ("fetch.wait.max.ms", "set from log.kafka_fetch_wait_ms"),
+    (
+        "fetch.message.max.bytes",
+        "set from the log's batch size limit",
+    ),
+    (
+        "max.partition.fetch.bytes",
+        "alias of fetch.message.max.bytes, set by the log",
+    ),
+    ("fetch.max.bytes", "set from the log's batch size limit"),
+    (
+        "receive.message.max.bytes",
+        "set from the log's batch size limit",
+    ),
+];
+
+/// Why `name` may not be passed as a client property, if it may not.
+pub fn reserved_property(name: &str) -> Option<&'static str> {
+    RESERVED_PROPERTIES
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name.trim()))
+        .map(|(_, why)| *why)
+}
+
+/// Whether a property's value is a secret (never written in a config file,
+/// never printed): its name contains `password`, `secret` or `key`, or it
+/// is `sasl.oauthbearer.config` (which may carry a client secret). Names
+/// whose value is a path (`*.location`, `sasl.kerberos.keytab`) are not.
+pub fn is_secret_property(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    if n.ends_with(".location") || n.ends_with(".keytab") {
+        return false;
+    }
+    n.contains("password")
+        || n.contains("secret")
+        || n.contains("key")
+        || n == "sasl.oauthbearer.config"
+}
+
+/// Prints `<redacted>` for the value of a secret property.
+pub(crate) struct Redacted<'a>(pub &'a [(String, String)]);
+
+impl std::fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| {
+                let v = if is_secret_property(k) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
+                (k, v)
+            }))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for KafkaLogConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaLogConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .field("delivery_timeout", &self.delivery_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("linger", &self.linger)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("wait_poll_interval", &self.wait_poll_interval)
+            .field("fetch_wait", &self.fetch_wait)
+            .field("client_properties", &Redacted(&self.client_properties))
+            .finish()
+    }
+}
+
+/// Refuses client properties the log sets itself, naming the first.
+pub(crate) fn check_client_properties(props: &[(String, String)]) -> Result<(), LogError> {
+    for (k, _) in props {
+        if let Some(why) = reserved_property(k) {
+            return Err(LogError::InvalidConfig(format!(
+                "client property {k:?} may not be set: {why}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl KafkaLogConfig {
@@ -90,10 +248,53 @@ pub(crate) const KAFKA_OVERHEAD_BYTES: usize = 64 << 10;
 /// What the delivery callback hands back to the waiting `append`.
 type Delivery = Result<(i32, i64), KafkaError>;
 
-/// Routes each delivery report to the `append` that is waiting for it.
-struct DeliveryContext;
+/// Routes each delivery report to the `append` that is waiting for it, and
+/// keeps the client's last few warnings and errors: librdkafka reports why
+/// a connection failed (refused, TLS handshake, authentication) there, not
+/// in the failed request's error.
+#[derive(Default)]
+struct DeliveryContext {
+    recent: Mutex<Vec<String>>,
+}
 
-impl ClientContext for DeliveryContext {}
+impl DeliveryContext {
+    const KEPT: usize = 3;
+
+    fn note(&self, line: String) {
+        let mut recent = lock(&self.recent);
+        if !recent.contains(&line) {
+            if recent.len() == Self::KEPT {
+                recent.remove(0);
+            }
+            recent.push(line);
+        }
+    }
+
+    /// The kept lines, oldest first, or `None`.
+    fn recent(&self) -> Option<String> {
+        let recent = lock(&self.recent);
+        (!recent.is_empty()).then(|| recent.join("; "))
+    }
+}
+
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if matches!(
+            level,
+            RDKafkaLogLevel::Emerg
+                | RDKafkaLogLevel::Alert
+                | RDKafkaLogLevel::Critical
+                | RDKafkaLogLevel::Error
+                | RDKafkaLogLevel::Warning
+        ) {
+            self.note(format!("{fac}: {message}"));
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.note(format!("{error}: {reason}"));
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Box<SyncSender<Delivery>>;
@@ -170,6 +371,16 @@ impl std::fmt::Debug for KafkaLog {
 /// Wraps a client error as the log's I/O error (timeouts as
 /// `io::ErrorKind::TimedOut`), naming the operation and the partition.
 pub(crate) fn kafka_error(op: &'static str, target: &str, e: KafkaError) -> LogError {
+    kafka_error_after(op, target, e, None)
+}
+
+/// [`kafka_error`], with the client's last warnings and errors appended.
+fn kafka_error_after(
+    op: &'static str,
+    target: &str,
+    e: KafkaError,
+    last: Option<String>,
+) -> LogError {
     let timed_out = matches!(
         e.rdkafka_error_code(),
         Some(
@@ -183,10 +394,14 @@ pub(crate) fn kafka_error(op: &'static str, target: &str, e: KafkaError) -> LogE
     } else {
         io::ErrorKind::Other
     };
+    let source = match last {
+        None => io::Error::new(kind, e),
+        Some(last) => io::Error::new(kind, format!("{e} (client's last warnings: {last})")),
+    };
     LogError::Io {
         op,
         path: PathBuf::from(target),
-        source: Arc::new(io::Error::new(kind, e)),
+        source: Arc::new(source),
     }
 }
 
@@ -238,6 +453,7 @@ impl KafkaLog {
                 frame::HEADER_BYTES + 1
             )));
         }
+        check_client_properties(&config.client_properties)?;
         let target = format!(
             "kafka://{}/{}/{}",
             config.bootstrap_servers, config.topic, config.partition
@@ -257,6 +473,10 @@ impl KafkaLog {
             .set("socket.timeout.ms", millis(config.request_timeout));
 
         let mut p = common.clone();
+        // Without it the `rdkafka` crate follows the `log` crate's level,
+        // which is off in a process with no logger: the producer's context
+        // would hear nothing of failed connections.
+        p.set_log_level(RDKafkaLogLevel::Warning);
         p.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", millis(config.delivery_timeout))
@@ -265,7 +485,7 @@ impl KafkaLog {
             .set("message.max.bytes", &limit)
             .set("compression.type", "none");
         let producer: KafkaProducer = p
-            .create_with_context(DeliveryContext)
+            .create_with_context(DeliveryContext::default())
             .map_err(err("create producer"))?;
 
         let fetch = (config.max_message_bytes + KAFKA_OVERHEAD_BYTES).to_string();
@@ -290,7 +510,19 @@ impl KafkaLog {
         let metadata = producer
             .client()
             .fetch_metadata(Some(&config.topic), config.request_timeout)
-            .map_err(err("metadata"))?;
+            .map_err(|e| {
+                // The client's own error (e.g. "SSL handshake failed") says
+                // more than the request's; it arrives through the producer's
+                // polling thread, possibly just after the request failed.
+                let context = producer.context();
+                let deadline = Instant::now() + Duration::from_secs(1);
+                let mut last = context.recent();
+                while last.is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                    last = context.recent();
+                }
+                kafka_error_after("metadata", &target, e, last)
+            })?;
         let Some(topic) = metadata.topics().iter().find(|t| t.name() == config.topic) else {
             return Err(LogError::InvalidConfig(missing_topic(
                 &config.bootstrap_servers,
@@ -374,7 +606,10 @@ impl KafkaLog {
         if s.generation != generation {
             return;
         }
-        if let Ok(p) = self.producer_config.create_with_context(DeliveryContext) {
+        if let Ok(p) = self
+            .producer_config
+            .create_with_context(DeliveryContext::default())
+        {
             s.producer = Arc::new(p);
             s.generation += 1;
         }
@@ -752,7 +987,34 @@ impl Log for KafkaLog {
 
 #[cfg(test)]
 mod tests {
-    use super::{log_identity, missing_topic};
+    use super::{is_secret_property, log_identity, missing_topic, KafkaLog, KafkaLogConfig};
+
+    #[test]
+    fn secret_properties_are_redacted_in_debug() {
+        let mut c = KafkaLogConfig::new("h:9092", "t", 0);
+        c.client_properties = vec![
+            ("sasl.password".into(), "hunter2".into()),
+            ("ssl.key.pem".into(), "-----BEGIN PRIVATE KEY-----".into()),
+            ("sasl.username".into(), "api-user".into()),
+        ];
+        let d = format!("{c:?}");
+        assert!(!d.contains("hunter2") && !d.contains("BEGIN"), "{d}");
+        assert!(d.contains("api-user") && d.contains("<redacted>"), "{d}");
+        assert!(is_secret_property("sasl.oauthbearer.client.secret"));
+        assert!(!is_secret_property("ssl.key.location"));
+        assert!(!is_secret_property("socket.keepalive.enable"));
+    }
+
+    /// Refused before any connection is tried (no broker at that address).
+    #[test]
+    fn reserved_client_properties_are_refused() {
+        for key in ["acks", "enable.idempotence", "Delivery.Timeout.Ms"] {
+            let mut c = KafkaLogConfig::new("127.0.0.1:1", "t", 0);
+            c.client_properties = vec![(key.into(), "1".into())];
+            let e = KafkaLog::open(c).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("may not be set"), "{e}");
+        }
+    }
 
     #[test]
     fn a_missing_topic_names_topic_brokers_and_the_fix() {

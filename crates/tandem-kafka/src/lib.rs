@@ -28,8 +28,12 @@ mod kafka_log;
 pub mod seq;
 pub mod tansu;
 
-pub use admin::{create_topic, production_topic_settings, RETENTION_MS_UNLIMITED};
-pub use kafka_log::{KafkaLog, KafkaLogConfig};
+pub use admin::{
+    create_topic, create_topic_with, production_topic_settings, RETENTION_MS_UNLIMITED,
+};
+pub use kafka_log::{
+    is_secret_property, reserved_property, KafkaLog, KafkaLogConfig, RESERVED_PROPERTIES,
+};
 
 /// The partition of a topic with `partitions` partitions that carries
 /// `market`: `xxh3_64(market's UTF-8 bytes, seed 0) % partitions`.

@@ -94,6 +94,137 @@ pub struct LogConfig {
     /// (`fetch.wait.max.ms`), and the tail poll interval. Lower answers
     /// sooner at the cost of more idle fetches.
     pub kafka_fetch_wait_ms: u64,
+    /// Kafka: further librdkafka properties for the node's producer,
+    /// consumer and admin client (`[log.kafka_properties]`), e.g. the
+    /// `security.protocol` and SASL settings a managed cluster needs. A
+    /// value is a literal, `env:NAME` (the variable, read at start) or
+    /// `file:/path` (the file's contents, trimmed, read at start). Secret
+    /// properties ([`tandem_kafka::is_secret_property`]) must use `env:` or
+    /// `file:`; the properties the log sets itself
+    /// ([`tandem_kafka::RESERVED_PROPERTIES`]) are refused. Dotted TOML
+    /// keys name one property: `sasl.username = "..."` and
+    /// `"sasl.username" = "..."` are the same.
+    #[serde(deserialize_with = "flat_properties")]
+    pub kafka_properties: BTreeMap<String, String>,
+}
+
+/// Reads `[log.kafka_properties]`: nested TOML tables (what an unquoted
+/// dotted key makes) are joined back with dots; numbers and booleans are
+/// kept as their text, as librdkafka takes every value as a string.
+fn flat_properties<'de, D>(d: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    fn flatten(
+        prefix: &str,
+        table: BTreeMap<String, toml::Value>,
+        out: &mut BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        for (k, v) in table {
+            let name = if prefix.is_empty() {
+                k
+            } else {
+                format!("{prefix}.{k}")
+            };
+            let text = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Table(t) => {
+                    flatten(&name, t.into_iter().collect(), out)?;
+                    continue;
+                }
+                _ => {
+                    return Err(format!(
+                        "log.kafka_properties {name:?}: must be a string, number or boolean"
+                    ))
+                }
+            };
+            if out.insert(name.clone(), text).is_some() {
+                return Err(format!("log.kafka_properties {name:?}: given twice"));
+            }
+        }
+        Ok(())
+    }
+    let table = BTreeMap::<String, toml::Value>::deserialize(d)?;
+    let mut out = BTreeMap::new();
+    flatten("", table, &mut out).map_err(serde::de::Error::custom)?;
+    Ok(out)
+}
+
+/// Where a `[log.kafka_properties]` value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source<'a> {
+    Literal(&'a str),
+    Env(&'a str),
+    File(&'a str),
+}
+
+fn source(value: &str) -> Source<'_> {
+    if let Some(name) = value.strip_prefix("env:") {
+        Source::Env(name)
+    } else if let Some(path) = value.strip_prefix("file:") {
+        Source::File(path)
+    } else {
+        Source::Literal(value)
+    }
+}
+
+/// `[log.kafka_properties]` with every `env:` and `file:` value read: what
+/// the Kafka clients are given. Its `Debug` prints `<redacted>` for the
+/// values of secret properties, so it can be logged.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct KafkaProperties(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for KafkaProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| {
+                let v = if tandem_kafka::is_secret_property(k) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
+                (k, v)
+            }))
+            .finish()
+    }
+}
+
+impl LogConfig {
+    /// Reads the `env:` and `file:` values of `kafka_properties`; `env`
+    /// looks a variable up (the process environment at start). An error
+    /// names the property and the variable or file, never a value.
+    pub fn resolve_kafka_properties(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<KafkaProperties, ConfigError> {
+        let mut out = Vec::with_capacity(self.kafka_properties.len());
+        for (key, value) in &self.kafka_properties {
+            let fail = |message: String| ConfigError::KafkaProperty {
+                key: key.clone(),
+                message,
+            };
+            let resolved = match source(value) {
+                Source::Literal(v) => v.to_owned(),
+                Source::Env(name) => env(name).ok_or_else(|| {
+                    fail(format!(
+                        "environment variable {name} is not set (or not UTF-8)"
+                    ))
+                })?,
+                Source::File(path) => std::fs::read_to_string(path)
+                    .map_err(|e| fail(format!("read file {path}: {e}")))?
+                    .trim()
+                    .to_owned(),
+            };
+            if resolved.is_empty() && !matches!(source(value), Source::Literal(_)) {
+                return Err(fail(format!("{value} is empty")));
+            }
+            out.push((key.clone(), resolved));
+        }
+        Ok(KafkaProperties(out))
+    }
 }
 
 /// When the replica writes snapshots.
@@ -214,6 +345,7 @@ impl Default for LogConfig {
             kafka_min_insync_replicas: 2,
             max_batch: 1024,
             kafka_fetch_wait_ms: 2,
+            kafka_properties: BTreeMap::new(),
         }
     }
 }
@@ -283,6 +415,8 @@ pub enum ConfigError {
         field: &'static str,
         message: String,
     },
+    #[error("log.kafka_properties {key:?}: {message}")]
+    KafkaProperty { key: String, message: String },
 }
 
 impl NodeConfig {
@@ -426,6 +560,36 @@ impl NodeConfig {
         if self.snapshot.keep == 0 {
             return bad("snapshot.keep", "must be at least 1");
         }
+        for (key, value) in &self.log.kafka_properties {
+            let fail = |message: String| {
+                Err(ConfigError::KafkaProperty {
+                    key: key.clone(),
+                    message,
+                })
+            };
+            if key.is_empty() || key.trim() != key {
+                return fail("not a property name".into());
+            }
+            if let Some(why) = tandem_kafka::reserved_property(key) {
+                return fail(format!("may not be set: {why}"));
+            }
+            match source(value) {
+                Source::Env(name) if name.is_empty() || name.contains('=') => {
+                    return fail("env: needs a variable name".into())
+                }
+                Source::File(path) if !path.starts_with('/') => {
+                    return fail("file: needs an absolute path".into())
+                }
+                Source::Literal(_) if tandem_kafka::is_secret_property(key) => {
+                    return fail(
+                        "is a secret: give it as \"env:NAME\" or \"file:/path\", \
+                         never in the config file"
+                            .into(),
+                    )
+                }
+                _ => {}
+            }
+        }
         Ok(())
     }
 
@@ -502,5 +666,160 @@ mod tests {
         let l = NodeConfig::default().log;
         assert!(!l.kafka_create_topic);
         assert_eq!((l.kafka_replication, l.kafka_min_insync_replicas), (3, 2));
+    }
+
+    /// `[log.kafka_properties]` from TOML text, checked.
+    fn kafka_config(props: &str) -> Result<NodeConfig, String> {
+        let cfg = NodeConfig::parse(&format!("[log.kafka_properties]\n{props}"))?;
+        cfg.check().map_err(|e| e.to_string())?;
+        Ok(cfg)
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn kafka_properties_read_dotted_and_quoted_keys_and_scalars() {
+        let cfg = kafka_config(
+            "\"client.id\" = \"node-1\"\nsocket.keepalive.enable = true\n\
+             socket.connection.setup.timeout.ms = 5000\n",
+        )
+        .unwrap();
+        let props = cfg.log.resolve_kafka_properties(&no_env).unwrap();
+        assert_eq!(
+            props.0,
+            [
+                ("client.id", "node-1"),
+                ("socket.connection.setup.timeout.ms", "5000"),
+                ("socket.keepalive.enable", "true"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        let err = kafka_config("\"a.b\" = \"x\"\na.b = \"y\"\n").unwrap_err();
+        assert!(err.contains("a.b"), "{err}");
+        let err = kafka_config("\"client.id\" = [1]\n").unwrap_err();
+        assert!(err.contains("client.id"), "{err}");
+    }
+
+    #[test]
+    fn kafka_properties_read_env_and_file_values() {
+        let dir = std::env::temp_dir().join(format!("tandem-kprops-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret_file = dir.join("password");
+        std::fs::write(&secret_file, "  s3cret-from-file\n").unwrap();
+        let cfg = kafka_config(&format!(
+            "\"sasl.username\" = \"env:KAFKA_USER\"\n\"sasl.password\" = \"file:{}\"\n",
+            secret_file.display()
+        ))
+        .unwrap();
+        let env = |name: &str| (name == "KAFKA_USER").then(|| "api-key-1".to_string());
+        let props = cfg.log.resolve_kafka_properties(&env).unwrap();
+        assert_eq!(
+            props.0,
+            [
+                ("sasl.password", "s3cret-from-file"),
+                ("sasl.username", "api-key-1"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+
+        // A missing variable names the property and the variable.
+        let err = cfg
+            .log
+            .resolve_kafka_properties(&no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"sasl.username\"") && err.contains("KAFKA_USER"),
+            "{err}"
+        );
+        // An empty variable is refused without printing anything of it.
+        let empty = |_: &str| Some(String::new());
+        let err = cfg
+            .log
+            .resolve_kafka_properties(&empty)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("env:KAFKA_USER is empty"), "{err}");
+        // A missing file names the property and the path.
+        std::fs::remove_file(&secret_file).unwrap();
+        let err = cfg
+            .log
+            .resolve_kafka_properties(&env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"sasl.password\"") && err.contains(&secret_file.display().to_string()),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn literal_secrets_are_refused() {
+        for key in [
+            "sasl.password",
+            "ssl.key.password",
+            "ssl.key.pem",
+            "sasl.oauthbearer.client.secret",
+        ] {
+            let err = kafka_config(&format!("\"{key}\" = \"hunter2\"\n")).unwrap_err();
+            assert!(
+                err.contains(&format!("{key:?}")) && err.contains("secret"),
+                "{err}"
+            );
+            assert!(!err.contains("hunter2"), "{err}");
+            kafka_config(&format!("\"{key}\" = \"env:KAFKA_SECRET\"\n")).unwrap();
+            kafka_config(&format!("\"{key}\" = \"file:/run/secrets/k\"\n")).unwrap();
+        }
+        // A path to a key is not the key.
+        kafka_config("\"ssl.key.location\" = \"/etc/tandem/client.key\"\n").unwrap();
+        let err = kafka_config("\"sasl.password\" = \"file:relative\"\n").unwrap_err();
+        assert!(err.contains("absolute"), "{err}");
+        let err = kafka_config("\"sasl.password\" = \"env:\"\n").unwrap_err();
+        assert!(err.contains("variable name"), "{err}");
+    }
+
+    #[test]
+    fn properties_the_log_sets_are_refused() {
+        for key in [
+            "enable.idempotence",
+            "acks",
+            "request.required.acks",
+            "enable.auto.commit",
+            "isolation.level",
+            "bootstrap.servers",
+            "delivery.timeout.ms",
+            "transactional.id",
+        ] {
+            let err = kafka_config(&format!("\"{key}\" = \"1\"\n")).unwrap_err();
+            assert!(
+                err.contains(&format!("{key:?}")) && err.contains("may not be set"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_of_resolved_properties_redacts_secrets() {
+        let props = KafkaProperties(
+            [
+                ("sasl.username", "api-key-1"),
+                ("sasl.password", "hunter2"),
+                ("ssl.key.pem", "-----BEGIN PRIVATE KEY-----"),
+                ("security.protocol", "SASL_SSL"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
+        );
+        let d = format!("{props:?}");
+        assert!(!d.contains("hunter2") && !d.contains("PRIVATE"), "{d}");
+        assert_eq!(d.matches("<redacted>").count(), 2, "{d}");
+        assert!(d.contains("api-key-1") && d.contains("SASL_SSL"), "{d}");
+        // The raw config holds references only (literal secrets are
+        // refused), so its derived Debug prints no secret either.
+        let cfg = kafka_config("\"sasl.password\" = \"env:KAFKA_SECRET\"\n").unwrap();
+        assert!(format!("{cfg:?}").contains("env:KAFKA_SECRET"));
     }
 }

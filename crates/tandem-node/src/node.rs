@@ -229,6 +229,15 @@ fn open_logs(cfg: &NodeConfig) -> Result<Vec<Arc<dyn Log>>> {
         }
         LogKind::Kafka => {
             let l = &cfg.log;
+            // `env:` and `file:` values are read now; the line below prints
+            // secret values as `<redacted>`.
+            let props = l.resolve_kafka_properties(&|name| std::env::var(name).ok())?;
+            if !props.0.is_empty() {
+                eprintln!(
+                    "{{\"msg\":\"kafka client properties\",\"properties\":{:?}}}",
+                    format!("{props:?}")
+                );
+            }
             if l.kafka_create_topic {
                 // The production settings of deploy/kafka/README.md.
                 let owned = tandem_kafka::production_topic_settings(
@@ -237,13 +246,14 @@ fn open_logs(cfg: &NodeConfig) -> Result<Vec<Arc<dyn Log>>> {
                 );
                 let settings: Vec<(&str, &str)> =
                     owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                tandem_kafka::create_topic(
+                tandem_kafka::create_topic_with(
                     &l.kafka_brokers,
                     &l.kafka_topic,
                     l.kafka_partitions,
                     l.kafka_replication,
                     &settings,
                     Duration::from_secs(30),
+                    &props.0,
                 )
                 .with_context(|| {
                     format!(
@@ -260,6 +270,7 @@ fn open_logs(cfg: &NodeConfig) -> Result<Vec<Arc<dyn Log>>> {
                     // broker-side fetch wait and tail poll bound that delay.
                     kc.fetch_wait = Duration::from_millis(l.kafka_fetch_wait_ms);
                     kc.wait_poll_interval = Duration::from_millis(l.kafka_fetch_wait_ms.max(1));
+                    kc.client_properties.clone_from(&props.0);
                     tandem_kafka::KafkaLog::open(kc)
                         .map(|k| Arc::new(k) as Arc<dyn Log>)
                         .with_context(|| {
