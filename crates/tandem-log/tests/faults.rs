@@ -20,6 +20,20 @@ fn segment(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{base:020}.seg"))
 }
 
+/// The tests' log config: the default, but `open` waits up to 5 s for the
+/// directory's lock. `kill_9_loses_no_acknowledged_record` spawns writer
+/// processes while the other tests of this binary run, and a child holds
+/// copies of this process's descriptors (the lock file's among them)
+/// from its fork until its exec closes them: a reopen right after a drop
+/// can find the lock still held for that instant (seen once in CI as
+/// `Locked` instead of `Corrupt`).
+fn test_config() -> FileLogConfig {
+    FileLogConfig {
+        lock_wait: Duration::from_secs(5),
+        ..FileLogConfig::default()
+    }
+}
+
 /// A small pseudo-random number from the clock (no rand dependency); the
 /// seed is printed so a failure can be related to its timing.
 fn clock_seed() -> u64 {
@@ -82,7 +96,7 @@ fn kill_9_loses_no_acknowledged_record() {
             );
         }
 
-        let log = FileLog::open(dir.path(), FileLogConfig::default()).expect("reopen");
+        let log = FileLog::open(dir.path(), test_config()).expect("reopen");
         eprintln!("run {run}: {:?}", log.open_report());
         let all = read_all(&log, 1);
         assert_eq!(all.len() as u64, log.last_seq(), "run {run}: gaps");
@@ -133,7 +147,7 @@ fn append_n(log: &FileLog, n: usize, len: usize) {
 #[test]
 fn torn_tail_is_cut_and_reported() {
     let dir = TempDir::new("torn");
-    let log = FileLog::open(dir.path(), FileLogConfig::default()).unwrap();
+    let log = FileLog::open(dir.path(), test_config()).unwrap();
     append_n(&log, 10, 50);
     drop(log);
     let seg = segment(dir.path(), 1);
@@ -144,7 +158,7 @@ fn torn_tail_is_cut_and_reported() {
         .unwrap()
         .set_len(len - 7)
         .unwrap();
-    let log = FileLog::open(dir.path(), FileLogConfig::default()).unwrap();
+    let log = FileLog::open(dir.path(), test_config()).unwrap();
     let r = log.open_report();
     assert_eq!(r.truncated_bytes, 16 + 50 - 7);
     assert_eq!(r.truncated_segment.as_deref(), Some(seg.as_path()));
@@ -158,7 +172,7 @@ fn torn_tail_is_cut_and_reported() {
 #[test]
 fn torn_batch_vanishes_whole() {
     let dir = TempDir::new("tornbatch");
-    let log = FileLog::open(dir.path(), FileLogConfig::default()).unwrap();
+    let log = FileLog::open(dir.path(), test_config()).unwrap();
     append_n(&log, 2, 10);
     log.append(&[b"aaaa", b"bbbb", b"cccc"]).unwrap();
     drop(log);
@@ -170,7 +184,7 @@ fn torn_batch_vanishes_whole() {
         .unwrap()
         .set_len(len - 1)
         .unwrap();
-    let log = FileLog::open(dir.path(), FileLogConfig::default()).unwrap();
+    let log = FileLog::open(dir.path(), test_config()).unwrap();
     assert_eq!(log.open_report().truncated_bytes, 3 * 20 - 1);
     assert_eq!(log.last_seq(), 2);
 }
@@ -180,7 +194,7 @@ fn torn_batch_vanishes_whole() {
 #[test]
 fn flipped_byte_mid_segment_refuses_to_open() {
     let dir = TempDir::new("flip");
-    let log = FileLog::open(dir.path(), FileLogConfig::default()).unwrap();
+    let log = FileLog::open(dir.path(), test_config()).unwrap();
     append_n(&log, 10, 50);
     drop(log);
     let seg = segment(dir.path(), 1);
@@ -188,7 +202,7 @@ fn flipped_byte_mid_segment_refuses_to_open() {
     let record_5 = 4 * 66;
     bytes[record_5 + 16 + 20] ^= 0x01;
     std::fs::write(&seg, &bytes).unwrap();
-    match FileLog::open(dir.path(), FileLogConfig::default()) {
+    match FileLog::open(dir.path(), test_config()) {
         Err(LogError::Corrupt {
             segment,
             offset,
@@ -209,7 +223,7 @@ fn flipped_byte_in_sealed_segment_refuses_to_open() {
     let dir = TempDir::new("flip-sealed");
     let config = FileLogConfig {
         segment_bytes: 1024,
-        ..FileLogConfig::default()
+        ..test_config()
     };
     let log = FileLog::open(dir.path(), config.clone()).unwrap();
     append_n(&log, 40, 50);
@@ -243,7 +257,7 @@ fn full_disk_fails_the_batch_and_rolls_it_back() {
     let faults = Arc::new(FaultInjector::default());
     let config = FileLogConfig {
         faults: Some(Arc::clone(&faults)),
-        ..FileLogConfig::default()
+        ..test_config()
     };
     let log = FileLog::open(dir.path(), config).unwrap();
     append_n(&log, 5, 100);
@@ -272,7 +286,7 @@ fn full_disk_fails_the_batch_and_rolls_it_back() {
     faults.set_write_budget(u64::MAX);
     assert_eq!(log.append(&[b"again"]).unwrap(), 6);
     drop(log);
-    let log = FileLog::open(dir.path(), FileLogConfig::default()).unwrap();
+    let log = FileLog::open(dir.path(), test_config()).unwrap();
     assert_eq!(log.open_report().truncated_bytes, 0);
     let all = read_all(&log, 1);
     assert_eq!(all.len(), 6);
@@ -289,7 +303,7 @@ fn failed_fsync_poisons_the_log() {
     let faults = Arc::new(FaultInjector::default());
     let config = FileLogConfig {
         faults: Some(Arc::clone(&faults)),
-        ..FileLogConfig::default()
+        ..test_config()
     };
     let log = FileLog::open(dir.path(), config).unwrap();
     append_n(&log, 3, 10);
@@ -306,7 +320,7 @@ fn failed_fsync_poisons_the_log() {
     assert_eq!(log.last_seq(), 3);
     assert_eq!(log.read_from(1, 10).unwrap().len(), 3);
     drop(log);
-    let log = FileLog::open(dir.path(), FileLogConfig::default()).unwrap();
+    let log = FileLog::open(dir.path(), test_config()).unwrap();
     assert_eq!(log.last_seq(), 3);
     assert_eq!(log.append(&[b"ok"]).unwrap(), 4);
 }
@@ -317,7 +331,7 @@ fn oversized_batch_is_refused() {
     let dir = TempDir::new("big");
     let config = FileLogConfig {
         max_batch_bytes: 1000,
-        ..FileLogConfig::default()
+        ..test_config()
     };
     let log = FileLog::open(dir.path(), config).unwrap();
     assert!(matches!(
