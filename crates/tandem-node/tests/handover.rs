@@ -13,7 +13,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,22 +22,9 @@ use std::time::{Duration, Instant};
 use common::{free_port, place_body, Resp, TempDir};
 use tandem_control::supervise::{signal as sig, Supervised};
 
+/// The `tandem` binary (`TANDEM_BIN`, or beside this test executable).
 fn tandem_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("TANDEM_BIN") {
-        return p.into();
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps")
-        .join("tandem");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p tandem-cli`, or set TANDEM_BIN",
-        bin.display()
-    );
-    bin
+    tandem_control::supervise::target_binary("tandem", "TANDEM_BIN")
 }
 
 /// The first node process (supervised: killed on drop) and, once known,

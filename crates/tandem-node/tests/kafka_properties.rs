@@ -39,23 +39,9 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 const TOPIC: &str = "orders";
 
-/// The `tandem` binary beside this test executable (target/<profile>/deps/).
+/// The `tandem` binary (`TANDEM_BIN`, or beside this test executable).
 fn tandem_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("TANDEM_BIN") {
-        return p.into();
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executable in target/<profile>/deps")
-        .join("tandem");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first with `cargo build -p tandem-cli`, or set TANDEM_BIN",
-        bin.display()
-    );
-    bin
+    tandem_control::supervise::target_binary("tandem", "TANDEM_BIN")
 }
 
 /// A tansu broker, killed on drop.
