@@ -125,7 +125,7 @@ usage: tandem rollout check --plan FILE [--time-scale K]
 const ROLLOUT_RUN_USAGE: &str = "\
 usage: tandem rollout run --plan FILE [--time-scale K] [--listen ADDR]
                           [--timeline FILE] [--state FILE] [--start CLUSTER=COMMAND]...
-                          [--consul URL [--consul-service NAME]]
+                          [--windows FILE] [--consul URL [--consul-service NAME]]
 
   run a rollout plan (contracts/rollout-plan.md): every metrics.interval,
   read every edge's weights, routes and /metrics and every node's status,
@@ -142,6 +142,10 @@ usage: tandem rollout run --plan FILE [--time-scale K] [--listen ADDR]
   --timeline FILE   append the timeline (JSONL, one line per decision)
   --state FILE      save the controller's state after every decision; an
                     existing file is resumed (same phase, never forward)
+  --windows FILE    append every judging window that closed (JSONL): each
+                    cluster's requests, errors and latency histogram, the
+                    gates it breached and, for a canary, the comparison
+                    with stable (p99s, p-values), to replay a decision
   --start CLUSTER=COMMAND
                     how to start a `start: cold` cluster: a shell command
                     line (sh -c), its output in start-CLUSTER.log beside the
@@ -481,7 +485,7 @@ fn cmd_rollout_run(args: &[String]) -> Result<()> {
     use std::collections::BTreeMap;
     use std::path::PathBuf;
     let (mut plan, mut scale, mut listen) = (None, None, None);
-    let (mut timeline, mut state) = (None, None);
+    let (mut timeline, mut state, mut windows) = (None, None, None);
     let mut starts: BTreeMap<String, String> = BTreeMap::new();
     let (mut consul, mut consul_service) = (None, "tandem-node".to_owned());
     let mut flags = Flags::new("rollout run", ROLLOUT_RUN_USAGE, args);
@@ -503,6 +507,7 @@ fn cmd_rollout_run(args: &[String]) -> Result<()> {
                 listen = Some(addr);
             }
             "--timeline" => timeline = Some(PathBuf::from(flags.value(&f, "a file")?)),
+            "--windows" => windows = Some(PathBuf::from(flags.value(&f, "a file")?)),
             "--consul" => {
                 let v = flags.value(&f, "a URL")?;
                 if !v.starts_with("http://") {
@@ -559,6 +564,7 @@ fn cmd_rollout_run(args: &[String]) -> Result<()> {
         listen: listener,
         timeline,
         state,
+        windows,
         starter: Box::new(tandem_rollout::run::LocalProcesses::new(starts, log_dir)),
         progress: true,
         request_timeout: std::time::Duration::from_secs(2),

@@ -542,6 +542,8 @@ impl World {
             self.path("timeline.jsonl").display().to_string(),
             "--state".into(),
             self.path("state.json").display().to_string(),
+            "--windows".into(),
+            self.path("windows.jsonl").display().to_string(),
         ];
         for c in self.plan.clusters.iter().filter(|c| c.start == Start::Cold) {
             args.push("--start".into());

@@ -126,6 +126,10 @@ pub struct RunConfig {
     pub timeline: Option<PathBuf>,
     /// `--state`: saved after every decision, resumed from on start.
     pub state: Option<PathBuf>,
+    /// `--windows`: JSONL, appended: every judging window that closed,
+    /// with each cluster's counts and histogram and what the judge said,
+    /// so a decision can be replayed through the judge afterwards.
+    pub windows: Option<PathBuf>,
     pub starter: Box<dyn ClusterStarter>,
     /// Print progress lines on stdout.
     pub progress: bool,
@@ -160,6 +164,8 @@ pub enum RunError {
     State { path: String, cause: String },
     #[error("timeline {path}: {cause}")]
     Timeline { path: String, cause: String },
+    #[error("windows record {path}: {cause}")]
+    Windows { path: String, cause: String },
 }
 
 /// How the run ended.
@@ -250,6 +256,8 @@ struct Ctl {
     /// A rollback's line, written once every edge took its weights.
     pending_rollback: Option<Entry>,
     timeline: Option<(PathBuf, std::fs::File)>,
+    /// `--windows`: the record of closed windows.
+    windows_log: Option<(PathBuf, std::fs::File)>,
     state_path: Option<PathBuf>,
     starter: Box<dyn ClusterStarter>,
     shared: Arc<Shared>,
@@ -284,6 +292,20 @@ pub async fn run(cfg: RunConfig) -> Result<Finished, RunError> {
             pending: None,
         });
     }
+    let windows_log = match &cfg.windows {
+        Some(p) => Some((
+            p.clone(),
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| RunError::Windows {
+                    path: p.display().to_string(),
+                    cause: e.to_string(),
+                })?,
+        )),
+        None => None,
+    };
     let timeline = match &cfg.timeline {
         Some(p) => {
             let f = std::fs::OpenOptions::new()
@@ -360,6 +382,7 @@ pub async fn run(cfg: RunConfig) -> Result<Finished, RunError> {
         last_edge_weights: Vec::new(),
         pending_rollback: None,
         timeline,
+        windows_log,
         state_path: cfg.state,
         starter: cfg.starter,
         shared,
@@ -1182,12 +1205,79 @@ impl Ctl {
                 clusters.insert(c.name.clone(), view);
             }
         }
+        if let Some(c) = &closed {
+            let line = self.window_record(c, stable_window.as_ref(), &clusters);
+            if let Some((path, f)) = &mut self.windows_log {
+                if let Err(e) = writeln!(f, "{line}") {
+                    // The record is evidence, not control: the release goes
+                    // on, the record stops (said once, on stderr).
+                    eprintln!(
+                        "tandem rollout: windows record {}: {e}; no more windows are recorded",
+                        path.display()
+                    );
+                    self.windows_log = None;
+                }
+            }
+        }
         let obs = Observation {
             clusters,
             edges: edge_weights,
         };
         self.last_obs = Some(obs.clone());
         Some(obs)
+    }
+}
+
+impl Ctl {
+    /// One line of `--windows`: a closed window, every cluster's counts
+    /// and latency histogram in it, what the gates said (the breaches
+    /// before `SLOWER_WINDOWS` filtered the relative one) and, for a
+    /// canary with stable traffic beside it, the judge's comparison with
+    /// its p-values. Enough to replay the window through `judge`.
+    fn window_record(
+        &self,
+        closed: &crate::window::Closed,
+        stable: Option<&WindowStats>,
+        views: &BTreeMap<String, crate::decide::ClusterView>,
+    ) -> String {
+        let mut clusters = serde_json::Map::new();
+        let mut bounds: Option<&[f64]> = None;
+        for (name, w) in &closed.clusters {
+            bounds.get_or_insert(w.latency.bounds_s());
+            let canary = self
+                .plan
+                .clusters
+                .iter()
+                .any(|c| &c.name == name && c.version == Version::Canary);
+            let comparison = match stable {
+                Some(s) if canary && w.requests > 0 => {
+                    crate::judge::compare(&w.latency, &s.latency, &self.test).ok()
+                }
+                _ => None,
+            };
+            let view = views.get(name);
+            clusters.insert(
+                name.clone(),
+                serde_json::json!({
+                    "requests": w.requests,
+                    "errors": w.errors,
+                    "counts": w.latency.counts(),
+                    "p99_ms": w.latency.quantile(0.99).map(|s| s * 1e3),
+                    "breaches": view.map(|v| v.breaches.iter().map(|b| b.gate.clone()).collect::<Vec<_>>()),
+                    "vs_stable": comparison,
+                    "slower_streak": self.verdicts.get(name).map(|v| v.slower_streak),
+                }),
+            );
+        }
+        serde_json::json!({
+            "from_ms": closed.from_ms,
+            "to_ms": closed.to_ms,
+            "phase": self.plan.phases.get(self.state.phase).map(|p| p.name.as_str()),
+            "weights": self.state.target,
+            "bounds_s": bounds.unwrap_or(&[]),
+            "clusters": clusters,
+        })
+        .to_string()
     }
 }
 

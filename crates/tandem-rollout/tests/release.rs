@@ -411,6 +411,8 @@ impl World {
             self.path("timeline.jsonl").to_str().unwrap(),
             "--state",
             self.path("state.json").to_str().unwrap(),
+            "--windows",
+            self.path("windows.jsonl").to_str().unwrap(),
             "--start",
             &format!("azure={start}"),
         ]);

@@ -405,6 +405,7 @@ fn config(plan: Plan, w: &World, listen: Option<std::net::TcpListener>) -> RunCo
         listen,
         timeline: Some(w.path("timeline.jsonl")),
         state: Some(w.path("state.json")),
+        windows: Some(w.path("windows.jsonl")),
         starter: Box::new(NoStarter),
         progress: std::env::var("RUN_PROGRESS").is_ok(),
         request_timeout: Duration::from_secs(2),
@@ -638,6 +639,43 @@ async fn a_slow_canary_is_rolled_back_within_5_s_of_its_breach() {
         breaches.iter().any(|b| b["cluster"] == "gcp"),
         "the breach is gcp's: {rb}"
     );
+
+    // --windows recorded the evidence: windows with gcp's histogram and
+    // its comparison with stable; the last one of the slow phase breached.
+    let windows: Vec<serde_json::Value> = std::fs::read_to_string(w.path("windows.jsonl"))
+        .expect("windows.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let slow_windows: Vec<&serde_json::Value> = windows
+        .iter()
+        .filter(|x| {
+            x["weights"]["gcp"] == 50 && x["clusters"]["gcp"]["requests"].as_u64() > Some(0)
+        })
+        .collect();
+    let last = slow_windows
+        .last()
+        .unwrap_or_else(|| panic!("no window with gcp weighted: {windows:?}"));
+    let bounds = last["bounds_s"].as_array().expect("bounds_s").len();
+    let gcp = &last["clusters"]["gcp"];
+    assert_eq!(
+        gcp["counts"].as_array().map(Vec::len),
+        Some(bounds + 1),
+        "{gcp}"
+    );
+    let counted: u64 = gcp["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.as_u64())
+        .sum();
+    assert_eq!(Some(counted), gcp["requests"].as_u64(), "{gcp}");
+    assert!(gcp["vs_stable"]["p99_ratio"].as_f64().is_some(), "{gcp}");
+    assert!(
+        !gcp["breaches"].as_array().expect("breaches").is_empty(),
+        "the last window before the rollback breached: {last}"
+    );
+    assert!(last["to_ms"].as_u64() > last["from_ms"].as_u64(), "{last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
