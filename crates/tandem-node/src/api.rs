@@ -16,6 +16,8 @@ use tandem_codec::Op;
 use tandem_core::{Command, OrderStatus, Side};
 
 use crate::answers::{After, Before, Outcome};
+use crate::auth;
+use crate::config::AuthMode;
 use crate::node::Node;
 use crate::partition::SubmitError;
 use crate::{BoxBody, BoxError};
@@ -227,6 +229,10 @@ where
                 return Answer::bad("path: malformed percent-encoding");
             };
             let account = match query_param(query.as_deref(), "account") {
+                // Key accounts are stored in lowercase hex on a signed node.
+                Ok(Some(a)) if !a.is_empty() && node.auth_mode == AuthMode::Signed => {
+                    auth::normalise_account(&a).unwrap_or(a)
+                }
                 Ok(Some(a)) if !a.is_empty() => a,
                 Ok(_) => return Answer::bad("account: missing query parameter"),
                 Err(()) => return Answer::bad("account: malformed percent-encoding"),
@@ -529,11 +535,52 @@ fn outcome_answer(partition: u32, o: &Outcome) -> Answer {
         .covering(o.seq)
 }
 
+/// The credentials of an order-entry request, verified (`auth` module):
+/// `None` for an unsigned request where the node takes those. The account
+/// of a signed command is rewritten in lowercase hex first. The wall clock
+/// is read here, at admission, and goes nowhere but the expiry check.
+/// Runs on the request's own task (the runtime spreads requests over its
+/// workers), never on the appender thread.
+fn authenticate(
+    node: &Node,
+    headers: &HeaderMap,
+    cmd: &mut Command,
+) -> Result<Option<auth::Credentials>, Answer> {
+    let refuse = |e: auth::AuthError| Answer::error(e.status, &e.to_string());
+    let Some(creds) = auth::credentials_from_headers(headers).map_err(refuse)? else {
+        if node.auth_mode == AuthMode::Signed {
+            return Err(Answer::error(
+                StatusCode::UNAUTHORIZED,
+                "x-tandem-signature: missing: this node takes only signed orders (auth = \"signed\"; \
+                 see docs/signing.md)",
+            ));
+        }
+        return Ok(None);
+    };
+    auth::normalise_command(cmd);
+    let now_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    node.auth
+        .check_expiry(creds.expiry, now_secs)
+        .map_err(refuse)?;
+    node.auth.verify(cmd, &creds).map_err(refuse)?;
+    Ok(Some(creds))
+}
+
 /// Appends a decoded place, cancel or amend and answers with its events.
-pub async fn order_entry(node: &Arc<Node>, headers: &HeaderMap, cmd: Command) -> Answer {
+/// A signed one is verified before anything else is looked at, and its
+/// log record carries the signature (`auth::append_credentials`); the
+/// idempotency windows compare the command's canonical bytes without it,
+/// so a retry signed again (another expiry) is still a retry.
+pub async fn order_entry(node: &Arc<Node>, headers: &HeaderMap, mut cmd: Command) -> Answer {
     if let Some(a) = invalid_answer(&cmd) {
         return a;
     }
+    let creds = match authenticate(node, headers, &mut cmd) {
+        Ok(c) => c,
+        Err(a) => return a,
+    };
     if let Err(a) = gate(node, headers).await {
         return a;
     }
@@ -575,7 +622,15 @@ pub async fn order_entry(node: &Arc<Node>, headers: &HeaderMap, cmd: Command) ->
         Before::Conflict => return conflict(p),
         Before::Append => {}
     }
-    match part.submit(payload.clone().into(), node.cfg.wait()).await {
+    let record = match &creds {
+        None => Bytes::from(payload.clone()),
+        Some(c) => {
+            let mut r = payload.clone();
+            auth::append_credentials(&mut r, c);
+            Bytes::from(r)
+        }
+    };
+    match part.submit(record, node.cfg.wait()).await {
         Ok(o) => match part.after(&cmd, &payload, o) {
             After::Answer(o) => outcome_answer(p, &o),
             After::Conflict => conflict(p),

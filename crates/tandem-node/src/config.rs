@@ -38,6 +38,27 @@ impl Role {
     }
 }
 
+/// Who may enter orders (`docs/signing.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Every place, cancel and amend carries a valid signature by its
+    /// account's key; an unsigned one is 401.
+    Signed,
+    /// Signatures are optional: a signed request is verified (and refused
+    /// if it does not verify), an unsigned one is taken as before.
+    None,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Signed => "signed",
+            AuthMode::None => "none",
+        }
+    }
+}
+
 /// Everything a node reads at start. See `deploy/node/tandem-node.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -51,6 +72,11 @@ pub struct NodeConfig {
     pub cluster: String,
     pub zone: String,
     pub role: Role,
+    /// Who may enter orders. Absent: `signed` unless `listen` is a
+    /// loopback address (`none` there); see [`NodeConfig::auth_mode`].
+    pub auth: Option<AuthMode>,
+    /// Parameters of signed orders.
+    pub signing: SigningConfig,
     /// Build version reported; defaults to this binary's version.
     pub version: String,
     /// Directory for the file log and the snapshots.
@@ -227,6 +253,36 @@ impl LogConfig {
     }
 }
 
+/// Signed orders (`docs/signing.md`): what a signature is bound to and
+/// how long it may be used.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SigningConfig {
+    /// The chain id both schemes sign (the EIP-712 domain's `chainId`).
+    /// Default 1, the chain Ethereum wallets are on by default (a wallet
+    /// signs typed data only for the chain it is connected to). Two
+    /// exchanges that must not accept each other's signatures use
+    /// different values.
+    pub chain_id: u64,
+    /// Latest expiry accepted, in seconds after the node's clock: bounds
+    /// how long a captured signed command can be replayed.
+    pub max_expiry_secs: u64,
+    /// Allowed clock difference between client and node, in seconds: an
+    /// expiry up to this far in the past is still accepted (and this much
+    /// beyond `max_expiry_secs`).
+    pub clock_tolerance_secs: u64,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        SigningConfig {
+            chain_id: 1,
+            max_expiry_secs: 300,
+            clock_tolerance_secs: 5,
+        }
+    }
+}
+
 /// When the replica writes snapshots.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -322,6 +378,8 @@ impl Default for NodeConfig {
             cluster: "local".into(),
             zone: "local-a".into(),
             role: Role::Stable,
+            auth: None,
+            signing: SigningConfig::default(),
             version: env!("CARGO_PKG_VERSION").into(),
             data_dir: "data/node-1".into(),
             log: LogConfig::default(),
@@ -453,7 +511,7 @@ impl NodeConfig {
     /// `TANDEM_NODE`, `TANDEM_CLUSTER`, `TANDEM_ZONE`, `TANDEM_ROLE`,
     /// `TANDEM_VERSION`, `TANDEM_DATA_DIR`, `TANDEM_LOG_KIND`,
     /// `TANDEM_LOG_FSYNC`, `TANDEM_KAFKA_BROKERS`, `TANDEM_KAFKA_TOPIC`,
-    /// `TANDEM_KAFKA_PARTITIONS`.
+    /// `TANDEM_KAFKA_PARTITIONS`, `TANDEM_AUTH`.
     pub fn apply_env(&mut self, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
         fn parse<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ConfigError>
         where
@@ -497,6 +555,18 @@ impl NodeConfig {
                     }
                 }
                 "TANDEM_LOG_FSYNC" => self.log.fsync = parse(name, v)?,
+                "TANDEM_AUTH" => {
+                    self.auth = Some(match v.as_str() {
+                        "signed" => AuthMode::Signed,
+                        "none" => AuthMode::None,
+                        _ => {
+                            return Err(ConfigError::Env {
+                                name: name.clone(),
+                                message: format!("{v:?}: expected signed or none"),
+                            })
+                        }
+                    })
+                }
                 "TANDEM_KAFKA_BROKERS" => self.log.kafka_brokers = v.clone(),
                 "TANDEM_KAFKA_TOPIC" => self.log.kafka_topic = v.clone(),
                 "TANDEM_KAFKA_PARTITIONS" => self.log.kafka_partitions = parse(name, v)?,
@@ -557,6 +627,15 @@ impl NodeConfig {
         if self.limits.checkpoints_kept == 0 || self.limits.checkpoints_kept > 1 << 20 {
             return bad("limits.checkpoints_kept", "must be 1..=1048576");
         }
+        if self.signing.chain_id == 0 {
+            return bad("signing.chain_id", "must be at least 1");
+        }
+        if self.signing.max_expiry_secs == 0 || self.signing.max_expiry_secs > 86_400 {
+            return bad("signing.max_expiry_secs", "must be 1..=86400");
+        }
+        if self.signing.clock_tolerance_secs > 300 {
+            return bad("signing.clock_tolerance_secs", "must be 0..=300");
+        }
         if self.snapshot.keep == 0 {
             return bad("snapshot.keep", "must be at least 1");
         }
@@ -591,6 +670,32 @@ impl NodeConfig {
             }
         }
         Ok(())
+    }
+
+    /// Who may enter orders: `auth` if given, else `signed` unless the
+    /// listener is a loopback address.
+    pub fn auth_mode(&self) -> AuthMode {
+        match self.auth {
+            Some(m) => m,
+            None if self.listen.ip().is_loopback() => AuthMode::None,
+            None => AuthMode::Signed,
+        }
+    }
+
+    /// True when orders need no signature on a listener other hosts can
+    /// reach: allowed only when `auth = "none"` is written, and warned
+    /// about at start.
+    pub fn unsigned_on_network(&self) -> bool {
+        self.auth_mode() == AuthMode::None && !self.listen.ip().is_loopback()
+    }
+
+    /// The signing parameters of `signing`.
+    pub fn auth_policy(&self) -> crate::auth::Policy {
+        crate::auth::Policy::new(
+            self.signing.chain_id,
+            self.signing.max_expiry_secs,
+            self.signing.clock_tolerance_secs,
+        )
     }
 
     /// How many log partitions this node serves.
@@ -634,6 +739,43 @@ mod tests {
         assert_eq!(cfg.role, Role::Canary);
         assert_eq!(cfg.listen.port(), 9000);
         assert_eq!(cfg.partitions(), 4);
+    }
+
+    /// Signed orders are the default wherever other hosts can connect;
+    /// `none` there must be written (and `unsigned_on_network` makes the
+    /// node warn).
+    #[test]
+    fn auth_defaults_to_signed_off_loopback() {
+        let at = |listen: &str, auth: &str| {
+            let cfg = NodeConfig::parse(&format!("listen = \"{listen}\"\n{auth}")).unwrap();
+            cfg.check().unwrap();
+            (cfg.auth_mode(), cfg.unsigned_on_network())
+        };
+        assert_eq!(at("127.0.0.1:1", ""), (AuthMode::None, false));
+        assert_eq!(at("[::1]:1", ""), (AuthMode::None, false));
+        assert_eq!(at("0.0.0.0:1", ""), (AuthMode::Signed, false));
+        assert_eq!(at("10.1.2.3:1", ""), (AuthMode::Signed, false));
+        assert_eq!(at("0.0.0.0:1", "auth = \"none\""), (AuthMode::None, true));
+        assert_eq!(
+            at("127.0.0.1:1", "auth = \"signed\""),
+            (AuthMode::Signed, false)
+        );
+        let env = [("TANDEM_AUTH".to_string(), "signed".to_string())].into();
+        let mut cfg = NodeConfig::default();
+        cfg.apply_env(&env).unwrap();
+        assert_eq!(cfg.auth_mode(), AuthMode::Signed);
+        let env = [("TANDEM_AUTH".to_string(), "off".to_string())].into();
+        assert!(cfg
+            .apply_env(&env)
+            .unwrap_err()
+            .to_string()
+            .contains("TANDEM_AUTH"));
+        let err = NodeConfig::parse("auth = \"maybe\"\n").unwrap_err();
+        assert!(err.contains("auth") || err.contains("maybe"), "{err}");
+        let mut cfg = NodeConfig::default();
+        cfg.signing.max_expiry_secs = 0;
+        let err = cfg.check().unwrap_err().to_string();
+        assert!(err.contains("signing.max_expiry_secs"), "{err}");
     }
 
     #[test]

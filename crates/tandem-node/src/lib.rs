@@ -14,12 +14,15 @@
 //!   `answers`: what a place, cancel or amend is answered (pure: no
 //!   threads, clock or I/O; the simulation drives it too).
 //! - `api`: routes and answers; `server`: connections, limits, drain.
+//! - `auth`: signed orders (Ed25519 and EIP-712), key files, and the
+//!   re-verification of a log (`tandem verify-log`).
 //! - `metrics`: Prometheus exposition.
 //! - `grpc`: the gRPC mirror (`proto/tandem/v1/tandem.proto`); `ws`: the
 //!   WebSocket market stream; `feed`: the market feed both stream.
 
 pub mod answers;
 pub mod api;
+pub mod auth;
 pub mod checkpoints;
 pub mod config;
 pub mod feed;

@@ -80,6 +80,10 @@ pub struct Node {
     /// its partitions share (a Kafka topic's partitions share one), else
     /// of all of them.
     log_id: String,
+    /// Whether order entry must be signed (`cfg.auth_mode()`), and the
+    /// signing parameters.
+    pub auth_mode: crate::config::AuthMode,
+    pub auth: crate::auth::Policy,
 }
 
 impl Node {
@@ -133,7 +137,16 @@ impl Node {
         let mut identities: Vec<&str> = partitions.iter().map(|p| p.identity()).collect();
         identities.dedup();
         let log_id = crate::partition::short_log_id(&identities.join(","));
+        if cfg.unsigned_on_network() {
+            eprintln!(
+                "{{\"msg\":\"warning: auth = none on a listener other hosts can reach: anyone who \
+                 reaches {} can place and cancel orders for any account\",\"listen\":\"{}\"}}",
+                cfg.listen, cfg.listen
+            );
+        }
         Ok(Arc::new(Node {
+            auth_mode: cfg.auth_mode(),
+            auth: cfg.auth_policy(),
             log_id,
             limiter: RateLimiter::new(cfg.limits.account_rate, cfg.limits.account_burst),
             cfg,

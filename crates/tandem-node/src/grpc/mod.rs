@@ -102,6 +102,7 @@ fn http_status_of(code: Code) -> u16 {
     match code {
         Code::Ok => 200,
         Code::InvalidArgument | Code::FailedPrecondition => 400,
+        Code::Unauthenticated => 401,
         Code::NotFound | Code::Unimplemented => 404,
         Code::AlreadyExists | Code::Aborted => 409,
         Code::ResourceExhausted => 429,
@@ -115,6 +116,7 @@ fn http_status_of(code: Code) -> u16 {
 fn code_of(status: StatusCode) -> Code {
     match status.as_u16() {
         400 => Code::InvalidArgument,
+        401 => Code::Unauthenticated,
         404 => Code::NotFound,
         405 => Code::Unimplemented,
         409 => Code::AlreadyExists,
