@@ -148,6 +148,8 @@ pub enum Cli {
     Node(crate::node_bench::NodeArgs),
     /// `edge ...`
     Edge(crate::edge_bench::EdgeArgs),
+    /// `signed ...`
+    Signed(crate::signed_bench::SignedArgs),
     /// `-h` / `--help` / `help`.
     Help,
 }
@@ -173,6 +175,9 @@ USAGE:
                                       loadgen, beside the fsync and /healthz floors
     tandem-bench edge     [OPTIONS]   the same loadgen against 3 upstreams directly, through
                                       tandem's edge (34/33/33) and through nginx; split accuracy
+    tandem-bench signed   [OPTIONS]   signed orders: sign/verify per core per scheme (and
+                                      Ed25519 batches), and node order entry with
+                                      verification off beside on (docs/signing.md)
 
 CORE OPTIONS:
     --ops N          timed operations (default {ops})
@@ -234,6 +239,16 @@ EDGE OPTIONS:
     --split-accounts N accounts sent through the edge per weight step D0..D5 and a rollback (default
                      100000; 0 skips the split figures)
     --dir DIR        working directory (default $TMPDIR/tandem-bench-edge)
+
+SIGNED OPTIONS:
+    --ops N          signed places per scheme timed on the CPU (default 20000)
+    --rates LIST     orders/s run on each node case (default 10000)
+    --duration S     seconds measured per run (default 10), after --warmup S (default 2)
+    --connections N  loadgen connections (default 64)
+    --no-search      skip the search for the highest sustained rate
+    --max-p99-ms MS  a searched rate counts as sustained only under this p99 (default 100)
+    --dir DIR        data directory, replaced at start (default $TMPDIR/tandem-bench-signed)
+    --json FILE      also write the figures as JSON to FILE
 
     -h, --help       this text
 ",
@@ -304,10 +319,12 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
     let mut it = args.into_iter();
     let sub = match it.next().as_deref() {
         None | Some("-h" | "--help" | "help") => return Ok(Cli::Help),
-        Some(s @ ("core" | "capacity" | "match" | "recovery" | "node" | "edge")) => s.to_string(),
+        Some(s @ ("core" | "capacity" | "match" | "recovery" | "node" | "edge" | "signed")) => {
+            s.to_string()
+        }
         Some(other) => {
             return Err(format!(
-                "unknown subcommand {other:?} (expected `core`, `capacity`, `match`, `recovery`, `node` or `edge`)"
+                "unknown subcommand {other:?} (expected `core`, `capacity`, `match`, `recovery`, `node`, `edge` or `signed`)"
             ))
         }
     };
@@ -320,6 +337,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
         "recovery" => parse_recovery(opts).map(Cli::Recovery),
         "node" => parse_node(opts).map(Cli::Node),
         "edge" => parse_edge(opts).map(Cli::Edge),
+        "signed" => parse_signed(opts).map(Cli::Signed),
         _ => parse_match(opts).map(Cli::Match),
     }
 }
@@ -456,6 +474,25 @@ fn parse_node(opts: Vec<(String, String)>) -> Result<crate::node_bench::NodeArgs
             "--dir" => a.dir = v.into(),
             "--json" => a.json = Some(v),
             _ => return Err(unknown(&flag, "node")),
+        }
+    }
+    Ok(a)
+}
+
+fn parse_signed(opts: Vec<(String, String)>) -> Result<crate::signed_bench::SignedArgs, String> {
+    let mut a = crate::signed_bench::SignedArgs::default();
+    for (flag, v) in opts {
+        match flag.as_str() {
+            "--ops" => a.ops = to_usize(parse_u64(&v)?)?.max(1),
+            "--rates" => a.rates = v.split(',').map(float).collect::<Result<_, _>>()?,
+            "--duration" => a.duration_s = float(&v)?,
+            "--warmup" => a.warmup_s = v.parse().map_err(|_| format!("--warmup {v:?}"))?,
+            "--connections" => a.connections = to_usize(parse_u64(&v)?)?.max(1),
+            "--no-search" => a.search = false,
+            "--max-p99-ms" => a.max_p99_ms = float(&v)?,
+            "--dir" => a.dir = v.into(),
+            "--json" => a.json = Some(v),
+            _ => return Err(unknown(&flag, "signed")),
         }
     }
     Ok(a)
@@ -631,6 +668,26 @@ mod tests {
         .is_err());
         assert!(p(&["recovery", "--ops", "1"]).is_err());
         assert!(p(&["core", "--keep"]).is_err());
+    }
+
+    #[test]
+    fn signed_flags() {
+        let Ok(Cli::Signed(a)) = p(&[
+            "signed",
+            "--ops",
+            "100",
+            "--rates",
+            "5000,10000",
+            "--no-search",
+        ]) else {
+            panic!("parse failed");
+        };
+        assert_eq!(
+            (a.ops, a.rates.clone(), a.search),
+            (100, vec![5000.0, 10000.0], false)
+        );
+        assert!(p(&["signed", "--rates", "0"]).is_err());
+        assert!(p(&["signed", "--kafka"]).is_err());
     }
 
     #[test]

@@ -27,6 +27,9 @@
 //!   the same loadgen against three upstreams directly, through Tandem's
 //!   edge and through nginx, and measures the edge's split (see
 //!   [`edge_bench`]).
+//! * `tandem-bench signed [--ops N] [--rates LIST] ...` times signing and
+//!   verification per scheme per core (and Ed25519 batches), and runs node
+//!   order entry with verification off beside on (see [`signed_bench`]).
 
 mod args;
 mod capacity;
@@ -39,6 +42,7 @@ mod peer_lobster;
 mod peer_orderbook_rs;
 mod recovery;
 mod report;
+mod signed_bench;
 mod tandem;
 mod workload;
 
@@ -145,6 +149,7 @@ fn main() -> ExitCode {
         Cli::Recovery(a) => recovery::run(&a),
         Cli::Node(a) => node_bench::run(&a),
         Cli::Edge(a) => edge_bench::run(&a),
+        Cli::Signed(a) => signed_bench::run(&a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -40,6 +40,14 @@ commands:
         run the source's multi-cloud release on this machine with real
         processes (nine nodes on one Kafka log, edge, controller, load)
         and write a measured report (contracts/demo-report.md)
+  keygen [--scheme ed25519|eip712] [--out FILE]
+        make a signing key (docs/signing.md), write it to a key file and
+        print its account
+  order place|cancel|amend --key FILE --node URL [flags]
+        sign one order-entry command with a key file and send it to a node
+  verify-log --log PATH [--chain-id N] [--require-signed]
+        verify the signature of every signed record of an order log (a
+        file log directory or a JSONL file) and name the first bad one
   help [command]
         this text, or a command's flags (as `tandem <command> --help`)
 
@@ -188,6 +196,61 @@ usage: tandem rollout check --plan FILE [--time-scale K]
   -h, --help        this text
 ";
 
+const KEYGEN_USAGE: &str = "\
+usage: tandem keygen [--scheme ed25519|eip712] [--out FILE]
+
+  make a signing key from the system's random source, write it to a new key
+  file (mode 0600; an existing file is never overwritten) and print the
+  account it signs for: ed25519:<64 hex> or an Ethereum address 0x<40 hex>
+  (docs/signing.md)
+
+  --scheme S   ed25519, or eip712 (secp256k1 over EIP-712 typed data, as
+               Ethereum wallets sign)                             [ed25519]
+  --out FILE   the key file                                    [tandem.key]
+  -h, --help   this text
+";
+
+const ORDER_USAGE: &str = "\
+usage: tandem order place --key FILE --node URL --market M --id ID --side buy|sell
+                          [--type limit|market] [--price P] --qty Q
+                          [--tif gtc|ioc|fok] [--post-only] [common flags]
+       tandem order cancel --key FILE --node URL --market M --id ID [common flags]
+       tandem order amend --key FILE --node URL --market M --id ID
+                          [--price P] [--qty Q] [common flags]
+
+  sign one order-entry command with the key file's key (its account is the
+  order's account) and send it to a node (POST, DELETE or PATCH
+  /v1/orders, contracts/http-api.md); prints the node's answer (JSON) and
+  exits 1 unless it is 200
+
+  --key FILE        key file written by `tandem keygen`
+  --node URL        the node (or edge): http://host:port
+  --market M, --id ID, --side S, --type T, --price P, --qty Q, --tif T,
+  --post-only       the command's fields (contracts/match-jsonl.md)
+common flags:
+  --expires-in SECS the signature's lifetime (x-tandem-expiry = now + SECS;
+                    the node refuses more than its signing.max_expiry_secs) [60]
+  --chain-id N      the exchange's signing.chain_id                       [1]
+  -h, --help        this text
+";
+
+const VERIFY_LOG_USAGE: &str = "\
+usage: tandem verify-log --log PATH [--chain-id N] [--require-signed]
+
+  verify the signature of every signed record of an order log again, as an
+  auditor would (docs/signing.md): the command is decoded as the engine
+  applied it and its signature checked over it. Prints one JSON line of
+  counts; exits 1 naming the first record that fails (its seq: the log's
+  seq, or the line number of a JSONL file)
+
+  --log PATH        a file log directory (the node's data_dir/log, not in use
+                    by a running node: it is locked), or a JSONL file of
+                    records
+  --chain-id N      the exchange's signing.chain_id                       [1]
+  --require-signed  a valid command without a signature fails too
+  -h, --help        this text
+";
+
 /// A command line that cannot be used: the message, and the usage of the
 /// command it was meant for (both go to standard error; exit 2).
 #[derive(Debug)]
@@ -242,6 +305,9 @@ fn run(args: Vec<String>) -> Result<()> {
         "edge" => cmd_edge(rest),
         "rollout" => cmd_rollout(rest),
         "demo" => cmd_demo(rest),
+        "keygen" => cmd_keygen(rest),
+        "order" => cmd_order(rest),
+        "verify-log" => cmd_verify_log(rest),
         "help" | "--help" | "-h" => {
             let text = match rest.first().map(String::as_str) {
                 None => USAGE,
@@ -251,6 +317,9 @@ fn run(args: Vec<String>) -> Result<()> {
                 Some("loadgen") => tandem_loadgen::USAGE,
                 Some("rollout") => ROLLOUT_USAGE,
                 Some("demo") => tandem_demo::USAGE,
+                Some("keygen") => KEYGEN_USAGE,
+                Some("order") => ORDER_USAGE,
+                Some("verify-log") => VERIFY_LOG_USAGE,
                 Some(other) => {
                     return Err(usage_error(USAGE, format!("unknown command {other:?}")))
                 }
@@ -336,6 +405,156 @@ impl<'a> Flags<'a> {
 /// `--help` or `-h`: the command prints its usage and does nothing else.
 fn is_help(flag: &Flag<'_>) -> bool {
     flag.inline.is_none() && matches!(flag.name, "--help" | "-h")
+}
+
+fn cmd_keygen(args: &[String]) -> Result<()> {
+    use tandem_node::auth::{keys::SecretKey, Scheme};
+    let (mut scheme, mut out) = (Scheme::Ed25519, "tandem.key".to_string());
+    let mut flags = Flags::new("keygen", KEYGEN_USAGE, args);
+    while let Some(f) = flags.next_flag() {
+        if is_help(&f) {
+            print!("{KEYGEN_USAGE}");
+            return Ok(());
+        }
+        match f.name {
+            "--scheme" => {
+                scheme = match flags.value(&f, "ed25519 or eip712")?.as_str() {
+                    "ed25519" => Scheme::Ed25519,
+                    "eip712" => Scheme::Eip712,
+                    other => {
+                        return Err(flags.error(format!(
+                            "--scheme: expected ed25519 or eip712, got {other:?}"
+                        )))
+                    }
+                }
+            }
+            "--out" => out = flags.value(&f, "a file")?,
+            _ => return Err(flags.unknown(&f)),
+        }
+    }
+    let key = SecretKey::generate(scheme).context("read /dev/urandom")?;
+    key.write_file(std::path::Path::new(&out))
+        .with_context(|| format!("write key file {out}"))?;
+    println!("{}", key.account());
+    Ok(())
+}
+
+fn cmd_order(args: &[String]) -> Result<()> {
+    use tandem_node::auth::{client, keys::SecretKey, Policy, SignedOp};
+    let Some((sub, rest)) = args.split_first() else {
+        return Err(usage_error(
+            ORDER_USAGE,
+            "order: place, cancel or amend?".into(),
+        ));
+    };
+    let op = match sub.as_str() {
+        "place" => SignedOp::Place,
+        "cancel" => SignedOp::Cancel,
+        "amend" => SignedOp::Amend,
+        "--help" | "-h" => {
+            print!("{ORDER_USAGE}");
+            return Ok(());
+        }
+        other => {
+            return Err(usage_error(
+                ORDER_USAGE,
+                format!("order: expected place, cancel or amend, got {other:?}"),
+            ))
+        }
+    };
+    let (mut key, mut node, mut expires_in, mut chain_id) = (None, None, 60u64, 1u64);
+    let mut req = client::OrderRequest::default();
+    let mut flags = Flags::new("order", ORDER_USAGE, rest);
+    while let Some(f) = flags.next_flag() {
+        if is_help(&f) {
+            print!("{ORDER_USAGE}");
+            return Ok(());
+        }
+        let place_only = matches!(f.name, "--side" | "--type" | "--tif" | "--post-only");
+        if place_only && op != SignedOp::Place
+            || matches!(f.name, "--price" | "--qty") && op == SignedOp::Cancel
+        {
+            return Err(flags.error(format!("{} is not a flag of order {sub}", f.name)));
+        }
+        match (f.name, f.inline) {
+            ("--key", _) => key = Some(flags.value(&f, "a key file")?),
+            ("--node", _) => node = Some(flags.value(&f, "a URL")?),
+            ("--market", _) => req.market = flags.value(&f, "a market")?,
+            ("--id", _) => req.id = flags.value(&f, "an order id")?,
+            ("--side", _) => req.side = Some(flags.value(&f, "buy or sell")?),
+            ("--type", _) => req.order_type = Some(flags.value(&f, "limit or market")?),
+            ("--price", _) => req.price = Some(flags.value(&f, "a decimal")?),
+            ("--qty", _) => req.qty = Some(flags.value(&f, "a decimal")?),
+            ("--tif", _) => req.tif = Some(flags.value(&f, "gtc, ioc or fok")?),
+            ("--post-only", None) => req.post_only = true,
+            ("--expires-in", _) => {
+                expires_in = flags
+                    .value(&f, "seconds")?
+                    .parse()
+                    .map_err(|_| flags.error("--expires-in: expected seconds".into()))?
+            }
+            ("--chain-id", _) => {
+                chain_id = flags
+                    .value(&f, "a number")?
+                    .parse()
+                    .map_err(|_| flags.error("--chain-id: expected a number".into()))?
+            }
+            _ => return Err(flags.unknown(&f)),
+        }
+    }
+    let (Some(key), Some(node)) = (key, node) else {
+        return Err(flags.error("--key and --node are required".into()));
+    };
+    if req.market.is_empty() || req.id.is_empty() {
+        return Err(flags.error("--market and --id are required".into()));
+    }
+    let key = SecretKey::read_file(std::path::Path::new(&key))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let policy = Policy::new(chain_id, 0, 0);
+    let (status, body) = client::sign_and_send(&node, op, &req, &key, now + expires_in, &policy)
+        .with_context(|| format!("order {sub}"))?;
+    println!("{body}");
+    anyhow::ensure!(status == 200, "order {sub}: the node answered {status}");
+    Ok(())
+}
+
+fn cmd_verify_log(args: &[String]) -> Result<()> {
+    use tandem_node::auth::{audit, Policy};
+    let (mut log, mut chain_id, mut require_signed) = (None, 1u64, false);
+    let mut flags = Flags::new("verify-log", VERIFY_LOG_USAGE, args);
+    while let Some(f) = flags.next_flag() {
+        if is_help(&f) {
+            print!("{VERIFY_LOG_USAGE}");
+            return Ok(());
+        }
+        match (f.name, f.inline) {
+            ("--log", _) => log = Some(flags.value(&f, "a path")?),
+            ("--chain-id", _) => {
+                chain_id = flags
+                    .value(&f, "a number")?
+                    .parse()
+                    .map_err(|_| flags.error("--chain-id: expected a number".into()))?
+            }
+            ("--require-signed", None) => require_signed = true,
+            _ => return Err(flags.unknown(&f)),
+        }
+    }
+    let Some(log) = log else {
+        return Err(flags.error("--log is required".into()));
+    };
+    let report = audit::verify_path(
+        std::path::Path::new(&log),
+        &Policy::new(chain_id, 0, 0),
+        require_signed,
+    )
+    .context("verify-log")?;
+    println!("{}", report.to_json());
+    match report.first_bad {
+        None => Ok(()),
+        Some((seq, why)) => anyhow::bail!("verify-log: record {seq} of {log}: {why}"),
+    }
 }
 
 fn cmd_demo(args: &[String]) -> Result<()> {

@@ -50,6 +50,12 @@ usage: tandem loadgen [flags]
                        (t_ms is the intended send time, Unix ms; cluster is
                        the answer's x-tandem-cluster); kept in memory until
                        then, 16 bytes a request, at most 50000000 requests
+  --sign SCHEME        sign every place and cancel (docs/signing.md) with
+                       one key per account: ed25519 or eip712; the keys are
+                       derived from --seed before the run, each request is
+                       signed when built (client cost, in the latency)
+  --sign-chain-id N    chain id to sign for (the nodes' signing.chain_id) [1]
+  --sign-expiry S      signature lifetime in seconds                    [60]
   -h, --help           this text
 
 exits non-zero if the verifier finds lost, duplicated or inconsistent orders
@@ -158,6 +164,9 @@ fn parse(args: &[String]) -> Result<Option<(LoadgenConfig, Option<String>)>> {
             "--threads" => cfg.threads = num(flag, value()?)?,
             "--json" => json = Some(value()?),
             "--samples" => cfg.samples = Some(value()?.into()),
+            "--sign" => cfg.sign = Some(value()?),
+            "--sign-chain-id" => cfg.sign_chain_id = num(flag, value()?)?,
+            "--sign-expiry" => cfg.sign_expiry_s = num(flag, value()?)?,
             other => bail!("unknown flag {other:?} (see --help)"),
         }
     }
@@ -204,6 +213,14 @@ mod tests {
         assert!(parse(&args("--read-ratio 2")).is_err());
         let (cfg, _) = parse(&args("--verify=false")).unwrap().unwrap();
         assert!(!cfg.verify);
+        let (cfg, _) = parse(&args("--sign eip712 --sign-chain-id 5 --sign-expiry 30"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (cfg.sign.as_deref(), cfg.sign_chain_id, cfg.sign_expiry_s),
+            (Some("eip712"), 5, 30)
+        );
+        assert!(parse(&args("--sign rsa")).is_err());
     }
 
     #[test]

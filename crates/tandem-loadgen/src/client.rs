@@ -300,6 +300,10 @@ fn build(spec: &RequestSpec, t: &Target, h2: bool) -> http::Request<Full<Bytes>>
     if let Some(tok) = &spec.min_seq {
         b = b.header("x-tandem-min-seq", tok.as_str());
     }
+    if let Some((sig, expiry)) = &spec.signature {
+        b = b.header("x-tandem-signature", sig.as_str());
+        b = b.header("x-tandem-expiry", expiry.as_str());
+    }
     // Paths are built from checked parts (or validated in the config).
     b.body(Full::new(spec.body.clone()))
         .expect("request parts are valid")

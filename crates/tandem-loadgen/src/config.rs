@@ -13,6 +13,8 @@ pub const MAX_CONNECTIONS: usize = 4096;
 pub const MAX_IN_FLIGHT: usize = 65_536;
 /// Most requests a run may schedule (bounds the acknowledgement records).
 pub const MAX_REQUESTS: u64 = 50_000_000;
+/// Most keys a signed run derives (one per account).
+pub const MAX_SIGNING_KEYS: u32 = 100_000;
 /// Most retries of one request.
 pub const MAX_RETRIES: u32 = 10;
 
@@ -78,6 +80,17 @@ pub struct LoadgenConfig {
     /// at most [`MAX_REQUESTS`]). The file is created before the load
     /// starts, so a path that cannot be written fails at once.
     pub samples: Option<PathBuf>,
+    /// Sign every place and cancel (`docs/signing.md`): `ed25519` or
+    /// `eip712`. Account `a` is then the account of key `a`, one of
+    /// `accounts` keys derived from `seed` before the run starts; each
+    /// request is signed when it is built, during the run, so the signing
+    /// time is in the client's latency.
+    pub sign: Option<String>,
+    /// The chain id signed (the nodes' `signing.chain_id`).
+    pub sign_chain_id: u64,
+    /// Lifetime of each signature in seconds (expiry = wall clock when the
+    /// request is built + this).
+    pub sign_expiry_s: u64,
 }
 
 impl Default for LoadgenConfig {
@@ -110,6 +123,9 @@ impl Default for LoadgenConfig {
                 .map(|n| n.get().min(4))
                 .unwrap_or(2),
             samples: None,
+            sign: None,
+            sign_chain_id: 1,
+            sign_expiry_s: 60,
         }
     }
 }
@@ -209,6 +225,19 @@ impl LoadgenConfig {
                 return bad(format!(
                     "id prefix must be non-empty [A-Za-z0-9_-], got {p:?}"
                 ));
+            }
+        }
+        if let Some(s) = &self.sign {
+            if s != "ed25519" && s != "eip712" {
+                return bad(format!("sign must be ed25519 or eip712, got {s:?}"));
+            }
+            if self.accounts > MAX_SIGNING_KEYS {
+                return bad(format!(
+                    "with --sign, accounts (one key each) must be <= {MAX_SIGNING_KEYS}"
+                ));
+            }
+            if self.sign_expiry_s == 0 {
+                return bad("sign-expiry must be > 0 seconds".into());
             }
         }
         if let Some(p) = &self.samples {

@@ -611,6 +611,7 @@ async fn check_one(sh: &Shared, ack: &AckRecord, token: Option<&Token>, by_us: b
         path: w.order_path(ack.n),
         body: bytes::Bytes::new(),
         min_seq: token.map(Token::header),
+        signature: None,
     };
     let (res, _) = sh
         .pools

@@ -178,6 +178,37 @@ fn check(pending: &[Pending], policy: &Policy) -> Option<(u64, String)> {
     })
 }
 
+/// Verifies the log at `path`: a file log directory, or a JSONL file of
+/// records (one command a line, as `tandem match` reads).
+pub fn verify_path(
+    path: &Path,
+    policy: &Policy,
+    require_signed: bool,
+) -> anyhow::Result<AuditReport> {
+    Ok(if path.is_dir() {
+        verify_records(file_log_records(path)?, policy, require_signed)
+    } else {
+        verify_records(jsonl_records(path)?, policy, require_signed)
+    })
+}
+
+impl AuditReport {
+    /// One JSON line: counts, and the first bad record if any.
+    pub fn to_json(&self) -> String {
+        let mut v = serde_json::json!({
+            "records": self.records,
+            "signed": self.signed,
+            "unsigned": self.unsigned,
+            "invalid": self.invalid,
+            "ok": self.first_bad.is_none(),
+        });
+        if let Some((seq, why)) = &self.first_bad {
+            v["first_bad"] = serde_json::json!({"seq": seq, "error": why});
+        }
+        v.to_string()
+    }
+}
+
 /// The records of a JSONL file: seq is the line number (blank lines are
 /// skipped but counted, as `tandem match` counts them).
 pub fn jsonl_records(

@@ -23,6 +23,7 @@
 //! (`audit`). Nothing here reads a clock: the caller passes the time.
 
 pub mod audit;
+pub mod client;
 pub mod eip712;
 pub mod keys;
 pub mod message;
@@ -431,6 +432,38 @@ pub fn recover(digest: &[u8; 32], sig: &[u8]) -> Result<[u8; 20], AuthError> {
     let key = VerifyingKey::recover_from_prehash(digest, &s, id)
         .map_err(|_| refused("no public key recovers from it"))?;
     Ok(eip712::address_of(&key))
+}
+
+impl Policy {
+    /// Verifies many Ed25519-signed commands in one batch: true only if
+    /// every one is a valid Ed25519 signature of its account (about twice
+    /// the speed of one by one; `audit` uses it, and on `false` finds the
+    /// bad one by [`Policy::verify`]). A command whose account is not an
+    /// Ed25519 key makes it false.
+    pub fn verify_ed25519_batch(&self, items: &[(&Command, &Credentials)]) -> bool {
+        let mut messages = Vec::with_capacity(items.len());
+        let mut sigs = Vec::with_capacity(items.len());
+        let mut keys = Vec::with_capacity(items.len());
+        for (cmd, creds) in items {
+            let Some(f) = SignedFields::of(cmd, creds.expiry) else {
+                return false;
+            };
+            let (Ok(AccountKey::Ed25519(k)), Ok(sig)) = (
+                parse_account(f.account),
+                ed25519_dalek::Signature::from_slice(&creds.sig),
+            ) else {
+                return false;
+            };
+            if k.is_weak() {
+                return false;
+            }
+            messages.push(f.ed25519_message(self.chain_id));
+            sigs.push(sig);
+            keys.push(k);
+        }
+        let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+        verify_ed25519_batch(&refs, &sigs, &keys)
+    }
 }
 
 /// Verifies many Ed25519 signatures at once (one multiscalar
