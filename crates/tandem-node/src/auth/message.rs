@@ -188,4 +188,56 @@ mod tests {
         let other_chain = SignedFields::of(&a, 1).unwrap().ed25519_message(2);
         assert_ne!(ma, other_chain);
     }
+
+    /// The example of `docs/signing.md`, computed from that page's byte
+    /// layout independently with Python's PyNaCl 1.5 (libsodium), by:
+    ///
+    /// ```python
+    /// # The Ed25519 example of docs/signing.md, computed from the spec with PyNaCl.
+    /// import struct
+    /// from nacl.signing import SigningKey
+    /// key = SigningKey(bytes([7]) * 32)
+    /// account = "ed25519:" + key.verify_key.encode().hex()
+    /// def s(x):
+    ///     b = x.encode()
+    ///     return struct.pack(">I", len(b)) + b
+    /// msg = b"Tandem order v1 ed25519\x00" + struct.pack(">Q", 1)
+    /// for f in ["place", "BTC-USD", "o1", account, "buy", "limit", "100.25", "1.5", "gtc"]:
+    ///     msg += s(f)
+    /// msg += bytes([0]) + struct.pack(">Q", 1767225600)
+    /// print("account", account)
+    /// print("msg", msg.hex())
+    /// print("sig", key.sign(msg).signature.hex())
+    /// ```
+    #[test]
+    fn ed25519_message_and_signature_are_pinned() {
+        use crate::auth::keys::SecretKey;
+        use crate::auth::{to_hex, Policy, Scheme};
+        let key = SecretKey::from_secret(Scheme::Ed25519, &[7u8; 32]).unwrap();
+        assert_eq!(
+            key.account(),
+            "ed25519:ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c"
+        );
+        let c = cmd(&format!(
+            r#"{{"op":"place","market":"BTC-USD","id":"o1","account":"{}","side":"buy","price":"100.25","qty":"1.5"}}"#,
+            key.account()
+        ));
+        let f = SignedFields::of(&c, 1_767_225_600).unwrap();
+        assert_eq!(
+            to_hex(&f.ed25519_message(1)),
+            "54616e64656d206f72646572207631206564323535313900000000000000000100000005706c61\
+             6365000000074254432d555344000000026f3100000048656432353531393a656134613663363365\
+             3239633532306162656635353037623133326563356639393534373736616562656265376239323432\
+             316565613639313434366432326300000003627579000000056c696d6974000000063130302e3235\
+             00000003312e350000000367746300000000006955b900"
+        );
+        let sig = key
+            .sign(&c, 1_767_225_600, &Policy::new(1, 300, 5))
+            .unwrap();
+        assert_eq!(
+            to_hex(&sig.sig),
+            "7adc06a1864bdb550cf2f0d0582f61b59f0fbc5cdf2101c5e48f29765b781adff37e6c5e500453e3\
+             c509e5063245360169c786dd9f6d08555e4e00c855709b0e"
+        );
+    }
 }
