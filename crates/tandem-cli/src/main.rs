@@ -88,7 +88,7 @@ TANDEM_NODE, TANDEM_CLUSTER, TANDEM_ZONE, TANDEM_ROLE, TANDEM_VERSION,
 TANDEM_DATA_DIR, TANDEM_LOG_KIND, TANDEM_LOG_FSYNC, TANDEM_KAFKA_BROKERS,
 TANDEM_KAFKA_TOPIC, TANDEM_KAFKA_PARTITIONS, TANDEM_AUTH). SIGTERM or
 SIGINT drains and stops. Order entry is signed (docs/signing.md) unless the
-listener is loopback or `auth = "none"` is set.
+listener is loopback or `auth = \"none\"` is set.
 ";
 
 const EDGE_USAGE: &str = "\
