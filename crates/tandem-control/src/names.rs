@@ -36,6 +36,8 @@ pub mod node {
     pub const LOG_APPEND_DURATION_SECONDS: &str = "tandem_log_append_duration_seconds";
     /// Counter: commands appended.
     pub const LOG_APPEND_COMMANDS_TOTAL: &str = "tandem_log_append_commands_total";
+    /// Counter: appends (batches, group commits) that succeeded.
+    pub const LOG_APPEND_BATCHES_TOTAL: &str = "tandem_log_append_batches_total";
     /// Counter: append batches that failed.
     pub const LOG_APPEND_ERRORS_TOTAL: &str = "tandem_log_append_errors_total";
     /// Counter: replica errors (open or step).

@@ -194,6 +194,7 @@ mod tests {
                 requests: n,
                 errors: 0,
                 latency: h,
+                appends: None,
             }
         };
         let nodes = [NodeReading {

@@ -375,6 +375,7 @@ pub fn assemble(
                 requests,
                 errors,
                 latency,
+                appends: None,
             },
         );
     }

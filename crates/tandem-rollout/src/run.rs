@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tandem_control::names::{edge as edge_metric, label};
+use tandem_control::names::{edge as edge_metric, label, node as node_metric};
 use tandem_control::{ControlError, EdgeAdmin, Exposition, Http, NodeClient, Routes, Supervised};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -41,7 +41,7 @@ use tokio::task::JoinSet;
 use crate::decide::{
     decide, Act, Command, Decision, HashCheck, Input, Limits, Observation, Stage, State, Weights,
 };
-use crate::judge::{CanaryTest, Hist, WindowStats};
+use crate::judge::{Appends, CanaryTest, Hist, WindowStats};
 use crate::observe::{cluster_hash, cluster_view, NodeReading};
 use crate::plan::{MetricsSource, Plan, Version};
 use crate::status::{EdgeStatus, Shared, Status, MAX_DECISIONS};
@@ -258,6 +258,12 @@ struct Ctl {
     timeline: Option<(PathBuf, std::fs::File)>,
     /// `--windows`: the record of closed windows.
     windows_log: Option<(PathBuf, std::fs::File)>,
+    /// Each node's append counters at its last reading.
+    node_appends: BTreeMap<String, (u64, u64)>,
+    /// Per cluster, what its nodes appended since the open window began
+    /// (the sum of each node's increase between readings; a node whose
+    /// counters went down restarted and counts from its next reading).
+    appends_acc: BTreeMap<String, Appends>,
     state_path: Option<PathBuf>,
     starter: Box<dyn ClusterStarter>,
     shared: Arc<Shared>,
@@ -383,6 +389,8 @@ pub async fn run(cfg: RunConfig) -> Result<Finished, RunError> {
         pending_rollback: None,
         timeline,
         windows_log,
+        node_appends: BTreeMap::new(),
+        appends_acc: BTreeMap::new(),
         state_path: cfg.state,
         starter: cfg.starter,
         shared,
@@ -461,6 +469,8 @@ struct NodeRaw {
     log: String,
     /// Per partition: applied seq and checkpoints.
     partitions: BTreeMap<u32, (u64, Vec<(u64, String)>)>,
+    /// The node's append counters (commands, batches), cumulative.
+    appends: Option<(u64, u64)>,
 }
 
 async fn read_node(http: Http, cluster: String, addr: String) -> NodeRaw {
@@ -471,11 +481,17 @@ async fn read_node(http: Http, cluster: String, addr: String) -> NodeRaw {
         ready: false,
         log: String::new(),
         partitions: BTreeMap::new(),
+        appends: None,
     };
     let Ok(c) = NodeClient::new(http, &format!("http://{addr}")) else {
         return raw;
     };
-    let (status, ready) = tokio::join!(c.status(), c.ready());
+    let (status, ready, metrics) = tokio::join!(c.status(), c.ready(), c.metrics());
+    raw.appends = metrics.ok().and_then(|m| {
+        let commands = m.total(node_metric::LOG_APPEND_COMMANDS_TOTAL, &[])?;
+        let batches = m.total(node_metric::LOG_APPEND_BATCHES_TOTAL, &[])?;
+        (commands >= 0.0 && batches >= 0.0).then_some((commands as u64, batches as u64))
+    });
     let Ok(status) = status else {
         return raw;
     };
@@ -537,6 +553,7 @@ fn edge_stats(m: &Exposition) -> BTreeMap<String, WindowStats> {
                 requests: requests as u64,
                 errors: errors as u64,
                 latency,
+                appends: None,
             },
         );
     }
@@ -567,6 +584,7 @@ impl Ctl {
     fn reset_windows(&mut self) {
         self.windows.reset();
         self.verdicts.clear();
+        self.appends_acc.clear();
     }
 
     fn io_err(&self, path: &Path, e: std::io::Error, state: bool) -> RunError {
@@ -946,11 +964,32 @@ impl Ctl {
                         ready: false,
                         log: String::new(),
                         partitions: BTreeMap::new(),
+                        appends: None,
                     });
                 }
             }
         }
         raws.sort_by(|a, b| (&a.cluster, &a.addr).cmp(&(&b.cluster, &b.addr)));
+        for r in &raws {
+            let Some((commands, batches)) = r.appends else {
+                continue;
+            };
+            if let Some(&(c0, b0)) = self.node_appends.get(&r.addr) {
+                if commands >= c0 && batches >= b0 {
+                    let a = self
+                        .appends_acc
+                        .entry(r.cluster.clone())
+                        .or_insert(Appends {
+                            commands: 0,
+                            batches: 0,
+                        });
+                    a.commands = a.commands.saturating_add(commands - c0);
+                    a.batches = a.batches.saturating_add(batches - b0);
+                }
+            }
+            self.node_appends
+                .insert(r.addr.clone(), (commands, batches));
+        }
         let anything = routes.iter().any(Option::is_some) || raws.iter().any(|r| r.answered);
         if !anything {
             self.last_obs = None;
@@ -1003,6 +1042,7 @@ impl Ctl {
                                     requests: 0,
                                     errors: 0,
                                     latency,
+                                    appends: None,
                                 },
                             );
                         }
@@ -1027,6 +1067,15 @@ impl Ctl {
         } else {
             None
         };
+        // What each cluster's nodes appended over the closed window: the
+        // judge counts requests that shared an append as one observation.
+        let closed = closed.map(|mut c| {
+            let acc = std::mem::take(&mut self.appends_acc);
+            for (name, w) in c.clusters.iter_mut() {
+                w.appends = acc.get(name).copied();
+            }
+            c
+        });
         let weight_of = |name: &str| {
             self.state
                 .target
@@ -1250,9 +1299,16 @@ impl Ctl {
                 .iter()
                 .any(|c| &c.name == name && c.version == Version::Canary);
             let comparison = match stable {
-                Some(s) if canary && w.requests > 0 => {
-                    crate::judge::compare(&w.latency, &s.latency, &self.test).ok()
-                }
+                Some(s) if canary && w.requests > 0 => crate::judge::compare_batched(
+                    &w.latency,
+                    &s.latency,
+                    &self.test,
+                    (
+                        w.appends.map_or(1.0, |a| a.per_batch()),
+                        s.appends.map_or(1.0, |a| a.per_batch()),
+                    ),
+                )
+                .ok(),
                 _ => None,
             };
             let view = views.get(name);
@@ -1263,6 +1319,7 @@ impl Ctl {
                     "errors": w.errors,
                     "counts": w.latency.counts(),
                     "p99_ms": w.latency.quantile(0.99).map(|s| s * 1e3),
+                    "appends": w.appends,
                     "breaches": view.map(|v| v.breaches.iter().map(|b| b.gate.clone()).collect::<Vec<_>>()),
                     "vs_stable": comparison,
                     "slower_streak": self.verdicts.get(name).map(|v| v.slower_streak),

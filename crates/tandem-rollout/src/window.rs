@@ -100,6 +100,7 @@ mod tests {
             requests,
             errors: 0,
             latency: h,
+            appends: None,
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tandem_metrics::BUCKETS_S;
 use tandem_rollout::judge::{
-    compare, judge, CanaryTest, Gate, Hist, JudgeError, Verdict, WindowStats,
+    compare, judge, Appends, CanaryTest, Gate, Hist, JudgeError, Verdict, WindowStats,
 };
 use tandem_rollout::plan::Gates;
 
@@ -83,6 +83,7 @@ fn cumulative() -> WindowStats {
         requests: 0,
         errors: 0,
         latency: empty(),
+        appends: None,
     }
 }
 
@@ -421,11 +422,13 @@ fn scrapes_subtract_and_a_counter_reset_is_an_error() {
         requests: 10,
         errors: 1,
         latency: earlier.clone(),
+        appends: None,
     };
     let b = WindowStats {
         requests: 9,
         errors: 1,
         latency: later.clone(),
+        appends: None,
     };
     assert_eq!(
         b.since(&a),
@@ -439,6 +442,7 @@ fn scrapes_subtract_and_a_counter_reset_is_an_error() {
         requests: 15,
         errors: 0,
         latency: later.clone(),
+        appends: None,
     };
     let e = b.since(&a).unwrap_err();
     assert!(e.to_string().contains("errors went from 1 to 0"), "{e}");
@@ -522,4 +526,92 @@ fn a_judgement_serializes_with_the_gate_names() {
     let text = serde_json::to_string(&j).unwrap();
     assert!(text.contains("\"gate\":\"latency_p99_ms_max\""), "{text}");
     assert!(text.contains("\"verdict\":\"holds\""), "{text}");
+}
+
+/// Requests that share a log append share its fate: `n` requests in
+/// batches of `per_batch`; each batch, with probability 1 in 5, is
+/// delayed as a whole by a stall of 1 to 8 ms (a slow produce, a fetch
+/// that came late), on a median of 2 ms. What a node on one Kafka log
+/// sees. Every latency, stall included, is multiplied by `times`.
+fn batched_window(n: u64, per_batch: u64, times: f64, rng: &mut Rng) -> WindowStats {
+    let mut w = cumulative();
+    let mut left = n;
+    let mut batches = 0;
+    while left > 0 {
+        let m = per_batch.min(left);
+        let stall = if rng.unit() < 0.2 {
+            0.001 + 0.007 * rng.unit()
+        } else {
+            0.0
+        };
+        for _ in 0..m {
+            w.latency.record((STABLE.sample(rng) + stall) * times);
+        }
+        left -= m;
+        batches += 1;
+    }
+    w.requests = n;
+    w.appends = Some(Appends {
+        commands: n,
+        batches,
+    });
+    w
+}
+
+#[test]
+fn batches_that_share_a_stall_fool_the_request_level_test_but_not_the_batched_one() {
+    // 10 s of 1 k req/s, 5 % to an equal canary; stable's nodes append
+    // 10 commands per batch, the canary's 3 (its share is smaller).
+    let mut rng = Rng(0xba7c);
+    let test = CanaryTest::default();
+    for (canary, stable, cm, sm) in [(500, 9500, 3, 10), (60, 130, 6, 13)] {
+        let (mut naive, mut naive_sig, mut batched, mut batched_sig) = (0, 0, 0, 0);
+        let (mut batched_u05, mut batched_t05) = (0, 0);
+        for _ in 0..1000 {
+            let c = batched_window(canary, cm, 1.0, &mut rng);
+            let s = batched_window(stable, sm, 1.0, &mut rng);
+            let n = compare(&c.latency, &s.latency, &test).unwrap();
+            naive += usize::from(n.slower);
+            naive_sig += usize::from(n.significant);
+            let j = judge(&gates(), &c, Some(0.0045), Some(&s), &test).unwrap();
+            batched += usize::from(gate(&j, Gate::CanaryVsStable).verdict == Verdict::Breached);
+            let b = j.comparison.unwrap();
+            batched_sig += usize::from(b.significant);
+            batched_u05 += usize::from(b.u_p_value < 0.05);
+            batched_t05 += usize::from(b.tail_p_value < 0.05);
+        }
+        let what = format!(
+            "equal canary, {canary} requests in batches of {cm} against {stable} in batches of {sm}: \
+             request-level test slower in {naive} and significant in {naive_sig} of 1000 windows; \
+             batched test slower in {batched}, significant in {batched_sig}, \
+             U p < 0.05 in {batched_u05}, tail p < 0.05 in {batched_t05}"
+        );
+        eprintln!("{what}");
+        // Counting each request as independent, "significant at 0.001"
+        // comes ten times too often or more (measured: 17 and 67).
+        assert!(naive_sig >= 10, "{what}");
+        // Counting batches, the rate is alpha's or below, and the tests
+        // are not anti-conservative at 0.05 either.
+        assert!(batched <= 1 && batched_sig <= 1, "{what}");
+        assert!(batched_u05 <= 60 && batched_t05 <= 60, "{what}");
+    }
+}
+
+#[test]
+fn a_canary_30_percent_slower_is_still_flagged_within_10_s_when_requests_come_in_batches() {
+    let mut flagged = 0;
+    for seed in 1..=100 {
+        let mut rng = Rng(seed);
+        // Windows of 5 s (250 canary requests, over min_requests 200),
+        // two of them in 10 s: flagged in either.
+        let hit = (0..2).any(|_| {
+            let c = batched_window(250, 3, 1.3, &mut rng);
+            let s = batched_window(4750, 10, 1.0, &mut rng);
+            let j = judge(&gates(), &c, Some(0.0045), Some(&s), &CanaryTest::default()).unwrap();
+            gate(&j, Gate::CanaryVsStable).verdict == Verdict::Breached
+        });
+        flagged += usize::from(hit);
+    }
+    // Measured: 98 of 100.
+    assert!(flagged >= 95, "{flagged} of 100 runs flagged within 10 s");
 }

@@ -504,6 +504,7 @@ fn direct_clusters(ex: &Exposition) -> BTreeMap<String, WindowStats> {
                     requests,
                     errors,
                     latency,
+                    appends: None,
                 },
             )
         })

@@ -378,12 +378,23 @@ impl World {
                 self.path(&format!("loadgen-{i}.log")),
             ));
         }
+        logs.push(("timeline".into(), self.path("timeline.jsonl")));
+        logs.push(("judged windows".into(), self.path("windows.jsonl")));
         for (name, path) in logs {
             s.push_str(&format!(
                 "\n----- {name} ({}) -----\n{}\n",
                 path.display(),
                 tail(&path, 3000)
             ));
+        }
+        // The test's directory goes with it: keep the evidence of a wrong
+        // verdict where it can be replayed through the judge.
+        for f in ["timeline.jsonl", "windows.jsonl"] {
+            let keep =
+                std::env::temp_dir().join(format!("tandem-release-{}-{f}", std::process::id()));
+            if std::fs::copy(self.path(f), &keep).is_ok() {
+                s.push_str(&format!("kept {}\n", keep.display()));
+            }
         }
         panic!("{s}");
     }
