@@ -20,6 +20,11 @@
 //! - no canary cluster gets weight before it is verified;
 //! - a breach that lasts `breach_for` rolls back (or pauses, as the plan
 //!   says); a hash divergence rolls back at once, to stable alone;
+//! - a breach that stable shares (stable breaches the same gate at the
+//!   same time, or stable alone breaches) is not the canary's doing:
+//!   moving traffic back to stable would not end it. The phase holds
+//!   (it cannot pass while anything breaches) and, if it lasts
+//!   `systemic_ms`, the rollout pauses for an operator;
 //! - missing data is never a pass: without observations the phase holds,
 //!   and after `missing_limit` it pauses;
 //! - weights changed on an edge by hand pause the rollout;
@@ -157,6 +162,9 @@ pub struct State {
     pub target: Option<Weights>,
     /// When the current breach was first observed.
     pub breach_since_ms: Option<u64>,
+    /// When the current breach that stable shares was first observed.
+    #[serde(default)]
+    pub shared_breach_since_ms: Option<u64>,
     /// Clusters judged at least once during the current hold.
     pub judged: BTreeSet<String>,
     /// When the last observation arrived.
@@ -175,6 +183,7 @@ impl State {
             passed: None,
             target: None,
             breach_since_ms: None,
+            shared_breach_since_ms: None,
             judged: BTreeSet::new(),
             last_observation_ms: None,
             promote: false,
@@ -260,6 +269,8 @@ pub struct Limits {
     /// (too few requests for `min_requests` in any window) this long
     /// after its end: pause, since missing data is never a pass.
     pub unjudged_ms: u64,
+    /// A breach that stable shares, this long: pause.
+    pub systemic_ms: u64,
 }
 
 impl Limits {
@@ -275,6 +286,7 @@ impl Limits {
             apply_ms: 5_000,
             prepare_ms: 600_000,
             unjudged_ms: 120_000,
+            systemic_ms: 60_000,
         }
     }
 }
@@ -365,6 +377,7 @@ fn restarted(s: &mut State, out: &mut Out<'_>, why: &str, now_ms: u64) {
     // The same phase again: a hold starts over, weights are sent again,
     // a baseline is observed again. Never forward.
     s.breach_since_ms = None;
+    s.shared_breach_since_ms = None;
     s.last_observation_ms = Some(now_ms);
     s.stage = match std::mem::replace(&mut s.stage, Stage::New) {
         Stage::Hold { .. } => Stage::Hold { since_ms: now_ms },
@@ -463,6 +476,7 @@ fn rollback(
     });
     s.target = Some(weights.clone());
     s.breach_since_ms = None;
+    s.shared_breach_since_ms = None;
     s.stage = Stage::Apply {
         since_ms: now_ms,
         weights,
@@ -602,6 +616,7 @@ fn tick(
                         s.stage = Stage::Hold { since_ms: now };
                         s.judged.clear();
                         s.breach_since_ms = None;
+                        s.shared_breach_since_ms = None;
                         s.promote = false;
                         let hold = plan.phases[s.phase].hold;
                         out.push(
@@ -802,6 +817,59 @@ fn hold(
             }
         }
     }
+    // A gate that a stable cluster breaches is shared: the canary's
+    // breach of that same gate is not the canary's doing, and neither is
+    // stable's own. What remains is the canary's.
+    let stable: BTreeSet<&str> = plan
+        .clusters
+        .iter()
+        .filter(|c| c.version == Version::Stable)
+        .map(|c| c.name.as_str())
+        .collect();
+    let shared_gates: BTreeSet<String> = breaches
+        .iter()
+        .filter(|b| stable.contains(b.cluster.as_str()))
+        .map(|b| b.gate.clone())
+        .collect();
+    let (shared, breaches): (Vec<Breach>, Vec<Breach>) = breaches
+        .into_iter()
+        .partition(|b| shared_gates.contains(&b.gate));
+    if shared.is_empty() {
+        s.shared_breach_since_ms = None;
+    } else {
+        let first = *s.shared_breach_since_ms.get_or_insert(now);
+        if first == now {
+            out.list.push(Decision {
+                act: Act::Breach,
+                phase: out.phase_name(),
+                weights: None,
+                reason: format!(
+                    "stable breaches too, so it is not the canary's doing: holding (the phase does not pass); paused if it lasts {} s",
+                    limits.systemic_ms / 1000
+                ),
+                breach_started_ms: Some(now),
+                breaches: shared.clone(),
+            });
+        }
+        if now - first >= limits.systemic_ms {
+            s.shared_breach_since_ms = None;
+            s.breach_since_ms = None;
+            pause(
+                s,
+                out,
+                format!(
+                    "a breach that stable shares lasted {} ms: {}",
+                    now - first,
+                    shared
+                        .iter()
+                        .map(|b| format!("{} {} {:.3} > {}", b.cluster, b.gate, b.value, b.limit))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            return;
+        }
+    }
     if !breaches.is_empty() {
         let first = *s.breach_since_ms.get_or_insert(now);
         if first == now {
@@ -841,6 +909,9 @@ fn hold(
         return;
     }
     s.breach_since_ms = None;
+    if !shared.is_empty() {
+        return;
+    }
     let hold_ms = plan.phases[s.phase].hold.as_millis() as u64;
     let over = s.promote || now.saturating_sub(since_ms) >= hold_ms;
     let all_judged = weighted.iter().all(|n| s.judged.contains(*n));

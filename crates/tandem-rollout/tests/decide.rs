@@ -351,6 +351,87 @@ fn a_breach_shorter_than_breach_for_does_not_roll_back() {
 }
 
 #[test]
+fn a_breach_that_stable_shares_holds_the_phase_instead_of_rolling_back() {
+    // The whole system slows (a broker restart, a noisy host): stable and
+    // the canary breach the same gate. Moving traffic to stable would not
+    // end it; the phase holds and passes once it clears.
+    let mut wd = World::new(plan());
+    wd.run_until(200_000, |w| {
+        w.phase() == "expand" && matches!(w.state.stage, Stage::Hold { .. })
+    });
+    wd.breaching.insert("gcp".into(), true);
+    wd.breaching.insert("aws".into(), true);
+    let before = wd.log.len();
+    for _ in 0..20 {
+        wd.tick();
+    }
+    assert_eq!(wd.phase(), "expand", "{:?}", wd.acts());
+    assert!(
+        matches!(wd.state.stage, Stage::Hold { .. }),
+        "{:?}",
+        wd.state.stage
+    );
+    let since: Vec<&str> = wd.log[before..]
+        .iter()
+        .map(|(_, d)| d.act.as_str())
+        .collect();
+    assert_eq!(
+        since,
+        vec!["breach"],
+        "one breach line, no pass, no rollback"
+    );
+    let said = wd
+        .log
+        .iter()
+        .rfind(|(_, d)| d.act == Act::Breach)
+        .expect("the shared breach is on the timeline");
+    assert!(
+        said.1.reason.contains("stable breaches too"),
+        "{:?}",
+        said.1
+    );
+    assert_eq!(said.1.breaches.len(), 2, "{:?}", said.1);
+    // 20 s past a 5 s hold, and it still has not passed.
+    wd.breaching.clear();
+    wd.run_until(200_000, |w| w.state.stage == Stage::Done);
+    assert_eq!(wd.state.stage, Stage::Done, "{:?}", wd.acts());
+    assert!(!wd.acts().contains(&"rollback"));
+}
+
+#[test]
+fn a_shared_breach_that_lasts_pauses_and_the_canarys_own_breach_still_rolls_back() {
+    let mut wd = World::new(plan());
+    wd.run_until(200_000, |w| {
+        w.phase() == "expand" && matches!(w.state.stage, Stage::Hold { .. })
+    });
+    // Stable alone breaching is not the canary's doing either.
+    wd.breaching.insert("aws".into(), true);
+    let t0 = wd.now + 1_000;
+    wd.run_until(200_000, |w| matches!(w.state.stage, Stage::Paused { .. }));
+    let (at, p) = wd.log.last().cloned().expect("paused");
+    assert_eq!(p.act, Act::Pause);
+    assert_eq!(at - t0, Limits::for_plan(&wd.plan).systemic_ms, "{p:?}");
+    assert!(p.reason.contains("aws latency_p99_ms_max"), "{p:?}");
+    assert!(wd.edges.iter().all(|e| e.as_ref() == Some(&w(70, 30, 0))));
+
+    // The canary's own breach: rolled back after breach_for as ever.
+    let mut wd = World::new(plan());
+    wd.run_until(200_000, |w| {
+        w.phase() == "expand" && matches!(w.state.stage, Stage::Hold { .. })
+    });
+    wd.breaching.insert("gcp".into(), true);
+    wd.run_until(200_000, |w| {
+        matches!(w.state.stage, Stage::RolledBack { .. })
+    });
+    assert!(
+        matches!(wd.state.stage, Stage::RolledBack { .. }),
+        "{:?}",
+        wd.acts()
+    );
+    assert!(wd.edges.iter().all(|e| e.as_ref() == Some(&w(95, 5, 0))));
+}
+
+#[test]
 fn on_failure_pause_keeps_the_weights() {
     let mut p = plan();
     p.on_failure = OnFailure::Pause;
