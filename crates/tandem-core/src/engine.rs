@@ -1219,19 +1219,21 @@ pub(crate) fn name_tables_of(
     accounts: &[Sym],
     reserve_markets: usize,
 ) -> Result<(IndexTable, IndexTable), String> {
-    let mut hs: Vec<u64> = Vec::with_capacity(markets.len());
-    crate::mem::advise_huge(&hs);
-    hs.extend(markets.iter().map(|m| hasher.sym(&m.name, 0)));
     let mut mt = IndexTable::default();
     mt.reserve(reserve_markets);
-    mt.bulk_build(&hs, |a, b| {
-        markets[a as usize].name == markets[b as usize].name
-    })
+    mt.bulk_build(
+        markets.len(),
+        |i| hasher.sym(&markets[i].name, 0),
+        |a, b| markets[a as usize].name == markets[b as usize].name,
+    )
     .map_err(|(a, _)| format!("market {:?} listed twice", markets[a as usize].name))?;
-    let hs: Vec<u64> = accounts.iter().map(|a| hasher.sym(a, 0)).collect();
     let mut at = IndexTable::default();
-    at.bulk_build(&hs, |a, b| accounts[a as usize] == accounts[b as usize])
-        .map_err(|(a, _)| format!("account {:?} listed twice", accounts[a as usize]))?;
+    at.bulk_build(
+        accounts.len(),
+        |i| hasher.sym(&accounts[i], 0),
+        |a, b| accounts[a as usize] == accounts[b as usize],
+    )
+    .map_err(|(a, _)| format!("account {:?} listed twice", accounts[a as usize]))?;
     Ok((mt, at))
 }
 
@@ -1242,16 +1244,17 @@ pub(crate) fn id_table_of(
     ids: &[IdEntry],
     reserve: usize,
 ) -> Result<IndexTable, String> {
-    let mut hs: Vec<u64> = Vec::with_capacity(ids.len());
-    crate::mem::advise_huge(&hs);
-    hs.extend(ids.iter().map(|e| Engine::id_hash(hasher, e.market, &e.id)));
     let mut table = IndexTable::default();
     table.reserve(reserve);
     table
-        .bulk_build(&hs, |a, b| {
-            let (x, y) = (&ids[a as usize], &ids[b as usize]);
-            x.market == y.market && x.id == y.id
-        })
+        .bulk_build(
+            ids.len(),
+            |i| Engine::id_hash(hasher, ids[i].market, &ids[i].id),
+            |a, b| {
+                let (x, y) = (&ids[a as usize], &ids[b as usize]);
+                x.market == y.market && x.id == y.id
+            },
+        )
         .map_err(|(a, _)| format!("id {:?} listed twice in one market", ids[a as usize].id))?;
     Ok(table)
 }

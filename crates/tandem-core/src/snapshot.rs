@@ -24,6 +24,7 @@
 //! truncated, corrupt or hostile snapshot is an error, never a panic.
 
 use std::io::{self, Write};
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
@@ -193,23 +194,53 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decoded book records: per (market, side) the first level, then per
-/// level (price, first order), then per order (id index, qty); each list
-/// ends with a sentinel so ranges are `[i]..[i + 1]`.
-type BookRecs = (Vec<u32>, Vec<(u64, u32)>, Vec<(u32, u64)>);
+/// The books as decoded, before they are linked: the first level of each
+/// (market, side) (with a sentinel at the end), the levels in record order
+/// with `head` holding the index of their first order (not yet a link),
+/// and the orders in record order with only `qty` and `id` set. They are
+/// decoded straight into the engine's slabs (a level's and an order's slab
+/// index is its record's index), so no copy of the books is made.
+struct Books {
+    side_starts: Vec<u32>,
+    levels: Vec<Level>,
+    orders: Vec<Order>,
+}
 
-/// First pass over the books: decodes and checks level order only.
+impl Books {
+    /// First level and first order record of market `m` (`m` may be the
+    /// market count).
+    fn starts_of(&self, m: usize) -> (usize, usize) {
+        let l = self.side_starts[2 * m] as usize;
+        let o = self
+            .levels
+            .get(l)
+            .map_or(self.orders.len(), |lv| lv.head as usize);
+        (l, o)
+    }
+}
+
+/// First pass over the books: decodes them and checks level order only.
+/// `reserve_orders` is the engine's reservation for the order slab.
 fn decode_books(
     r: &mut Reader<'_>,
     n_markets: usize,
     n_ids: usize,
-) -> Result<BookRecs, SnapshotError> {
+    reserve_orders: usize,
+) -> Result<Books, SnapshotError> {
+    // Sized once for the most the section can hold (a level takes at least
+    // 4 bytes, an order 2, and no more orders can rest than ids exist; a
+    // hostile count fails below before it is reached), on huge pages: only
+    // what is written is ever backed by memory.
+    let left = r.b.len() - r.pos;
     let mut side_starts: Vec<u32> = Vec::with_capacity(2 * n_markets + 1);
-    let mut lv_recs: Vec<(u64, u32)> = Vec::new();
-    let mut ord_recs: Vec<(u32, u64)> = Vec::new();
+    crate::mem::advise_huge(&side_starts);
+    let mut levels: Vec<Level> = Vec::with_capacity((left / 4).min(n_ids));
+    crate::mem::advise_huge(&levels);
+    let mut orders: Vec<Order> = Vec::with_capacity((left / 2).min(n_ids).max(reserve_orders));
+    crate::mem::advise_huge(&orders);
     for _ in 0..n_markets {
         for side in [Side::Buy, Side::Sell] {
-            side_starts.push(lv_recs.len() as u32);
+            side_starts.push(levels.len() as u32);
             let n_levels = r.count(3, u64::from(u32::MAX - 1), "levels")?;
             let mut last_key = None;
             for _ in 0..n_levels {
@@ -219,35 +250,81 @@ fn decode_books(
                     return Err(r.err("levels not in strict best-first order"));
                 }
                 last_key = Some(key);
-                lv_recs.push((price, ord_recs.len() as u32));
+                levels.push(Level {
+                    price,
+                    head: orders.len() as u32,
+                    tail: NONE,
+                });
                 let n_orders = r.count(2, u64::from(u32::MAX - 1), "orders")?;
                 if n_orders == 0 {
                     return Err(r.err("empty level"));
                 }
                 for _ in 0..n_orders {
-                    let ix = r.index(n_ids, "order's id")?;
+                    let id = r.index(n_ids, "order's id")?;
                     let qty = r.units("order qty")?;
-                    ord_recs.push((ix, qty));
+                    orders.push(Order {
+                        qty,
+                        id,
+                        ..Order::prefault_filler()
+                    });
                 }
             }
         }
     }
-    side_starts.push(lv_recs.len() as u32);
-    lv_recs.push((0, ord_recs.len() as u32));
-    Ok((side_starts, lv_recs, ord_recs))
+    side_starts.push(levels.len() as u32);
+    Ok(Books {
+        side_starts,
+        levels,
+        orders,
+    })
 }
 
 /// Bytes of the section table at the end of the body: ten u64 LE.
 const TOC_BYTES: usize = 80;
 
-/// Decodes `n` id entries, checking each field.
-fn decode_ids(
-    r: &mut Reader<'_>,
+/// Id entries decoded into the front of a slice of uninitialised slots.
+/// Dropping it drops them (a decode that fails half way frees what it
+/// made); `keep` hands them over to the vector that owns the slots.
+struct Filled<'a> {
+    slots: &'a mut [MaybeUninit<IdEntry>],
     n: usize,
+}
+
+impl Filled<'_> {
+    fn push(&mut self, e: IdEntry) {
+        self.slots[self.n].write(e);
+        self.n += 1;
+    }
+
+    /// How many were written; they are no longer dropped here.
+    fn keep(mut self) -> usize {
+        std::mem::take(&mut self.n)
+    }
+}
+
+impl Drop for Filled<'_> {
+    fn drop(&mut self) {
+        for slot in &mut self.slots[..self.n] {
+            #[allow(unsafe_code)]
+            // SAFETY: `push` wrote the first `n` slots, and nothing else
+            // reads or drops them (`keep` sets `n` to 0 when it hands them on).
+            unsafe {
+                slot.assume_init_drop();
+            }
+        }
+    }
+}
+
+/// Decodes id entries into every slot of `slots`, checking each field.
+/// On an error, drops those it wrote.
+fn decode_ids<'a>(
+    r: &mut Reader<'_>,
+    slots: &'a mut [MaybeUninit<IdEntry>],
     n_markets: usize,
     n_accounts: usize,
-    out: &mut Vec<IdEntry>,
-) -> Result<(), SnapshotError> {
+) -> Result<Filled<'a>, SnapshotError> {
+    let n = slots.len();
+    let mut out = Filled { slots, n: 0 };
     for _ in 0..n {
         let market = r.index(n_markets, "id's market")?;
         let id = r.sym()?;
@@ -271,60 +348,85 @@ fn decode_ids(
             qty,
         });
     }
-    Ok(())
+    Ok(out)
+}
+
+/// Phase 1's share of the restoring thread: the second half of the ids
+/// (into `slots`) and the books. The tuple is (markets, accounts, ids,
+/// the order slab's reservation).
+fn decode_second_half<'a>(
+    mut ids: Reader<'_>,
+    mut books: Reader<'_>,
+    slots: &'a mut [MaybeUninit<IdEntry>],
+    (n_markets, n_accounts, n_ids, reserve_orders): (usize, usize, usize, usize),
+) -> Result<(Filled<'a>, Books), SnapshotError> {
+    let filled = decode_ids(&mut ids, slots, n_markets, n_accounts)?;
+    ids.end("the second half of the ids")?;
+    let recs = decode_books(&mut books, n_markets, n_ids, reserve_orders)?;
+    books.end("the books")?;
+    Ok((filled, recs))
 }
 
 /// Links the decoded books into levels, orders and ladders, on two threads
-/// (the markets split where about half the orders lie). A level's and an
-/// order's slab index is its record's index, so each half writes its own
-/// disjoint part of `levels` and `orders`. Reads each order's id entry (a
-/// random access into a large array, so it prefetches a few orders ahead)
-/// and returns, per id, the slab index of its resting order or NONE, for
-/// the caller to store once the id index is built.
+/// (the markets split where about half the orders lie). Each half owns its
+/// markets' part of the level and order slabs. Reads each order's id entry
+/// (a random access into a large array, so it prefetches a few orders
+/// ahead) and returns, per id, the slab index of its resting order or
+/// NONE, for the caller to store once the id index is built.
 fn build_books(
     ids: &[IdEntry],
     markets: &mut [Market],
-    levels: &mut Vec<Level>,
-    orders: &mut Vec<Order>,
-    recs: &BookRecs,
-    reserve_orders: usize,
+    books: &mut Books,
 ) -> Result<Vec<u32>, String> {
-    let (side_starts, lv_recs, ord_recs) = recs;
-    let empty_level = Level {
-        price: 0,
-        head: NONE,
-        tail: NONE,
-    };
-    levels.clear();
-    levels.reserve_exact(lv_recs.len() - 1);
-    crate::mem::advise_huge(levels);
-    levels.resize(lv_recs.len() - 1, empty_level);
-    orders.clear();
-    orders.reserve_exact(ord_recs.len().max(reserve_orders));
-    crate::mem::advise_huge(orders);
-    orders.resize(ord_recs.len(), Order::prefault_filler());
-    let id_order: Vec<AtomicU32> = (0..ids.len()).map(|_| AtomicU32::new(NONE)).collect();
-    // First level and first order record of market `m` (m may be n_markets).
-    let level_of = |m: usize| side_starts[2 * m] as usize;
-    let order_of = |m: usize| lv_recs[level_of(m)].1 as usize;
+    let mut id_order: Vec<AtomicU32> = Vec::with_capacity(ids.len());
+    crate::mem::advise_huge(&id_order);
+    id_order.extend((0..ids.len()).map(|_| AtomicU32::new(NONE)));
     let n_markets = markets.len();
-    let half = ord_recs.len() / 2;
+    let half = books.orders.len() / 2;
     let mut k = 0;
     let mut hi = n_markets;
     while k < hi {
         let mid = (k + hi) / 2;
-        if order_of(mid) < half {
+        if books.starts_of(mid).1 < half {
             k = mid + 1;
         } else {
             hi = mid;
         }
     }
+    let (l_k, o_k) = books.starts_of(k);
+    let n_orders = books.orders.len();
+    let Books {
+        side_starts,
+        levels,
+        orders,
+    } = books;
     let (m_lo, m_hi) = markets.split_at_mut(k);
-    let (l_lo, l_hi) = levels.split_at_mut(level_of(k));
-    let (o_lo, o_hi) = orders.split_at_mut(order_of(k));
+    let (l_lo, l_hi) = levels.split_at_mut(l_k);
+    let (o_lo, o_hi) = orders.split_at_mut(o_k);
     let (lo, hi) = std::thread::scope(|s| {
-        let job = s.spawn(|| build_range(ids, m_hi, k, l_hi, o_hi, recs, &id_order));
-        let lo = build_range(ids, m_lo, 0, l_lo, o_lo, recs, &id_order);
+        let job = s.spawn(|| {
+            let base = (k, l_k, o_k);
+            build_range(
+                ids,
+                side_starts,
+                m_hi,
+                base,
+                l_hi,
+                o_hi,
+                n_orders,
+                &id_order,
+            )
+        });
+        let lo = build_range(
+            ids,
+            side_starts,
+            m_lo,
+            (0, 0, 0),
+            l_lo,
+            o_lo,
+            o_k,
+            &id_order,
+        );
         let hi = job
             .join()
             .unwrap_or_else(|_| Err("book builder panicked".to_owned()));
@@ -335,21 +437,21 @@ fn build_books(
     Ok(id_order.into_iter().map(AtomicU32::into_inner).collect())
 }
 
-/// Builds the books of `markets` (which start at market index `m_base`)
-/// into `levels` and `orders`, the parts of the slabs their records own.
+/// Links the books of `markets`, whose first market, level and order
+/// records are `base`, in `levels` and `orders` (the parts of the slabs
+/// their records own); `o_end` is the index after their last order.
+#[allow(clippy::too_many_arguments)]
 fn build_range(
     ids: &[IdEntry],
+    side_starts: &[u32],
     markets: &mut [Market],
-    m_base: usize,
+    (m_base, l_base, o_base): (usize, usize, usize),
     levels: &mut [Level],
     orders: &mut [Order],
-    recs: &BookRecs,
+    o_end: usize,
     id_order: &[AtomicU32],
 ) -> Result<(), String> {
     const AHEAD: usize = 16;
-    let (side_starts, lv_recs, ord_recs) = recs;
-    let l_base = side_starts[2 * m_base] as usize;
-    let o_base = lv_recs[l_base].1 as usize;
     for (i, market) in markets.iter_mut().enumerate() {
         let m = m_base + i;
         for (si, side) in [Side::Buy, Side::Sell].into_iter().enumerate() {
@@ -359,19 +461,22 @@ fn build_range(
             );
             let mut rungs = Vec::with_capacity(end - first);
             for l in first..end {
-                let (price, o_first) = lv_recs[l];
-                let o_end = lv_recs[l + 1].1;
                 let lv = l - l_base;
-                levels[lv].price = price;
+                // `head` holds the level's first order record until it is
+                // linked here; the next level's is still unlinked.
+                let o_first = levels[lv].head as usize;
+                let o_last = levels.get(lv + 1).map_or(o_end, |n| n.head as usize);
+                levels[lv].head = NONE;
+                let price = levels[lv].price;
                 rungs.push(Rung {
                     key: key_of(side, price),
                     level: l as u32,
                 });
-                for k in o_first as usize..o_end as usize {
-                    if let Some(&(ahead, _)) = ord_recs.get(k + AHEAD) {
-                        prefetch(&ids[ahead as usize]);
+                for k in o_first..o_last {
+                    if let Some(ahead) = orders.get(k + AHEAD - o_base) {
+                        prefetch(&ids[ahead.id as usize]);
                     }
-                    let (ix, qty) = ord_recs[k];
+                    let ix = orders[k - o_base].id;
                     let e = &ids[ix as usize];
                     if e.market as usize != m
                         || e.side() != side
@@ -385,14 +490,11 @@ fn build_range(
                         ));
                     }
                     let tail = levels[lv].tail;
-                    orders[k - o_base] = Order {
-                        qty,
-                        id: ix,
-                        account: e.account,
-                        prev: tail,
-                        next: NONE,
-                        level: l as u32,
-                    };
+                    let ord = &mut orders[k - o_base];
+                    ord.account = e.account;
+                    ord.prev = tail;
+                    ord.next = NONE;
+                    ord.level = l as u32;
                     if tail == NONE {
                         levels[lv].head = k as u32;
                     } else {
@@ -610,7 +712,12 @@ impl Engine {
         r.end("the header")?;
 
         // Phase 1, both cores: names and the first half of the ids on one
-        // thread; the second half of the ids and the books on this one.
+        // thread; the second half of the ids and the books on this one. The
+        // ids are decoded straight into their final vector, each half into
+        // its own part of the slots.
+        let mut ids: Vec<IdEntry> = Vec::with_capacity(n_ids.max(cfg.reserve_ids));
+        crate::mem::advise_huge(&ids);
+        let (slots_lo, slots_hi) = ids.spare_capacity_mut()[..n_ids].split_at_mut(n_first);
         let (first, second) = std::thread::scope(|s| {
             let job = s.spawn(|| -> Result<_, SnapshotError> {
                 let mut r = section(off_accounts, off_markets);
@@ -634,23 +741,17 @@ impl Engine {
                     });
                 }
                 r.end("the markets")?;
-                let mut ids = Vec::with_capacity(n_ids.max(cfg.reserve_ids));
-                crate::mem::advise_huge(&ids);
                 let mut r = section(off_ids, off_ids2);
-                decode_ids(&mut r, n_first, n_markets, n_accounts, &mut ids)?;
+                let filled = decode_ids(&mut r, slots_lo, n_markets, n_accounts)?;
                 r.end("the first half of the ids")?;
-                Ok((accounts, markets, ids))
+                Ok((accounts, markets, filled))
             });
-            let second = (|| -> Result<_, SnapshotError> {
-                let mut ids = Vec::with_capacity(n_ids - n_first);
-                let mut r = section(off_ids2, off_books);
-                decode_ids(&mut r, n_ids - n_first, n_markets, n_accounts, &mut ids)?;
-                r.end("the second half of the ids")?;
-                let mut r = section(off_books, off_toc);
-                let books = decode_books(&mut r, n_markets, n_ids)?;
-                r.end("the books")?;
-                Ok((ids, books))
-            })();
+            let second = decode_second_half(
+                section(off_ids2, off_books),
+                section(off_books, off_toc),
+                slots_hi,
+                (n_markets, n_accounts, n_ids, cfg.reserve_orders),
+            );
             let first = job.join().unwrap_or_else(|_| {
                 Err(SnapshotError::Malformed {
                     offset: 0,
@@ -659,34 +760,40 @@ impl Engine {
             });
             (first, second)
         });
-        let (accounts, markets, mut ids) = first?;
-        let (mut ids2, books) = second?;
-        ids.append(&mut ids2);
-        drop(ids2);
+        // Both halves decoded whole, or (dropping them) an error.
+        let ((accounts, markets, lo), (hi, mut books)) = (first?, second?);
+        let n = lo.keep() + hi.keep();
+        assert_eq!(n, n_ids, "every id slot is written");
+        #[allow(unsafe_code)]
+        // SAFETY: the first `n_ids` slots of the capacity were all written
+        // (each half wrote every slot of its part, `decode_ids` fails
+        // otherwise) and handed over by `keep`, which no longer drops them.
+        unsafe {
+            ids.set_len(n_ids);
+        }
         eng.accounts = accounts;
         eng.markets = markets;
         eng.ids = ids;
 
         // Phase 2, both cores: the id index on one thread; the name indexes
         // and the books on this one (the books only read the id entries and
-        // record each order's slab index aside).
+        // record each order's slab index aside; `build_books` splits them
+        // over both threads again).
         let Engine {
             ref hasher,
             ref ids,
             ref mut markets,
             ref accounts,
-            ref mut levels,
-            ref mut orders,
             ..
         } = eng;
-        let (id_table, tables, books) = std::thread::scope(|s| {
+        let (id_table, tables, linked) = std::thread::scope(|s| {
             let job = s.spawn(|| id_table_of(hasher, ids, cfg.reserve_ids));
             let tables = name_tables_of(hasher, markets, accounts, cfg.reserve_markets);
-            let books = build_books(ids, markets, levels, orders, &books, cfg.reserve_orders);
+            let linked = build_books(ids, markets, &mut books);
             let id_table = job
                 .join()
                 .unwrap_or_else(|_| Err("id index builder panicked".to_owned()));
-            (id_table, tables, books)
+            (id_table, tables, linked)
         });
         let at = |what| SnapshotError::Malformed {
             offset: off_books as usize,
@@ -694,7 +801,9 @@ impl Engine {
         };
         eng.id_table = id_table.map_err(at)?;
         (eng.market_table, eng.account_table) = tables.map_err(at)?;
-        let id_order = books.map_err(at)?;
+        let id_order = linked.map_err(at)?;
+        eng.levels = books.levels;
+        eng.orders = books.orders;
         eng.live_orders = eng.orders.len() as u32;
         eng.account_open = vec![0; eng.accounts.len()];
         for ord in &eng.orders {

@@ -195,23 +195,35 @@ impl IndexTable {
         }
     }
 
-    /// Builds the table for indices `0..hashes.len()` (the table must be
-    /// empty), refusing duplicates. The table is sized once, then each
-    /// insert prefetches the line of the one `AHEAD` later, so the cache
-    /// misses of millions of random inserts overlap (the table sits on
-    /// huge pages, so they are not TLB misses as well).
+    /// Builds the table for indices `0..n` (the table must be empty), where
+    /// `hash(ix)` is index `ix`'s hash, refusing duplicates. The table is
+    /// sized once, then each insert prefetches the line of the one `AHEAD`
+    /// later, so the cache misses of millions of random inserts overlap
+    /// (the table sits on huge pages, so they are not TLB misses as well).
+    /// Each hash is computed once, `AHEAD` inserts early, and kept in a
+    /// small ring until its insert: no array of every hash is made.
     pub(crate) fn bulk_build(
         &mut self,
-        hashes: &[u64],
+        n: usize,
+        hash: impl Fn(usize) -> u64,
         same: impl Fn(u32, u32) -> bool,
     ) -> Result<(), (u32, u32)> {
         const AHEAD: usize = 24;
+        const RING: usize = 32;
         debug_assert_eq!(self.len, 0);
-        self.reserve(hashes.len());
-        for (ix, &h) in hashes.iter().enumerate() {
-            if let Some(&later) = hashes.get(ix + AHEAD) {
+        self.reserve(n);
+        let mut ring = [0u64; RING];
+        for (ix, h) in ring.iter_mut().enumerate().take(n.min(AHEAD)) {
+            *h = hash(ix);
+            self.prefetch(*h);
+        }
+        for ix in 0..n {
+            if ix + AHEAD < n {
+                let later = hash(ix + AHEAD);
+                ring[(ix + AHEAD) % RING] = later;
                 self.prefetch(later);
             }
+            let h = ring[ix % RING];
             let ix = ix as u32;
             self.insert_new(h, ix, |other| same(other, ix))
                 .map_err(|other| (other, ix))?;
@@ -274,8 +286,12 @@ mod tests {
         let keys: Vec<u64> = (0..3000).map(|k| k * 31).collect();
         let hashes: Vec<u64> = keys.iter().map(|&k| h(k)).collect();
         let mut t = IndexTable::default();
-        t.bulk_build(&hashes, |a, b| keys[a as usize] == keys[b as usize])
-            .unwrap();
+        t.bulk_build(
+            hashes.len(),
+            |i| hashes[i],
+            |a, b| keys[a as usize] == keys[b as usize],
+        )
+        .unwrap();
         for (i, &k) in keys.iter().enumerate() {
             assert_eq!(
                 t.find(hashes[i], |ix| keys[ix as usize] == k),
@@ -287,7 +303,11 @@ mod tests {
         let hashes: Vec<u64> = dup.iter().map(|&k| h(k)).collect();
         let mut t = IndexTable::default();
         let err = t
-            .bulk_build(&hashes, |a, b| dup[a as usize] == dup[b as usize])
+            .bulk_build(
+                hashes.len(),
+                |i| hashes[i],
+                |a, b| dup[a as usize] == dup[b as usize],
+            )
             .unwrap_err();
         let mut pair = [err.0, err.1];
         pair.sort_unstable();

@@ -198,6 +198,41 @@ fn a_corrupt_newest_snapshot_is_skipped_not_trusted() {
     assert_eq!(got[..], want[seq as usize..]);
 }
 
+/// Snapshots are mapped rather than read on Linux: an empty file (which
+/// cannot be mapped) and a truncated one (mapped, but short) must each be
+/// skipped with the right reason, and the valid one below them restored.
+#[test]
+fn empty_and_truncated_newer_snapshots_are_skipped() {
+    let dir = TempDir::new("short");
+    let log = open_log(&dir);
+    append_concurrently(&log, flow(5_000, 17), 2);
+    let snap_dir = dir.0.join("s");
+    let (mut a, _) = Replica::open(Arc::clone(&log), cfg(snap_dir.clone(), 2000)).expect("open");
+    let want = chains(&mut a);
+    drop(a);
+    let good = snap_dir.join("snapshot-00000000000000004000.tsnap");
+    let bytes = std::fs::read(&good).expect("read the newest snapshot");
+    let empty = snap_dir.join("snapshot-00000000000000004998.tsnap");
+    let truncated = snap_dir.join("snapshot-00000000000000004999.tsnap");
+    std::fs::write(&empty, b"").expect("write");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 9]).expect("write");
+
+    let (mut b, info) = Replica::open(Arc::clone(&log), cfg(snap_dir, 0)).expect("reopen");
+    let skipped: Vec<_> = info
+        .skipped
+        .iter()
+        .map(|(p, e)| (p.clone(), e.to_string()))
+        .collect();
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert_eq!(skipped[0].0, truncated);
+    assert!(skipped[0].1.contains("length field"), "{skipped:?}");
+    assert_eq!(skipped[1].0, empty);
+    assert!(skipped[1].1.contains("truncated: 0 bytes"), "{skipped:?}");
+    assert_eq!(info.restored, Some((good, 4000)));
+    let got = chains(&mut b);
+    assert_eq!(got[..], want[4000..]);
+}
+
 #[test]
 fn follow_applies_appends_as_they_arrive_and_snapshots_by_time() {
     let dir = TempDir::new("follow");
