@@ -474,7 +474,9 @@ fn build_range(
                 });
                 for k in o_first..o_last {
                     if let Some(ahead) = orders.get(k + AHEAD - o_base) {
+                        // Both are random accesses into arrays of every id.
                         prefetch(&ids[ahead.id as usize]);
+                        prefetch(&id_order[ahead.id as usize]);
                     }
                     let ix = orders[k - o_base].id;
                     let e = &ids[ix as usize];

@@ -512,11 +512,14 @@ impl Replica {
             self.engine.apply(*seq, cmd, &mut self.events);
             self.since_snapshot += 1;
             on_applied(*seq, cmd, &self.engine, &self.events);
-            if self.pending.is_none() {
+            // The count is checked per command (a snapshot lands exactly
+            // every N); the clock only once per batch.
+            let every = self.cfg.policy.every_commands;
+            if self.pending.is_none() && every > 0 && self.since_snapshot >= every {
                 self.maybe_snapshot()?;
             }
         }
-        self.reap_or_write(false)
+        self.maybe_snapshot()
     }
 
     /// Applies everything the log holds now. Returns the applied seq.
