@@ -6,10 +6,12 @@
 //! that is assigned, never subscribed (it joins no group and commits no
 //! offsets), positioned at the offset a seq names ([`crate::seq`]); the
 //! last message read is kept so paging through a batch does not fetch it
-//! again.
-//! Watermarks are asked of the broker each time they are needed; the seq of
-//! the newest message is cached by offset, so `last_seq` costs one
-//! watermark request unless someone else appended.
+//! again. `wait_for` follows the tail with that consumer (its fetch waits
+//! at the broker for the next message), and keeps what it read for the
+//! `read_from` that follows.
+//! The newest message known (appended here, or read) is cached by offset:
+//! `read_from` up to it asks the broker for no watermarks, and `last_seq`
+//! costs one watermark request unless someone else appended.
 
 use std::io;
 use std::path::PathBuf;
@@ -55,8 +57,6 @@ pub struct KafkaLogConfig {
     /// `max.message.bytes` must exceed it by Kafka's batch overhead (64 KiB
     /// is plenty); see deploy/kafka/README.md.
     pub max_message_bytes: usize,
-    /// How often `wait_for` asks the broker for the high watermark.
-    pub wait_poll_interval: Duration,
     /// How long the broker may hold the reader's fetch at the tail
     /// (`fetch.wait.max.ms`). A read at another position waits for that
     /// outstanding fetch first, so this bounds the latency of a seek; lower
@@ -204,7 +204,6 @@ impl std::fmt::Debug for KafkaLogConfig {
             .field("request_timeout", &self.request_timeout)
             .field("linger", &self.linger)
             .field("max_message_bytes", &self.max_message_bytes)
-            .field("wait_poll_interval", &self.wait_poll_interval)
             .field("fetch_wait", &self.fetch_wait)
             .field("client_properties", &Redacted(&self.client_properties))
             .finish()
@@ -234,7 +233,6 @@ impl KafkaLogConfig {
             request_timeout: Duration::from_secs(10),
             linger: Duration::from_millis(1),
             max_message_bytes: 8 << 20,
-            wait_poll_interval: Duration::from_millis(10),
             fetch_wait: Duration::from_millis(10),
             client_properties: Vec::new(),
         }
@@ -336,6 +334,20 @@ struct Reader {
     next_offset: Option<i64>,
     /// The last message read: its offset and value.
     last_message: Option<(i64, Vec<u8>)>,
+    /// The position the consumer was read at when it delivered
+    /// `last_message`: that message is the first at an offset >= every
+    /// position from here up to its own offset (offsets may have holes).
+    last_from: i64,
+}
+
+impl Reader {
+    /// The held message, if it is the first message at an offset >= `from`.
+    fn held(&self, from: i64) -> Option<(i64, &[u8])> {
+        match &self.last_message {
+            Some((o, v)) if self.last_from <= from && from <= *o => Some((*o, v)),
+            _ => None,
+        }
+    }
 }
 
 /// One partition of a Kafka topic as a [`Log`]. See the crate docs for the
@@ -564,6 +576,7 @@ impl KafkaLog {
                 consumer,
                 next_offset: None,
                 last_message: None,
+                last_from: 0,
             }),
             tail: Mutex::new(None),
             first_seq: Mutex::new(1),
@@ -677,10 +690,8 @@ impl KafkaLog {
         newest: i64,
         f: impl FnOnce(i64, &[u8]) -> Result<T, LogError>,
     ) -> Result<T, LogError> {
-        if let Some((o, v)) = &reader.last_message {
-            if *o == from {
-                return f(*o, v);
-            }
+        if let Some((o, v)) = reader.held(from) {
+            return f(o, v);
         }
         self.seek(reader, from)?;
         let deadline = Instant::now() + self.config.request_timeout;
@@ -716,6 +727,7 @@ impl KafkaLog {
                     let value = m.payload().unwrap_or(&[]).to_vec();
                     drop(m);
                     reader.next_offset = Some(o + 1);
+                    reader.last_from = from;
                     let value = reader.last_message.insert((o, value));
                     return f(o, &value.1);
                 }
@@ -793,6 +805,71 @@ fn instance_id() -> u64 {
             .map_or(0, |d| d.as_nanos()),
     );
     h.finish()
+}
+
+impl KafkaLog {
+    /// `read_from` with the partition's watermarks (or what is known of
+    /// them) given.
+    fn read_between(
+        &self,
+        from: u64,
+        max: usize,
+        low: i64,
+        high: i64,
+    ) -> Result<Vec<Record>, LogError> {
+        let (mut offset, _) = split_seq(from);
+        let first = if low == 0 { 1 } else { seq_for(low, 0) };
+        let mut reader = lock(&self.reader);
+        // A read that stopped at `max` inside a message goes on from the
+        // message it holds, whatever the low watermark says now: tansu
+        // restarted on its database was seen to report a low watermark
+        // one past the message a reader was inside, which left that
+        // reader stopped for good on "truncated".
+        let held = reader.held(offset).is_some();
+        if from < first && !held {
+            return Err(LogError::Truncated {
+                requested: from,
+                first,
+            });
+        }
+        let mut out = Vec::new();
+        let newest = (high - 1).max(if held { offset } else { -1 });
+        while offset <= newest && out.len() < max {
+            // An offset below the low watermark is one the broker says it
+            // no longer has: never step over it (a fetch there answers
+            // with the next message it has, which would skip history and
+            // make this replica differ from the others). Only the message
+            // held from an earlier read may be below it.
+            let holds_it = reader.held(offset).is_some();
+            if offset < low && !holds_it {
+                if out.is_empty() {
+                    return Err(LogError::Truncated {
+                        requested: from.max(seq_for(offset, 0)),
+                        first,
+                    });
+                }
+                break;
+            }
+            let next = self.with_message(&mut reader, offset, newest, |o, v| {
+                let records = frame::decode(v).map_err(|r| self.corrupt(o, r))?;
+                // `records.len()` is 1..=65536: the decoder checks it.
+                self.note_tail(o, records.len() as u32);
+                for (i, r) in records.iter().enumerate() {
+                    // `i < 65536`: the decoder checks the count.
+                    let seq = seq_for(o, i as u32);
+                    if seq >= from && out.len() < max {
+                        out.push(Record {
+                            seq,
+                            payload: r.to_vec(),
+                        });
+                    }
+                }
+                Ok(o + 1)
+            })?;
+            offset = next;
+        }
+        Ok(out)
+    }
 }
 
 impl Log for KafkaLog {
@@ -891,74 +968,99 @@ impl Log for KafkaLog {
     }
 
     fn read_from(&self, from: u64, max: usize) -> Result<Vec<Record>, LogError> {
-        let (low, high) = self.watermarks()?;
-        let first = if low == 0 { 1 } else { seq_for(low, 0) };
-        let (mut offset, _) = split_seq(from);
-        let mut reader = lock(&self.reader);
-        // A read that stopped at `max` inside a message goes on from the
-        // message it holds, whatever the low watermark says now: tansu
-        // restarted on its database was seen to report a low watermark
-        // one past the message a reader was inside, which left that
-        // reader stopped for good on "truncated".
-        let held = reader
-            .last_message
-            .as_ref()
-            .is_some_and(|(o, _)| *o == offset);
-        if from < first && !held {
-            return Err(LogError::Truncated {
-                requested: from,
-                first,
-            });
-        }
-        let mut out = Vec::new();
-        let newest = (high - 1).max(if held { offset } else { -1 });
-        while offset <= newest && out.len() < max {
-            // An offset below the low watermark is one the broker says it
-            // no longer has: never step over it (a fetch there answers
-            // with the next message it has, which would skip history and
-            // make this replica differ from the others). Only the message
-            // held from an earlier read may be below it.
-            let holds_it = reader
-                .last_message
-                .as_ref()
-                .is_some_and(|(o, _)| *o == offset);
-            if offset < low && !holds_it {
-                if out.is_empty() {
-                    return Err(LogError::Truncated {
-                        requested: from.max(seq_for(offset, 0)),
-                        first,
-                    });
-                }
-                break;
+        // No watermark request when the newest message known (this log's
+        // own append, a `wait_for` or an earlier read saw it) is at or
+        // past `from`'s message and `from` is not below the first seq
+        // last seen: the message exists and the read can go straight to
+        // it. This is a follower's and an appender's every read, so it
+        // keeps a broker round trip off each answer. The known end is not
+        // the log's end, so a read that found nothing there asks.
+        let known = *lock(&self.tail);
+        let cached_first = *lock(&self.first_seq);
+        let (offset, _) = split_seq(from);
+        if let Some(t) = known.filter(|t| t.offset >= offset && from >= cached_first) {
+            let low = if cached_first <= 1 {
+                0
+            } else {
+                split_seq(cached_first).0
+            };
+            let out = self.read_between(from, max, low, t.offset + 1)?;
+            if !out.is_empty() {
+                return Ok(out);
             }
-            let next = self.with_message(&mut reader, offset, newest, |o, v| {
-                let records = frame::decode(v).map_err(|r| self.corrupt(o, r))?;
-                for (i, r) in records.iter().enumerate() {
-                    // `i < 65536`: the decoder checks the count.
-                    let seq = seq_for(o, i as u32);
-                    if seq >= from && out.len() < max {
-                        out.push(Record {
-                            seq,
-                            payload: r.to_vec(),
-                        });
-                    }
-                }
-                Ok(o + 1)
-            })?;
-            offset = next;
         }
-        Ok(out)
+        let (low, high) = self.watermarks()?;
+        self.read_between(from, max, low, high)
     }
 
+    /// Follows the tail with the reading consumer itself: positioned just
+    /// past `after`, it keeps a fetch outstanding at the broker, which
+    /// answers as soon as a message arrives (or after `fetch_wait`), so a
+    /// new message is seen one fetch after it is written, with no
+    /// watermark requests and no sleeping. The message is kept, so the
+    /// `read_from` that follows does not fetch it again. At the timeout,
+    /// one watermark request says what the log holds.
     fn wait_for(&self, after: u64, timeout: Duration) -> Result<u64, LogError> {
         let deadline = Instant::now() + timeout;
-        loop {
-            let last = self.try_last_seq()?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            if last > after || left.is_zero() {
-                return Ok(last);
+        if let Some(t) = *lock(&self.tail) {
+            if t.last_seq > after {
+                return Ok(t.last_seq);
             }
-            std::thread::sleep(left.min(self.config.wait_poll_interval));
+        }
+        let mut reader = lock(&self.reader);
+        // Where the next seq after `after` can be: in `after`'s own message
+        // if it has more commands, else in the next message.
+        let mut next = if after == 0 { 0 } else { split_seq(after).0 };
+        if after != 0 {
+            if let Some((o, v)) = reader.held(next) {
+                if o == next {
+                    let count = frame::count(v).map_err(|r| self.corrupt(o, r))?;
+                    let last = seq_for(o, count - 1);
+                    if last > after {
+                        self.note_tail(o, count);
+                        return Ok(last);
+                    }
+                    next = o + 1;
+                }
+            }
+        }
+        let mut transient = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                drop(reader);
+                return match self.try_last_seq() {
+                    Ok(last) => Ok(last),
+                    Err(e) => Err(transient.map_or(e, |t| kafka_error("fetch", &self.target, t))),
+                };
+            }
+            self.seek(&mut reader, next)?;
+            match reader.consumer.poll(left.min(Duration::from_millis(100))) {
+                None => {}
+                Some(Err(e)) if is_transient(&e) => transient = Some(e),
+                Some(Err(e)) => {
+                    reader.next_offset = None;
+                    return Err(kafka_error("fetch", &self.target, e));
+                }
+                Some(Ok(m)) => {
+                    let o = m.offset();
+                    if o < next {
+                        continue;
+                    }
+                    let value = m.payload().unwrap_or(&[]).to_vec();
+                    drop(m);
+                    let count = frame::count(&value).map_err(|r| self.corrupt(o, r))?;
+                    reader.next_offset = Some(o + 1);
+                    reader.last_from = next;
+                    reader.last_message = Some((o, value));
+                    let last = seq_for(o, count - 1);
+                    self.note_tail(o, count);
+                    if last > after {
+                        return Ok(last);
+                    }
+                    next = o + 1;
+                }
+            }
         }
     }
 

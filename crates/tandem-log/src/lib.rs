@@ -42,7 +42,10 @@ pub trait Log: Send + Sync {
     fn append(&self, records: &[&[u8]]) -> Result<u64, LogError>;
 
     /// Up to `max` records with seq >= `from` (fewer at the tail; empty if
-    /// `from > last_seq()`). `from` below [`Log::first_seq`] is
+    /// `from > last_seq()`). A short page is not proof of the tail: a
+    /// remote log may stop at the newest record it knows of without asking
+    /// (Kafka: its own last append), so readers go on until a page is
+    /// empty, which is. `from` below [`Log::first_seq`] is
     /// [`LogError::Truncated`].
     fn read_from(&self, from: u64, max: usize) -> Result<Vec<Record>, LogError>;
 

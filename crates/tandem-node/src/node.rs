@@ -280,9 +280,8 @@ fn open_logs(cfg: &NodeConfig) -> Result<Vec<Arc<dyn Log>>> {
                     let mut kc =
                         tandem_kafka::KafkaLogConfig::new(&l.kafka_brokers, &l.kafka_topic, p);
                     // A node reads its own appends back at once: a short
-                    // broker-side fetch wait and tail poll bound that delay.
+                    // broker-side fetch wait bounds that delay.
                     kc.fetch_wait = Duration::from_millis(l.kafka_fetch_wait_ms);
-                    kc.wait_poll_interval = Duration::from_millis(l.kafka_fetch_wait_ms.max(1));
                     kc.client_properties.clone_from(&props.0);
                     tandem_kafka::KafkaLog::open(kc)
                         .map(|k| Arc::new(k) as Arc<dyn Log>)

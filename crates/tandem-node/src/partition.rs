@@ -38,9 +38,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{
-    Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
-};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -109,6 +107,11 @@ pub const STREAM_BUFFER: usize = 4096;
 /// which is harmless). Bounded; oldest dropped first.
 const RECENT: usize = 1 << 16;
 
+/// The longest the replica thread waits at the tail before it looks
+/// again (stop requests, the lag gauge): other writers' appends wake it
+/// sooner. On Kafka, each wait that times out costs one watermark request.
+const IDLE_WAIT: Duration = Duration::from_millis(50);
+
 #[derive(Debug, Default)]
 struct Results {
     waiters: HashMap<u64, oneshot::Sender<Arc<Outcome>>>,
@@ -171,12 +174,6 @@ pub struct Partition {
     appender_up: AtomicBool,
     replica_up: AtomicBool,
     stream: tokio::sync::broadcast::Sender<Arc<Published>>,
-    /// Highest seq this node's appender has had acknowledged. The appender
-    /// applies its own batches itself (`step_once`); the replica thread
-    /// only polls for other writers' appends and sleeps on this between
-    /// polls.
-    appended: Mutex<u64>,
-    appended_cv: Condvar,
     /// Where the replica's snapshots (and the window files beside them) live.
     snapshot_dir: std::path::PathBuf,
     /// Snapshot seq whose idempotency window was saved last.
@@ -252,8 +249,6 @@ impl Partition {
             snapshot_failures: AtomicU64::new(0),
             created: Instant::now(),
             lag_checked: AtomicU64::new(0),
-            appended: Mutex::new(0),
-            appended_cv: Condvar::new(),
             checkpoints: Mutex::new(Checkpoints::new(checkpoint_every, checkpoints_kept)),
         });
         let p = Arc::clone(&part);
@@ -494,8 +489,6 @@ impl Partition {
             self.last_batch.store(batch.len() as u64, Ordering::Relaxed);
             match result {
                 Ok(first) => {
-                    let last = first + batch.len() as u64 - 1;
-                    *lock(&self.appended) = last;
                     // Apply our own batch here, then answer each submitter
                     // with its command's outcome: one wake-up per request,
                     // and the replica thread (which still follows the log
@@ -676,27 +669,21 @@ impl Partition {
         stepped
     }
 
-    /// At the tail: sleeps a short poll interval before the replica thread
-    /// reads again (a read at the tail returns nothing, so polling is how
-    /// other writers' appends are seen; this node's own appends are applied
-    /// by its appender). Every second it also refreshes the log's end for
-    /// the lag gauge. It never asks the log for its last record: on Kafka
-    /// that moves the shared reader to the tail and back for every poll.
+    /// At the tail: waits for the log to grow past `seq` (another
+    /// writer's append; this node's own appends are applied by its
+    /// appender), at most `IDLE_WAIT`. On Kafka the log's reader keeps a
+    /// fetch waiting at the broker, which answers when a message arrives;
+    /// the file log wakes on its own condition variable. Every second it
+    /// also refreshes the log's end for the lag gauge.
     fn idle_wait(&self, log: &dyn Log, seq: u64) -> Result<u64, tandem_log::LogError> {
-        let g = lock(&self.appended);
-        if *g <= seq {
-            let _ = self
-                .appended_cv
-                .wait_timeout(g, Duration::from_millis(5))
-                .unwrap_or_else(PoisonError::into_inner);
-        }
+        let last = log.wait_for(seq, IDLE_WAIT)?;
         let now_s = self.lag_checked.load(Ordering::Relaxed);
         let tick = self.created.elapsed().as_secs();
         if tick != now_s {
             self.lag_checked.store(tick, Ordering::Relaxed);
             return Ok(log.last_seq());
         }
-        Ok(seq)
+        Ok(last)
     }
 
     /// Loads the idempotency window saved beside the snapshot at `seq`.
