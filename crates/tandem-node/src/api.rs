@@ -540,8 +540,9 @@ fn outcome_answer(partition: u32, o: &Outcome) -> Answer {
 /// of a signed command is rewritten in lowercase hex first. The wall clock
 /// is read here, at admission, and goes nowhere but the expiry check.
 /// Runs on the request's own task (the runtime spreads requests over its
-/// workers), never on the appender thread.
-fn authenticate(
+/// workers), never on the appender thread; Ed25519 signatures of
+/// concurrent requests are verified in batches (`auth::batch`).
+async fn authenticate(
     node: &Node,
     headers: &HeaderMap,
     cmd: &mut Command,
@@ -564,7 +565,10 @@ fn authenticate(
     node.auth
         .check_expiry(creds.expiry, now_secs)
         .map_err(refuse)?;
-    node.auth.verify(cmd, &creds).map_err(refuse)?;
+    match node.auth.prepare(cmd, &creds).map_err(refuse)? {
+        auth::Checked::Done(_) => {}
+        auth::Checked::Ed25519(check) => node.ed25519.verify(*check).await.map_err(refuse)?,
+    }
     Ok(Some(creds))
 }
 
@@ -577,7 +581,7 @@ pub async fn order_entry(node: &Arc<Node>, headers: &HeaderMap, mut cmd: Command
     if let Some(a) = invalid_answer(&cmd) {
         return a;
     }
-    let creds = match authenticate(node, headers, &mut cmd) {
+    let creds = match authenticate(node, headers, &mut cmd).await {
         Ok(c) => c,
         Err(a) => return a,
     };

@@ -84,6 +84,8 @@ pub struct Node {
     /// signing parameters.
     pub auth_mode: crate::config::AuthMode,
     pub auth: crate::auth::Policy,
+    /// Ed25519 signatures of concurrent requests, verified in batches.
+    pub ed25519: crate::auth::batch::Ed25519Batcher,
 }
 
 impl Node {
@@ -147,6 +149,7 @@ impl Node {
         Ok(Arc::new(Node {
             auth_mode: cfg.auth_mode(),
             auth: cfg.auth_policy(),
+            ed25519: crate::auth::batch::Ed25519Batcher::new(32),
             log_id,
             limiter: RateLimiter::new(cfg.limits.account_rate, cfg.limits.account_burst),
             cfg,

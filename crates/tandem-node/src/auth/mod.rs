@@ -23,6 +23,7 @@
 //! (`audit`). Nothing here reads a clock: the caller passes the time.
 
 pub mod audit;
+pub mod batch;
 pub mod client;
 pub mod eip712;
 pub mod keys;
@@ -348,6 +349,16 @@ impl Policy {
     /// length and verifies over the command's signed fields. No clock:
     /// the expiry's bounds are [`Policy::check_expiry`]'s.
     pub fn verify(&self, cmd: &Command, creds: &Credentials) -> Result<Scheme, AuthError> {
+        match self.prepare(cmd, creds)? {
+            Checked::Done(scheme) => Ok(scheme),
+            Checked::Ed25519(c) => c.verify_one().map(|()| Scheme::Ed25519),
+        }
+    }
+
+    /// Everything [`Policy::verify`] checks except the Ed25519 signature
+    /// equation itself, which is returned to be checked alone or in a batch
+    /// (`batch`); an EIP-712 signature is checked here.
+    pub fn prepare(&self, cmd: &Command, creds: &Credentials) -> Result<Checked, AuthError> {
         let Some(fields) = SignedFields::of(cmd, creds.expiry) else {
             return Err(AuthError::bad("body", "not a command"));
         };
@@ -378,11 +389,15 @@ impl Policy {
             )
         };
         match key {
-            AccountKey::Ed25519(vk) => {
-                let sig =
+            AccountKey::Ed25519(key) => {
+                let signature =
                     ed25519_dalek::Signature::from_slice(&creds.sig).map_err(|_| refused())?;
-                vk.verify_strict(&fields.ed25519_message(self.chain_id), &sig)
-                    .map_err(|_| refused())?;
+                Ok(Checked::Ed25519(Box::new(Ed25519Check {
+                    message: fields.ed25519_message(self.chain_id),
+                    signature,
+                    key,
+                    refused: refused(),
+                })))
             }
             AccountKey::Eth(addr) => {
                 let digest = eip712::digest(&self.domain, &fields, &addr);
@@ -399,9 +414,37 @@ impl Policy {
                         ),
                     ));
                 }
+                Ok(Checked::Done(Scheme::Eip712))
             }
         }
-        Ok(scheme)
+    }
+}
+
+/// What [`Policy::prepare`] leaves to do.
+#[derive(Debug)]
+pub enum Checked {
+    /// Verified.
+    Done(Scheme),
+    /// The Ed25519 equation is still to be checked.
+    Ed25519(Box<Ed25519Check>),
+}
+
+/// One Ed25519 signature still to verify, and the refusal to give if it
+/// does not.
+#[derive(Debug)]
+pub struct Ed25519Check {
+    pub message: Vec<u8>,
+    pub signature: ed25519_dalek::Signature,
+    pub key: ed25519_dalek::VerifyingKey,
+    pub refused: AuthError,
+}
+
+impl Ed25519Check {
+    /// Alone, with `verify_strict` (no small-order key or R).
+    pub fn verify_one(self) -> Result<(), AuthError> {
+        self.key
+            .verify_strict(&self.message, &self.signature)
+            .map_err(|_| self.refused)
     }
 }
 
