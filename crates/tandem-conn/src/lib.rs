@@ -6,6 +6,8 @@
 //!   plugs in a [`server::Service`].
 //! - [`handover`]: listening sockets bound or inherited, and passed to a
 //!   successor process on SIGUSR2 without refusing a connection.
+//! - [`tls`]: rustls on the listeners (certificate reload, ALPN, client
+//!   certificates) and to upstreams (the edge's connector).
 //! - [`percent`]: the one percent-decoder (strict: a malformed escape is
 //!   an error, answered `400` naming the field).
 //! - Here: connection timing, with two rules that hyper alone does not
@@ -37,6 +39,10 @@
 pub mod handover;
 pub mod percent;
 pub mod server;
+#[cfg(feature = "test-pki")]
+pub mod test_pki;
+pub mod tls;
+mod x509;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;

@@ -56,6 +56,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
+use crate::tls::{PeerCert, ServerTls};
 use crate::{Timing, Verdict};
 
 /// Errors of response bodies.
@@ -294,11 +295,71 @@ struct Rewrite {
     replaces: usize,
 }
 
+/// An accepted connection, in plaintext or after its TLS handshake.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
 /// The stream of a served connection: times bytes for the rules, puts the
 /// JSON answer in place of hyper's own, holds the connection's slot, and
 /// lingers when dropped.
 struct ConnIo {
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     state: Arc<ConnState>,
     slot: Option<ConnSlot>,
     heads: u64,
@@ -307,7 +368,7 @@ struct ConnIo {
 }
 
 impl ConnIo {
-    fn stream(&mut self) -> Pin<&mut TcpStream> {
+    fn stream(&mut self) -> Pin<&mut Stream> {
         Pin::new(self.stream.as_mut().expect("stream present until drop"))
     }
 
@@ -459,7 +520,7 @@ impl Drop for ConnIo {
 /// Shuts the write side and reads (and throws away) what the client still
 /// sends, within bounds, so that closing sends no reset over an answer the
 /// client has not read yet.
-async fn linger(mut stream: TcpStream, time: Duration, bytes: u64, slot: Option<ConnSlot>) {
+async fn linger(mut stream: Stream, time: Duration, bytes: u64, slot: Option<ConnSlot>) {
     let _slot = slot;
     let _ = stream.shutdown().await;
     let end = tokio::time::Instant::now() + time;
@@ -490,10 +551,16 @@ struct Shared<S: Service> {
     open: Arc<Open>,
     closing: watch::Receiver<bool>,
     base: Instant,
+    tls: Option<Arc<ServerTls>>,
 }
 
 impl<S: Service> Shared<S> {
-    fn new(svc: Arc<S>, limits: Limits, closing: watch::Receiver<bool>) -> Self {
+    fn new(
+        svc: Arc<S>,
+        limits: Limits,
+        closing: watch::Receiver<bool>,
+        tls: Option<Arc<ServerTls>>,
+    ) -> Self {
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -516,6 +583,7 @@ impl<S: Service> Shared<S> {
             open: Arc::new(Open::default()),
             closing,
             base: Instant::now(),
+            tls,
         }
     }
 
@@ -530,8 +598,11 @@ impl<S: Service> Shared<S> {
                 &self.svc.refusal(),
                 "retry-after: 1\r\n",
             );
+            let (tls, handshake) = (self.tls.clone(), self.limits.request_head);
             tokio::spawn(async move {
-                let mut stream = stream;
+                let Some((mut stream, _)) = handshake_with(tls, stream, handshake).await else {
+                    return;
+                };
                 if stream.write_all(&bytes).await.is_ok() {
                     linger(stream, REFUSED_LINGER.0, REFUSED_LINGER.1, None).await;
                 }
@@ -549,6 +620,13 @@ impl<S: Service> Shared<S> {
     }
 
     async fn connection(self: Arc<Self>, stream: TcpStream, slot: ConnSlot) {
+        // The handshake has the request-head time: a client that opens a
+        // connection and says nothing holds a slot no longer.
+        let Some((stream, peer)) =
+            handshake_with(self.tls.clone(), stream, self.limits.request_head).await
+        else {
+            return;
+        };
         let timing = Timing::new(self.base);
         let render = {
             let (svc, max) = (Arc::clone(&self.svc), self.limits.max_header_bytes);
@@ -587,6 +665,9 @@ impl<S: Service> Shared<S> {
                     first.notify_one();
                 }
                 req.extensions_mut().insert(slot.clone());
+                if let Some(p) = &peer {
+                    req.extensions_mut().insert(p.clone());
+                }
                 let (svc, state) = (Arc::clone(&svc), Arc::clone(&state));
                 async move {
                     let resp = answer(svc, req, &state).await;
@@ -642,6 +723,23 @@ impl<S: Service> Shared<S> {
     }
 }
 
+/// The TLS handshake of an accepted connection when the listener has TLS
+/// (bounded by `timeout`), with the client's certificate if it gave one;
+/// `None` when the handshake failed (the connection is dropped).
+async fn handshake_with(
+    tls: Option<Arc<ServerTls>>,
+    tcp: TcpStream,
+    timeout: Duration,
+) -> Option<(Stream, Option<PeerCert>)> {
+    let Some(tls) = tls else {
+        return Some((Stream::Plain(tcp), None));
+    };
+    let accept = tls.acceptor().accept(tcp);
+    let stream = tokio::time::timeout(timeout, accept).await.ok()?.ok()?;
+    let peer = crate::tls::peer_cert(stream.get_ref().1);
+    Some((Stream::Tls(Box::new(stream)), peer))
+}
+
 /// The service's answer, a `500` if it panicked, and `connection: close`
 /// on an early answer.
 async fn answer<S: Service>(
@@ -690,8 +788,24 @@ pub async fn serve<S: Service>(
     limits: Limits,
     stop: impl Future<Output = Stop>,
 ) -> Drained {
+    serve_tls(listener, svc, limits, None, stop).await
+}
+
+/// [`serve`] with TLS when `tls` is given: each accepted connection does
+/// its handshake first (within `limits.request_head`; a failed one is
+/// closed), with the config current at that moment, so a
+/// [`ServerTls::reload`] reaches new connections only. ALPN picks HTTP/2
+/// or HTTP/1.1; a client certificate, when the listener requires one, is
+/// in each request's extensions as a [`PeerCert`].
+pub async fn serve_tls<S: Service>(
+    listener: TcpListener,
+    svc: Arc<S>,
+    limits: Limits,
+    tls: Option<Arc<ServerTls>>,
+    stop: impl Future<Output = Stop>,
+) -> Drained {
     let (closing_tx, closing_rx) = watch::channel(false);
-    let shared = Arc::new(Shared::new(svc, limits, closing_rx));
+    let shared = Arc::new(Shared::new(svc, limits, closing_rx, tls));
     tokio::pin!(stop);
     let how = loop {
         tokio::select! {
