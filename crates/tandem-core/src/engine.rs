@@ -30,6 +30,11 @@ use crate::{Price, Qty, Sym};
 
 pub(crate) const NONE: u32 = u32::MAX;
 
+/// Markets beyond which `Engine::look_ahead` prefetches two stages deeper
+/// (see there): with fewer, their books mostly stay in cache and the extra
+/// lookups cost more than the misses they would save.
+pub(crate) const DEEP_MARKETS: usize = 1 << 16;
+
 /// Hints the CPU to bring `p` into cache: used where a loop knows the
 /// random addresses it will touch a few iterations ahead.
 #[inline(always)]
@@ -511,6 +516,11 @@ impl Engine {
     /// then found in cache). A third stage, loading a cancel's registry
     /// entry 4 ahead, measured slower on the single-market benchmark (its
     /// lookups cost more than the misses it saved) and was left out.
+    ///
+    /// When the books are large (more markets than `DEEP_MARKETS`, so
+    /// a market's ladders, levels and orders are rarely in cache) two more
+    /// stages follow: the top rungs of the market and a cancel's or amend's
+    /// registry entry 4 ahead, then the top levels and that order 2 ahead.
     #[inline]
     pub fn look_ahead<'a>(&self, upcoming: impl Fn(usize) -> Option<&'a Command>) {
         if let Some(c) = upcoming(16) {
@@ -518,6 +528,57 @@ impl Engine {
         }
         if let Some(c) = upcoming(8) {
             self.prefetch(c);
+        }
+        if self.markets.len() > DEEP_MARKETS {
+            if let Some(c) = upcoming(4) {
+                self.prefetch_book(c, false);
+            }
+            if let Some(c) = upcoming(2) {
+                self.prefetch_book(c, true);
+            }
+        }
+    }
+
+    /// The deeper stages of `look_ahead`. With the market's `Market` and
+    /// the id's index line in cache (the earlier stages), starts loading
+    /// the top rung of each side (a place takes from one and may rest on
+    /// the other) and, for a cancel or amend, the id's registry entry; with
+    /// `levels`, one stage on, what those point to: the top levels and the
+    /// order being cancelled or amended.
+    #[inline]
+    fn prefetch_book(&self, cmd: &Command, levels: bool) {
+        let (market, id) = match cmd {
+            Command::Place(p) => (&p.market, &p.id),
+            Command::Cancel(c) => (&c.market, &c.id),
+            Command::Amend(a) => (&a.market, &a.id),
+            Command::Invalid(_) => return,
+        };
+        let Some(m) = self.find_market_sym(market) else {
+            return;
+        };
+        let mk = &self.markets[m as usize];
+        for ladder in [&mk.bids, &mk.asks] {
+            let Some(top) = ladder.rungs.len().checked_sub(1) else {
+                continue;
+            };
+            if levels {
+                prefetch(&self.levels[ladder.rungs[top].level as usize]);
+            } else {
+                // Only the address is taken here: the rung is not read.
+                prefetch(&ladder.rungs[top]);
+            }
+        }
+        if matches!(cmd, Command::Place(_)) {
+            return;
+        }
+        let Some(ix) = self.id_table.peek(Self::id_hash(&self.hasher, m, id)) else {
+            return;
+        };
+        let e = &self.ids[ix as usize];
+        if !levels {
+            prefetch(e);
+        } else if let Some(o) = self.orders.get(e.order as usize) {
+            prefetch(o);
         }
     }
 

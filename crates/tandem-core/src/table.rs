@@ -109,6 +109,19 @@ impl IndexTable {
         }
     }
 
+    /// The first index in the line a lookup of `h` reads whose stored hash
+    /// bits match, without checking its key: a guess, for prefetching only.
+    #[inline]
+    pub(crate) fn peek(&self, h: u64) -> Option<u32> {
+        let mask = self.slots().wrapping_sub(1);
+        let line = self.lines.get(start(h >> 32, mask) / LINE)?;
+        line.0
+            .iter()
+            .take_while(|&&s| s != EMPTY)
+            .find(|&&s| s >> 32 == h >> 32)
+            .map(|&s| s as u32)
+    }
+
     /// The index stored under hash `h` for which `eq` holds.
     #[inline]
     pub(crate) fn find(&self, h: u64, eq: impl FnMut(u32) -> bool) -> Option<u32> {
