@@ -35,6 +35,8 @@ pub struct Answer {
     pub covers: u64,
     pub retry_after: Option<u32>,
     pub content_type: &'static str,
+    /// The `allow` header of a 405: the methods the path takes.
+    pub allow: Option<String>,
 }
 
 impl Answer {
@@ -46,6 +48,7 @@ impl Answer {
             covers: 0,
             retry_after: None,
             content_type: "application/json",
+            allow: None,
         }
     }
 
@@ -79,30 +82,83 @@ impl Answer {
     }
 }
 
-/// Route names, as metrics label them.
+/// One route of the API: its method, its path template (`{name}` stands
+/// for one path segment) and its name as metrics label it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub name: &'static str,
+}
+
+const fn route(method: &'static str, path: &'static str, name: &'static str) -> Route {
+    Route { method, path, name }
+}
+
+/// Every route the node answers over HTTP, the one list [`route_of`]
+/// reads; `openapi.json` describes exactly these (a test keeps the two
+/// equal). gRPC (`content-type: application/grpc`) is routed before this
+/// table and is described by `proto/tandem/v1/tandem.proto`.
+pub const ROUTES: &[Route] = &[
+    route("POST", "/v1/orders", "place"),
+    route("DELETE", "/v1/orders/{market}/{id}", "cancel"),
+    route("PATCH", "/v1/orders/{market}/{id}", "amend"),
+    route("GET", "/v1/orders/{market}/{id}", "get_order"),
+    route("GET", "/v1/markets/{market}/book", "book"),
+    route("GET", "/v1/markets/{market}/stream", "stream"),
+    route("GET", "/v1/status", "status"),
+    route("GET", "/v1/chain/{partition}", "chain"),
+    route("GET", "/healthz", "healthz"),
+    route("GET", "/readyz", "readyz"),
+    route("GET", "/metrics", "metrics"),
+    route("GET", "/openapi.json", "openapi"),
+];
+
+/// The OpenAPI 3.1 description of [`ROUTES`], served at `GET /openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+/// Whether `path` fits the template: as many segments, literal ones equal.
+fn fits(template: &str, path: &str) -> bool {
+    let mut t = template.trim_start_matches('/').split('/');
+    let mut p = path.trim_start_matches('/').split('/');
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return true,
+            (Some(ts), Some(ps)) if ts.starts_with('{') || ts == ps => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The methods of the [`ROUTES`] entries `path` fits, comma-separated
+/// (the `allow` header of a 405).
+pub fn allowed_methods(path: &str) -> String {
+    let mut methods: Vec<&str> = Vec::new();
+    for r in ROUTES.iter().filter(|r| fits(r.path, path)) {
+        if !methods.contains(&r.method) {
+            methods.push(r.method);
+        }
+    }
+    methods.join(", ")
+}
+
+/// Route names, as metrics label them: the [`ROUTES`] entry of this method
+/// and path, `method_not_allowed` for a path of the table with another
+/// method, else `not_found`.
 pub fn route_of(method: &Method, path: &str) -> &'static str {
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match (method, segs.as_slice()) {
-        (&Method::POST, ["v1", "orders"]) => "place",
-        (&Method::DELETE, ["v1", "orders", _, _]) => "cancel",
-        (&Method::PATCH, ["v1", "orders", _, _]) => "amend",
-        (&Method::GET, ["v1", "orders", _, _]) => "get_order",
-        (&Method::GET, ["v1", "markets", _, "book"]) => "book",
-        (&Method::GET, ["v1", "markets", _, "stream"]) => "stream",
-        (&Method::GET, ["v1", "status"]) => "status",
-        (&Method::GET, ["v1", "chain", _]) => "chain",
-        (&Method::GET, ["healthz"]) => "healthz",
-        (&Method::GET, ["readyz"]) => "readyz",
-        (&Method::GET, ["metrics"]) => "metrics",
-        (_, ["v1", "orders"])
-        | (_, ["v1", "orders", _, _])
-        | (_, ["v1", "markets", _, "book"])
-        | (_, ["v1", "status"])
-        | (_, ["v1", "chain", _])
-        | (_, ["healthz"])
-        | (_, ["readyz"])
-        | (_, ["metrics"]) => "method_not_allowed",
-        _ => "not_found",
+    let mut path_known = false;
+    for r in ROUTES {
+        if fits(r.path, path) {
+            if r.method == method.as_str() {
+                return r.name;
+            }
+            path_known = true;
+        }
+    }
+    if path_known {
+        "method_not_allowed"
+    } else {
+        "not_found"
     }
 }
 
@@ -174,6 +230,7 @@ where
             content_type: "text/plain; version=0.0.4",
             ..Answer::json(StatusCode::OK, node.metrics.render())
         },
+        (&Method::GET, ["openapi.json"]) => Answer::json(StatusCode::OK, OPENAPI_JSON),
         (&Method::GET, ["v1", "status"]) => status(node).await,
         (&Method::GET, ["v1", "chain", p]) => chain(node, p, query.as_deref()).await,
         (&Method::POST, ["v1", "orders"]) => {
@@ -259,10 +316,13 @@ where
             book(node, req.headers(), &m, depth).await
         }
         _ => match route_of(&method, &path) {
-            "method_not_allowed" => Answer::error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &format!("method: {method} is not allowed on {path}"),
-            ),
+            "method_not_allowed" => Answer {
+                allow: Some(allowed_methods(&path)),
+                ..Answer::error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &format!("method: {method} is not allowed on {path}"),
+                )
+            },
             _ => Answer::error(StatusCode::NOT_FOUND, &format!("path: no route {path}")),
         },
     }
@@ -547,9 +607,13 @@ async fn authenticate(
     headers: &HeaderMap,
     cmd: &mut Command,
 ) -> Result<Option<auth::Credentials>, Answer> {
-    let refuse = |e: auth::AuthError| Answer::error(e.status, &e.to_string());
+    let refuse = |e: auth::AuthError| {
+        node.metrics.auth_refused(e.status.as_u16());
+        Answer::error(e.status, &e.to_string())
+    };
     let Some(creds) = auth::credentials_from_headers(headers).map_err(refuse)? else {
         if node.auth_mode == AuthMode::Signed {
+            node.metrics.auth_refused(401);
             return Err(Answer::error(
                 StatusCode::UNAUTHORIZED,
                 "x-tandem-signature: missing: this node takes only signed orders (auth = \"signed\"; \
@@ -565,10 +629,14 @@ async fn authenticate(
     node.auth
         .check_expiry(creds.expiry, now_secs)
         .map_err(refuse)?;
-    match node.auth.prepare(cmd, &creds).map_err(refuse)? {
-        auth::Checked::Done(_) => {}
-        auth::Checked::Ed25519(check) => node.ed25519.verify(*check).await.map_err(refuse)?,
-    }
+    let scheme = match node.auth.prepare(cmd, &creds).map_err(refuse)? {
+        auth::Checked::Done(scheme) => scheme,
+        auth::Checked::Ed25519(check) => {
+            node.ed25519.verify(*check).await.map_err(refuse)?;
+            auth::Scheme::Ed25519
+        }
+    };
+    node.metrics.signature_verified(scheme);
     Ok(Some(creds))
 }
 
@@ -835,6 +903,9 @@ pub fn respond(node: &Node, a: Answer, started: Instant, route: &'static str) ->
     common_headers(node, a.partition, a.covers, h);
     if let Some(s) = a.retry_after {
         h.insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    if let Some(v) = a.allow.and_then(|m| HeaderValue::from_str(&m).ok()) {
+        h.insert(header::ALLOW, v);
     }
     r
 }
