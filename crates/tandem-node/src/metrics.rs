@@ -44,6 +44,10 @@ pub struct Metrics {
     checkpoints: Mutex<BTreeMap<u32, Checkpoint>>,
     /// Threads the node needs, by name (`append-P`, `replica-P`): running?
     threads: Mutex<BTreeMap<String, bool>>,
+    /// Signed orders verified, by scheme (Ed25519, EIP-712), and refused
+    /// for their credentials, by status (400, 401).
+    signed: [AtomicU64; 2],
+    auth_refused: [AtomicU64; 2],
 }
 
 impl Metrics {
@@ -66,7 +70,24 @@ impl Metrics {
             log_last_seq: Mutex::default(),
             checkpoints: Mutex::default(),
             threads: Mutex::default(),
+            signed: Default::default(),
+            auth_refused: Default::default(),
         }
+    }
+
+    /// A signed request whose signature verified.
+    pub fn signature_verified(&self, scheme: crate::auth::Scheme) {
+        let i = match scheme {
+            crate::auth::Scheme::Ed25519 => 0,
+            crate::auth::Scheme::Eip712 => 1,
+        };
+        self.signed[i].fetch_add(1, Relaxed);
+    }
+
+    /// A request refused for its credentials (missing, malformed, expired,
+    /// not verifying), with its status.
+    pub fn auth_refused(&self, status: u16) {
+        self.auth_refused[usize::from(status == 401)].fetch_add(1, Relaxed);
     }
 
     /// One answered request.
@@ -204,6 +225,28 @@ impl Metrics {
         for (name, help, v) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             let _ = writeln!(out, "{name}{{{l}}} {}", v.load(Relaxed));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tandem_signed_orders_total Order-entry requests whose signature verified, by scheme.\n# TYPE tandem_signed_orders_total counter"
+        );
+        for (i, scheme) in ["ed25519", "eip712"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "tandem_signed_orders_total{{{l},scheme=\"{scheme}\"}} {}",
+                self.signed[i].load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tandem_auth_refused_total Order-entry requests refused for their signature or expiry (nothing appended), by status.\n# TYPE tandem_auth_refused_total counter"
+        );
+        for (i, status) in ["400", "401"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "tandem_auth_refused_total{{{l},status=\"{status}\"}} {}",
+                self.auth_refused[i].load(Relaxed)
+            );
         }
         let _ = writeln!(
             out,

@@ -455,13 +455,28 @@ async fn every_bad_credential_is_refused_naming_the_field_and_nothing_is_appende
         "account",
     ));
 
+    let mut refused = [0u64; 2];
     for (what, method, path, headers, body, status, field) in cases {
         let (st, v) = n.call(method, &path, &headers, body.as_deref()).await;
         let err = v["error"].as_str().unwrap_or_default().to_owned();
         assert_eq!(st.as_u16(), status, "{what}: {v}");
         assert!(err.starts_with(&format!("{field}:")), "{what}: {err}");
         assert_eq!(n.positions(), before, "{what}: something was appended");
+        refused[usize::from(status == 401)] += 1;
     }
+    // Every refusal is counted by status, the one accepted order by scheme.
+    let m = n.node.metrics.render();
+    for (i, status) in ["400", "401"].iter().enumerate() {
+        let line = format!("status=\"{status}\"}} {}", refused[i]);
+        assert!(
+            m.lines()
+                .any(|l| l.starts_with("tandem_auth_refused_total") && l.ends_with(&line)),
+            "{line}: {m}"
+        );
+    }
+    assert!(m.lines().any(
+        |l| l.starts_with("tandem_signed_orders_total") && l.ends_with("scheme=\"ed25519\"} 1")
+    ));
     n.stop().await;
 }
 
