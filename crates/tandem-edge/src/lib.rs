@@ -11,13 +11,15 @@
 //! - `config`: the config file; `table`: the live routing table and node
 //!   health; `proxy`: the request path; `upgrade`: WebSocket pass-through;
 //!   `admin`: the admin API; `metrics`: Prometheus text; `handover`: the
-//!   listening sockets across a process replacement.
+//!   listening sockets across a process replacement; `openapi`: the
+//!   description of the public API, served at `/openapi.json`.
 
 pub mod admin;
 pub mod attempt;
 pub mod config;
 pub mod handover;
 pub mod metrics;
+pub mod openapi;
 pub mod proxy;
 pub mod table;
 pub mod upgrade;
@@ -41,9 +43,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body of every response.
 pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
 
-/// Routes one public request: upgrades, gRPC and buffered HTTP each to
-/// their proxy (`run` serves this on the public listener; tests too).
+/// Routes one public request: `GET /openapi.json` answered here, then
+/// upgrades, gRPC and buffered HTTP each to their proxy (`run` serves this
+/// on the public listener; tests too).
 pub async fn dispatch(edge: Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody> {
+    if req.method() == http::Method::GET && req.uri().path() == "/openapi.json" {
+        return openapi::answer();
+    }
     if upgrade::is_upgrade(&req) {
         return upgrade::proxy_upgrade(&edge, req).await;
     }
