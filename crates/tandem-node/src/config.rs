@@ -85,6 +85,37 @@ pub struct NodeConfig {
     pub snapshot: SnapshotConfig,
     pub limits: Limits,
     pub http: HttpConfig,
+    /// TLS on the listener (`[tls]`); absent: plaintext.
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS on the node's listener (`tandem_conn::tls`): HTTP/2 or HTTP/1.1 by
+/// ALPN. The files are read at start and again on SIGHUP (a renewed
+/// certificate reaches new connections; open ones keep theirs; a file that
+/// does not load keeps the old certificate and is logged).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key of the certificate.
+    pub key: PathBuf,
+    /// PEM CA certificates: when set, every client (the edges) must
+    /// present a certificate issued by one of them (mutual TLS).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// The files as the scaffold takes them.
+    pub fn files(&self) -> tandem_conn::tls::ServerFiles {
+        tandem_conn::tls::ServerFiles {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            client_ca: self.client_ca.clone(),
+            section: "tls".into(),
+        }
+    }
 }
 
 /// The order log.
@@ -386,6 +417,7 @@ impl Default for NodeConfig {
             snapshot: SnapshotConfig::default(),
             limits: Limits::default(),
             http: HttpConfig::default(),
+            tls: None,
         }
     }
 }
@@ -636,6 +668,14 @@ impl NodeConfig {
         if self.signing.clock_tolerance_secs > 300 {
             return bad("signing.clock_tolerance_secs", "must be 0..=300");
         }
+        if let Some(t) = &self.tls {
+            if t.cert.as_os_str().is_empty() {
+                return bad("tls.cert", "must be a path to a PEM certificate");
+            }
+            if t.key.as_os_str().is_empty() {
+                return bad("tls.key", "must be a path to a PEM private key");
+            }
+        }
         if self.snapshot.keep == 0 {
             return bad("snapshot.keep", "must be at least 1");
         }
@@ -776,6 +816,42 @@ mod tests {
         cfg.signing.max_expiry_secs = 0;
         let err = cfg.check().unwrap_err().to_string();
         assert!(err.contains("signing.max_expiry_secs"), "{err}");
+    }
+
+    #[test]
+    fn tls_is_optional_and_needs_cert_and_key() {
+        assert_eq!(NodeConfig::default().tls, None);
+        let cfg = NodeConfig::parse(
+            "[tls]\ncert = \"/etc/tandem/node.crt\"\nkey = \"/etc/tandem/node.key\"\n",
+        )
+        .unwrap();
+        cfg.check().unwrap();
+        let t = cfg.tls.unwrap();
+        assert_eq!((t.files().section.as_str(), t.client_ca), ("tls", None));
+        let err = NodeConfig::parse("[tls]\ncert = \"/a\"\n").unwrap_err();
+        assert!(err.contains("key"), "{err}");
+        let err =
+            NodeConfig::parse("[tls]\ncert = \"/a\"\nkey = \"/b\"\nca = \"/c\"\n").unwrap_err();
+        assert!(err.contains("ca"), "{err}");
+        let cfg = NodeConfig::parse("[tls]\ncert = \"\"\nkey = \"/b\"\n").unwrap();
+        assert!(cfg
+            .check()
+            .unwrap_err()
+            .to_string()
+            .starts_with("tls.cert:"));
+        // The shipped file's commented `[tls]` section is this struct.
+        let text = include_str!("../../../deploy/node/tandem-node.toml");
+        let section: String = text
+            .lines()
+            .skip_while(|l| *l != "# [tls]")
+            .map_while(|l| l.strip_prefix("# "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let t = NodeConfig::parse(&section).unwrap().tls.unwrap();
+        assert_eq!(
+            t.client_ca.as_deref(),
+            Some(Path::new("/etc/tandem/tls/edges-ca.crt"))
+        );
     }
 
     #[test]

@@ -72,6 +72,11 @@ pub fn file_log_lock_wait() -> Duration {
 /// this one stops accepting as soon as the successor holds the socket, and
 /// connections wait in the kernel's accept queue until the successor
 /// serves; on Kafka the successor starts fully and says it is ready first.
+///
+/// With `[tls]` the listener serves TLS; SIGHUP reads the certificate and
+/// key files again (new connections get the new certificate, open ones
+/// keep theirs; files that do not load keep the old one, logged). Nothing
+/// else of the config is reloaded.
 pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     let drain_grace = Duration::from_millis(cfg.http.drain_grace_ms);
     use anyhow::Context;
@@ -93,6 +98,13 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
         let mut usr2 = signal(SignalKind::user_defined2()).context("SIGUSR2 handler")?;
+        let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+        let tls = match &cfg.tls {
+            None => None,
+            Some(t) => Some(
+                tandem_conn::tls::ServerTls::load(t.files()).context("tls: load the certificate")?,
+            ),
+        };
         let listener = HANDOVER
             .listeners(&[cfg.listen])?
             .pop()
@@ -108,6 +120,16 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
             std::process::id(),
             HANDOVER.inherited()
         );
+        if let Some(t) = &tls {
+            let c = t.cert();
+            eprintln!(
+                "{{\"msg\":\"tls\",\"serial\":{:?},\"subject\":{:?},\"not_after\":{},\"client_certificates\":{}}}",
+                c.serial,
+                c.subject,
+                c.not_after,
+                if t.requires_client_cert() { "\"required\"" } else { "\"not asked\"" }
+            );
+        }
         // A predecessor on the file log stops accepting now and closes the
         // log, which `Node::start` waits for (`file_log_lock_wait`).
         HANDOVER.announce(Announce::Sockets);
@@ -127,9 +149,10 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
             }
         }
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-        let serving = tokio::spawn(server::serve_until(
+        let serving = tokio::spawn(server::serve_until_tls(
             listener,
             std::sync::Arc::clone(&node),
+            tls.clone(),
             async move { stop_rx.await.unwrap_or(server::Stop::Drain) },
             drain_grace,
         ));
@@ -138,6 +161,12 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
             tokio::select! {
                 _ = term.recv() => break server::Stop::Drain,
                 _ = int.recv() => break server::Stop::Drain,
+                _ = hup.recv() => match &tls {
+                    Some(t) => eprintln!("{}", t.reload_log_line("public", &t.reload())),
+                    None => eprintln!(
+                        "{{\"msg\":\"SIGHUP: nothing to reload (no [tls]; the rest of the config is read at start only)\"}}"
+                    ),
+                },
                 _ = usr2.recv() => match HANDOVER
                     .spawn_successor(&[fd], &[], wait_for, HANDOVER_LOCK_WAIT)
                     .await

@@ -115,9 +115,21 @@ pub async fn serve_until(
     stop: impl Future<Output = Stop>,
     drain_grace: Duration,
 ) -> Drained {
+    serve_until_tls(listener, node, None, stop, drain_grace).await
+}
+
+/// [`serve_until`] with TLS when `tls` is given (`[tls]`; see
+/// `tandem_conn::tls`).
+pub async fn serve_until_tls(
+    listener: tokio::net::TcpListener,
+    node: Arc<Node>,
+    tls: Option<Arc<tandem_conn::tls::ServerTls>>,
+    stop: impl Future<Output = Stop>,
+    drain_grace: Duration,
+) -> Drained {
     let limits = limits(&node, drain_grace);
     let svc = NodeService::new(node, drain_grace);
-    let drained = tandem_conn::server::serve(listener, svc, limits, stop).await;
+    let drained = tandem_conn::server::serve_tls(listener, svc, limits, tls, stop).await;
     eprintln!(
         "{{\"msg\":\"drained\",\"clean\":{},\"open_connections\":{}}}",
         drained.clean, drained.open
