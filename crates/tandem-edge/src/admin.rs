@@ -11,6 +11,13 @@
 //! with 409 when the routes have changed since. Weights set here survive a
 //! reload of the file (which says which it kept) unless the reload asks for
 //! the file's (`POST /admin/reload?weights=file`), and survive a hand-over.
+//!
+//! With `[admin_tls]` and its `client_ca`, a change needs a client
+//! certificate of that CA as well as the token. Every change that is
+//! installed is logged (JSON, stderr) with who made it (the token's id, a
+//! short SHA3-256 of it, never the token; and the client certificate's
+//! subject and serial when there is one) and what changed (generation and
+//! weights from → to, clusters added or removed, node lists from → to).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -305,6 +312,90 @@ pub fn take_handover_state(edge: &Edge, text: &str) -> Result<u64, String> {
     Ok(edge.routes.table().generation)
 }
 
+/// Who made an admin request: the token's id and the client certificate.
+pub fn who(token: &str, peer: Option<&tandem_conn::tls::PeerCert>) -> serde_json::Value {
+    use sha3::Digest;
+    let digest = sha3::Sha3_256::digest(token.as_bytes());
+    let id: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    let mut v = serde_json::json!({ "token_id": format!("sha3:{id}") });
+    if let Some(p) = peer {
+        v["cert_subject"] = p.subject.clone().into();
+        v["cert_serial"] = p.serial.clone().into();
+    }
+    v
+}
+
+/// What differs between two cluster lists: weights and node lists from →
+/// to, clusters added and removed (each part only when not empty).
+pub fn cluster_changes(before: &[ClusterConfig], after: &[ClusterConfig]) -> serde_json::Value {
+    let mut weights = serde_json::Map::new();
+    let mut nodes = serde_json::Map::new();
+    let mut v = serde_json::Map::new();
+    let addrs = |c: &ClusterConfig| {
+        c.nodes
+            .iter()
+            .map(|n| n.addr.clone())
+            .collect::<Vec<String>>()
+    };
+    for a in after {
+        let Some(b) = before.iter().find(|b| b.name == a.name) else {
+            continue;
+        };
+        if a.weight != b.weight {
+            weights.insert(
+                a.name.clone(),
+                serde_json::json!({"from": b.weight, "to": a.weight}),
+            );
+        }
+        if a.nodes != b.nodes {
+            nodes.insert(
+                a.name.clone(),
+                serde_json::json!({"from": addrs(b), "to": addrs(a)}),
+            );
+        }
+    }
+    let names = |l: &[ClusterConfig], other: &[ClusterConfig]| -> Vec<String> {
+        l.iter()
+            .filter(|c| !other.iter().any(|o| o.name == c.name))
+            .map(|c| c.name.clone())
+            .collect()
+    };
+    let (added, removed) = (names(after, before), names(before, after));
+    if !weights.is_empty() {
+        v.insert("weights".into(), weights.into());
+    }
+    if !nodes.is_empty() {
+        v.insert("nodes".into(), nodes.into());
+    }
+    if !added.is_empty() {
+        v.insert("added".into(), added.into());
+    }
+    if !removed.is_empty() {
+        v.insert("removed".into(), removed.into());
+    }
+    v.into()
+}
+
+/// The log line of an installed admin change.
+fn log_change(
+    change: &str,
+    by: &serde_json::Value,
+    (from_generation, before): (u64, &[ClusterConfig]),
+    edge: &Edge,
+) {
+    let table = edge.routes.table();
+    eprintln!(
+        "{}",
+        serde_json::json!({
+            "msg": "admin change",
+            "change": change,
+            "by": by,
+            "generation": {"from": from_generation, "to": table.generation},
+            "changed": cluster_changes(before, &table.configs()),
+        })
+    );
+}
+
 /// Answers one admin request.
 pub async fn handle(
     edge: &Arc<Edge>,
@@ -338,6 +429,24 @@ pub async fn handle(
     if token.is_empty() {
         return edge_error(StatusCode::FORBIDDEN, DISABLED, None);
     }
+    let peer = req
+        .extensions()
+        .get::<tandem_conn::tls::PeerCert>()
+        .cloned();
+    let cert_required = edge
+        .cfg
+        .admin_tls
+        .as_ref()
+        .is_some_and(|t| t.client_ca.is_some());
+    if cert_required && peer.is_none() {
+        // The TLS handshake already requires one; this holds if the
+        // listener is ever served otherwise.
+        return edge_error(
+            StatusCode::UNAUTHORIZED,
+            "client certificate: the admin API requires one (admin_tls.client_ca)",
+            None,
+        );
+    }
     let authorized = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -360,6 +469,11 @@ pub async fn handle(
         .query()
         .is_some_and(|q| q.split('&').any(|p| p == "weights=file"));
     let method = req.method().clone();
+    let by = who(&token, peer.as_ref());
+    let before = {
+        let t = edge.routes.table();
+        (t.generation, t.configs())
+    };
     let body = match Limited::new(req.into_body(), 1 << 20).collect().await {
         Ok(c) => c.to_bytes(),
         Err(_) => return edge_error(StatusCode::PAYLOAD_TOO_LARGE, "body: over 1 MiB", None),
@@ -377,7 +491,10 @@ pub async fn handle(
                 Err(e) => return edge_error(StatusCode::BAD_REQUEST, &e, None),
             };
             match edge.routes.set_weights(&weights, base) {
-                Ok(_) => json(StatusCode::OK, routes_json(edge)),
+                Ok(_) => {
+                    log_change("weights", &by, (before.0, &before.1), edge);
+                    json(StatusCode::OK, routes_json(edge))
+                }
                 Err(e) => write_error(&e),
             }
         }
@@ -401,7 +518,10 @@ pub async fn handle(
                 Err(e) => return edge_error(StatusCode::BAD_REQUEST, &e, None),
             };
             match edge.routes.set_clusters(&clusters, base) {
-                Ok(_) => json(StatusCode::OK, routes_json(edge)),
+                Ok(_) => {
+                    log_change("clusters", &by, (before.0, &before.1), edge);
+                    json(StatusCode::OK, routes_json(edge))
+                }
                 Err(e) => write_error(&e),
             }
         }
@@ -410,6 +530,7 @@ pub async fn handle(
                 for line in report.log_lines() {
                     eprintln!("{line}");
                 }
+                log_change("reload", &by, (before.0, &before.1), edge);
                 let mut v = routes_json(edge);
                 v["reload"] = report.to_json();
                 json(StatusCode::OK, v)
@@ -451,6 +572,64 @@ mod tests {
         ] {
             assert!(parse_weights(bad).unwrap_err().starts_with("body:"));
         }
+    }
+
+    #[test]
+    fn who_names_the_token_by_a_hash_and_the_certificate_by_its_subject() {
+        let a = who("s3cret-token", None);
+        let id = a["token_id"].as_str().unwrap();
+        assert!(id.starts_with("sha3:") && id.len() == 17, "{id}");
+        assert!(!a.to_string().contains("s3cret"));
+        assert_ne!(who("other-token", None)["token_id"], a["token_id"]);
+        assert_eq!(who("s3cret-token", None), a);
+        let p = tandem_conn::tls::PeerCert {
+            subject: "CN=operator-1,O=ops".into(),
+            serial: "2a".into(),
+        };
+        let b = who("s3cret-token", Some(&p));
+        assert_eq!(b["cert_subject"], "CN=operator-1,O=ops");
+        assert_eq!(
+            (b["cert_serial"].as_str(), &b["token_id"]),
+            (Some("2a"), &a["token_id"])
+        );
+    }
+
+    #[test]
+    fn cluster_changes_say_what_went_from_what_to_what() {
+        let c = |name: &str, weight: u32, addrs: &[&str]| ClusterConfig {
+            name: name.into(),
+            version: "v".into(),
+            role: crate::config::Role::Stable,
+            weight,
+            nodes: addrs
+                .iter()
+                .map(|a| crate::config::NodeAddr {
+                    addr: (*a).into(),
+                    zone: "z".into(),
+                })
+                .collect(),
+        };
+        let before = [
+            c("a", 90, &["n1:1"]),
+            c("b", 10, &["n2:1"]),
+            c("old", 0, &[]),
+        ];
+        let after = [
+            c("a", 50, &["n1:1"]),
+            c("b", 10, &["n3:1"]),
+            c("new", 1, &[]),
+        ];
+        let v = cluster_changes(&before, &after);
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "weights": {"a": {"from": 90, "to": 50}},
+                "nodes": {"b": {"from": ["n2:1"], "to": ["n3:1"]}},
+                "added": ["new"],
+                "removed": ["old"],
+            })
+        );
+        assert_eq!(cluster_changes(&before, &before), serde_json::json!({}));
     }
 
     #[test]

@@ -96,6 +96,70 @@ pub struct UpstreamConfig {
     /// HTTP/2 (gRPC) pings to nodes: interval and timeout.
     pub h2_keepalive_interval_secs: u64,
     pub h2_keepalive_timeout_secs: u64,
+    /// TLS to every node (`[upstream.tls]`); absent: plaintext.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS from the edge to its nodes: the nodes' certificates are verified
+/// against `ca` for the host of each node's address (or `server_name`),
+/// and with `cert` and `key` the edge presents a client certificate
+/// (mutual TLS: a node with `tls.client_ca` accepts only its edges).
+/// Read at start (and at a hand-over, by the successor).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM CA certificates the nodes' certificates must chain to.
+    pub ca: PathBuf,
+    /// The edge's client certificate (PEM chain) and key: both or neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// The name the nodes' certificates are checked for, when it is not
+    /// the host of their addresses (one name for every node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+impl UpstreamTls {
+    pub fn files(&self) -> tandem_conn::tls::ClientFiles {
+        tandem_conn::tls::ClientFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            server_name: self.server_name.clone(),
+            section: "upstream.tls".into(),
+        }
+    }
+}
+
+/// TLS on a listener of the edge (`[tls]` public, `[admin_tls]` admin).
+/// HTTP/2 or HTTP/1.1 by ALPN. SIGHUP reads the files again (new
+/// connections get the new certificate, open ones keep theirs; files that
+/// do not load keep the old one, logged).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// PEM certificate chain, leaf first, and its private key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// PEM CA certificates: when set, clients must present a certificate
+    /// issued by one of them. On `[admin_tls]` the admin API then wants
+    /// both a client certificate and the token, and logs the
+    /// certificate's subject with every change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+}
+
+impl ListenerTls {
+    pub fn files(&self, section: &str) -> tandem_conn::tls::ServerFiles {
+        tandem_conn::tls::ServerFiles {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            client_ca: self.client_ca.clone(),
+            section: section.into(),
+        }
+    }
 }
 
 /// Bounds on what clients control.
@@ -134,6 +198,10 @@ pub struct EdgeConfig {
     pub drain_timeout_secs: u64,
     /// Threads serving connections (0 = one per CPU).
     pub worker_threads: usize,
+    /// TLS on the public listener; absent: plaintext.
+    pub tls: Option<ListenerTls>,
+    /// TLS on the admin listener; absent: plaintext.
+    pub admin_tls: Option<ListenerTls>,
 }
 
 impl Default for HealthConfig {
@@ -167,6 +235,7 @@ impl Default for UpstreamConfig {
             request_timeout_ms: 10_000,
             h2_keepalive_interval_secs: 30,
             h2_keepalive_timeout_secs: 20,
+            tls: None,
         }
     }
 }
@@ -207,6 +276,8 @@ impl Default for EdgeConfig {
             limits: EdgeLimits::default(),
             drain_timeout_secs: 20,
             worker_threads: 0,
+            tls: None,
+            admin_tls: None,
         }
     }
 }
@@ -240,6 +311,9 @@ pub fn changed_settings(old: &EdgeConfig, new: &EdgeConfig) -> Vec<String> {
                     flatten(&name, v, out);
                 }
             }
+            // An absent optional section: its fields, once given, are
+            // the settings that changed.
+            serde_json::Value::Null => {}
             _ => {
                 out.insert(prefix.to_owned(), v.clone());
             }
@@ -327,6 +401,14 @@ impl EdgeConfig {
         }
         if self.health.interval_ms == 0 {
             return bad("health.interval_ms".into(), "must be at least 1");
+        }
+        if let Some(t) = &self.upstream.tls {
+            if t.cert.is_some() != t.key.is_some() {
+                return bad(
+                    "upstream.tls.cert".into(),
+                    "cert and key go together: give both or neither",
+                );
+            }
         }
         Ok(())
     }
@@ -419,6 +501,52 @@ mod tests {
         };
         assert_eq!(cfg.with_env(env).admin_token, "from-file");
         assert_eq!(EdgeConfig::default().with_env(|_| None).admin_token, "");
+    }
+
+    #[test]
+    fn tls_sections_are_optional_and_the_shipped_file_documents_them() {
+        let cfg = EdgeConfig::default();
+        assert!(cfg.tls.is_none() && cfg.admin_tls.is_none() && cfg.upstream.tls.is_none());
+        // The shipped file's commented TLS sections are these structs.
+        let text = include_str!("../../../deploy/edge/tandem-edge.toml");
+        let section = |head: &str| -> String {
+            text.lines()
+                .skip_while(|l| *l != head)
+                .map_while(|l| l.strip_prefix("# "))
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        let t = EdgeConfig::parse(&section("# [tls]")).unwrap().tls.unwrap();
+        assert!(t.client_ca.is_none());
+        let a = EdgeConfig::parse(&section("# [admin_tls]"))
+            .unwrap()
+            .admin_tls
+            .unwrap();
+        assert!(a.client_ca.is_some());
+        let u = EdgeConfig::parse(&section("# [upstream.tls]"))
+            .unwrap()
+            .upstream
+            .tls
+            .unwrap();
+        assert!(u.cert.is_some() && u.key.is_some());
+        let mut cfg = EdgeConfig::default();
+        cfg.upstream.tls = Some(UpstreamTls { key: None, ..u });
+        assert!(cfg
+            .check()
+            .unwrap_err()
+            .to_string()
+            .starts_with("upstream.tls.cert:"));
+        let err = EdgeConfig::parse("[tls]\ncert = \"/a\"\n").unwrap_err();
+        assert!(err.contains("key"), "{err}");
+        // A changed path is a setting that needs a restart.
+        let new = EdgeConfig {
+            tls: Some(t),
+            ..EdgeConfig::default()
+        };
+        assert_eq!(
+            changed_settings(&EdgeConfig::default(), &new),
+            ["tls.cert", "tls.key"]
+        );
     }
 
     #[test]

@@ -112,6 +112,22 @@ pub async fn serve<H, F>(
     H: Fn(Arc<Edge>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<BoxBody>> + Send + 'static,
 {
+    serve_tls(listener, edge, handler, None, stop, drain).await
+}
+
+/// [`serve`] with TLS when `tls` is given (the edge's `tls` for the public
+/// listener, `admin_tls` for the admin one).
+pub async fn serve_tls<H, F>(
+    listener: TcpListener,
+    edge: Arc<Edge>,
+    handler: H,
+    tls: Option<Arc<tandem_conn::tls::ServerTls>>,
+    stop: impl Future<Output = ()>,
+    drain: Duration,
+) where
+    H: Fn(Arc<Edge>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<BoxBody>> + Send + 'static,
+{
     let lim = &edge.cfg.limits;
     let limits = tandem_conn::server::Limits {
         max_connections: lim.max_connections,
@@ -128,7 +144,7 @@ pub async fn serve<H, F>(
         ..tandem_conn::server::Limits::default()
     };
     let svc = Arc::new(EdgeService { edge, handler });
-    tandem_conn::server::serve(listener, svc, limits, async move {
+    tandem_conn::server::serve_tls(listener, svc, limits, tls, async move {
         stop.await;
         tandem_conn::server::Stop::HandOver
     })
@@ -177,28 +193,33 @@ impl Drop for Served {
     }
 }
 
-/// Binds the config's listeners and serves an edge on them (see [`Served`]).
+/// Binds the config's listeners and serves an edge on them (see [`Served`]);
+/// TLS files that cannot be loaded are an `InvalidInput` error naming the
+/// field.
 pub async fn serve_in_process(cfg: EdgeConfig, drain: Duration) -> std::io::Result<Served> {
     let public = TcpListener::bind(cfg.listen).await?;
     let admin = TcpListener::bind(cfg.admin_listen).await?;
     let (public_addr, admin_addr) = (public.local_addr()?, admin.local_addr()?);
-    let edge = Edge::new(cfg);
+    let edge = Edge::try_new(cfg)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let (stop, rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
     tokio::spawn(health_loop(Arc::clone(&edge)));
-    tokio::spawn(serve(
+    tokio::spawn(serve_tls(
         public,
         Arc::clone(&edge),
         dispatch,
+        edge.tls.clone(),
         stopped(rx.clone()),
         drain,
     ));
-    tokio::spawn(serve(
+    tokio::spawn(serve_tls(
         admin,
         Arc::clone(&edge),
         |e, r| async move { admin::handle(&e, &None, r).await },
+        edge.admin_tls.clone(),
         stopped(rx),
         drain,
     ));
@@ -215,7 +236,9 @@ pub async fn serve_in_process(cfg: EdgeConfig, drain: Duration) -> std::io::Resu
 /// weights with their generation; drain, exit). SIGHUP reloads
 /// `config_path`: node sets, weights not set through the admin API, the
 /// admin token and the body limit apply live; the log line names what was
-/// applied, what needs a restart, and which admin weights were kept.
+/// applied, what needs a restart, and which admin weights were kept. It
+/// also reads the listeners' TLS certificate files again (`[tls]`,
+/// `[admin_tls]`): new connections get the new certificate.
 pub fn run(cfg: EdgeConfig, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     use anyhow::Context;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -249,7 +272,7 @@ pub fn run(cfg: EdgeConfig, config_path: Option<PathBuf>) -> anyhow::Result<()> 
             handover::inherited()
         );
         let drain = Duration::from_secs(cfg.drain_timeout_secs);
-        let edge = Edge::new(cfg);
+        let edge = Edge::try_new(cfg).context("tls")?;
         if let Ok(state) = std::env::var(admin::HANDOVER_ENV) {
             // A predecessor's live weights: refusing to start (it keeps
             // serving) beats silently undoing a rollback.
@@ -266,21 +289,23 @@ pub fn run(cfg: EdgeConfig, config_path: Option<PathBuf>) -> anyhow::Result<()> 
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let public_task = tokio::spawn(serve(
+        let public_task = tokio::spawn(serve_tls(
             public,
             Arc::clone(&edge),
             |e, r| async move { dispatch(e, r).await },
+            edge.tls.clone(),
             stopped(stop_rx.clone()),
             drain,
         ));
         let path = config_path.clone();
-        let admin_task = tokio::spawn(serve(
+        let admin_task = tokio::spawn(serve_tls(
             admin,
             Arc::clone(&edge),
             move |e, r| {
                 let path = path.clone();
                 async move { admin::handle(&e, &path, r).await }
             },
+            edge.admin_tls.clone(),
             stopped(stop_rx.clone()),
             drain,
         ));
@@ -289,13 +314,20 @@ pub fn run(cfg: EdgeConfig, config_path: Option<PathBuf>) -> anyhow::Result<()> 
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = hup.recv() => match admin::reload(&edge, &config_path, false) {
-                    Ok(report) => {
-                        for line in report.log_lines() {
-                            eprintln!("{line}");
-                        }
+                _ = hup.recv() => {
+                    // The certificates first: they do not depend on the
+                    // config file, which may fail to load.
+                    for line in edge.reload_tls() {
+                        eprintln!("{line}");
                     }
-                    Err(e) => eprintln!("{{\"msg\":\"reload failed\",\"error\":{e:?}}}"),
+                    match admin::reload(&edge, &config_path, false) {
+                        Ok(report) => {
+                            for line in report.log_lines() {
+                                eprintln!("{line}");
+                            }
+                        }
+                        Err(e) => eprintln!("{{\"msg\":\"reload failed\",\"error\":{e:?}}}"),
+                    }
                 },
                 _ = usr2.recv() => {
                     // Admin writes are refused from here on, so none lands

@@ -22,6 +22,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tandem_conn::tls::{ClientTls, Connector, ServerTls, TlsError};
 
 use crate::attempt;
 pub use crate::attempt::repeatable;
@@ -106,8 +107,14 @@ pub struct Edge {
     pub metrics: EdgeMetrics,
     pub budget: RetryBudget,
     pub draining: AtomicBool,
-    client: Client<HttpConnector, Full<Bytes>>,
-    stream_client: Client<HttpConnector, BoxBody>,
+    client: Client<Connector, Full<Bytes>>,
+    stream_client: Client<Connector, BoxBody>,
+    /// TLS to the nodes for HTTP/1.1 (the pooled client and WebSocket
+    /// upgrades); `None`: plaintext.
+    pub(crate) upstream_tls: Option<ClientTls>,
+    /// TLS of the public and admin listeners (`None`: plaintext).
+    pub tls: Option<Arc<ServerTls>>,
+    pub admin_tls: Option<Arc<ServerTls>>,
     counter: AtomicU64,
     /// The admin API's bearer token (empty: the admin API is disabled).
     admin_token: RwLock<String>,
@@ -120,22 +127,51 @@ pub struct Edge {
     logs_warned: Mutex<Vec<String>>,
 }
 
-fn connector(cfg: &EdgeConfig) -> HttpConnector {
+/// TCP to a node, then TLS when `[upstream.tls]` is set (the handshake
+/// has the connect timeout too).
+fn connector(cfg: &EdgeConfig, tls: Option<ClientTls>) -> Connector {
     let mut c = HttpConnector::new();
     c.set_nodelay(true);
-    c.set_connect_timeout(Some(Duration::from_millis(cfg.upstream.connect_timeout_ms)));
-    c
+    let timeout = Duration::from_millis(cfg.upstream.connect_timeout_ms);
+    c.set_connect_timeout(Some(timeout));
+    Connector::new(c, tls, timeout)
 }
 
 impl Edge {
+    /// An edge for `cfg`.
+    ///
+    /// # Panics
+    /// When the config's TLS files cannot be loaded; [`Edge::try_new`]
+    /// says why instead (the process and `serve_in_process` use it).
     pub fn new(cfg: EdgeConfig) -> Arc<Edge> {
+        Edge::try_new(cfg).unwrap_or_else(|e| panic!("edge TLS: {e}"))
+    }
+
+    /// An edge for `cfg`, with its TLS files read: the listeners'
+    /// certificates and the CA (and client certificate) for the nodes.
+    pub fn try_new(cfg: EdgeConfig) -> Result<Arc<Edge>, TlsError> {
+        let (h1_tls, h2_tls) = match &cfg.upstream.tls {
+            None => (None, None),
+            Some(t) => (
+                Some(ClientTls::load(&t.files(), &[b"http/1.1"])?),
+                Some(ClientTls::load(&t.files(), &[b"h2"])?),
+            ),
+        };
+        let tls = match &cfg.tls {
+            None => None,
+            Some(t) => Some(ServerTls::load(t.files("tls"))?),
+        };
+        let admin_tls = match &cfg.admin_tls {
+            None => None,
+            Some(t) => Some(ServerTls::load(t.files("admin_tls"))?),
+        };
         let u = &cfg.upstream;
         let mut b = Client::builder(TokioExecutor::new());
         b.pool_idle_timeout(Duration::from_secs(u.pool_idle_secs))
             .pool_max_idle_per_host(u.pool_max_idle_per_node)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new());
-        let client = b.build(connector(&cfg));
+        let client = b.build(connector(&cfg, h1_tls.clone()));
         let mut b = Client::builder(TokioExecutor::new());
         b.pool_idle_timeout(Duration::from_secs(u.pool_idle_secs))
             .pool_timer(TokioTimer::new())
@@ -144,21 +180,33 @@ impl Edge {
             .http2_keep_alive_interval(Duration::from_secs(u.h2_keepalive_interval_secs))
             .http2_keep_alive_timeout(Duration::from_secs(u.h2_keepalive_timeout_secs))
             .http2_keep_alive_while_idle(true);
-        let stream_client = b.build(connector(&cfg));
-        Arc::new(Edge {
+        let stream_client = b.build(connector(&cfg, h2_tls));
+        Ok(Arc::new(Edge {
             routes: Routes::new(&cfg.clusters),
             metrics: EdgeMetrics::default(),
             budget: RetryBudget::new(cfg.retry.budget_ratio, cfg.retry.budget_min_per_s),
             draining: AtomicBool::new(false),
             client,
             stream_client,
+            upstream_tls: h1_tls,
+            tls,
+            admin_tls,
             counter: AtomicU64::new(0),
             admin_token: RwLock::new(cfg.admin_token.clone()),
             max_body_bytes: AtomicUsize::new(cfg.limits.max_body_bytes),
             running: Mutex::new(cfg.clone()),
             logs_warned: Mutex::default(),
             cfg,
-        })
+        }))
+    }
+
+    /// Reads the listeners' certificate files again (SIGHUP); one JSON log
+    /// line per listener with TLS.
+    pub fn reload_tls(&self) -> Vec<String> {
+        [("public", &self.tls), ("admin", &self.admin_tls)]
+            .into_iter()
+            .filter_map(|(name, t)| t.as_ref().map(|t| t.reload_log_line(name, &t.reload())))
+            .collect()
     }
 
     /// The admin API's token now (empty: disabled).

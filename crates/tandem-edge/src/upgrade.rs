@@ -53,8 +53,25 @@ pub async fn proxy_upgrade(edge: &Arc<Edge>, mut req: Request<Incoming>) -> Resp
             return edge_error(StatusCode::BAD_GATEWAY, "upstream: cannot connect", Some(1));
         }
     };
-    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-    else {
+    let stream = match &edge.upstream_tls {
+        None => tandem_conn::tls::MaybeTls::Plain(TokioIo::new(stream)),
+        Some(tls) => {
+            let host = node.addr.rsplit_once(':').map_or("", |(h, _)| h);
+            let timeout = std::time::Duration::from_millis(edge.cfg.upstream.connect_timeout_ms);
+            match tls.connect(host, stream, timeout).await {
+                Ok(s) => tandem_conn::tls::MaybeTls::Tls(Box::new(TokioIo::new(s))),
+                Err(_) => {
+                    edge.metrics.upstream_error(&cluster.name, &cluster.version);
+                    return edge_error(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream: TLS handshake failed",
+                        Some(1),
+                    );
+                }
+            }
+        }
+    };
+    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(stream).await else {
         return edge_error(
             StatusCode::BAD_GATEWAY,
             "upstream: handshake failed",
