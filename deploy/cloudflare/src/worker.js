@@ -17,7 +17,9 @@
 // - without an account, a random 64-bit key splits requests by weight.
 //
 // The request goes to the chosen cluster's origin with its method, path,
-// query, headers and body; the answer gets x-tandem-cluster. A connection
+// query, headers and body; the answer gets x-tandem-worker-cluster (the
+// Worker's choice) and x-tandem-cluster (the origin's own when it sent one,
+// as a Tandem edge does, else the Worker's choice). A connection
 // error moves to the next cluster of the same ranking (the API makes every
 // retry safe). No cluster: 503 with a JSON error.
 
@@ -215,7 +217,13 @@ async function handle(request, env) {
       continue;
     }
     const out = new Response(answer.body, answer);
-    out.headers.set("x-tandem-cluster", cluster.name);
+    // x-tandem-worker-cluster is always this Worker's choice. An origin
+    // that is itself a Tandem edge names the cluster that really answered
+    // in x-tandem-cluster (the inner, per-cluster split); that header is
+    // kept, and set to this Worker's choice only when the origin sent none.
+    out.headers.set("x-tandem-worker-cluster", cluster.name);
+    const own = answer.headers.get("x-tandem-cluster");
+    if (own === null || own === "") out.headers.set("x-tandem-cluster", cluster.name);
     return out;
   }
   if (lastError !== null) {

@@ -62,11 +62,17 @@ function upstream(name) {
       const body = Buffer.concat(chunks).toString("utf8");
       u.seen.push({ method: req.method, url: req.url });
       const status = req.url.startsWith("/created") ? 201 : 200;
-      res.writeHead(status, {
+      const head = {
         "content-type": "application/json",
         "x-upstream": name,
         "x-tandem-seq": "0:42",
-      });
+      };
+      // Under /inner/ the upstream acts as a Tandem edge: it names the
+      // cluster behind it that answered (here "<name>-inner").
+      if (req.url.startsWith("/inner/")) head["x-tandem-cluster"] = `${name}-inner`;
+      // Under /inner-empty/ it sends the header empty.
+      if (req.url.startsWith("/inner-empty/")) head["x-tandem-cluster"] = "";
+      res.writeHead(status, head);
       res.end(
         JSON.stringify({ cluster: name, method: req.method, url: req.url, headers: req.headers, body }),
       );
@@ -409,5 +415,27 @@ test("bad routes, oversized accounts and bodies are clear errors", async () => {
   assert.equal(res.status, 400);
   res = await send({ method: "POST", path: "/v1/orders", body: "x".repeat((1 << 20) + 1) });
   assert.equal(res.status, 413);
+  kv.value = null;
+});
+
+test("an origin's own x-tandem-cluster is kept; x-tandem-worker-cluster is the Worker's choice", async () => {
+  kv.value = routesFor(stepNamed("D4 balance").clusters); // 45/45/10
+  const seen = new Set();
+  await pool(Array.from({ length: 60 }, (_, i) => i), 8, async (i) => {
+    // An origin that is a Tandem edge names its own cluster.
+    let res = await send({ path: `/inner/v1/status?account=a${i}` });
+    assert.equal(res.status, 200, res.text);
+    const chose = res.json.cluster;
+    assert.equal(res.headers["x-tandem-cluster"], `${chose}-inner`, res.text);
+    assert.equal(res.headers["x-tandem-worker-cluster"], chose);
+    seen.add(chose);
+    // An origin without the header (or with it empty): the Worker's choice.
+    res = await send({ path: `/v1/status?account=a${i}` });
+    assert.equal(res.headers["x-tandem-cluster"], res.json.cluster);
+    assert.equal(res.headers["x-tandem-worker-cluster"], res.json.cluster);
+    res = await send({ path: `/inner-empty/v1/status?account=a${i}` });
+    assert.equal(res.headers["x-tandem-cluster"], res.json.cluster);
+  });
+  assert.ok(seen.size >= 2, `accounts split over ${[...seen]}`);
   kv.value = null;
 });
