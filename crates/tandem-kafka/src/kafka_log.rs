@@ -693,27 +693,45 @@ impl KafkaLog {
         if let Some((o, v)) = reader.held(from) {
             return f(o, v);
         }
-        self.seek(reader, from)?;
         let deadline = Instant::now() + self.config.request_timeout;
         let mut transient = None;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+        match self.poll_from(reader, from, deadline, &mut transient)? {
+            Some((o, v)) => f(o, v),
+            None => {
                 reader.next_offset = None;
-                return Err(match transient {
+                Err(match transient {
                     Some(e) => kafka_error("fetch", &self.target, e),
                     None => timed_out(
                         "fetch",
                         &self.target,
                         &format!("no message at offsets {from}..={newest}"),
                     ),
-                });
+                })
+            }
+        }
+    }
+
+    /// Reads the first message at an offset >= `from` and holds it:
+    /// `None` if none came by `deadline` (connection trouble meanwhile is
+    /// left in `transient`).
+    fn poll_from<'r>(
+        &self,
+        reader: &'r mut Reader,
+        from: i64,
+        deadline: Instant,
+        transient: &mut Option<KafkaError>,
+    ) -> Result<Option<(i64, &'r [u8])>, LogError> {
+        self.seek(reader, from)?;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
             }
             match reader.consumer.poll(left.min(Duration::from_millis(100))) {
                 None => continue,
                 // Connection trouble, reported while it lasts (or since the
                 // last poll): librdkafka reconnects and resumes by itself.
-                Some(Err(e)) if is_transient(&e) => transient = Some(e),
+                Some(Err(e)) if is_transient(&e) => *transient = Some(e),
                 Some(Err(e)) => {
                     reader.next_offset = None;
                     return Err(kafka_error("fetch", &self.target, e));
@@ -728,8 +746,8 @@ impl KafkaLog {
                     drop(m);
                     reader.next_offset = Some(o + 1);
                     reader.last_from = from;
-                    let value = reader.last_message.insert((o, value));
-                    return f(o, &value.1);
+                    let held = reader.last_message.insert((o, value));
+                    return Ok(Some((o, &held.1)));
                 }
             }
         }
@@ -1026,41 +1044,20 @@ impl Log for KafkaLog {
         }
         let mut transient = None;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let Some((o, v)) = self.poll_from(&mut reader, next, deadline, &mut transient)? else {
                 drop(reader);
                 return match self.try_last_seq() {
                     Ok(last) => Ok(last),
                     Err(e) => Err(transient.map_or(e, |t| kafka_error("fetch", &self.target, t))),
                 };
+            };
+            let count = frame::count(v).map_err(|r| self.corrupt(o, r))?;
+            let last = seq_for(o, count - 1);
+            self.note_tail(o, count);
+            if last > after {
+                return Ok(last);
             }
-            self.seek(&mut reader, next)?;
-            match reader.consumer.poll(left.min(Duration::from_millis(100))) {
-                None => {}
-                Some(Err(e)) if is_transient(&e) => transient = Some(e),
-                Some(Err(e)) => {
-                    reader.next_offset = None;
-                    return Err(kafka_error("fetch", &self.target, e));
-                }
-                Some(Ok(m)) => {
-                    let o = m.offset();
-                    if o < next {
-                        continue;
-                    }
-                    let value = m.payload().unwrap_or(&[]).to_vec();
-                    drop(m);
-                    let count = frame::count(&value).map_err(|r| self.corrupt(o, r))?;
-                    reader.next_offset = Some(o + 1);
-                    reader.last_from = next;
-                    reader.last_message = Some((o, value));
-                    let last = seq_for(o, count - 1);
-                    self.note_tail(o, count);
-                    if last > after {
-                        return Ok(last);
-                    }
-                    next = o + 1;
-                }
-            }
+            next = o + 1;
         }
     }
 
