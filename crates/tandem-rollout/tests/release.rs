@@ -25,11 +25,13 @@
 //! scripts/test.sh does first; or `TANDEM_BIN`) and the tansu broker
 //! (`tansu` on the PATH or `TANSU_BIN`; scripts/test.sh installs it).
 //!
-//! Both tests are ignored in the suite: about 1 run in 5 the controller
-//! rolls back a healthy canary on its canary-vs-stable latency test (on
-//! one Kafka log a cluster with a small share waits to read the others'
-//! messages before it applies its own, and latencies come in bursts, so
-//! windows are not independent). Run them by hand with `-- --ignored`.
+//! Both run in the suite (about 80 s together in a debug build). They were
+//! ignored while about 1 run in 5 rolled back a healthy canary on the
+//! canary-vs-stable latency test: requests that share one log append
+//! share its fate, and counted one by one they made equal clusters look
+//! different (the recorded windows: request-level U p < 0.001 in 10 of
+//! 114 windows). The judge now counts them by append; since then 12 runs
+//! of 12 passed here, on a host busy with other builds.
 //!
 //! The start command puts the node in the background and writes its pid,
 //! which the test kills at its end (the controller leaves a cluster it
@@ -745,7 +747,6 @@ async fn check_release(w: &mut World, exit: Option<std::process::ExitStatus>) {
     );
 }
 
-#[ignore = "fails about 1 run in 5: the canary-vs-stable latency test flags a healthy canary on real processes over one Kafka log (bursty latencies; a small share waits on the others' messages); run by hand: cargo test -p tandem-rollout --test release -- --ignored"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_shaped_release_is_promoted_over_one_kafka_log_with_azure_started_cold() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -757,7 +758,6 @@ async fn the_seed_shaped_release_is_promoted_over_one_kafka_log_with_azure_start
     eprintln!("release test: {} s", started.elapsed().as_secs());
 }
 
-#[ignore = "fails about 1 run in 5: the canary-vs-stable latency test flags a healthy canary on real processes over one Kafka log (bursty latencies; a small share waits on the others' messages); run by hand: cargo test -p tandem-rollout --test release -- --ignored"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_killed_during_expand_resumes_expand_and_finishes() {
     let _one = ONE_AT_A_TIME.lock().await;
