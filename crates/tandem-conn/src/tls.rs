@@ -268,9 +268,18 @@ pub struct ClientFiles {
     pub section: String,
 }
 
-/// TLS to upstreams: one rustls config per ALPN choice.
+/// TLS to upstreams: one rustls config per ALPN choice. Clones share it,
+/// so a [`ClientTls::reload`] reaches every [`Connector`] made with a
+/// clone (new connections; pooled ones keep their session).
 #[derive(Debug, Clone)]
 pub struct ClientTls {
+    current: Arc<RwLock<ClientState>>,
+    files: ClientFiles,
+    alpn: Vec<Vec<u8>>,
+}
+
+#[derive(Debug)]
+struct ClientState {
     config: Arc<ClientConfig>,
     server_name: Option<ServerName<'static>>,
 }
@@ -279,58 +288,43 @@ impl ClientTls {
     /// Reads the files; `alpn` is what the connections offer (`h2` for
     /// gRPC, `http/1.1` for the pooled HTTP/1 client).
     pub fn load(files: &ClientFiles, alpn: &[&[u8]]) -> Result<ClientTls, TlsError> {
-        let s = &files.section;
-        let roots = read_roots(&format!("{s}.ca"), &files.ca)?;
-        let builder = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError {
-                field: s.clone(),
-                message: e.to_string(),
-            })?
-            .with_root_certificates(roots);
-        let mut cfg = match (&files.cert, &files.key) {
-            (None, None) => builder.with_no_client_auth(),
-            (Some(cert), Some(key)) => {
-                let cert_field = format!("{s}.cert");
-                let chain = read_certs(&cert_field, cert)?;
-                leaf_info(&cert_field, cert, &chain[0])?;
-                let key_der = read_key(&format!("{s}.key"), key)?;
-                builder
-                    .with_client_auth_cert(chain, key_der)
-                    .map_err(|e| TlsError {
-                        field: format!("{s}.key"),
-                        message: format!(
-                            "{} does not fit the certificate in {}: {e}",
-                            key.display(),
-                            cert.display()
-                        ),
-                    })?
-            }
-            _ => {
-                return Err(TlsError {
-                    field: format!("{s}.cert"),
-                    message: "cert and key go together: give both or neither".into(),
-                })
-            }
-        };
-        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        let server_name = match &files.server_name {
-            None => None,
-            Some(n) => Some(ServerName::try_from(n.clone()).map_err(|e| TlsError {
-                field: format!("{s}.server_name"),
-                message: format!("{n:?}: {e}"),
-            })?),
-        };
+        let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
+        let state = build_client(files, &alpn)?;
         Ok(ClientTls {
-            config: Arc::new(cfg),
-            server_name,
+            current: Arc::new(RwLock::new(state)),
+            files: files.clone(),
+            alpn,
         })
+    }
+
+    /// Reads the files again; on success new connections use them, else
+    /// the old config stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let state = build_client(&self.files, &self.alpn)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = state;
+        Ok(())
+    }
+
+    /// The JSON log line of a reload's outcome.
+    pub fn reload_log_line(&self, r: &Result<(), TlsError>) -> String {
+        let section = &self.files.section;
+        match r {
+            Ok(()) => format!("{{\"msg\":\"tls client files reloaded\",\"section\":{section:?}}}"),
+            Err(e) => format!(
+                "{{\"level\":\"error\",\"msg\":\"tls client reload refused, the previous files stay\",\"section\":{section:?},\"error\":{:?}}}",
+                e.to_string()
+            ),
+        }
+    }
+
+    fn state(&self) -> std::sync::RwLockReadGuard<'_, ClientState> {
+        self.current.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The name to verify for an upstream at `host` (brackets of an IPv6
     /// literal removed).
     fn name_for(&self, host: &str) -> io::Result<ServerName<'static>> {
-        if let Some(n) = &self.server_name {
+        if let Some(n) = &self.state().server_name {
             return Ok(n.clone());
         }
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -350,11 +344,60 @@ impl ClientTls {
         timeout: Duration,
     ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let name = self.name_for(host)?;
-        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&self.config));
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&self.state().config));
         tokio::time::timeout(timeout, connector.connect(name, tcp))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "tls: handshake timed out"))?
     }
+}
+
+fn build_client(files: &ClientFiles, alpn: &[Vec<u8>]) -> Result<ClientState, TlsError> {
+    let s = &files.section;
+    let roots = read_roots(&format!("{s}.ca"), &files.ca)?;
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError {
+            field: s.clone(),
+            message: e.to_string(),
+        })?
+        .with_root_certificates(roots);
+    let mut cfg = match (&files.cert, &files.key) {
+        (None, None) => builder.with_no_client_auth(),
+        (Some(cert), Some(key)) => {
+            let cert_field = format!("{s}.cert");
+            let chain = read_certs(&cert_field, cert)?;
+            leaf_info(&cert_field, cert, &chain[0])?;
+            let key_der = read_key(&format!("{s}.key"), key)?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| TlsError {
+                    field: format!("{s}.key"),
+                    message: format!(
+                        "{} does not fit the certificate in {}: {e}",
+                        key.display(),
+                        cert.display()
+                    ),
+                })?
+        }
+        _ => {
+            return Err(TlsError {
+                field: format!("{s}.cert"),
+                message: "cert and key go together: give both or neither".into(),
+            })
+        }
+    };
+    cfg.alpn_protocols = alpn.to_vec();
+    let server_name = match &files.server_name {
+        None => None,
+        Some(n) => Some(ServerName::try_from(n.clone()).map_err(|e| TlsError {
+            field: format!("{s}.server_name"),
+            message: format!("{n:?}: {e}"),
+        })?),
+    };
+    Ok(ClientState {
+        config: Arc::new(cfg),
+        server_name,
+    })
 }
 
 /// hyper-util's client connector: TCP, then TLS when configured.

@@ -172,14 +172,26 @@ async fn a_client_trusting_another_ca_is_refused_and_alpn_picks_the_protocol() {
         .unwrap();
     assert_eq!(body, "HTTP/1.1 -");
 
-    let err = get(addr, &client(&other_file, None, &[b"h2"]))
-        .await
-        .unwrap_err();
+    let wrong = client(&other_file, None, &[b"h2"]);
+    let err = get(addr, &wrong).await.unwrap_err();
     assert!(
         err.contains("handshake") && err.contains("UnknownIssuer"),
         "{err}"
     );
-    // The name is checked too: the certificate is not for 127.0.0.2.
+    // The client's files reloaded (the right CA now in that file): every
+    // clone of it (as the edge's connectors hold) uses them; a file that
+    // does not load keeps them.
+    let shared = wrong.clone();
+    std::fs::write(&other_file, &ca.pem).unwrap();
+    assert!(get(addr, &shared).await.is_err(), "read only on reload");
+    wrong.reload().unwrap();
+    assert_eq!(get(addr, &shared).await.unwrap().1, "0b");
+    std::fs::write(&other_file, "garbage").unwrap();
+    let r = wrong.reload();
+    assert_eq!(r.as_ref().unwrap_err().field, "upstream.tls.ca");
+    assert!(wrong.reload_log_line(&r).contains("refused"));
+    assert_eq!(get(addr, &shared).await.unwrap().1, "0b");
+    // The name is checked too: the certificate is not for elsewhere.example.
     let other_name = ClientTls::load(
         &ClientFiles {
             ca: ca_file.clone(),

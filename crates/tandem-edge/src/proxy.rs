@@ -110,8 +110,10 @@ pub struct Edge {
     client: Client<Connector, Full<Bytes>>,
     stream_client: Client<Connector, BoxBody>,
     /// TLS to the nodes for HTTP/1.1 (the pooled client and WebSocket
-    /// upgrades); `None`: plaintext.
+    /// upgrades) and for HTTP/2 (gRPC); `None`: plaintext. The connectors
+    /// share these, so a reload reaches them.
     pub(crate) upstream_tls: Option<ClientTls>,
+    upstream_tls_h2: Option<ClientTls>,
     /// TLS of the public and admin listeners (`None`: plaintext).
     pub tls: Option<Arc<ServerTls>>,
     pub admin_tls: Option<Arc<ServerTls>>,
@@ -180,7 +182,7 @@ impl Edge {
             .http2_keep_alive_interval(Duration::from_secs(u.h2_keepalive_interval_secs))
             .http2_keep_alive_timeout(Duration::from_secs(u.h2_keepalive_timeout_secs))
             .http2_keep_alive_while_idle(true);
-        let stream_client = b.build(connector(&cfg, h2_tls));
+        let stream_client = b.build(connector(&cfg, h2_tls.clone()));
         Ok(Arc::new(Edge {
             routes: Routes::new(&cfg.clusters),
             metrics: EdgeMetrics::default(),
@@ -189,6 +191,7 @@ impl Edge {
             client,
             stream_client,
             upstream_tls: h1_tls,
+            upstream_tls_h2: h2_tls,
             tls,
             admin_tls,
             counter: AtomicU64::new(0),
@@ -200,13 +203,22 @@ impl Edge {
         }))
     }
 
-    /// Reads the listeners' certificate files again (SIGHUP); one JSON log
-    /// line per listener with TLS.
+    /// Reads the TLS files again (SIGHUP): the listeners' certificates and
+    /// `[upstream.tls]` (CA and client certificate: new connections to the
+    /// nodes use them, pooled ones keep their session). One JSON log line
+    /// per section with TLS; a section whose files do not load keeps what
+    /// it had.
     pub fn reload_tls(&self) -> Vec<String> {
-        [("public", &self.tls), ("admin", &self.admin_tls)]
+        let mut lines: Vec<String> = [("public", &self.tls), ("admin", &self.admin_tls)]
             .into_iter()
             .filter_map(|(name, t)| t.as_ref().map(|t| t.reload_log_line(name, &t.reload())))
-            .collect()
+            .collect();
+        if let (Some(h1), Some(h2)) = (&self.upstream_tls, &self.upstream_tls_h2) {
+            // Both or neither: h2 is loaded only when h1 loaded.
+            let r = h1.reload().and_then(|()| h2.reload());
+            lines.push(h1.reload_log_line(&r));
+        }
+        lines
     }
 
     /// The admin API's token now (empty: disabled).
