@@ -387,6 +387,9 @@ async fn mutual_tls_through_the_edge_admin_certificates_and_reload_under_load() 
     nodes_ca
         .issue(&Leaf::new("edge-public", 2))
         .write(d, "edge");
+    edges_ca
+        .issue(&Leaf::new("edge-1", 0x21))
+        .write(d, "edge-client");
     edge.signal(libc::SIGHUP).expect("SIGHUP the edge");
     until(ok.load(Ordering::Relaxed) + 150).await;
     nodes_ca.issue(&Leaf::new("node-1", 0x11)).write(d, "node");
@@ -423,6 +426,14 @@ async fn mutual_tls_through_the_edge_admin_certificates_and_reload_under_load() 
         text.contains(
             "\"msg\":\"tls certificate reloaded\",\"listener\":\"public\",\"serial\":\"11\""
         ),
+        "{text}"
+    );
+
+    // The edge's SIGHUP read its client files for the nodes too (renewed
+    // in place: the edge's requests above kept passing the node's
+    // client_ca check).
+    assert!(
+        text.contains("\"msg\":\"tls client files reloaded\",\"section\":\"upstream.tls\""),
         "{text}"
     );
 
