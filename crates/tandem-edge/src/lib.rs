@@ -263,7 +263,11 @@ pub fn run(cfg: EdgeConfig, config_path: Option<PathBuf>) -> anyhow::Result<()> 
         if cfg.admin_token.is_empty() {
             eprintln!("{}", admin::disabled_warning());
         }
-        let (public, admin) = handover::listeners(cfg.listen, cfg.admin_listen)?;
+        // The TLS files first: an edge that cannot load them never listens.
+        let (listen, admin_listen) = (cfg.listen, cfg.admin_listen);
+        let drain = Duration::from_secs(cfg.drain_timeout_secs);
+        let edge = Edge::try_new(cfg).context("tls")?;
+        let (public, admin) = handover::listeners(listen, admin_listen)?;
         eprintln!(
             "{{\"msg\":\"edge listening\",\"public\":\"{}\",\"admin\":\"{}\",\"pid\":{},\"inherited\":{}}}",
             public.local_addr()?,
@@ -271,8 +275,6 @@ pub fn run(cfg: EdgeConfig, config_path: Option<PathBuf>) -> anyhow::Result<()> 
             std::process::id(),
             handover::inherited()
         );
-        let drain = Duration::from_secs(cfg.drain_timeout_secs);
-        let edge = Edge::try_new(cfg).context("tls")?;
         if let Ok(state) = std::env::var(admin::HANDOVER_ENV) {
             // A predecessor's live weights: refusing to start (it keeps
             // serving) beats silently undoing a rollback.
