@@ -17,7 +17,7 @@ pub const SEED: &str = include_str!("../../../deploy/rollout/seed.yaml");
 
 pub const USAGE: &str = "\
 usage: tandem demo [--scenario NAME] [--time-scale K] [--rate N] [--out DIR] [--json FILE]
-                   [--link-delay-ms F] [--broker-delay-ms F] [--broker-storage E] [--slow-ms F] [--gate NAME=VALUE]... [--round S] [--skew OFFSET] [--quiet]
+                   [--link-delay-ms F] [--broker-delay-ms F] [--broker-storage E] [--slow-ms F] [--gate NAME=VALUE]... [--round S] [--skew OFFSET] [--worker] [--quiet]
 
   run the source document's multi-cloud release on this machine with real
   processes (contracts/demo-report.md): a tansu broker holding one Kafka
@@ -60,6 +60,13 @@ usage: tandem demo [--scenario NAME] [--time-scale K] [--rate N] [--out DIR] [--
   --skew OFFSET       faults: run gcp-3 with its wall clock OFFSET (+10s,
                       -10s) from the host's, with libfaketime; `off` runs it
                       on the host's clock                                      [+10s]
+  --worker            put the real Cloudflare Worker (deploy/cloudflare/src/worker.js
+                      and build/tandem_route.wasm) in workerd in front of the
+                      edge: the load goes to the Worker, whose routes name one
+                      origin, the edge (the outer split is Cloudflare's, the
+                      per-cluster split behind it the edge's); needs
+                      `deploy/cloudflare/build.sh` and `npm ci` in
+                      deploy/cloudflare (or WORKERD_BIN, TANDEM_ROUTE_WASM)
   --quiet             no progress lines
 
   needs tansu (`cargo install tansu --version 0.6.0 --features dynostore,libsql`,
@@ -236,6 +243,7 @@ fn failed_report(s: Scenario, o: &Options, why: String) -> DemoReport {
         duration_s: 0.0,
         series: Vec::new(),
         broker_floor: None,
+        worker: None,
     }
 }
 
@@ -302,7 +310,9 @@ fn parse(args: &[String]) -> Result<Option<Parsed>> {
         seed: SEED.to_owned(),
         verbose: true,
         skew: Some("+10s".to_owned()),
+        worker: None,
     };
+    let mut worker = false;
     let mut json = None;
     let mut i = 0;
     let bad = |m: String| anyhow::Error::new(UsageError(m));
@@ -388,6 +398,7 @@ fn parse(args: &[String]) -> Result<Option<Parsed>> {
             }
             "--round" => o.round_s = num("--round", value()?, 5.0, 3600.0)? as u32,
             "--quiet" => o.verbose = false,
+            "--worker" => worker = true,
             "--skew" => {
                 let v = value()?;
                 let ok = v == "off"
@@ -420,5 +431,8 @@ fn parse(args: &[String]) -> Result<Option<Parsed>> {
         }
     }
     o.tansu = find_tansu()?;
+    if worker {
+        o.worker = Some(crate::worker::find()?);
+    }
     Ok(Some((scenarios, o, json)))
 }

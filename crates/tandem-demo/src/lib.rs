@@ -10,6 +10,8 @@
 //! - [`diverge`] and [`replay`]: the first command a diverged canary
 //!   computed differently;
 //! - [`report`] and [`render`]: the JSON report and `report.md`/`.html`;
+//! - [`worker`]: `--worker`, the Cloudflare Worker in workerd in front of
+//!   the edge;
 //! - [`cli`]: the `tandem demo` command.
 
 pub mod cli;
@@ -21,6 +23,7 @@ pub mod render;
 pub mod replay;
 pub mod report;
 pub mod scenario;
+pub mod worker;
 pub mod world;
 
 pub use cli::{run_cli, UsageError, USAGE};

@@ -311,6 +311,13 @@ fn scenario(i: usize, r: &DemoReport) -> Vec<Block> {
                     ),
                 },
             ],
+            vec![
+                "Cloudflare Worker".into(),
+                "the outer split in front of the clusters (weights in KV, up to 60 s to \
+                 reach every location)"
+                    .into(),
+                worker_cell(r),
+            ],
         ],
     });
 
@@ -400,6 +407,45 @@ fn scenario(i: usize, r: &DemoReport) -> Vec<Block> {
     b.push(Block::Heading(3, "Gates".into()));
     b.push(gates_table(r));
     b
+}
+
+/// The Worker row's "this run" cell.
+fn worker_cell(r: &DemoReport) -> String {
+    let Some(w) = &r.worker else {
+        return "off: the load went to the edge directly (`tandem demo --worker` puts the \
+                Worker in front)"
+            .into();
+    };
+    let by = |m: &std::collections::BTreeMap<String, u64>| {
+        m.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let probe = match &w.probe {
+        Some(p) => format!(
+            "; added latency, measured after the load by {} pairs of GET /readyz one at a time \
+             (edge directly, then through the Worker): p50 {} ms ({} vs {}), p99 {} ms ({} vs {})",
+            p.pairs,
+            num(p.added_p50_ms),
+            num(p.worker_p50_ms),
+            num(p.direct_p50_ms),
+            num(p.added_p99_ms),
+            num(p.worker_p99_ms),
+            num(p.direct_p99_ms)
+        ),
+        None => "; added latency not measured".into(),
+    };
+    format!(
+        "on: deploy/cloudflare's Worker in workerd at {} with one origin, the edge at {}; it \
+         served {} requests (counted by a tail worker in workerd; outcomes: {}; statuses: \
+         {}){probe}",
+        w.listen,
+        w.origin,
+        w.requests,
+        by(&w.outcomes),
+        by(&w.statuses)
+    )
 }
 
 fn phase_table(r: &DemoReport, clusters: &[String]) -> Block {

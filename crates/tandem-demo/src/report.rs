@@ -70,6 +70,10 @@ pub struct DemoReport {
     /// The broker's own produce→consume time in this run, beside the
     /// client's latency over the same window; `None` when not measured.
     pub broker_floor: Option<BrokerFloor>,
+    /// The Cloudflare Worker in workerd in front of the edge (`--worker`);
+    /// `None`: the load went to the edge directly.
+    #[serde(default)]
+    pub worker: Option<WorkerReport>,
 }
 
 /// The latency goal against the broker's floor: the source's 15 ms at p99
@@ -94,6 +98,43 @@ pub struct BrokerFloor {
     /// max(15, floor_p99_ms + 3).
     pub goal_p99_ms: f64,
     pub met: bool,
+}
+
+/// The Cloudflare Worker layer of a run (`--worker`): where it listened,
+/// its origin, and what it served, counted on workerd's side.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WorkerReport {
+    /// Where the load generator sent its requests (the Worker's socket).
+    pub listen: String,
+    /// The Worker's one origin: the Tandem edge's public address.
+    pub origin: String,
+    /// Invocations of the Worker counted by workerd's tail worker.
+    pub requests: u64,
+    /// Those invocations by outcome (`ok`, `exception`, ...).
+    pub outcomes: BTreeMap<String, u64>,
+    /// Those invocations by the Worker's response status (`none`: no
+    /// response).
+    pub statuses: BTreeMap<String, u64>,
+    /// The latency the Worker adds, measured after the load: `GET /readyz`
+    /// sent in turn to the edge directly and through the Worker, one at a
+    /// time from one client; `None` when not measured.
+    pub probe: Option<WorkerProbe>,
+}
+
+/// The Worker's hop measured by pairs of requests (see
+/// [`WorkerReport::probe`]); ms.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerProbe {
+    /// Pairs answered 200 both ways.
+    pub pairs: u64,
+    pub direct_p50_ms: f64,
+    pub direct_p99_ms: f64,
+    pub worker_p50_ms: f64,
+    pub worker_p99_ms: f64,
+    /// `worker_p50_ms - direct_p50_ms`, and the same at p99.
+    pub added_p50_ms: f64,
+    pub added_p99_ms: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -78,6 +78,8 @@ pub struct Options {
     /// `faults`: the clock offset of gcp-3 (libfaketime), e.g. `+10s`;
     /// `None`: not injected.
     pub skew: Option<String>,
+    /// `--worker`: the Cloudflare Worker in workerd as the outermost layer.
+    pub worker: Option<crate::worker::WorkerParts>,
 }
 
 /// Max open orders per account on the divergent canary's nodes: a limit
@@ -102,7 +104,7 @@ impl Load {
         let cmd = world::tandem(&[
             "loadgen",
             "--target",
-            &format!("http://{}", w.edge_public),
+            &format!("http://{}", w.load_target()),
             "--rate",
             &o.rate.to_string(),
             "--duration",
@@ -292,6 +294,7 @@ pub async fn run(scenario: Scenario, o: &Options) -> Result<DemoReport> {
         skewed: skewed.clone(),
         tansu: o.tansu.clone(),
         broker_storage: o.broker_storage.clone(),
+        worker: o.worker.clone(),
     };
     let mut problems = Vec::new();
     let mut faults = Vec::new();
@@ -341,6 +344,16 @@ pub async fn run(scenario: Scenario, o: &Options) -> Result<DemoReport> {
         &w,
         &format!("{} nodes warm, edge at {}", w.procs.len(), w.edge_public),
     );
+    if let Some(x) = &w.worker {
+        say(
+            o,
+            &w,
+            &format!(
+                "Cloudflare Worker (workerd) at {}, in front of the edge",
+                x.listen
+            ),
+        );
+    }
     let mut load = Load::start(&w, o)?;
     w.start_controller().await?;
     // The broker's own floor, measured beside the load in its first
@@ -686,6 +699,28 @@ pub async fn run(scenario: Scenario, o: &Options) -> Result<DemoReport> {
             (s != *v).then(|| (k.clone(), (s, *v)))
         })
         .collect();
+    let worker = match &w.worker {
+        Some(x) => match x.counts().await {
+            Ok(mut r) => {
+                // After the load and its count: the probe's requests are
+                // not in the count above.
+                match x.probe(WORKER_PROBE_PAIRS).await {
+                    Ok(p) => r.probe = Some(p),
+                    Err(e) => problems.push(format!("the Worker's latency probe: {e:#}")),
+                }
+                Some(r)
+            }
+            Err(e) => {
+                problems.push(format!("the Worker's request count: {e:#}"));
+                Some(crate::report::WorkerReport {
+                    listen: x.listen.to_string(),
+                    origin: x.origin.to_string(),
+                    ..Default::default()
+                })
+            }
+        },
+        None => None,
+    };
     let failed = totals.samples.iter().filter(|s| s.failed()).count() as u64;
     let report = DemoReport {
         scenario: scenario.name().into(),
@@ -723,6 +758,7 @@ pub async fn run(scenario: Scenario, o: &Options) -> Result<DemoReport> {
         duration_s: end_unix.saturating_sub(origin) as f64 / 1000.0,
         series: measure::series(&totals.samples, origin),
         broker_floor,
+        worker,
     };
     w.shutdown();
     Ok(report)
@@ -753,6 +789,9 @@ fn scenario_gates(scenario: Scenario, o: &Options) -> BTreeMap<String, f64> {
     }
     g
 }
+
+/// Pairs of requests that measure the Worker's hop after the load.
+const WORKER_PROBE_PAIRS: usize = 300;
 
 /// How long the broker's floor is measured, at the demo's rate up to
 /// [`FLOOR_RATE_MAX`] messages a second.

@@ -56,6 +56,8 @@ pub struct Setup {
     /// tansu's `--storage-engine`: `sqlite://tansu.db` (the default) or
     /// `memory://tansu/`.
     pub broker_storage: String,
+    /// `--worker`: the Cloudflare Worker in workerd in front of the edge.
+    pub worker: Option<crate::worker::WorkerParts>,
 }
 
 /// One node's files and addresses.
@@ -108,6 +110,8 @@ pub struct World {
     pub edge_admin: SocketAddr,
     pub controller: Option<Supervised>,
     pub controller_listen: SocketAddr,
+    /// The Cloudflare Worker in front of the edge, with `--worker`.
+    pub worker: Option<crate::worker::Worker>,
     pub started: Instant,
     pub started_unix_ms: u64,
     /// Why the node with a skewed clock did not start, if it did not.
@@ -362,6 +366,7 @@ impl World {
             edge_admin,
             controller: None,
             controller_listen: free_addr(),
+            worker: None,
             started,
             started_unix_ms,
             skew_error: None,
@@ -384,7 +389,16 @@ impl World {
             }
         }
         w.start_edge().await?;
+        if let Some(parts) = w.setup.worker.clone() {
+            let dir = w.path("worker");
+            w.worker = Some(crate::worker::Worker::start(&parts, &dir, w.edge_public).await?);
+        }
         Ok(w)
+    }
+
+    /// Where the load goes: the Worker with `--worker`, else the edge.
+    pub fn load_target(&self) -> SocketAddr {
+        self.worker.as_ref().map_or(self.edge_public, |x| x.listen)
     }
 
     /// Starts node `i` and waits until it is ready.
@@ -645,6 +659,9 @@ impl World {
     pub fn shutdown(&mut self) {
         if let Some(mut c) = self.controller.take() {
             c.kill();
+        }
+        if let Some(mut x) = self.worker.take() {
+            x.stop();
         }
         for n in &self.nodes {
             if let Some(pid) = self.cold_pid(n) {

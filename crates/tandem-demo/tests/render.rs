@@ -97,6 +97,7 @@ fn base(scenario: &str, result: &str) -> DemoReport {
         duration_s: 0.0,
         series: Vec::new(),
         broker_floor: None,
+        worker: None,
     }
 }
 
