@@ -94,6 +94,14 @@ step "supply chain: cargo deny (licenses, bans, sources)"
 # Not `advisories`: the RustSec database cannot be fetched on these machines.
 cargo deny --locked check --hide-inclusion-graph licenses bans sources
 
+# The Worker's parts before the tests: tandem-demo's tests/worker.rs runs
+# the demo with the Cloudflare Worker in workerd in front of the edge and
+# fails under CI without them. The Worker's own tests stay below.
+step "Cloudflare Worker's parts for the tests (tandem_route.wasm, workerd)"
+deploy/cloudflare/build.sh
+command -v npm >/dev/null || apt-get install -y -qq nodejs npm || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
+[ -x deploy/cloudflare/node_modules/@cloudflare/workerd-linux-64/bin/workerd ] || (cd deploy/cloudflare && npm ci --no-audit --no-fund)
+
 step "tests"
 # Bounded property runs in CI; raise PROPTEST_CASES locally for a soak.
 export PROPTEST_CASES="${PROPTEST_CASES:-256}"
