@@ -135,6 +135,8 @@ pub trait Service: Send + Sync + 'static {
     fn connection_opened(&self) {}
     fn connection_closed(&self) {}
     fn connection_refused(&self) {}
+    /// A TLS handshake failed or timed out (the connection was closed).
+    fn tls_handshake_failed(&self) {}
     /// The drain started (`open` connections): stop saying ready.
     fn draining(&self, _open: usize) {}
 }
@@ -625,6 +627,7 @@ impl<S: Service> Shared<S> {
         let Some((stream, peer)) =
             handshake_with(self.tls.clone(), stream, self.limits.request_head).await
         else {
+            self.svc.tls_handshake_failed();
             return;
         };
         let timing = Timing::new(self.base);

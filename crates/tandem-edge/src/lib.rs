@@ -93,6 +93,10 @@ where
     fn connection_refused(&self) {
         self.edge.metrics.connection_refused();
     }
+
+    fn tls_handshake_failed(&self) {
+        self.edge.metrics.tls_handshake_failed();
+    }
 }
 
 /// Serves `listener` with `handler` until `stop` resolves, then stops

@@ -35,6 +35,9 @@ pub struct EdgeMetrics {
     connections_refused: AtomicU64,
     /// Requests whose handler panicked (answered 500 by the scaffold).
     panics: AtomicU64,
+    /// TLS handshakes that failed on either listener (wrong CA, no client
+    /// certificate where one is required, timeout).
+    tls_handshake_failures: AtomicU64,
 }
 
 impl EdgeMetrics {
@@ -89,6 +92,9 @@ impl EdgeMetrics {
     }
     pub fn panicked(&self) {
         self.panics.fetch_add(1, Relaxed);
+    }
+    pub fn tls_handshake_failed(&self) {
+        self.tls_handshake_failures.fetch_add(1, Relaxed);
     }
 
     /// Requests answered per cluster name (the split achieved).
@@ -175,6 +181,11 @@ impl EdgeMetrics {
                 "tandem_edge_panics_total",
                 "Requests whose handler panicked (answered 500).",
                 &self.panics,
+            ),
+            (
+                "tandem_edge_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out, both listeners.",
+                &self.tls_handshake_failures,
             ),
         ];
         for (name, help, v) in plain {

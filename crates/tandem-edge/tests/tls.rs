@@ -278,6 +278,23 @@ async fn mutual_tls_through_the_edge_admin_certificates_and_reload_under_load() 
         .unwrap_err();
     assert!(refused(&err), "{err}");
     let op = client(&nodes_ca_file, Some((&op_cert, &op_key)));
+    // Counted: the refused handshake above, and one with a client that
+    // trusts another CA on the public listener.
+    let stranger = client(&ops_ca_file, None);
+    assert!(call(public, &stranger, "GET", "/v1/status", &[], "")
+        .await
+        .unwrap_err()
+        .starts_with("handshake: "));
+    let failures = eventually(Duration::from_secs(5), async || {
+        let Ok((200, metrics, _)) = call(admin, &op, "GET", "/metrics", &[], "").await else {
+            return false;
+        };
+        metrics
+            .lines()
+            .any(|l| l == "tandem_edge_tls_handshake_failures_total{zone=\"a\"} 2")
+    })
+    .await;
+    assert!(failures, "{}", logs());
     let (status, _, _) = call(
         admin,
         &op,
