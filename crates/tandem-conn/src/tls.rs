@@ -11,7 +11,8 @@
 //!   certificate already expired keeps the old config and says why.
 //! - [`ClientTls`] and [`Connector`]: connections to upstreams verified
 //!   against a CA file, optionally presenting a client certificate; the
-//!   connector plugs into hyper-util's pooled client.
+//!   connector plugs into hyper-util's pooled client. Clones share one
+//!   config, so [`ClientTls::reload`] reaches every connector.
 //! - [`PeerCert`]: the verified client certificate of a connection, put
 //!   in every request's extensions by the server (the edge's admin API
 //!   logs its subject).
