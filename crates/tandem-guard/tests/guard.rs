@@ -227,8 +227,8 @@ fn instruction_counts_within_tolerance_of_baselines() {
     let base = read_baselines(&text);
     let mut failures = Vec::new();
     println!(
-        "{:<6} {:>12} {:>12} {:>8}  what one op is",
-        "", "instr/op", "baseline", "change"
+        "{:<6} {:>12} {:>12} {:>8} {:>12}  what one op is",
+        "", "instr/op", "baseline", "change", "total"
     );
     for ((name, n, total, line), (_, _, what)) in measured.iter().zip(WORKLOADS) {
         let Some(&(bn, btotal)) = base.get(*name) else {
@@ -245,7 +245,7 @@ fn instruction_counts_within_tolerance_of_baselines() {
         }
         let change = *total as f64 / btotal as f64 - 1.0;
         println!(
-            "{name:<6} {:>12.1} {:>12.1} {:>+7.2}%  {what}  [{line}]",
+            "{name:<6} {:>12.1} {:>12.1} {:>+7.2}% {total:>12}  {what}  [{line}]",
             *total as f64 / *n as f64,
             btotal as f64 / bn as f64,
             change * 100.0
