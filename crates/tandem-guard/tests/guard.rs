@@ -165,7 +165,10 @@ fn write_baselines(measured: &[(&str, u64, u64, String)], valgrind: &str) {
     for (name, n, total, _) in measured {
         s.push_str(&format!("{name} {n} {total}\n"));
     }
-    std::fs::write(baselines_path(), s).expect("write baselines.txt");
+    // Written aside and renamed: the other test may be reading the file.
+    let tmp = baselines_path().with_extension("txt.new");
+    std::fs::write(&tmp, s).expect("write baselines.txt.new");
+    std::fs::rename(&tmp, baselines_path()).expect("rename to baselines.txt");
 }
 
 #[test]
