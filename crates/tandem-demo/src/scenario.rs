@@ -128,6 +128,12 @@ impl Load {
             "--id-prefix",
             &format!("r{i}"),
             "--verify",
+            // The read-back overlaps the next round's load: at the load's
+            // own rate it is steady traffic, not a burst of every order
+            // of the round at once (which slowed every cluster for a few
+            // seconds at each round's end).
+            "--verify-rate",
+            &o.rate.to_string(),
             "--json",
             &json.display().to_string(),
             "--samples",

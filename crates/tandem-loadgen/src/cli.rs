@@ -39,6 +39,8 @@ usage: tandem loadgen [flags]
   --timeout-ms N       timeout of one attempt                       [5000]
   --verify[=BOOL]      read back every accepted order after the run [true]
   --no-verify          same as --verify=false
+  --verify-rate N      read-backs started per second after the run, so they
+                       do not land as one burst (0: no bound)           [0]
   --replay-ratio F     share of acknowledged places replayed after the run
                        to check idempotence (retried ones always)   [0.05]
   --floor              send only GET /healthz (the server stack's floor)
@@ -158,6 +160,7 @@ fn parse(args: &[String]) -> Result<Option<(LoadgenConfig, Option<String>)>> {
                 }
             }
             "--no-verify" => cfg.verify = false,
+            "--verify-rate" => cfg.verify_rate = num(flag, value()?)?,
             "--replay-ratio" => cfg.replay_ratio = num(flag, value()?)?,
             "--floor" => cfg.floor = true,
             "--path" => cfg.path = Some(value()?),

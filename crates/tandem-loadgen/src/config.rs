@@ -66,6 +66,10 @@ pub struct LoadgenConfig {
     pub timeout_ms: u64,
     /// After the run, read back every accepted order (and replay some).
     pub verify: bool,
+    /// Read-backs started per second after the run (0: as fast as the
+    /// in-flight bound allows). A bound keeps the read-back from landing
+    /// on the system under test as one burst.
+    pub verify_rate: f64,
     /// Share of acknowledged orders whose POST is replayed after the run to
     /// check idempotence (orders that were retried are always replayed).
     pub replay_ratio: f64,
@@ -116,6 +120,7 @@ impl Default for LoadgenConfig {
             retry_backoff_ms: 5,
             timeout_ms: 5000,
             verify: true,
+            verify_rate: 0.0,
             replay_ratio: 0.05,
             floor: false,
             path: None,
@@ -170,6 +175,12 @@ impl LoadgenConfig {
         }
         if self.duration_s <= 0.0 {
             return bad("duration must be > 0 seconds".into());
+        }
+        if !(self.verify_rate.is_finite() && self.verify_rate >= 0.0) {
+            return bad(format!(
+                "verify-rate must be >= 0 per second, got {}",
+                self.verify_rate
+            ));
         }
         if self.scheduled_requests() > MAX_REQUESTS {
             return bad(format!(

@@ -335,7 +335,10 @@ pub fn run(cfg: &LoadgenConfig) -> Result<Report, LoadgenError> {
         let sh = shared.clone();
         let (tokens, dup) = (merged.tokens.clone(), merged.duplicated_in_run);
         let (seed, ratio) = (cfg.seed, cfg.replay_ratio);
-        Some(rt.block_on(verify(sh, acks, cancelled, tokens, dup, seed, ratio, bound)))
+        let pace = (cfg.verify_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / cfg.verify_rate));
+        Some(rt.block_on(verify(
+            sh, acks, cancelled, tokens, dup, seed, ratio, bound, pace,
+        )))
     } else {
         None
     };
@@ -521,15 +524,24 @@ async fn verify(
     seed: u64,
     replay_ratio: f64,
     concurrency: usize,
+    pace: Option<Duration>,
 ) -> Verify {
     let tally = Arc::new(Mutex::new(Tally::default()));
     tally.lock().expect("tally lock").v.duplicated = duplicated_in_run;
     let cancelled = Arc::new(cancelled);
     let tokens = Arc::new(tokens);
     let sem = Arc::new(Semaphore::new(concurrency));
+    let mut ticks = pace.map(|p| {
+        let mut i = tokio::time::interval(p);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
     for ack in acks {
         if ack.expect == Expect::NotAccepted {
             continue;
+        }
+        if let Some(t) = &mut ticks {
+            t.tick().await;
         }
         let permit = sem.clone().acquire_owned().await.expect("never closed");
         let (sh, tally, cancelled, tokens) =

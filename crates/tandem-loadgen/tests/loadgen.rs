@@ -91,6 +91,8 @@ struct Fake {
     /// Reads that carried `x-tandem-min-seq`, and any whose token was
     /// not one this fake handed out.
     min_seq_reads: u64,
+    /// When each of those reads arrived.
+    min_seq_read_at: Vec<std::time::Instant>,
     bad_tokens: u64,
     orders: HashMap<(String, String), OrderRec>,
     replies: HashMap<(String, String), (Bytes, String)>,
@@ -315,6 +317,7 @@ async fn handle(
     if let Some(tok) = min_seq {
         // One partition: the token must be `0:N` with N already reached.
         f.min_seq_reads += 1;
+        f.min_seq_read_at.push(std::time::Instant::now());
         let ok = tok
             .strip_prefix("0:")
             .and_then(|n| n.parse::<u64>().ok())
@@ -442,6 +445,40 @@ fn honest_node_verifies_clean() {
     }
     assert_eq!(j["verify"]["lost"], 0);
     assert_eq!(j["config"]["seed"], 7);
+}
+
+#[test]
+fn verify_rate_spreads_the_read_back() {
+    // 200 read-backs at most 100 a second take at least 1.99 s from the
+    // first to the last; unbounded, the same read-back is one burst.
+    let spans: Vec<(u64, f64)> = [100.0, 0.0]
+        .into_iter()
+        .map(|verify_rate| {
+            let (addr, fake) = start_fake(Mode::default());
+            let cfg = LoadgenConfig {
+                rate: 200.0,
+                warmup_s: 0.0,
+                cancel_ratio: 0.0,
+                replay_ratio: 0.0,
+                verify_rate,
+                ..config(addr)
+            };
+            let r = run(&cfg).unwrap();
+            let v = verify(&r);
+            assert_eq!((v.lost, v.unverified), (0, 0), "{r}");
+            let f = fake.lock().unwrap();
+            assert_eq!(f.min_seq_reads, v.checked, "{r}");
+            let span = match (f.min_seq_read_at.first(), f.min_seq_read_at.last()) {
+                (Some(a), Some(b)) => b.duration_since(*a).as_secs_f64(),
+                _ => 0.0,
+            };
+            (v.checked, span)
+        })
+        .collect();
+    let (n, paced) = spans[0];
+    assert!(n >= 100, "{spans:?}");
+    assert!(paced >= (n - 1) as f64 / 100.0 * 0.99, "{spans:?}");
+    assert!(spans[1].1 < paced / 2.0, "{spans:?}");
 }
 
 #[test]
