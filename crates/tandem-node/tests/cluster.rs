@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{free_port, place_body, Conn, Resp, TempDir};
+use common::{free_port, place_body, Broker, Conn, Resp, TempDir};
 
 /// One cluster at a time: each is a broker and three nodes, on 2 cores.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -73,37 +73,6 @@ fn tail(path: &Path, bytes: usize) -> String {
         .find(|&i| s.is_char_boundary(i))
         .unwrap_or(s.len());
     s[start..].to_owned()
-}
-
-/// A tansu broker, killed on drop.
-struct Broker {
-    child: Child,
-    port: u16,
-}
-
-impl Broker {
-    fn start(dir: &Path) -> Broker {
-        let mut last = String::new();
-        for _ in 0..3 {
-            let port = free_port();
-            match tandem_kafka::tansu::spawn(dir, port, port) {
-                Ok(child) => return Broker { child, port },
-                Err(e) => last = e,
-            }
-        }
-        panic!("tansu broker did not start: {last}");
-    }
-
-    fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// One `tandem node` process, its config file, data dir and log.

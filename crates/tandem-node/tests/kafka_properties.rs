@@ -32,7 +32,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{free_port, place_body, TempDir};
+use common::{free_port, place_body, Broker, TempDir};
 
 /// One broker and one node at a time, on 2 cores.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -42,38 +42,6 @@ const TOPIC: &str = "orders";
 /// The `tandem` binary (`TANDEM_BIN`, or beside this test executable).
 fn tandem_bin() -> PathBuf {
     tandem_control::supervise::target_binary("tandem", "TANDEM_BIN")
-}
-
-/// A tansu broker, killed on drop.
-struct Broker {
-    child: Child,
-    port: u16,
-}
-
-impl Broker {
-    fn start(dir: &Path) -> Broker {
-        std::fs::create_dir_all(dir).expect("broker dir");
-        let mut last = String::new();
-        for _ in 0..3 {
-            let port = free_port();
-            match tandem_kafka::tansu::spawn(dir, port, port) {
-                Ok(child) => return Broker { child, port },
-                Err(e) => last = e,
-            }
-        }
-        panic!("tansu broker did not start: {last}");
-    }
-
-    fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// How a node's start ended.

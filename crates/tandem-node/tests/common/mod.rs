@@ -2,7 +2,7 @@
 //! HTTP/1.1 client over `std::net::TcpStream` (keep-alive, content-length
 //! and chunked bodies), used both for well-formed requests and for the
 //! malformed, slow or oversized ones no ordinary client would send, plus a
-//! free-port probe and the log crates' `TempDir`.
+//! free-port probe, the log crates' `TempDir` and a tansu `Broker`.
 //!
 //! The client is deliberately plain: it writes exactly the bytes it is given
 //! and reports every connection error as an `io::Error`, so a test can tell
@@ -324,5 +324,37 @@ pub fn wait_caught_up(node: &tandem_node::Node) {
             "node did not catch up"
         );
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A tansu broker on a free loopback port (three tries), killed on drop.
+pub struct Broker {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Broker {
+    pub fn start(dir: &std::path::Path) -> Broker {
+        std::fs::create_dir_all(dir).expect("broker dir");
+        let mut last = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            match tandem_kafka::tansu::spawn(dir, port, port) {
+                Ok(child) => return Broker { child, port },
+                Err(e) => last = e,
+            }
+        }
+        panic!("tansu broker did not start: {last}");
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
