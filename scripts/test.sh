@@ -6,6 +6,14 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# One full run, not an edit loop: incremental state would add gigabytes to
+# the build directory for nothing. The disk is printed before and after,
+# because a full disk shows up as a compiler crash in the middle of the log.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+target_dir="${CARGO_TARGET_DIR:-target}"
+disk() { df -h . | awk 'NR == 2 { printf "disk: %s free of %s", $4, $2 }'; [ -d "$target_dir" ] && du -sh "$target_dir" | awk '{ printf ", build directory %s", $1 }'; echo; }
+disk
+
 # The toolchain's own components (present on the machine's rustup install).
 for comp in rustfmt clippy; do
   if ! rustup component list --installed 2>/dev/null | grep -q "^$comp"; then
@@ -119,7 +127,6 @@ deploy/cloudflare/test.sh 2>&1 | tee -a "$test_log"
 
 step "tandem match on the shipped sample equals its golden output"
 cargo build --quiet --locked -p tandem-cli
-target_dir="${CARGO_TARGET_DIR:-target}"
 "$target_dir/debug/tandem" match --input examples/sample.jsonl --output "$target_dir/sample.out.jsonl"
 diff -u examples/sample.expected.jsonl "$target_dir/sample.out.jsonl"
 echo "sample output matches"
@@ -129,3 +136,4 @@ echo "sample output matches"
 awk '/^test result:/ { p += $4; f += $6 }
      /^ℹ pass / { p += $3 } /^ℹ fail / { f += $3 }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$test_log"
+disk
