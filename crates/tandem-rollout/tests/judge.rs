@@ -615,3 +615,137 @@ fn a_canary_30_percent_slower_is_still_flagged_within_10_s_when_requests_come_in
     // Measured: 98 of 100.
     assert!(flagged >= 95, "{flagged} of 100 runs flagged within 10 s");
 }
+
+/// A window of `n` requests from a lognormal with median 2 ms whose
+/// requests are, with probability `slow_share`, also above a 15 ms limit
+/// (at 20–40 ms): a cluster whose true share above the limit is
+/// `slow_share`.
+fn slow_share_window(n: u64, slow_share: f64, rng: &mut Rng) -> WindowStats {
+    let mut w = cumulative();
+    for _ in 0..n {
+        let v = if rng.unit() < slow_share {
+            0.020 + 0.020 * rng.unit()
+        } else {
+            STABLE.sample(rng)
+        };
+        w.latency.record(v);
+    }
+    w.requests = n;
+    w
+}
+
+#[test]
+fn one_slow_request_in_a_small_window_is_not_a_p99_breach_but_several_are() {
+    let t = CanaryTest::default();
+    let g = Gates {
+        min_requests: 20,
+        ..gates()
+    };
+    // 19 requests at 3 ms and one at 2.4 s: the window's p99 is far above
+    // 15 ms, but a cluster at its limit puts one of 20 above it 18 % of
+    // the time.
+    let mut w = cumulative();
+    for _ in 0..19 {
+        w.latency.record(0.003);
+    }
+    w.latency.record(2.4);
+    w.requests = 20;
+    let j = judge(&g, &w, Some(0.003), None, &t).unwrap();
+    let r = gate(&j, Gate::LatencyP99MsMax);
+    assert!(r.value.unwrap() > 15.0, "{r:?}");
+    assert_eq!(r.verdict, Verdict::NotJudged, "{r:?}");
+    let p = r.p_value.unwrap();
+    assert!((p - (1.0 - 0.99f64.powi(20))).abs() < 1e-9, "p = {p}");
+    assert!(j.breaches("azure").is_empty());
+    // The relative gate (1.5 × a 3 ms baseline) says the same.
+    let r = gate(&j, Gate::LatencyP99VsBaselineMax);
+    assert_eq!(r.verdict, Verdict::NotJudged, "{r:?}");
+
+    // Three of 20 above: P(X >= 3) for binomial(20, 0.01) is 0.00100,
+    // under the gate's 0.01.
+    let mut w3 = cumulative();
+    for _ in 0..17 {
+        w3.latency.record(0.003);
+    }
+    for _ in 0..3 {
+        w3.latency.record(2.4);
+    }
+    w3.requests = 20;
+    let j = judge(&g, &w3, Some(0.003), None, &t).unwrap();
+    let r = gate(&j, Gate::LatencyP99MsMax);
+    assert_eq!(r.verdict, Verdict::Breached, "{r:?}");
+    let p = r.p_value.unwrap();
+    let p2 = 0.99f64.powi(20) + 20.0 * 0.01 * 0.99f64.powi(19) + 190.0 * 1e-4 * 0.99f64.powi(18);
+    assert!(
+        (p - (1.0 - p2)).abs() < 1e-9,
+        "p = {p}, expected {}",
+        1.0 - p2
+    );
+    assert_eq!(j.breaches("azure")[0].gate, "latency_p99_ms_max");
+
+    // Requests that came in batches of 3 are a third as many
+    // observations: three slow ones of one batch are one, and say nothing.
+    let mut wb = w3.clone();
+    wb.appends = Some(Appends {
+        commands: 21,
+        batches: 7,
+    });
+    let j = judge(&g, &wb, Some(0.003), None, &t).unwrap();
+    assert_eq!(gate(&j, Gate::LatencyP99MsMax).verdict, Verdict::NotJudged);
+}
+
+#[test]
+fn the_p99_gates_rarely_flag_a_cluster_at_its_limit_and_catch_one_well_over_it() {
+    let t = CanaryTest::default();
+    let g = gates();
+    let mut rng = Rng(0x7a11);
+    let runs = 1000;
+    // True share above 15 ms of 1 %: the cluster is exactly at its p99
+    // limit. On 200-request windows, the observed p99 is above the limit
+    // in about a third of windows; the test flags few.
+    let (mut above, mut flagged) = (0, 0);
+    for _ in 0..runs {
+        let j = judge(&g, &slow_share_window(200, 0.01, &mut rng), None, None, &t).unwrap();
+        let r = gate(&j, Gate::LatencyP99MsMax);
+        above += u32::from(r.value.unwrap() > 15.0);
+        flagged += u32::from(r.verdict == Verdict::Breached);
+    }
+    println!("at the limit: p99 above it in {above} of {runs} windows, flagged in {flagged}");
+    assert!(above > 150, "the naive gate would breach often: {above}");
+    assert!(flagged <= 20, "at gate_alpha 0.01: {flagged} of {runs}");
+
+    // True share above of 6 % (p99 well over the limit): flagged in most
+    // 200-request windows, and two windows in a row (breach_for) in most
+    // runs.
+    let mut flagged = 0;
+    let mut twice = 0;
+    for _ in 0..runs / 10 {
+        let a = judge(&g, &slow_share_window(200, 0.06, &mut rng), None, None, &t).unwrap();
+        let b = judge(&g, &slow_share_window(200, 0.06, &mut rng), None, None, &t).unwrap();
+        let (a, b) = (
+            gate(&a, Gate::LatencyP99MsMax).verdict == Verdict::Breached,
+            gate(&b, Gate::LatencyP99MsMax).verdict == Verdict::Breached,
+        );
+        flagged += u32::from(a);
+        twice += u32::from(a && b);
+    }
+    println!("6 % above: flagged in {flagged} of 100 windows, two in a row in {twice} of 100");
+    assert!(flagged >= 80, "{flagged}");
+    assert!(twice >= 65, "{twice}");
+
+    // Everything slow: flagged on a window of 20.
+    let j = judge(
+        &Gates {
+            min_requests: 20,
+            ..gates()
+        },
+        &slow_share_window(20, 1.0, &mut rng),
+        None,
+        None,
+        &t,
+    )
+    .unwrap();
+    let r = gate(&j, Gate::LatencyP99MsMax);
+    assert_eq!(r.verdict, Verdict::Breached, "{r:?}");
+    assert!(r.p_value.unwrap() < 1e-30, "{r:?}");
+}
