@@ -135,6 +135,9 @@ const ROLLOUT_RUN_USAGE: &str = "\
 usage: tandem rollout run --plan FILE [--time-scale K] [--listen ADDR]
                           [--timeline FILE] [--state FILE] [--start CLUSTER=COMMAND]...
                           [--windows FILE] [--consul URL [--consul-service NAME]]
+                          [--kubeconfig FILE --kube CLUSTER=CONTEXT[/NAMESPACE/STATEFULSET]]...
+                          [--cloudflare-account ID --cloudflare-namespace ID
+                           --cloudflare-origin CLUSTER=URL...]
 
   run a rollout plan (contracts/rollout-plan.md): every metrics.interval,
   read every edge's weights, routes and /metrics and every node's status,
@@ -165,6 +168,19 @@ usage: tandem rollout run --plan FILE [--time-scale K] [--listen ADDR]
                     CONSUL_HTTP_TOKEN
   --consul-service NAME
                     the mesh service the nodes are registered as [tandem-node]
+  --kubeconfig FILE the kubeconfig of the --kube contexts (token or client
+                    certificate; exec plugins are not run)
+  --kube CLUSTER=CONTEXT[/NAMESPACE/STATEFULSET]
+                    start this `start: cold` cluster on Kubernetes: scale the
+                    StatefulSet [tandem/tandem-node] from 0 to one replica per
+                    zone of the plan, wait for readyReplicas; repeatable
+  --cloudflare-account ID, --cloudflare-namespace ID
+                    also write the Worker's routes to this Workers KV
+                    namespace after the edges on every change (API token from
+                    CLOUDFLARE_API_TOKEN; KV takes up to 60 s to propagate)
+  --cloudflare-origin CLUSTER=URL
+                    the origin the Worker sends CLUSTER's share to; one per
+                    cluster of the plan
   -h, --help        this text
 
 The edges' admin token is read from TANDEM_EDGE_ADMIN_TOKEN.
@@ -708,6 +724,9 @@ fn cmd_rollout_run(args: &[String]) -> Result<()> {
     let (mut timeline, mut state, mut windows) = (None, None, None);
     let mut starts: BTreeMap<String, String> = BTreeMap::new();
     let (mut consul, mut consul_service) = (None, "tandem-node".to_owned());
+    let (mut kubeconfig, mut kube) = (None, Vec::new());
+    let (mut cf_account, mut cf_namespace) = (None, None);
+    let mut cf_origins: BTreeMap<String, String> = BTreeMap::new();
     let mut flags = Flags::new("rollout run", ROLLOUT_RUN_USAGE, args);
     while let Some(f) = flags.next_flag() {
         if is_help(&f) {
@@ -739,6 +758,34 @@ fn cmd_rollout_run(args: &[String]) -> Result<()> {
             }
             "--consul-service" => consul_service = flags.value(&f, "a service name")?,
             "--state" => state = Some(PathBuf::from(flags.value(&f, "a file")?)),
+            "--kubeconfig" => kubeconfig = Some(PathBuf::from(flags.value(&f, "a file")?)),
+            "--kube" => {
+                let v = flags.value(&f, "CLUSTER=CONTEXT[/NAMESPACE/STATEFULSET]")?;
+                let t = tandem_rollout::kube_actuator::KubeTarget::parse(&v)
+                    .map_err(|m| flags.error(format!("--kube: {m}")))?;
+                kube.push(t);
+            }
+            "--cloudflare-account" => cf_account = Some(flags.value(&f, "an account id")?),
+            "--cloudflare-namespace" => cf_namespace = Some(flags.value(&f, "a namespace id")?),
+            "--cloudflare-origin" => {
+                let v = flags.value(&f, "CLUSTER=URL")?;
+                match v.split_once('=') {
+                    Some((c, u))
+                        if !c.is_empty()
+                            && (u.starts_with("https://") || u.starts_with("http://")) =>
+                    {
+                        if cf_origins.insert(c.to_owned(), u.to_owned()).is_some() {
+                            return Err(flags
+                                .error(format!("--cloudflare-origin: cluster {c} given twice")));
+                        }
+                    }
+                    _ => {
+                        return Err(flags.error(format!(
+                            "--cloudflare-origin: {v:?} is not CLUSTER=URL (http:// or https://)"
+                        )))
+                    }
+                }
+            }
             "--start" => {
                 let v = flags.value(&f, "CLUSTER=COMMAND")?;
                 match v.split_once('=') {
@@ -765,6 +812,74 @@ fn cmd_rollout_run(args: &[String]) -> Result<()> {
             return Err(flags.error(format!("--start: {c} is not a cluster of the plan")));
         }
     }
+    let request_timeout = std::time::Duration::from_secs(2);
+    // Kubernetes: every context read and checked before anything starts.
+    let mut kube_clusters = Vec::new();
+    let mut kube_seen = std::collections::BTreeSet::new();
+    for t in &kube {
+        let Some(c) = loaded.clusters.iter().find(|x| x.name == t.cluster) else {
+            return Err(flags.error(format!(
+                "--kube: {} is not a cluster of the plan",
+                t.cluster
+            )));
+        };
+        if c.start != tandem_rollout::plan::Start::Cold {
+            return Err(flags.error(format!(
+                "--kube: {} is not `start: cold` in the plan (the controller starts only cold clusters)",
+                t.cluster
+            )));
+        }
+        if starts.contains_key(&t.cluster) || !kube_seen.insert(t.cluster.clone()) {
+            return Err(flags.error(format!("--kube: {} is started another way too", t.cluster)));
+        }
+        let Some(file) = &kubeconfig else {
+            return Err(flags.error("--kube needs --kubeconfig FILE".into()));
+        };
+        let k = tandem_rollout::kube_actuator::KubeCluster::load(file, t, request_timeout)?;
+        kube_clusters.push((k, c.zones.len().max(1) as u32));
+    }
+    let cloudflare = match (cf_account, cf_namespace) {
+        (None, None) if cf_origins.is_empty() => None,
+        (Some(account_id), Some(namespace_id)) => {
+            for c in cf_origins.keys() {
+                if !loaded.clusters.iter().any(|x| &x.name == c) {
+                    return Err(flags.error(format!(
+                        "--cloudflare-origin: {c} is not a cluster of the plan"
+                    )));
+                }
+            }
+            if let Some(c) = loaded
+                .clusters
+                .iter()
+                .find(|c| !cf_origins.contains_key(&c.name))
+            {
+                return Err(
+                    flags.error(format!("--cloudflare-origin: none for cluster {}", c.name))
+                );
+            }
+            let token = std::env::var("CLOUDFLARE_API_TOKEN").unwrap_or_default();
+            if token.is_empty() {
+                anyhow::bail!("rollout run: --cloudflare-account needs CLOUDFLARE_API_TOKEN (an API token with Workers KV Storage write)");
+            }
+            Some(tandem_rollout::layers::CloudflareTarget {
+                kv: tandem_rollout::cloudflare::KvTarget {
+                    account_id,
+                    namespace_id,
+                    origins: cf_origins,
+                },
+                token,
+                api: tandem_rollout::cloudflare::API.to_owned(),
+                roots: tandem_rollout::https::Roots::System,
+            })
+        }
+        _ => {
+            return Err(flags.error(
+                "--cloudflare-account, --cloudflare-namespace and --cloudflare-origin go together"
+                    .into(),
+            ))
+        }
+    };
+    let prepare_ms = tandem_rollout::decide::Limits::for_plan(&loaded).prepare_ms;
     let token = std::env::var("TANDEM_EDGE_ADMIN_TOKEN").unwrap_or_default();
     if token.is_empty() {
         anyhow::bail!("rollout run: TANDEM_EDGE_ADMIN_TOKEN is not set (the edges' admin token)");
@@ -785,9 +900,21 @@ fn cmd_rollout_run(args: &[String]) -> Result<()> {
         timeline,
         state,
         windows,
-        starter: Box::new(tandem_rollout::run::LocalProcesses::new(starts, log_dir)),
+        starter: {
+            let local = Box::new(tandem_rollout::run::LocalProcesses::new(starts, log_dir));
+            if kube_clusters.is_empty() {
+                local
+            } else {
+                Box::new(tandem_rollout::kube_actuator::KubeStarter::new(
+                    kube_clusters,
+                    local,
+                    std::time::Duration::from_millis(prepare_ms),
+                    std::time::Duration::from_secs(1),
+                ))
+            }
+        },
         progress: true,
-        request_timeout: std::time::Duration::from_secs(2),
+        request_timeout,
         consul: consul.map(|agent| tandem_rollout::layers::ConsulTarget {
             agent,
             token: std::env::var("CONSUL_HTTP_TOKEN")
@@ -795,6 +922,7 @@ fn cmd_rollout_run(args: &[String]) -> Result<()> {
                 .filter(|t| !t.is_empty()),
             service: consul_service,
         }),
+        cloudflare,
     };
     let done = tandem_rollout::run::run_blocking(cfg).context("rollout run")?;
     match &done.state.stage {

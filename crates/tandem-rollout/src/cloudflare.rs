@@ -1,7 +1,8 @@
 //! The Cloudflare layer of a weight change: the routes document the
 //! Worker reads (`deploy/cloudflare/src/worker.js`: KV namespace `ROUTES`,
 //! key `routes`), the API request that writes it, and the reading of the
-//! API's answer. Pure: the requests are values, sent by the actuator.
+//! API's answer. Pure: the requests are values, sent by the layer
+//! (`layers::CloudflareLayer`, over `https`).
 //!
 //! KV is eventually consistent: a write takes up to 60 s to reach every
 //! Cloudflare location, so this layer cannot promise the 5 s rollback.
@@ -36,6 +37,9 @@ pub enum CloudflareError {
     Refused { status: u16, messages: String },
     #[error("cloudflare: the API answered HTTP {status} with a body that is not its envelope")]
     Unreadable { status: u16 },
+    /// No whole answer (connection, TLS, timeout).
+    #[error("cloudflare: {0}")]
+    Unreachable(String),
 }
 
 /// The API's base URL.
@@ -70,6 +74,17 @@ pub fn routes_json(
     Ok(serde_json::json!({ "clusters": clusters }).to_string())
 }
 
+/// Checks the account and namespace ids (32 lowercase hex digits, as
+/// the dashboard shows them).
+pub fn check_ids(target: &KvTarget) -> Result<(), CloudflareError> {
+    for id in [&target.account_id, &target.namespace_id] {
+        if !hex32(id) {
+            return Err(CloudflareError::BadId(id.clone()));
+        }
+    }
+    Ok(())
+}
+
 /// `PUT /accounts/{account}/storage/kv/namespaces/{namespace}/values/routes`
 /// with the API token as a bearer token and the document as the body.
 pub fn write_request(
@@ -77,14 +92,22 @@ pub fn write_request(
     token: &str,
     routes: &str,
 ) -> Result<http::Request<Vec<u8>>, CloudflareError> {
-    for id in [&target.account_id, &target.namespace_id] {
-        if !hex32(id) {
-            return Err(CloudflareError::BadId(id.clone()));
-        }
-    }
+    write_request_at(API, target, token, routes)
+}
+
+/// [`write_request`] against the API at `api` (the tests' server).
+pub fn write_request_at(
+    api: &str,
+    target: &KvTarget,
+    token: &str,
+    routes: &str,
+) -> Result<http::Request<Vec<u8>>, CloudflareError> {
+    check_ids(target)?;
     let url = format!(
-        "{API}/accounts/{}/storage/kv/namespaces/{}/values/routes",
-        target.account_id, target.namespace_id
+        "{}/accounts/{}/storage/kv/namespaces/{}/values/routes",
+        api.trim_end_matches('/'),
+        target.account_id,
+        target.namespace_id
     );
     http::Request::put(url)
         .header(http::header::AUTHORIZATION, format!("Bearer {token}"))

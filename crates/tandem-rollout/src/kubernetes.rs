@@ -4,14 +4,17 @@
 //! annotation), scaling a cold cluster up from 0, waiting until its pods
 //! are ready, and draining a machine (cordon, then evict each pod, which
 //! a PodDisruptionBudget may refuse with 429 until it is safe). Pure: the
-//! requests are values, sent by the actuator with the cluster's bearer
-//! token; no clock (the restart stamp is given).
+//! requests are values, sent by the actuator (`kube_actuator`, over
+//! `https`) with the credentials of the cluster's kubeconfig context
+//! (`kubeconfig`); no clock (the restart stamp is given).
 //!
 //! Written against the Kubernetes API reference (apps/v1 StatefulSet and
 //! its `scale` subresource, core/v1 Node and Pod, policy/v1 Eviction);
 //! no API server runs on the build machines, so the tests check these
-//! requests and recorded answers. Four calls did not justify kube-rs and
-//! k8s-openapi in a build that runs on two cores.
+//! requests and recorded answers, and `tests/https_actuators.rs` sends them
+//! over real TLS to a server in the test that answers with those shapes.
+//! Six calls did not justify kube-rs and k8s-openapi in a build that runs
+//! on two cores.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -40,17 +43,28 @@ pub enum KubeError {
 }
 
 /// The API server and the credentials for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Api {
     /// `https://host[:port]`.
     pub server: String,
+    /// The bearer token; empty: none sent (a client certificate
+    /// authenticates instead).
     pub token: String,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("Api")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A DNS-1123 subdomain: what Kubernetes accepts as a namespace, pod or
 /// node name (dot-separated labels of lowercase alphanumerics and "-", each
 /// 1 to 63 with alphanumeric ends, 253 in all).
-fn check_name(field: &'static str, v: &str) -> Result<(), KubeError> {
+pub fn check_name(field: &'static str, v: &str) -> Result<(), KubeError> {
     let ok = !v.is_empty()
         && v.len() <= 253
         && v.split('.').all(|l| {
@@ -93,11 +107,13 @@ impl Api {
         let mut r = http::Request::builder()
             .method(method)
             .uri(self.url(path)?)
-            .header(
+            .header(http::header::ACCEPT, "application/json");
+        if !self.token.is_empty() {
+            r = r.header(
                 http::header::AUTHORIZATION,
                 format!("Bearer {}", self.token),
-            )
-            .header(http::header::ACCEPT, "application/json");
+            );
+        }
         if let Some(ct) = content_type {
             r = r.header(http::header::CONTENT_TYPE, ct);
         }

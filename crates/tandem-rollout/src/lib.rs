@@ -8,7 +8,9 @@
 //!   `window`: judging windows that do not overlap; `observe`: readings
 //!   to what `decide` sees; `timeline`: the timeline's lines.
 //! - `cloudflare`, `consul`, `kubernetes`: those layers' requests and
-//!   answers.
+//!   answers; `https`, `kubeconfig`, `kube_actuator`, `layers`: sending
+//!   them (a StatefulSet scaled from 0 for `start: cold`, Consul and
+//!   Cloudflare KV told every weight change after the edges).
 //!
 //! Decisions are pure (`decide(state, observations, now) -> actions`, no
 //! I/O, no clock, no runtime); observers and actuators are thin shells
@@ -18,7 +20,10 @@ pub mod cloudflare;
 pub mod consul;
 pub mod decide;
 pub mod duration;
+pub mod https;
 pub mod judge;
+pub mod kube_actuator;
+pub mod kubeconfig;
 pub mod kubernetes;
 pub mod layers;
 pub mod observe;

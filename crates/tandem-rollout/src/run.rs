@@ -22,9 +22,10 @@
 //! read just before; `Stale` is read again and retried; an unreachable
 //! edge is retried every interval; a refused token stops the run), and
 //! [`ClusterStarter`] for `start_cluster` ([`LocalProcesses`]: `sh -c`
-//! command lines under `tandem_control::Supervised`). Kubernetes,
-//! Cloudflare and Consul layers exist as request builders but are not
-//! wired here.
+//! command lines under `tandem_control::Supervised`;
+//! `kube_actuator::KubeStarter`: a StatefulSet scaled from 0), and the
+//! layers that follow the edges (`layers`: Consul, Cloudflare KV), told
+//! each weight change after the edges.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
@@ -64,6 +65,23 @@ const CHECKPOINTS: usize = 1000;
 /// under way; readiness is observed like any node's.
 pub trait ClusterStarter: Send {
     fn start(&mut self, cluster: &str) -> Result<(), String>;
+
+    /// Starts that ended since the last call, for an actuator that sees
+    /// readiness itself (Kubernetes: `readyReplicas`). The loop prints
+    /// each, and a failed one pauses a phase waiting for the cluster.
+    fn finished(&mut self) -> Vec<StartReport> {
+        Vec::new()
+    }
+}
+
+/// How a start ended, as its actuator saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartReport {
+    pub cluster: String,
+    /// Who started it (`kubernetes context aks, 3 replicas`).
+    pub by: String,
+    /// Milliseconds from the start to every replica ready, or why not.
+    pub ready_ms: Result<u64, String>,
 }
 
 /// The local-process actuator: `--start CLUSTER=COMMAND`, a shell command
@@ -138,6 +156,9 @@ pub struct RunConfig {
     /// `--consul`: a Consul agent told the same weights once the edges
     /// carry them.
     pub consul: Option<crate::layers::ConsulTarget>,
+    /// `--cloudflare-*`: the Worker's routes in Workers KV, written once
+    /// the edges carry the weights.
+    pub cloudflare: Option<crate::layers::CloudflareTarget>,
 }
 
 impl std::fmt::Debug for RunConfig {
@@ -236,6 +257,8 @@ struct Ctl {
     http: Http,
     /// Layers told the weights after the edges (Consul).
     consul: Option<crate::layers::ConsulLayer>,
+    /// Cloudflare KV, after the edges (and Consul).
+    cloudflare: Option<crate::layers::CloudflareLayer>,
     /// With `metrics.source: prometheus`, where requests, errors and
     /// latency come from (edges and nodes are still read directly for
     /// weights, routes, readiness and checkpoints).
@@ -288,6 +311,13 @@ pub async fn run(cfg: RunConfig) -> Result<Finished, RunError> {
     let consul = cfg.consul.as_ref().map(|c| {
         crate::layers::ConsulLayer::new(http.clone(), &c.agent, c.token.clone(), &c.service)
     });
+    let cloudflare = match cfg.cloudflare {
+        Some(t) => Some(
+            crate::layers::CloudflareLayer::new(t, cfg.request_timeout)
+                .map_err(|e| RunError::Config(format!("cloudflare: {e}")))?,
+        ),
+        None => None,
+    };
     let mut edges = Vec::new();
     for url in &plan.edges {
         let admin = EdgeAdmin::new(http.clone(), url, &cfg.token)
@@ -377,6 +407,7 @@ pub async fn run(cfg: RunConfig) -> Result<Finished, RunError> {
         edges,
         http,
         consul,
+        cloudflare,
         prom,
         windows: Windows::new(plan.gates.min_requests, WINDOW_MAX_INTERVALS * interval_ms),
         baseline: None,
@@ -408,6 +439,7 @@ pub async fn run(cfg: RunConfig) -> Result<Finished, RunError> {
         tokio::select! {
             _ = ticker.tick() => {
                 ctl.retry_pending().await?;
+                ctl.starts_finished().await?;
                 let obs = ctl.observe().await;
                 ctl.step(Input::Tick(obs)).await?;
             }
@@ -649,6 +681,64 @@ impl Ctl {
         if self.edges.iter().all(|e| e.pending.is_none()) {
             self.flush_rollback(Some(now_ms()))?;
         }
+        if let Some(c) = &mut self.cloudflare {
+            let line = match c.flush().await {
+                None => None,
+                Some(Ok(())) => Some("cloudflare: routes written to KV (again)".to_owned()),
+                Some(Err(e)) => Some(format!("cloudflare: the routes were not written: {e}")),
+            };
+            if let Some(l) = line {
+                self.say(&l);
+            }
+        }
+        Ok(())
+    }
+
+    /// `decide`'s decisions for a pause the shell asks for, with `reason`
+    /// in the pause (and in the paused stage).
+    fn pause_for(&mut self, now: u64, why: String) -> Vec<Decision> {
+        let (state, mut more) = decide(
+            &self.plan,
+            self.limits,
+            &self.state,
+            &Input::Command(Command::Pause),
+            now,
+        );
+        self.state = state;
+        for m in &mut more {
+            if m.act == Act::Pause {
+                m.reason = why.clone();
+                if let Stage::Paused { reason, .. } = &mut self.state.stage {
+                    *reason = why.clone();
+                }
+            }
+        }
+        more
+    }
+
+    /// Starts the actuator saw end: a progress line each; a failed one
+    /// pauses a phase still preparing (waiting for its clusters).
+    async fn starts_finished(&mut self) -> Result<(), RunError> {
+        for r in self.starter.finished() {
+            match &r.ready_ms {
+                Ok(ms) => self.say(&format!(
+                    "start {}: every replica ready {ms} ms after the start ({})",
+                    r.cluster, r.by
+                )),
+                Err(why) => {
+                    self.say(&format!("start {} ({}) failed: {why}", r.cluster, r.by));
+                    if matches!(self.state.stage, Stage::Prepare { .. }) {
+                        let now = now_ms();
+                        for d in self.pause_for(now, format!("cannot start {}: {why}", r.cluster)) {
+                            let e = timeline::entry(now, &d, self.last_obs.as_ref());
+                            self.write_entry(e)?;
+                        }
+                        self.save()?;
+                        self.publish(now);
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -712,23 +802,7 @@ impl Ctl {
                     if let Err(why) = self.starter.start(c) {
                         entry.reason = format!("{}: {why}", entry.reason);
                         self.write_entry(entry)?;
-                        let (state, more) = decide(
-                            &self.plan,
-                            self.limits,
-                            &self.state,
-                            &Input::Command(Command::Pause),
-                            now,
-                        );
-                        self.state = state;
-                        for mut m in more {
-                            if m.act == Act::Pause {
-                                m.reason = format!("cannot start {c}: {why}");
-                                if let Stage::Paused { reason, .. } = &mut self.state.stage {
-                                    *reason = m.reason.clone();
-                                }
-                            }
-                            queue.push_back(m);
-                        }
+                        queue.extend(self.pause_for(now, format!("cannot start {c}: {why}")));
                         continue;
                     }
                 }
@@ -742,6 +816,13 @@ impl Ctl {
                         let line = match r {
                             Ok(()) => "consul: service-splitter written".to_owned(),
                             Err(e) => format!("consul: the weights were not written: {e}"),
+                        };
+                        self.say(&line);
+                    }
+                    if let Some(c) = &mut self.cloudflare {
+                        let line = match c.apply(&self.plan, w).await {
+                            Ok(()) => "cloudflare: routes written to KV".to_owned(),
+                            Err(e) => format!("cloudflare: the routes were not written: {e}"),
                         };
                         self.say(&line);
                     }

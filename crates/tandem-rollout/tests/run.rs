@@ -410,6 +410,7 @@ fn config(plan: Plan, w: &World, listen: Option<std::net::TcpListener>) -> RunCo
         progress: std::env::var("RUN_PROGRESS").is_ok(),
         request_timeout: Duration::from_secs(2),
         consul: None,
+        cloudflare: None,
     }
 }
 
