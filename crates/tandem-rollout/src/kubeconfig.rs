@@ -113,13 +113,12 @@ impl Reader<'_> {
             }
             names.push(n.to_owned());
         }
-        Err(self.err(
-            list,
-            format!(
-                "no entry named {name:?} (the file has: {})",
-                names.join(", ")
-            ),
-        ))
+        let has = if names.is_empty() {
+            "the file has none".to_owned()
+        } else {
+            format!("the file has: {}", names.join(", "))
+        };
+        Err(self.err(list, format!("no entry named {name:?} ({has})")))
     }
 
     fn string(&self, map: &Yaml, base: &str, key: &str) -> Result<Option<String>, KubeconfigError> {
