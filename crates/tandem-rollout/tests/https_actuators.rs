@@ -25,7 +25,9 @@
 //!   cluster's real node when the fake server is asked to scale, and the
 //!   fake reports `readyReplicas` from that node's `/readyz`; the
 //!   controller verifies it, gives it weight, and the Cloudflare layer's
-//!   KV writes carry the weights every edge got.
+//!   KV writes carry the weights every edge got. A cold cluster whose
+//!   StatefulSet never gets ready pauses the run, naming the cluster, and
+//!   never gets weight.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -1379,4 +1381,77 @@ async fn the_run_loop_starts_a_cold_cluster_on_kubernetes_and_tells_cloudflare_t
         .collect();
     assert_eq!(written, set, "one KV write per weight change, in order");
     assert_eq!(written.last(), Some(&on_edge));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_cluster_never_ready_on_kubernetes_pauses_the_run_naming_it() {
+    let dir = TempDir::new("https-run-stuck");
+    let log = world::shared_log(dir.path());
+    let aws_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let aws_addr = aws_listener.local_addr().unwrap();
+    let _aws = world::TestNode::start(dir.path(), "aws", false, &log, aws_listener);
+    // Nothing ever serves azure's address.
+    let azure_addr = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let edge = world::edge(aws_addr, azure_addr).await;
+    world::first_order(edge.public).await;
+    let load = world::Load::start(edge.public, 3);
+    let ca = Ca::new("fake kubernetes ca");
+    let (h, replicas) = rising_statefulset(Some(0));
+    let kube_api = Fake::start(&ca, None, h).await;
+    let kc = kubeconfig(dir.path(), &kube_api.url(), &ca.pem, &token_user());
+    let starter = KubeStarter::new(
+        vec![(cluster(&kc), 1)],
+        Box::new(NoOther),
+        Duration::from_secs(1),
+        Duration::from_millis(100),
+    );
+    let timeline_path = dir.path().join("timeline.jsonl");
+    let cfg = tandem_rollout::run::RunConfig {
+        plan: two_cluster_plan(&edge.admin.to_string(), true),
+        token: world::ADMIN_TOKEN.into(),
+        listen: None,
+        timeline: Some(timeline_path.clone()),
+        state: Some(dir.path().join("state.json")),
+        windows: None,
+        starter: Box::new(starter),
+        progress: std::env::var("RUN_PROGRESS").is_ok(),
+        request_timeout: Duration::from_secs(2),
+        consul: None,
+        cloudflare: None,
+    };
+    let run = tokio::spawn(tandem_rollout::run::run(cfg));
+    // Paused, the run waits for an operator: read the timeline instead.
+    let t0 = Instant::now();
+    let pause = loop {
+        let text = std::fs::read_to_string(&timeline_path).unwrap_or_default();
+        let found = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|e| e["action"] == "pause");
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(!run.is_finished(), "the run ended: {:?}", run.await);
+        assert!(t0.elapsed() < Duration::from_secs(60), "no pause:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    run.abort();
+    let _ = load.finish().await;
+    let reason = pause["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("cannot start azure: kubernetes cluster azure (context azure-ctx")
+            && reason.contains("0 of 1 replicas ready after"),
+        "{reason}"
+    );
+    assert_eq!(replicas.load(Ordering::SeqCst), 1);
+    // Azure never got weight.
+    let text = std::fs::read_to_string(&timeline_path).unwrap();
+    assert!(text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .all(|e| e["weights"]["azure"].as_u64().unwrap_or(0) == 0));
 }
