@@ -12,7 +12,14 @@
 //! The newest message known (appended here, or read) is cached by offset:
 //! `read_from` up to it asks the broker for no watermarks, and `last_seq`
 //! costs one watermark request unless someone else appended.
+//! This instance's own recent appends are kept by offset too (the last
+//! [`OWN_KEEP`]): the broker holds exactly the bytes it acknowledged at
+//! that offset, so a read that reaches one takes it from memory instead of
+//! waiting for the consumer to fetch it back (on tansu that fetch was most
+//! of an order's latency), and the consumer is not moved: it reads past
+//! such messages and drops them.
 
+use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
@@ -320,6 +327,16 @@ struct Session {
     generation: u64,
 }
 
+/// How many of this instance's own appends are kept for reads (see the
+/// module doc): enough for every append a node has in flight.
+pub const OWN_KEEP: usize = 64;
+
+/// How far ahead of the consumer's position a read may start without a
+/// seek: the messages between are read and dropped (they were served from
+/// the own appends), which is cheaper than a seek that throws away what
+/// the consumer has already fetched.
+const READ_AHEAD_WITHOUT_SEEK: i64 = OWN_KEEP as i64;
+
 /// The newest message seen: its offset and the seq of its last record.
 #[derive(Debug, Clone, Copy)]
 struct Tail {
@@ -362,6 +379,9 @@ pub struct KafkaLog {
     producer: Mutex<Session>,
     reader: Mutex<Reader>,
     tail: Mutex<Option<Tail>>,
+    /// This instance's last [`OWN_KEEP`] appends: (offset, message value),
+    /// offsets increasing.
+    own: Mutex<VecDeque<(i64, Vec<u8>)>>,
     /// Last `first_seq` read from the broker, for when it cannot be asked.
     first_seq: Mutex<u64>,
     /// Names this log instance in batch tokens (see `frame`).
@@ -579,6 +599,7 @@ impl KafkaLog {
                 last_from: 0,
             }),
             tail: Mutex::new(None),
+            own: Mutex::new(VecDeque::with_capacity(OWN_KEEP)),
             first_seq: Mutex::new(1),
             instance: instance_id(),
             appends: std::sync::atomic::AtomicU64::new(0),
@@ -628,6 +649,29 @@ impl KafkaLog {
         }
     }
 
+    /// Keeps an acknowledged append of this instance (see `own`).
+    fn note_own(&self, offset: i64, value: Vec<u8>) {
+        let mut own = lock(&self.own);
+        // Appends from several threads may be acknowledged out of order.
+        let at = own.partition_point(|(o, _)| *o < offset);
+        if own.get(at).is_some_and(|(o, _)| *o == offset) {
+            return;
+        }
+        own.insert(at, (offset, value));
+        while own.len() > OWN_KEEP {
+            own.pop_front();
+        }
+    }
+
+    /// This instance's own append at exactly `offset`, if still kept.
+    fn own_at(&self, offset: i64) -> Option<Vec<u8>> {
+        let own = lock(&self.own);
+        let at = own.partition_point(|(o, _)| *o < offset);
+        own.get(at)
+            .filter(|(o, _)| *o == offset)
+            .map(|(_, v)| v.clone())
+    }
+
     /// Records the newest message known, if newer than the cached one.
     fn note_tail(&self, offset: i64, count: u32) {
         let mut tail = lock(&self.tail);
@@ -667,9 +711,14 @@ impl KafkaLog {
         }
     }
 
-    /// Positions the consumer to deliver `offset` next.
+    /// Positions the consumer to deliver `offset` next, or leaves it a
+    /// little behind (at most `READ_AHEAD_WITHOUT_SEEK`): `poll_from`
+    /// drops the messages below the offset it wants.
     fn seek(&self, reader: &mut Reader, offset: i64) -> Result<(), LogError> {
-        if reader.next_offset == Some(offset) {
+        if reader
+            .next_offset
+            .is_some_and(|n| n <= offset && offset - n <= READ_AHEAD_WITHOUT_SEEK)
+        {
             return Ok(());
         }
         let mut tpl = TopicPartitionList::new();
@@ -868,7 +917,7 @@ impl KafkaLog {
                 }
                 break;
             }
-            let next = self.with_message(&mut reader, offset, newest, |o, v| {
+            let mut take = |o: i64, v: &[u8]| {
                 let records = frame::decode(v).map_err(|r| self.corrupt(o, r))?;
                 // `records.len()` is 1..=65536: the decoder checks it.
                 self.note_tail(o, records.len() as u32);
@@ -883,7 +932,13 @@ impl KafkaLog {
                     }
                 }
                 Ok(o + 1)
-            })?;
+            };
+            // This instance's own append at exactly this offset is the
+            // message there: no fetch.
+            let next = match (holds_it, self.own_at(offset)) {
+                (false, Some(v)) => take(offset, &v)?,
+                _ => self.with_message(&mut reader, offset, newest, take)?,
+            };
             offset = next;
         }
         Ok(out)
@@ -978,6 +1033,7 @@ impl Log for KafkaLog {
         }
         // `records.len() <= 65536`, checked above.
         self.note_tail(offset, records.len() as u32);
+        self.note_own(offset, value);
         Ok(seq_for(offset, 0))
     }
 

@@ -4,9 +4,16 @@
 //! log. Prints a table and the load average; asserts nothing.
 //!
 //! ```text
-//! tandem-kafka-bench --brokers HOST:PORT [--topic T] [--seconds S]
-//! tandem-kafka-bench --spawn-tansu [--topic T] [--seconds S]
+//! tandem-kafka-bench --brokers HOST:PORT [--topic T] [--seconds S] [--read-back]
+//! tandem-kafka-bench --spawn-tansu [--topic T] [--seconds S] [--read-back]
 //! ```
+//!
+//! `--read-back` measures instead what a node waits for before it answers:
+//! an append of one record and the sequential read, through the same log,
+//! up to and past it (as a node's replica reads), at 100 appends/s, while
+//! another log instance on the same partition appends at 0, 100 or 400
+//! messages/s (other nodes), beside the append alone. `--fetch-wait-ms`
+//! sets the log's `fetch_wait` (default 10).
 //!
 //! `--brokers` uses a running broker (the topic is created with one
 //! partition if missing); `--spawn-tansu` starts `tansu broker` (`$TANSU_BIN`
@@ -23,7 +30,7 @@ use tandem_kafka::{create_topic, KafkaLog, KafkaLogConfig};
 use tandem_log::Log;
 
 const USAGE: &str = "usage: tandem-kafka-bench (--brokers HOST:PORT | --spawn-tansu) \
-                     [--topic T] [--seconds S]";
+                     [--topic T] [--seconds S] [--read-back] [--fetch-wait-ms N]";
 
 const BATCH_SIZES: [usize; 3] = [1, 16, 256];
 const THREADS: [usize; 3] = [1, 8, 64];
@@ -34,6 +41,8 @@ struct Args {
     topic: String,
     spawn_tansu: bool,
     seconds: f64,
+    read_back: bool,
+    fetch_wait_ms: Option<u64>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -42,6 +51,8 @@ fn parse_args() -> Result<Args, String> {
         topic: "tandem-bench".to_owned(),
         spawn_tansu: false,
         seconds: 3.0,
+        read_back: false,
+        fetch_wait_ms: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,6 +69,16 @@ fn parse_args() -> Result<Args, String> {
                     .ok_or_else(|| format!("--seconds {v}: not a positive number"))?;
             }
             "--spawn-tansu" => a.spawn_tansu = true,
+            "--read-back" => a.read_back = true,
+            "--fetch-wait-ms" => {
+                let v = value()?;
+                a.fetch_wait_ms = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n: &u64| (1..=10_000).contains(n))
+                        .ok_or_else(|| format!("--fetch-wait-ms {v}: not 1..=10000"))?,
+                );
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
@@ -185,6 +206,112 @@ fn measure(log: &KafkaLog, batch: usize, threads: usize, run: Duration) -> Cell 
     }
 }
 
+/// `--read-back`: `mine` appends one record every 10 ms and reads the log
+/// sequentially until it has read past that record, while `other` appends
+/// `other_rate` messages/s. Returns (append, append + read back)
+/// latencies, sorted, and the number of records read.
+fn read_back(
+    mine: &KafkaLog,
+    other: &KafkaLog,
+    other_rate: u32,
+    run: Duration,
+) -> Result<(Vec<Duration>, Vec<Duration>, u64), String> {
+    let deadline = Instant::now() + run;
+    let mut next = mine.last_seq() + 1;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        if other_rate > 0 {
+            let stop = &stop;
+            s.spawn(move || {
+                let every = Duration::from_secs_f64(1.0 / f64::from(other_rate));
+                let mut at = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = other.append(&[&[1u8; RECORD_BYTES]]);
+                    at += every;
+                    if let Some(d) = at.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(d);
+                    }
+                }
+            });
+        }
+        let result = (|| {
+            let (mut append, mut total, mut read) = (Vec::new(), Vec::new(), 0u64);
+            let mut at = Instant::now();
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                let seq = mine
+                    .append(&[&[2u8; RECORD_BYTES]])
+                    .map_err(|e| format!("append: {e}"))?;
+                append.push(t0.elapsed());
+                while next <= seq {
+                    let page = mine
+                        .read_from(next, 1024)
+                        .map_err(|e| format!("read_from {next}: {e}"))?;
+                    match page.last() {
+                        Some(r) => {
+                            read += page.len() as u64;
+                            next = r.seq + 1;
+                        }
+                        None => {
+                            mine.wait_for(next - 1, Duration::from_millis(100))
+                                .map_err(|e| format!("wait_for: {e}"))?;
+                        }
+                    }
+                }
+                total.push(t0.elapsed());
+                at += Duration::from_millis(10);
+                if let Some(d) = at.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(d);
+                }
+            }
+            append.sort_unstable();
+            total.sort_unstable();
+            Ok((append, total, read))
+        })();
+        stop.store(true, Ordering::Relaxed);
+        result
+    })
+}
+
+fn run_read_back(brokers: &str, config: &KafkaLogConfig, run: Duration) -> Result<(), String> {
+    let mine = KafkaLog::open(config.clone()).map_err(|e| format!("open: {e}"))?;
+    let other = KafkaLog::open(config.clone()).map_err(|e| format!("open: {e}"))?;
+    println!(
+        "read back through the appending log, 100 appends/s of one record, {brokers}, \
+         fetch wait {} ms",
+        config.fetch_wait.as_millis()
+    );
+    println!(
+        "{:>12} {:>8} {:>13} {:>13} {:>16} {:>16} {:>5}",
+        "other msg/s",
+        "appends",
+        "append p50 ms",
+        "append p99 ms",
+        "read back p50 ms",
+        "read back p99 ms",
+        "load1"
+    );
+    for other_rate in [0u32, 100, 400] {
+        let (append, total, _) = read_back(&mine, &other, other_rate, run)?;
+        let load1 = load_average()
+            .split_whitespace()
+            .next()
+            .unwrap_or("?")
+            .to_owned();
+        println!(
+            "{:>12} {:>8} {:>13.2} {:>13.2} {:>16.2} {:>16.2} {:>5}",
+            other_rate,
+            append.len(),
+            ms(percentile(&append, 0.50)),
+            ms(percentile(&append, 0.99)),
+            ms(percentile(&total, 0.50)),
+            ms(percentile(&total, 0.99)),
+            load1,
+        );
+    }
+    Ok(())
+}
+
 fn run(args: &Args) -> Result<(), String> {
     let tansu = if args.spawn_tansu {
         Some(Tansu::start()?)
@@ -198,7 +325,10 @@ fn run(args: &Args) -> Result<(), String> {
     };
     create_topic(&brokers, &args.topic, 1, 1, &[], Duration::from_secs(10))
         .map_err(|e| format!("create topic: {e}"))?;
-    let config = KafkaLogConfig::new(&brokers, &args.topic, 0);
+    let mut config = KafkaLogConfig::new(&brokers, &args.topic, 0);
+    if let Some(ms) = args.fetch_wait_ms {
+        config.fetch_wait = Duration::from_millis(ms);
+    }
     let log = KafkaLog::open(config.clone()).map_err(|e| format!("open: {e}"))?;
     // Warm up: connections, metadata, producer id.
     for _ in 0..20 {
@@ -220,6 +350,12 @@ fn run(args: &Args) -> Result<(), String> {
     );
     println!("load average before: {}", load_average());
     println!();
+    if args.read_back {
+        run_read_back(&brokers, &config, Duration::from_secs_f64(args.seconds))?;
+        println!();
+        println!("load average after: {}", load_average());
+        return Ok(());
+    }
     println!(
         "{:>5} {:>7} {:>9} {:>10} {:>11} {:>8} {:>8} {:>8} {:>6} {:>5}",
         "batch",
