@@ -11,10 +11,13 @@
 //! - `bad-canary`: gcp's links get 600 ms slower one way once it has
 //!   weight; the controller rolls back, and the client sees traffic back
 //!   on stable within 5 s of the breach's start.
-//! - `release`: the whole seed plan under load (about 85 s in a debug
+//! - `release`: the whole seed plan under load (90–120 s in a debug
 //!   build): promoted, nothing failed, lost or duplicated, every hash
-//!   equal. Run by hand (`-- --ignored`): in CI it once rolled back a
-//!   healthy canary (see its `ignore` reason).
+//!   equal. It had rolled a healthy canary back once in nine runs (one
+//!   slow request of a cold cluster's small window was its p99); since the
+//!   p99 gates ask for more requests above the limit than chance gives
+//!   (tandem-rollout's judge), six of six runs on a host at load 10–17
+//!   were promoted.
 //! - `faults` runs the whole plan with five faults (node kill, edge
 //!   hand-over, controller kill, broker restart, a node's clock 10 s
 //!   ahead; it needs Debian's libfaketime) and is run by hand: `cargo
@@ -144,7 +147,6 @@ fn a_slow_canary_is_rolled_back_and_traffic_is_back_on_stable_within_5_s() {
 }
 
 #[test]
-#[ignore = "the whole plan under load, about 85 s in a debug build; it passed in CI twice, then once rolled back a healthy canary in balance (debug build, the broker's floor twice its usual p99 that run): run by hand until the judge's false rollbacks under the cold cluster's catch-up are understood"]
 fn the_release_is_promoted_with_nothing_failed_lost_or_duplicated() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (code, text, r, _dir) = demo("release", &[]);
