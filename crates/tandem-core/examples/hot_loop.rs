@@ -2,6 +2,10 @@
 //! (`valgrind --tool=callgrind`, `perf`): a seeded 70 % add / 20 % cancel /
 //! 10 % market stream on one market, commands built before the loop. The
 //! real benchmark, with peers, is `tandem-bench core`.
+//!
+//! `hot_loop N` applies one command at a time; `hot_loop N batch` calls
+//! `Engine::look_ahead` before each `apply`, as a replica does over a log
+//! batch.
 
 use std::time::Instant;
 
@@ -12,6 +16,7 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
+    let batch = std::env::args().nth(2).as_deref() == Some("batch");
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut rnd = move |m: u64| {
         x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -74,6 +79,9 @@ fn main() {
     let mut out = Vec::with_capacity(256);
     let t = Instant::now();
     for (seq, c) in cmds.iter().enumerate() {
+        if batch {
+            eng.look_ahead(|k| cmds.get(seq + k));
+        }
         out.clear();
         eng.apply(seq as u64 + 1, c, &mut out);
     }

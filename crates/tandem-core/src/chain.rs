@@ -30,8 +30,10 @@
 
 use xxhash_rust::xxh3::xxh3_128;
 
+use crate::engine::{IdEntry, Market};
 use crate::event::Event;
-use crate::Engine;
+use crate::sym::INLINE;
+use crate::{Engine, Sym};
 
 #[inline]
 fn put_str(buf: &mut Vec<u8>, s: Option<&[u8]>) {
@@ -44,72 +46,112 @@ fn put_str(buf: &mut Vec<u8>, s: Option<&[u8]>) {
     }
 }
 
-/// Tag, then the fixed-size numeric tail of an event, written in one copy.
-#[inline]
-fn put_nums(buf: &mut Vec<u8>, a: u64, b: u64) {
-    let mut x = [0u8; 16];
-    x[..8].copy_from_slice(&a.to_le_bytes());
-    x[8..].copy_from_slice(&b.to_le_bytes());
+/// `put_str` of a symbol. An inline symbol is copied as its whole
+/// zero-padded buffer behind the length, then cut back to its length: two
+/// fixed-size stores instead of a `memcpy` call of a variable length.
+#[inline(always)]
+fn put_sym(buf: &mut Vec<u8>, s: &Sym) {
+    match s.inline_parts() {
+        Some((bytes, len)) => {
+            let mut x = [0u8; 4 + INLINE];
+            x[..4].copy_from_slice(&u32::from(len).to_le_bytes());
+            x[4..].copy_from_slice(bytes);
+            let end = buf.len() + 4 + usize::from(len);
+            buf.extend_from_slice(&x);
+            buf.truncate(end);
+        }
+        None => put_str(buf, Some(s.as_bytes())),
+    }
+}
+
+/// A fixed-size record: `tag`, the numbers of `nums` (u64 LE), then the
+/// bytes of `tail`, built on the stack and appended in one copy (`N` is
+/// the record's size).
+#[inline(always)]
+fn put_fixed<const N: usize>(buf: &mut Vec<u8>, tag: u8, nums: &[u64], tail: &[u8]) {
+    let mut x = [0u8; N];
+    x[0] = tag;
+    for (i, n) in nums.iter().enumerate() {
+        x[1 + 8 * i..9 + 8 * i].copy_from_slice(&n.to_le_bytes());
+    }
+    x[1 + 8 * nums.len()..].copy_from_slice(tail);
     buf.extend_from_slice(&x);
+}
+
+/// Appends the canonical encoding of `ev` to `buf`; names are read from
+/// the engine's market and id tables.
+#[inline(always)]
+fn encode(markets: &[Market], ids: &[IdEntry], ev: &Event, buf: &mut Vec<u8>) {
+    match ev {
+        Event::Accepted { market, id } => {
+            buf.push(1);
+            put_sym(buf, &markets[*market as usize].name);
+            put_sym(buf, &ids[*id as usize].id);
+        }
+        Event::Trade {
+            maker,
+            taker,
+            price,
+            qty,
+            ..
+        } => put_fixed::<33>(
+            buf,
+            2,
+            &[
+                u64::from(*maker),
+                u64::from(*taker),
+                price.units(),
+                qty.units(),
+            ],
+            &[],
+        ),
+        Event::Cancelled {
+            id,
+            remaining,
+            reason,
+            ..
+        } => put_fixed::<18>(
+            buf,
+            3,
+            &[u64::from(*id), remaining.units()],
+            &[reason.code()],
+        ),
+        Event::Amended { id, price, qty, .. } => {
+            put_fixed::<25>(buf, 4, &[u64::from(*id), price.units(), qty.units()], &[])
+        }
+        Event::Rejected { market, id, reason } => {
+            buf.push(5);
+            match market {
+                Some(s) => put_sym(buf, s),
+                None => put_str(buf, None),
+            }
+            match id {
+                Some(s) => put_sym(buf, s),
+                None => put_str(buf, None),
+            }
+            buf.push(reason.code());
+        }
+    }
 }
 
 impl Engine {
     /// Appends the canonical encoding of `ev` to `buf`.
     #[inline]
     pub fn encode_event(&self, ev: &Event, buf: &mut Vec<u8>) {
-        match ev {
-            Event::Accepted { market, id } => {
-                buf.push(1);
-                put_str(buf, Some(self.market_name(*market).as_bytes()));
-                put_str(buf, Some(self.order_id(*id).as_bytes()));
-            }
-            Event::Trade {
-                maker,
-                taker,
-                price,
-                qty,
-                ..
-            } => {
-                buf.push(2);
-                put_nums(buf, u64::from(*maker), u64::from(*taker));
-                put_nums(buf, price.units(), qty.units());
-            }
-            Event::Cancelled {
-                id,
-                remaining,
-                reason,
-                ..
-            } => {
-                buf.push(3);
-                put_nums(buf, u64::from(*id), remaining.units());
-                buf.push(reason.code());
-            }
-            Event::Amended { id, price, qty, .. } => {
-                buf.push(4);
-                buf.extend_from_slice(&u64::from(*id).to_le_bytes());
-                put_nums(buf, price.units(), qty.units());
-            }
-            Event::Rejected { market, id, reason } => {
-                buf.push(5);
-                put_str(buf, market.as_ref().map(|s| s.as_bytes()));
-                put_str(buf, id.as_ref().map(|s| s.as_bytes()));
-                buf.push(reason.code());
-            }
-        }
+        encode(&self.markets, &self.ids, ev, buf);
     }
 
     pub(crate) fn fold_chain(&mut self, seq: u64, events: &[Event]) {
-        let mut buf = std::mem::take(&mut self.chain_buf);
+        let buf = &mut self.chain_buf;
         buf.extend_from_slice(&seq.to_le_bytes());
         for ev in events {
-            self.encode_event(ev, &mut buf);
+            encode(&self.markets, &self.ids, ev, buf);
         }
         if buf.len() >= STATE + BLOCK {
-            let state = xxh3_128(&buf);
+            let state = xxh3_128(buf);
             buf.clear();
             buf.extend_from_slice(&state.to_le_bytes());
         }
-        self.chain_buf = buf;
     }
 }
 

@@ -513,14 +513,14 @@ impl Engine {
     /// before each `apply` of a batch; it changes nothing. It runs the two
     /// stages below at the distances that measured best here: the market's
     /// index slot 16 ahead, the id index line 8 ahead (where the market is
-    /// then found in cache). A third stage, loading a cancel's registry
-    /// entry 4 ahead, measured slower on the single-market benchmark (its
-    /// lookups cost more than the misses it saved) and was left out.
+    /// then found in cache), and for a cancel or amend its registry entry
+    /// 4 ahead (the entry of an old id is a cache miss that the index line
+    /// alone does not cover; places skip this stage, their entry is new).
     ///
     /// When the books are large (more markets than `DEEP_MARKETS`, so
-    /// a market's ladders, levels and orders are rarely in cache) two more
-    /// stages follow: the top rungs of the market and a cancel's or amend's
-    /// registry entry 4 ahead, then the top levels and that order 2 ahead.
+    /// a market's ladders, levels and orders are rarely in cache) the
+    /// third stage also loads the top rungs of the market, and a fourth
+    /// loads the top levels and a cancel's or amend's order 2 ahead.
     #[inline]
     pub fn look_ahead<'a>(&self, upcoming: impl Fn(usize) -> Option<&'a Command>) {
         if let Some(c) = upcoming(16) {
@@ -536,6 +536,27 @@ impl Engine {
             if let Some(c) = upcoming(2) {
                 self.prefetch_book(c, true);
             }
+        } else if let Some(c @ (Command::Cancel(_) | Command::Amend(_))) = upcoming(4) {
+            self.prefetch_entry(c);
+        }
+    }
+
+    /// The registry entry a cancel or amend will read, found through the
+    /// index line `prefetch` loaded (a guess by hash bits: a wrong guess
+    /// only loads a line for nothing).
+    #[inline]
+    fn prefetch_entry(&self, cmd: &Command) {
+        let (market, id) = match cmd {
+            Command::Cancel(c) => (&c.market, &c.id),
+            Command::Amend(a) => (&a.market, &a.id),
+            Command::Place(_) | Command::Invalid(_) => return,
+        };
+        let Some(m) = self.find_market_sym(market) else {
+            return;
+        };
+        let ix = self.id_table.peek(Self::id_hash(&self.hasher, m, id));
+        if let Some(e) = ix.and_then(|ix| self.ids.get(ix as usize)) {
+            prefetch(e);
         }
     }
 
@@ -623,10 +644,6 @@ impl Engine {
         });
     }
 
-    fn symbol_ok(&self, s: &Sym) -> bool {
-        !s.is_empty() && s.len() <= self.cfg.max_symbol_bytes
-    }
-
     /// Hash of a market name or account (seeded; never reaches output).
     #[inline]
     pub(crate) fn str_hash(&self, b: &[u8]) -> u64 {
@@ -641,19 +658,27 @@ impl Engine {
     }
 
     /// The market found last, if it is `name`.
-    #[inline]
+    #[inline(always)]
     fn last_market_if(&self, name: &Sym) -> Option<MarketIx> {
         let last = self.last_market.0.load(Relaxed);
         let mk = self.markets.get(last as usize)?;
         (mk.name == *name).then_some(last)
     }
 
-    #[inline]
+    #[inline(always)]
     fn find_market_sym(&self, name: &Sym) -> Option<MarketIx> {
         // Flows repeat markets: try the last one found before hashing.
         if let Some(m) = self.last_market_if(name) {
             return Some(m);
         }
+        self.find_market_slow(name)
+    }
+
+    /// `find_market_sym` past its one-entry cache: kept out of line so the
+    /// inlined fast path stays a load and a three-word compare (not `cold`:
+    /// a flow over many markets takes it on most commands).
+    #[inline(never)]
+    fn find_market_slow(&self, name: &Sym) -> Option<MarketIx> {
         self.market_table
             .find(self.hasher.sym(name, 0), |m| {
                 self.markets[m as usize].name == *name
@@ -704,6 +729,7 @@ impl Engine {
 
     /// Registers a newly taken id under hash `h`, at the index slot
     /// `find_or_vacant` left for it (or `usize::MAX`: probe afresh).
+    #[inline(always)]
     fn push_id_at(&mut self, vacant: usize, h: u64, e: IdEntry) -> IdIx {
         let ix = self.ids.len() as u32;
         let cap = self.ids.capacity();
@@ -748,10 +774,11 @@ impl Engine {
     }
 
     fn place(&mut self, p: &Place, out: &mut Vec<Event>) {
-        if p.market.is_empty() || p.id.is_empty() || p.account.is_empty() {
+        let lens = [p.market.len(), p.id.len(), p.account.len()];
+        if lens.contains(&0) {
             return Self::reject(&p.market, &p.id, RejectReason::Invalid, out);
         }
-        if !self.symbol_ok(&p.market) || !self.symbol_ok(&p.id) || !self.symbol_ok(&p.account) {
+        if lens.iter().any(|&l| l > self.cfg.max_symbol_bytes) {
             return Self::reject(&p.market, &p.id, RejectReason::Limit, out);
         }
         let limit = match p.kind {
@@ -1114,12 +1141,17 @@ impl Engine {
     }
 
     /// The live order `id` of `account` in `market`, as (market, id, slab).
+    /// The owner is checked by comparing `account` with the name of the
+    /// entry's account (names are unique in `accounts`), which is the same
+    /// test as looking the account up and comparing indices, without the
+    /// hash and probe.
+    #[inline]
     fn find_live(&self, market: &Sym, id: &Sym, account: &Sym) -> Option<(MarketIx, IdIx, u32)> {
         let m = self.find_market_sym(market)?;
-        let a = self.find_account_sym(account)?;
         let ix = self.find_id_sym(Self::id_hash(&self.hasher, m, id), m, id)?;
         let e = &self.ids[ix as usize];
-        (e.order != NONE && e.account == a).then_some((m, ix, e.order))
+        (e.order != NONE && self.accounts[e.account as usize] == *account)
+            .then_some((m, ix, e.order))
     }
 
     fn cancel(&mut self, c: &Cancel, out: &mut Vec<Event>) {

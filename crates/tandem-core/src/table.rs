@@ -161,12 +161,20 @@ impl IndexTable {
     #[inline]
     pub(crate) fn insert_at(&mut self, vacant: usize, h: u64, ix: u32) {
         if vacant == usize::MAX || self.len + 1 > limit(self.slots()) {
-            return self.insert(h, ix);
+            return self.insert_growing(h, ix);
         }
         assert!(ix < u32::MAX, "index table holds at most 2^32 - 1 entries");
         debug_assert_eq!(self.slot(vacant), EMPTY);
         self.set_slot(vacant, (h >> 32 << 32) | u64::from(ix));
         self.len += 1;
+    }
+
+    /// `insert` for `insert_at`'s rare case (first insert, or the table
+    /// grows), kept out of line so the common case inlines small.
+    #[cold]
+    #[inline(never)]
+    fn insert_growing(&mut self, h: u64, ix: u32) {
+        self.insert(h, ix);
     }
 
     /// Adds `ix` under hash `h`. The caller has checked the key is absent

@@ -1,7 +1,9 @@
-//! `Engine::look_ahead` only prefetches: a flow applied with it, over more
-//! markets than turn on its deeper stages (rungs, levels, the registry
-//! entry and the order of a cancel or amend), gives exactly the events and
-//! chain of the same flow applied without it.
+//! `Engine::look_ahead` only prefetches: a flow applied with it gives
+//! exactly the events and chain of the same flow applied without it, both
+//! over more markets than turn on its deeper stages (rungs, levels, the
+//! registry entry and the order of a cancel or amend) and over one market
+//! (where only the market, the id index line and a cancel's or amend's
+//! registry entry are prefetched).
 
 use tandem_core::{Amend, Cancel, Command, Config, Engine, Event, OrderKind, Place, Price, Qty};
 use tandem_core::{Side, Sym, Tif};
@@ -9,9 +11,10 @@ use tandem_core::{Side, Sym, Tif};
 /// More markets than the deep stages need (65,536).
 const MARKETS: u64 = 70_000;
 
-/// A seeded flow: one resting order per market first, then places at and
-/// through the touch, cancels and amends of earlier ids, market orders.
-fn flow() -> Vec<Command> {
+/// A seeded flow over `markets` markets: one resting order per market
+/// first, then places at and through the touch, cancels and amends of
+/// earlier ids, market orders.
+fn flow(markets: u64) -> Vec<Command> {
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut rnd = |m: u64| {
         x ^= x << 13;
@@ -38,7 +41,7 @@ fn flow() -> Vec<Command> {
             post_only: false,
         })
     };
-    for m in 0..MARKETS {
+    for m in 0..markets {
         let side = if m % 2 == 0 { Side::Buy } else { Side::Sell };
         let px = if side == Side::Buy { 99 } else { 101 };
         cmds.push(place(m, next_id, m % 97, side, Some(px), 5));
@@ -46,7 +49,7 @@ fn flow() -> Vec<Command> {
         next_id += 1;
     }
     for _ in 0..40_000 {
-        let m = rnd(MARKETS);
+        let m = rnd(markets);
         let acct = rnd(97);
         let side = if rnd(2) == 0 { Side::Buy } else { Side::Sell };
         // A limit placed earlier (it may have traded or gone since).
@@ -86,9 +89,10 @@ fn flow() -> Vec<Command> {
     cmds
 }
 
-#[test]
-fn look_ahead_changes_nothing_with_its_deep_stages_on() {
-    let cmds = flow();
+/// Applies `cmds` to two engines, one calling `look_ahead` before each
+/// command; asserts equal events, chain and markets. Returns the counts of
+/// trades, cancelled and amended events.
+fn compare(cmds: &[Command], markets: u64) -> [usize; 3] {
     let (mut plain, mut ahead) = (
         Engine::new(Config::default()),
         Engine::new(Config::default()),
@@ -112,10 +116,26 @@ fn look_ahead_changes_nothing_with_its_deep_stages_on() {
             }
         }
     }
-    assert_eq!(plain.market_count(), MARKETS as usize);
+    assert_eq!(plain.market_count(), markets as usize);
     assert_eq!(plain.chain(), ahead.chain());
     ahead.check_invariants().unwrap();
+    kinds
+}
+
+#[test]
+fn look_ahead_changes_nothing_with_its_deep_stages_on() {
+    let kinds = compare(&flow(MARKETS), MARKETS);
     // The flow reached every path the deep stages prefetch for.
+    assert!(
+        kinds.iter().all(|&n| n > 500),
+        "trades, cancels, amends: {kinds:?}"
+    );
+}
+
+#[test]
+fn look_ahead_changes_nothing_on_one_market() {
+    let kinds = compare(&flow(1), 1);
+    // Cancels and amends of live orders: the registry-entry stage ran.
     assert!(
         kinds.iter().all(|&n| n > 500),
         "trades, cancels, amends: {kinds:?}"
