@@ -496,6 +496,34 @@ impl Replica {
         Ok(cmds.len())
     }
 
+    /// Applies a batch its caller has just appended to this replica's log
+    /// at `first` (`Log::append`'s answer: the batch holds
+    /// `first..first + records.len()`), decoding the caller's copy of the
+    /// records instead of reading them back. The log returns a record's
+    /// bytes unchanged, so this applies exactly what `step` would, and
+    /// only when the batch directly follows the applied seq: then no other
+    /// record can lie between (seqs strictly increase). Returns `None`,
+    /// applying nothing, when it does not follow (another writer's records
+    /// or a gap came first, or this replica has already read part of the
+    /// batch); the caller then uses `step`.
+    pub fn apply_appended(
+        &mut self,
+        first: u64,
+        records: &[&[u8]],
+        mut on_applied: impl FnMut(u64, &Command, &Engine, &[Event]),
+    ) -> Result<Option<usize>, ReplicaError> {
+        if records.is_empty() || first != self.engine.seq() + 1 {
+            return Ok(None);
+        }
+        let cmds: Vec<(u64, Command)> = records
+            .iter()
+            .zip(first..)
+            .map(|(r, seq)| (seq, tandem_codec::decode_command(r)))
+            .collect();
+        self.apply_batch(&cmds, &mut on_applied)?;
+        Ok(Some(cmds.len()))
+    }
+
     /// Applies a decoded batch in order, checking seqs strictly increase.
     fn apply_batch(
         &mut self,

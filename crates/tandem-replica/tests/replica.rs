@@ -430,3 +430,64 @@ fn a_killed_snapshot_child_is_counted_and_the_snapshot_written_in_the_thread() {
     assert!(chains(&mut r).is_empty());
     assert_eq!(r.engine().chain(), want.last().expect("chain").1);
 }
+
+/// A writer that applies its own appends from their bytes
+/// (`apply_appended`) ends with the chain of a replica that reads the log,
+/// at every seq, snapshots included; a batch that does not directly follow
+/// the applied seq (another writer's records came first) is refused with
+/// nothing applied, and `step` then applies both in log order.
+#[test]
+fn applying_own_appends_equals_reading_them_back() {
+    let dir = TempDir::new("own");
+    let log = open_log(&dir);
+    let records = flow(3_000, 5);
+    let (mut w, _) = Replica::open(Arc::clone(&log), cfg(dir.0.join("w"), 700)).expect("open w");
+    let mut chain_w = Vec::new();
+    let (mut refused, mut i) = (0, 0);
+    while i < records.len() {
+        let n = (1 + i % 17).min(records.len() - i);
+        let batch: Vec<&[u8]> = records[i..i + n].iter().map(Vec::as_slice).collect();
+        i += n;
+        if i % 5 == 0 && i < records.len() {
+            // Another writer's record lands before this batch.
+            log.append(&[records[i].as_slice()]).expect("append other");
+            i += 1;
+            let first = log.append(&batch).expect("append");
+            let got = w
+                .apply_appended(first, &batch, |_, _, _, _| {
+                    panic!("applied a batch after a gap")
+                })
+                .expect("apply");
+            assert_eq!(got, None, "batch at {first} follows {}", w.applied_seq());
+            refused += 1;
+            while w
+                .step(|seq, _, eng, _| chain_w.push((seq, eng.chain())))
+                .expect("step")
+                > 0
+            {}
+            continue;
+        }
+        let first = log.append(&batch).expect("append");
+        let got = w
+            .apply_appended(first, &batch, |seq, _, eng, _| {
+                chain_w.push((seq, eng.chain()))
+            })
+            .expect("apply");
+        assert_eq!(got, Some(n));
+    }
+    assert!(refused > 10, "{refused}");
+    assert_eq!(w.applied_seq(), log.last_seq());
+    let (mut r, _) = Replica::open(Arc::clone(&log), cfg(dir.0.join("r"), 0)).expect("open r");
+    let chain_r = chains(&mut r);
+    assert_eq!(chain_w, chain_r, "chains differ");
+    assert_eq!(w.engine().snapshot(), r.engine().snapshot());
+    assert!(w.last_snapshot_seq() >= 2_100, "{}", w.last_snapshot_seq());
+    // Applying a batch twice is refused: it no longer follows.
+    let last = log.last_seq();
+    let again = [records[0].as_slice()];
+    assert_eq!(
+        w.apply_appended(last, &again, |_, _, _, _| panic!("applied twice"))
+            .expect("apply"),
+        None
+    );
+}
