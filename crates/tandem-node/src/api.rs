@@ -234,9 +234,9 @@ where
         (&Method::GET, ["v1", "status"]) => status(node).await,
         (&Method::GET, ["v1", "chain", p]) => chain(node, p, query.as_deref()).await,
         (&Method::POST, ["v1", "orders"]) => {
-            let headers = req.headers().clone();
-            match read_body(req.into_body(), node.cfg.limits.max_body_bytes).await {
-                Ok(body) => place(node, &headers, &body).await,
+            let (parts, body) = req.into_parts();
+            match read_body(body, node.cfg.limits.max_body_bytes).await {
+                Ok(body) => place(node, &parts.headers, &body).await,
                 Err(a) => a,
             }
         }
@@ -694,10 +694,12 @@ pub async fn order_entry(node: &Arc<Node>, headers: &HeaderMap, mut cmd: Command
         Before::Conflict => return conflict(p),
         Before::Append => {}
     }
+    let payload = Bytes::from(payload);
     let record = match &creds {
-        None => Bytes::from(payload.clone()),
+        // An unsigned command's record is its canonical bytes: shared.
+        None => payload.clone(),
         Some(c) => {
-            let mut r = payload.clone();
+            let mut r = payload.to_vec();
             auth::append_credentials(&mut r, c);
             Bytes::from(r)
         }

@@ -472,6 +472,7 @@ impl Partition {
 
     fn append_loop(&self, log: &dyn Log, rx: Receiver<Submit>, max_batch: usize) {
         let mut batch: Vec<Submit> = Vec::with_capacity(max_batch);
+        let mut own: Vec<Arc<Outcome>> = Vec::with_capacity(max_batch);
         while let Ok(first) = rx.recv() {
             batch.push(first);
             while batch.len() < max_batch {
@@ -490,20 +491,37 @@ impl Partition {
                     // Apply our own batch here, then answer each submitter
                     // with its command's outcome: one wake-up per request,
                     // and the replica thread (which still follows the log
-                    // for other writers' appends) is not involved.
-                    if let Err(e) = self.step_once() {
+                    // for other writers' appends) is not involved. When the
+                    // batch directly follows the applied seq it is decoded
+                    // from the bytes just appended (`apply_appended`), not
+                    // read back; otherwise the log is read (`step_once`).
+                    own.clear();
+                    let stepped = match self.apply_appended(first, &records, &mut own) {
+                        Ok(true) => Ok(()),
+                        Ok(false) => self.step_once().map(drop),
+                        Err(e) => Err(e),
+                    };
+                    drop(records);
+                    if let Err(e) = stepped {
                         eprintln!(
                             "{{\"msg\":\"replica step failed\",\"partition\":{},\"error\":{:?}}}",
                             self.id,
                             e.to_string()
                         );
                     }
-                    let mut r = lock(&self.results);
+                    let mut own = own.drain(..);
+                    let mut r = None;
                     for (i, s) in batch.drain(..).enumerate() {
                         let seq = first + i as u64;
-                        let reply = match r.recent.remove(&seq) {
+                        let reply = match own.next() {
                             Some(o) => Reply::Applied(o),
-                            None => Reply::Appended(seq),
+                            None => {
+                                let r = r.get_or_insert_with(|| lock(&self.results));
+                                match r.recent.remove(&seq) {
+                                    Some(o) => Reply::Applied(o),
+                                    None => Reply::Appended(seq),
+                                }
+                            }
                         };
                         let _ = s.reply.send(Ok(reply));
                     }
@@ -541,7 +559,9 @@ impl Partition {
             }
             self.load_checkpoints(r.applied_seq(), info.restored.is_some());
             let restored = r.last_snapshot_seq();
-            r.catch_up(|seq, cmd, eng, evs| self.applied_one(seq, cmd, eng, evs))?;
+            r.catch_up(|seq, cmd, eng, evs| {
+                self.applied_one(seq, cmd, eng, evs, false);
+            })?;
             if r.last_snapshot_seq() != restored {
                 self.save_window(r.last_snapshot_seq());
             }
@@ -640,14 +660,50 @@ impl Partition {
     /// were applied and the applied seq; `Ok((0, 0))` before the replica
     /// has caught up.
     fn step_once(&self) -> Result<(usize, u64), tandem_replica::ReplicaError> {
+        self.with_replica(|r| {
+            r.step(|seq, cmd, eng, evs| {
+                self.applied_one(seq, cmd, eng, evs, false);
+            })
+            .map(Some)
+        })
+        .map(|(n, seq)| (n.unwrap_or(0), seq))
+    }
+
+    /// The appender's own batch, appended at `first`, applied from its
+    /// bytes (`Replica::apply_appended`) when it directly follows the
+    /// applied seq: `own` gets each command's answer in order and this
+    /// returns true. False (nothing applied) otherwise, or before the
+    /// replica has caught up.
+    fn apply_appended(
+        &self,
+        first: u64,
+        records: &[&[u8]],
+        own: &mut Vec<Arc<Outcome>>,
+    ) -> Result<bool, tandem_replica::ReplicaError> {
+        let (n, _) = self.with_replica(|r| {
+            r.apply_appended(first, records, |seq, cmd, eng, evs| {
+                own.extend(self.applied_one(seq, cmd, eng, evs, true));
+            })
+        })?;
+        Ok(n.is_some())
+    }
+
+    /// Runs one apply step `f` under the replica's write lock, then
+    /// publishes the applied seq and saves the idempotency window beside a
+    /// new snapshot. `f` returns how many commands it applied (`Some(0)`
+    /// or `None`: none). `(None, 0)` before the replica has caught up.
+    fn with_replica(
+        &self,
+        f: impl FnOnce(&mut Replica) -> Result<Option<usize>, tandem_replica::ReplicaError>,
+    ) -> Result<(Option<usize>, u64), tandem_replica::ReplicaError> {
         let (stepped, snapshot_seq) = {
             let mut g = write(&self.replica);
             let Some(r) = g.as_mut() else {
-                return Ok((0, 0));
+                return Ok((None, 0));
             };
-            let n = r.step(|seq, cmd, eng, evs| self.applied_one(seq, cmd, eng, evs));
+            let n = f(r);
             let seq = r.applied_seq();
-            if n.as_ref().is_ok_and(|&n| n > 0) {
+            if n.as_ref().is_ok_and(|&n| n.is_some_and(|n| n > 0)) {
                 self.metrics.set_replica(self.id, seq, r.engine());
                 self.applied.send_replace(seq);
             }
@@ -782,8 +838,18 @@ impl Partition {
         }
     }
 
-    /// Called by the replica for every applied command.
-    fn applied_one(&self, seq: u64, cmd: &Command, eng: &Engine, evs: &[Event]) {
+    /// Called by the replica for every applied command. With `own` (the
+    /// appender's own batch, whose submitters it answers itself and which
+    /// nobody else waits for yet) the answer is returned rather than kept
+    /// in `recent`.
+    fn applied_one(
+        &self,
+        seq: u64,
+        cmd: &Command,
+        eng: &Engine,
+        evs: &[Event],
+        own: bool,
+    ) -> Option<Arc<Outcome>> {
         {
             let mut c = lock(&self.checkpoints);
             if c.applied(seq, || eng.chain()) {
@@ -798,7 +864,7 @@ impl Partition {
         let outcome = r.answers.applied(seq, cmd, eng, evs);
         if self.stream.receiver_count() > 0 {
             // The stream carries what this seq itself emitted.
-            let own = if outcome.seq == seq {
+            let emitted = if outcome.seq == seq {
                 outcome.events.clone()
             } else {
                 crate::answers::events_json(seq, eng, evs)
@@ -806,8 +872,11 @@ impl Partition {
             let _ = self.stream.send(Arc::new(Published {
                 seq,
                 market: cmd.market().cloned(),
-                events: own,
+                events: emitted,
             }));
+        }
+        if own {
+            return Some(outcome);
         }
         match r.waiters.remove(&seq) {
             Some(tx) => {
@@ -823,6 +892,7 @@ impl Partition {
                 r.recent.insert(seq, outcome);
             }
         }
+        None
     }
 
     /// Commands in the last append batch (for metrics and tests).
