@@ -59,6 +59,8 @@ const CF_TOKEN: &str = "cf-test-token-9a7b";
 const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
 const NAMESPACE: &str = "fedcba9876543210fedcba9876543210";
 const STS_PATH: &str = "/apis/apps/v1/namespaces/tandem/statefulsets/tandem-node";
+/// The run-loop tests judge latency on two cores: one at a time.
+static ONE_RUN_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// One request as the fake server got it.
 #[derive(Debug, Clone)]
@@ -914,6 +916,9 @@ fn kv_api(next: Arc<Mutex<Vec<u16>>>, docs: Arc<Mutex<Vec<Value>>>) -> Handler {
     })
 }
 
+/// Two clusters; the latency gates are loose: these tests are about the
+/// actuators, and a host shared with other builds stalls both clusters
+/// for hundreds of milliseconds at times.
 fn two_cluster_plan(edge_admin: &str, azure_cold: bool) -> Plan {
     let cold = if azure_cold { ", start: cold" } else { "" };
     let text = format!(
@@ -922,7 +927,7 @@ fn two_cluster_plan(edge_admin: &str, azure_cold: bool) -> Plan {
          edges:\n  - http://{edge_admin}\n\
          metrics: {{ source: scrape, interval: 500ms }}\n\
          baseline: {{ window: 2s }}\n\
-         gates:\n  latency_p99_ms_max: 250\n  latency_p99_vs_baseline_max: 50\n  error_ratio_max: 0.01\n  replica_lag_seq_max: 1000\n  output_hash_divergence: 0\n  min_requests: 100\n  breach_for: 1s\n\
+         gates:\n  latency_p99_ms_max: 5000\n  latency_p99_vs_baseline_max: 1000\n  error_ratio_max: 0.01\n  replica_lag_seq_max: 1000\n  output_hash_divergence: 0\n  min_requests: 100\n  breach_for: 1s\n\
          phases:\n  - {{ name: canary, hold: 2s, weights: {{ aws: 70, azure: 30 }} }}\n  - {{ name: done, hold: 0, weights: {{ aws: 50, azure: 50 }} }}\n\
          on_failure: rollback\n"
     );
@@ -1213,6 +1218,7 @@ mod world {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_run_loop_starts_a_cold_cluster_on_kubernetes_and_tells_cloudflare_the_weights() {
+    let _one = ONE_RUN_AT_A_TIME.lock().await;
     use tandem_control::{EdgeAdmin, Http, NodeClient};
     let dir = TempDir::new("https-run");
     let log = world::shared_log(dir.path());
@@ -1385,6 +1391,7 @@ async fn the_run_loop_starts_a_cold_cluster_on_kubernetes_and_tells_cloudflare_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_cluster_never_ready_on_kubernetes_pauses_the_run_naming_it() {
+    let _one = ONE_RUN_AT_A_TIME.lock().await;
     let dir = TempDir::new("https-run-stuck");
     let log = world::shared_log(dir.path());
     let aws_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
