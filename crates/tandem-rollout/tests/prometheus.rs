@@ -26,7 +26,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tandem_control::names::{edge, label, node};
-use tandem_control::{EdgeAdmin, Exposition, Http, NodeClient, SampleKind, Supervised};
+use tandem_control::{EdgeAdmin, Exposition, Http, NodeClient, SampleKind};
 use tandem_edge::config::{ClusterConfig, NodeAddr, Role};
 use tandem_edge::EdgeConfig;
 use tandem_log::conformance::TempDir;
@@ -38,6 +38,9 @@ use tandem_rollout::prometheus::{
     assemble, base_url, parse_answer, query_url, PromClient, PromQueryError, Query, Reading, Series,
 };
 use tokio::net::TcpListener;
+
+mod prom_server;
+use prom_server::PromServer;
 
 // ---------------------------------------------------------------------
 // Pure: queries, requests, answers.
@@ -268,29 +271,6 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_millis() as u64
-}
-
-/// The `prometheus` binary on PATH, or a failure saying how to get it.
-fn prometheus_binary() -> std::path::PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("prometheus"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "the `prometheus` binary is not on PATH; this test needs a real \
-                 Prometheus: install it with `apt-get install -y prometheus` \
-                 (scripts/test.sh does)"
-            )
-        })
-}
-
-/// A free loopback port (bound, then released for Prometheus to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a free port")
-        .port()
 }
 
 /// A real node over a fresh file log, served on this runtime.
@@ -551,7 +531,7 @@ async fn wait_scraped_after(prom: &PromClient, t_ms: u64, targets: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_and_a_direct_scrape_read_the_same_and_judge_alike() {
     let started = Instant::now();
-    let binary = prometheus_binary();
+    prom_server::prometheus_binary();
 
     let aws = TestNode::start("aws-1", "aws").await;
     let (gcp, gcp_hits) = mock_node(Duration::from_millis(4)).await;
@@ -565,31 +545,11 @@ async fn prometheus_and_a_direct_scrape_read_the_same_and_judge_alike() {
     .await;
 
     // Prometheus, scraping the edge's admin listener and the node.
-    let dir = TempDir::new("prometheus");
-    let port = free_port();
-    let config = format!(
-        "global:\n  scrape_interval: 200ms\n  scrape_timeout: 200ms\n\
-         scrape_configs:\n\
-         \x20 - job_name: edge\n    static_configs:\n      - targets: ['{}']\n\
-         \x20 - job_name: node\n    static_configs:\n      - targets: ['{}']\n",
-        e.admin, aws.addr
+    let mut server = PromServer::start(
+        &[("edge", vec![e.admin]), ("node", vec![aws.addr])],
+        Duration::from_millis(200),
     );
-    let config_path = dir.path().join("prometheus.yml");
-    std::fs::write(&config_path, config).expect("write prometheus.yml");
-    let mut cmd = std::process::Command::new(&binary);
-    cmd.arg(format!("--config.file={}", config_path.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"));
-    let mut prom_proc = Supervised::start_logged("prometheus", cmd, &dir.path().join("log"))
-        .expect("start prometheus");
-    let prom_addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let ready = prom_proc
-        .wait_http_ready(prom_addr, "/-/ready", Duration::from_secs(60))
-        .expect("prometheus ready");
-    eprintln!("prometheus ready in {} ms", ready.as_millis());
+    let prom_addr = server.addr;
     let prom_started_ms = now_ms();
 
     let prom =
@@ -617,7 +577,7 @@ async fn prometheus_and_a_direct_scrape_read_the_same_and_judge_alike() {
         other => panic!("a bad query: {other:?}"),
     }
     let gone = PromClient::new(
-        &format!("http://127.0.0.1:{}", free_port()),
+        &format!("http://127.0.0.1:{}", prom_server::free_port()),
         Duration::from_secs(2),
     )
     .unwrap();
@@ -723,7 +683,8 @@ async fn prometheus_and_a_direct_scrape_read_the_same_and_judge_alike() {
         .expect("read an hour ago");
     assert_eq!(old, Reading::default());
 
-    let status = prom_proc
+    let status = server
+        .proc
         .stop(Duration::from_secs(20))
         .expect("prometheus stops on SIGTERM");
     eprintln!(
