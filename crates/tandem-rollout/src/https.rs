@@ -261,9 +261,9 @@ impl Https {
                 .await
                 .map_err(|e| unreachable(error_chain(&e)))?;
             // The connection is driven here, beside the exchange, not in a
-            // task: a caller blocking a worker on this call (the starter's
-            // scale) must not wait for a worker to run it. It ends once
-            // the exchange drops its sender.
+            // task of its own: it makes progress whichever thread polls the
+            // call, and nothing outlives it (it ends once the exchange
+            // drops its sender, or with the timeout).
             let exchange = async move {
                 let resp = sender
                     .send_request(req)

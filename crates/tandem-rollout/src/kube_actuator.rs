@@ -9,17 +9,18 @@
 //!   `drain` (cordon, then evict every pod, retrying evictions a
 //!   PodDisruptionBudget refuses with 429 until a deadline).
 //! - [`KubeStarter`]: the [`ClusterStarter`] of `start: cold` clusters:
-//!   scales the StatefulSet from 0 to the cluster's size (one node per
-//!   zone of the plan, as `deploy/kubernetes` spreads them), returns, and
-//!   waits for readiness in a task of its own; the time from the scale to
-//!   `readyReplicas == N` (or why it never came) is reported to the run
-//!   loop. Clusters without `--kube` go to the other starter (`--start`).
+//!   in a task of its own, scales the StatefulSet from 0 to the cluster's
+//!   size (one node per zone of the plan, as `deploy/kubernetes` spreads
+//!   them) and polls until it is ready; the time from the scale to
+//!   `readyReplicas == N`, or why it never came (a refused scale
+//!   included), is reported to the run loop, which never waits on the
+//!   API server. Clusters without `--kube` go to the other starter
+//!   (`--start`).
 //!
 //! A refused credential (401) is named with the cluster and the context;
 //! the token is never in an error or a log line.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -332,33 +333,6 @@ impl KubeCluster {
     }
 }
 
-/// Runs `f` to completion from synchronous code: on a multi-threaded
-/// runtime by blocking this worker in place (the others go on), else on a
-/// thread of its own with its own runtime.
-fn block_on<F>(f: F) -> F::Output
-where
-    F: Future + Send,
-    F::Output: Send,
-{
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(|| h.block_on(f))
-        }
-        _ => std::thread::scope(|s| {
-            s.spawn(|| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a current-thread runtime")
-                    .block_on(f)
-            })
-            .join()
-            .expect("the scale call does not panic")
-        }),
-    }
-}
-
 /// Time from the scale to every replica ready, per cluster started.
 pub type ReadyTimes = Arc<Mutex<BTreeMap<String, Result<Duration, String>>>>;
 
@@ -414,11 +388,20 @@ impl ClusterStarter for KubeStarter {
         let Some((k, want)) = self.clusters.get(cluster).cloned() else {
             return self.other.start(cluster);
         };
-        block_on(k.scale(want)).map_err(|e| e.to_string())?;
         let (deadline, every) = (self.deadline, self.every);
         let (reports, times) = (Arc::clone(&self.reports), Arc::clone(&self.times));
-        let wait = async move {
-            let r = k.wait_ready(want, deadline, every).await;
+        // The scale and the polls run in a task of their own: the loop
+        // goes on observing (and rolling back) meanwhile, and learns the
+        // outcome from `finished`.
+        let work = async move {
+            let t0 = tokio::time::Instant::now();
+            let r = match k.scale(want).await {
+                Ok(()) => k
+                    .wait_ready(want, deadline, every)
+                    .await
+                    .map(|_| t0.elapsed()),
+                Err(e) => Err(e),
+            };
             let outcome = r
                 .as_ref()
                 .map(|d| d.as_millis() as u64)
@@ -438,7 +421,7 @@ impl ClusterStarter for KubeStarter {
         };
         match tokio::runtime::Handle::try_current() {
             Ok(h) => {
-                h.spawn(wait);
+                h.spawn(work);
             }
             Err(_) => {
                 std::thread::spawn(move || {
@@ -446,7 +429,7 @@ impl ClusterStarter for KubeStarter {
                         .enable_all()
                         .build()
                     {
-                        rt.block_on(wait);
+                        rt.block_on(work);
                     }
                 });
             }

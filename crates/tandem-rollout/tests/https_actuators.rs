@@ -390,10 +390,9 @@ async fn a_cold_start_scales_the_statefulset_and_waits_until_every_replica_is_re
         Duration::from_millis(50),
     );
     let times = starter.times();
-    starter.start("azure").expect("the scale is accepted");
-    // The scale is sent before `start` returns.
-    assert_eq!(replicas.load(Ordering::SeqCst), 3);
+    starter.start("azure").expect("under way");
     let r = report(&mut starter, Duration::from_secs(20)).await;
+    assert_eq!(replicas.load(Ordering::SeqCst), 3);
     assert_eq!(r.cluster, "azure");
     let ms = r.ready_ms.expect("ready");
     assert!(
@@ -438,7 +437,7 @@ async fn a_statefulset_never_ready_times_out_naming_the_cluster() {
         Duration::from_millis(600),
         Duration::from_millis(50),
     );
-    starter.start("azure").expect("the scale is accepted");
+    starter.start("azure").expect("under way");
     let r = report(&mut starter, Duration::from_secs(10)).await;
     let why = r.ready_ms.expect_err("never ready");
     assert!(
@@ -452,7 +451,7 @@ async fn a_statefulset_never_ready_times_out_naming_the_cluster() {
 
 #[test]
 fn a_server_of_another_ca_is_refused_before_any_request() {
-    // The starter called outside any runtime (its scale runs on a thread
+    // The starter called outside any runtime (its work runs on a thread
     // of its own then); the server on a runtime of the test's.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -471,7 +470,16 @@ fn a_server_of_another_ca_is_refused_before_any_request() {
         Duration::from_secs(5),
         Duration::from_millis(50),
     );
-    let why = starter.start("azure").expect_err("refused");
+    starter.start("azure").expect("under way");
+    let t0 = Instant::now();
+    let r = loop {
+        if let Some(r) = starter.finished().pop() {
+            break r;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "no report");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let why = r.ready_ms.expect_err("refused");
     assert!(
         why.contains("kubernetes cluster azure") && why.contains("TLS handshake failed"),
         "{why}"
@@ -508,7 +516,11 @@ async fn a_refused_token_is_a_clear_error_naming_cluster_and_context() {
         Duration::from_secs(5),
         Duration::from_millis(50),
     );
-    let why = starter.start("azure").expect_err("refused");
+    starter.start("azure").expect("under way");
+    let why = report(&mut starter, Duration::from_secs(10))
+        .await
+        .ready_ms
+        .expect_err("refused");
     assert_eq!(
         why,
         format!(
