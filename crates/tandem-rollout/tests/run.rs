@@ -195,6 +195,11 @@ impl TestEdge {
             ..EdgeConfig::default()
         };
         cfg.health.interval_ms = 50;
+        // A canary made 400 ms slower is judged on its latency: its health
+        // checks (slowed alike by the delaying proxy) must not eject it
+        // first, or the rollback would race between two gates and the
+        // slow windows would not be recorded.
+        cfg.health.timeout_ms = 2_000;
         let served = tandem_edge::serve_in_process(cfg, Duration::from_secs(2))
             .await
             .expect("serve the edge");
@@ -639,6 +644,12 @@ async fn a_slow_canary_is_rolled_back_within_5_s_of_its_breach() {
     let applied = rb["weights_applied_ms"]
         .as_u64()
         .expect("weights_applied_ms");
+    let decided = rb["t_ms"].as_u64().expect("t_ms");
+    eprintln!(
+        "breach start -> rollback decided {} ms (breach_for 1 s) -> every edge at the rollback weights {} ms later",
+        decided.saturating_sub(started),
+        applied.saturating_sub(decided)
+    );
     assert!(
         applied >= started && applied - started <= 5_000 + 1_000,
         "breach at {started}, every edge at {applied}: {rb}"
@@ -744,9 +755,11 @@ async fn over_prometheus_a_slow_canary_is_rolled_back_within_5_s_too() {
     let applied = rb["weights_applied_ms"]
         .as_u64()
         .expect("weights_applied_ms");
+    let decided = rb["t_ms"].as_u64().expect("t_ms");
     eprintln!(
-        "over Prometheus: every edge at the rollback weights {} ms after the breach's start",
-        applied.saturating_sub(started)
+        "over Prometheus: breach start -> rollback decided {} ms (breach_for 1 s) -> every edge at the rollback weights {} ms later",
+        decided.saturating_sub(started),
+        applied.saturating_sub(decided)
     );
     assert!(
         applied >= started && applied - started <= 5_000 + 1_000 + 200,
