@@ -601,19 +601,39 @@ async fn reqwest_like_get(base: &str) -> String {
     String::from_utf8_lossy(&b).into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_canary_is_rolled_back_within_5_s_of_its_breach() {
+/// A canary made 400 ms slower once it has weight is rolled back: every
+/// edge carries the rollback weights within 5 s plus `breach_for` of the
+/// breach's start (over Prometheus, plus one of its 200 ms scrapes), and
+/// `--windows` recorded the evidence. With `prometheus`, a real Prometheus
+/// scrapes the edge and the three nodes and the controller reads
+/// requests, errors, latency and lag through its query API.
+async fn a_slow_canary_is_rolled_back(prometheus: bool) {
     let _one = ONE_AT_A_TIME.lock().await;
     let slow = Arc::new(AtomicBool::new(false));
     let mut w = World::start(None, Some((Arc::clone(&slow), Duration::from_millis(400)))).await;
-    let plan = w.plan(
+    let mut server = prometheus.then(|| {
+        let nodes: Vec<SocketAddr> = w._nodes.iter().map(|n| n.addr).collect();
+        PromServer::start(
+            &[("edge", vec![w.edge.admin]), ("node", nodes)],
+            Duration::from_millis(200),
+        )
+    });
+    let metrics = match &server {
+        Some(p) => format!(
+            "{{ source: prometheus, url: http://{}, interval: 500ms }}",
+            p.addr
+        ),
+        None => "{ source: scrape, interval: 500ms }".to_owned(),
+    };
+    let plan = w.plan_with(
+        &metrics,
         "  - { name: canary, hold: 1d, weights: { aws: 50, gcp: 50, azure: 0 } }\n  \
          - { name: done, hold: 0, weights: { aws: 34, gcp: 33, azure: 33 } }",
         GATES,
     );
     let run = tokio::spawn(tandem_rollout::run::run(config(plan, &w, None)));
     // gcp turns slow once the edge gives it weight.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(90);
     while w.edge.weights().await.get("gcp") != Some(&50) {
         assert!(
             Instant::now() < deadline && !run.is_finished(),
@@ -622,7 +642,7 @@ async fn a_slow_canary_is_rolled_back_within_5_s_of_its_breach() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     slow.store(true, Ordering::Relaxed);
-    let done = finish(run, Duration::from_secs(60)).await;
+    let done = finish(run, Duration::from_secs(90)).await;
     assert!(
         matches!(done.state.stage, Stage::RolledBack { .. }),
         "{:?}",
@@ -646,12 +666,14 @@ async fn a_slow_canary_is_rolled_back_within_5_s_of_its_breach() {
         .expect("weights_applied_ms");
     let decided = rb["t_ms"].as_u64().expect("t_ms");
     eprintln!(
-        "breach start -> rollback decided {} ms (breach_for 1 s) -> every edge at the rollback weights {} ms later",
+        "{}: breach start -> rollback decided {} ms (breach_for 1 s) -> every edge at the rollback weights {} ms later",
+        if prometheus { "prometheus" } else { "scrape" },
         decided.saturating_sub(started),
         applied.saturating_sub(decided)
     );
+    let scrape_ms = if prometheus { 200 } else { 0 };
     assert!(
-        applied >= started && applied - started <= 5_000 + 1_000,
+        applied >= started && applied - started <= 5_000 + 1_000 + scrape_ms,
         "breach at {started}, every edge at {applied}: {rb}"
     );
     let breaches = rb["breaches"].as_array().unwrap();
@@ -696,108 +718,43 @@ async fn a_slow_canary_is_rolled_back_within_5_s_of_its_breach() {
         "the last window before the rollback breached: {last}"
     );
     assert!(last["to_ms"].as_u64() > last["from_ms"].as_u64(), "{last}");
+
+    if let Some(server) = &mut server {
+        // The observations came through Prometheus' query API.
+        let http = Http::new(Duration::from_secs(5));
+        let (_, body) = http
+            .get(&format!("http://{}/metrics", server.addr))
+            .await
+            .expect("Prometheus' own /metrics");
+        let text = String::from_utf8_lossy(&body);
+        let queries: f64 = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("prometheus_http_requests_total{")
+                    && l.contains("handler=\"/api/v1/query\"")
+                    && l.contains("code=\"200\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert!(
+            queries >= 10.0,
+            "the controller queried Prometheus {queries} times"
+        );
+        server
+            .proc
+            .stop(Duration::from_secs(20))
+            .expect("prometheus stops on SIGTERM");
+    }
 }
 
-/// The same slow canary with `metrics.source: prometheus`: a real
-/// Prometheus scrapes the edge and the three nodes every 200 ms and the
-/// controller reads requests, errors, latency and lag through its HTTP
-/// API. Rolled back as over the direct scrape, every edge at the rollback
-/// weights within 5 s of the breach's start plus `breach_for`, plus one
-/// scrape interval of Prometheus' delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_canary_is_rolled_back_within_5_s_of_its_breach() {
+    a_slow_canary_is_rolled_back(false).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_prometheus_a_slow_canary_is_rolled_back_within_5_s_too() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let slow = Arc::new(AtomicBool::new(false));
-    let mut w = World::start(None, Some((Arc::clone(&slow), Duration::from_millis(400)))).await;
-    let nodes: Vec<SocketAddr> = w._nodes.iter().map(|n| n.addr).collect();
-    let mut server = PromServer::start(
-        &[("edge", vec![w.edge.admin]), ("node", nodes)],
-        Duration::from_millis(200),
-    );
-    let plan = w.plan_with(
-        &format!(
-            "{{ source: prometheus, url: http://{}, interval: 500ms }}",
-            server.addr
-        ),
-        "  - { name: canary, hold: 1d, weights: { aws: 50, gcp: 50, azure: 0 } }\n  \
-         - { name: done, hold: 0, weights: { aws: 34, gcp: 33, azure: 33 } }",
-        GATES,
-    );
-    let run = tokio::spawn(tandem_rollout::run::run(config(plan, &w, None)));
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while w.edge.weights().await.get("gcp") != Some(&50) {
-        assert!(
-            Instant::now() < deadline && !run.is_finished(),
-            "gcp never got weight"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    slow.store(true, Ordering::Relaxed);
-    let done = finish(run, Duration::from_secs(90)).await;
-    assert!(
-        matches!(done.state.stage, Stage::RolledBack { .. }),
-        "{:?}",
-        done.state.stage
-    );
-    assert_eq!(
-        w.edge.weights().await,
-        weights(&[("aws", 100), ("gcp", 0), ("azure", 0)])
-    );
-    slow.store(false, Ordering::Relaxed);
-    let _ = w.load.take().unwrap().finish().await;
-
-    let lines = timeline(&w);
-    let rb = lines
-        .iter()
-        .find(|e| e["action"] == "rollback")
-        .unwrap_or_else(|| panic!("no rollback in {lines:?}"));
-    let started = rb["breach_started_ms"].as_u64().expect("breach_started_ms");
-    let applied = rb["weights_applied_ms"]
-        .as_u64()
-        .expect("weights_applied_ms");
-    let decided = rb["t_ms"].as_u64().expect("t_ms");
-    eprintln!(
-        "over Prometheus: breach start -> rollback decided {} ms (breach_for 1 s) -> every edge at the rollback weights {} ms later",
-        decided.saturating_sub(started),
-        applied.saturating_sub(decided)
-    );
-    assert!(
-        applied >= started && applied - started <= 5_000 + 1_000 + 200,
-        "breach at {started}, every edge at {applied}: {rb}"
-    );
-    assert!(
-        rb["breaches"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|b| b["cluster"] == "gcp"),
-        "the breach is gcp's: {rb}"
-    );
-
-    // The observations came through Prometheus' query API.
-    let http = Http::new(Duration::from_secs(5));
-    let (_, body) = http
-        .get(&format!("http://{}/metrics", server.addr))
-        .await
-        .expect("Prometheus' own /metrics");
-    let text = String::from_utf8_lossy(&body);
-    let queries: f64 = text
-        .lines()
-        .filter(|l| {
-            l.starts_with("prometheus_http_requests_total{")
-                && l.contains("handler=\"/api/v1/query\"")
-                && l.contains("code=\"200\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert!(
-        queries >= 10.0,
-        "the controller queried Prometheus {queries} times"
-    );
-    server
-        .proc
-        .stop(Duration::from_secs(20))
-        .expect("prometheus stops on SIGTERM");
+    a_slow_canary_is_rolled_back(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
