@@ -136,6 +136,15 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "?".to_owned())
 }
 
+/// The one-minute load average alone.
+fn load1() -> String {
+    load_average()
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_owned()
+}
+
 /// One cell of the table.
 struct Cell {
     appends: u64,
@@ -293,11 +302,7 @@ fn run_read_back(brokers: &str, config: &KafkaLogConfig, run: Duration) -> Resul
     );
     for other_rate in [0u32, 100, 400] {
         let (append, total, _) = read_back(&mine, &other, other_rate, run)?;
-        let load1 = load_average()
-            .split_whitespace()
-            .next()
-            .unwrap_or("?")
-            .to_owned();
+        let load1 = load1();
         println!(
             "{:>12} {:>8} {:>13.2} {:>13.2} {:>16.2} {:>16.2} {:>5}",
             other_rate,
@@ -374,11 +379,7 @@ fn run(args: &Args) -> Result<(), String> {
         for threads in THREADS {
             let c = measure(&log, batch, threads, run);
             let secs = c.elapsed.as_secs_f64();
-            let load1 = load_average()
-                .split_whitespace()
-                .next()
-                .unwrap_or("?")
-                .to_owned();
+            let load1 = load1();
             println!(
                 "{:>5} {:>7} {:>9} {:>10.0} {:>11.0} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>5}",
                 batch,
