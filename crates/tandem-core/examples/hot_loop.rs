@@ -77,6 +77,7 @@ fn main() {
         ..Config::default()
     });
     let mut out = Vec::with_capacity(256);
+    let cpu0 = thread_cpu_ns();
     let t = Instant::now();
     for (seq, c) in cmds.iter().enumerate() {
         if batch {
@@ -86,10 +87,22 @@ fn main() {
         eng.apply(seq as u64 + 1, c, &mut out);
     }
     let secs = t.elapsed().as_secs_f64();
+    let cpu = thread_cpu_ns().zip(cpu0).map(|(b, a)| (b - a) as f64 / 1e9);
     println!(
-        "{n} commands in {secs:.3} s: {:.0} ops/s; live {} chain {}",
+        "{n} commands in {secs:.3} s: {:.0} ops/s; on the CPU {}; live {} chain {}",
         n as f64 / secs,
+        cpu.map_or("(unknown)".to_owned(), |c| format!(
+            "{c:.3} s: {:.0} ops/s",
+            n as f64 / c
+        )),
         eng.live_orders(),
         tandem_core::chain_hex(eng.chain())
     );
+}
+
+/// Time this thread has run on a CPU, in ns (Linux's schedstat): on a
+/// shared machine it leaves out the time the thread waited for a core.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
 }

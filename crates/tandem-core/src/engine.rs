@@ -1145,7 +1145,7 @@ impl Engine {
     /// entry's account (names are unique in `accounts`), which is the same
     /// test as looking the account up and comparing indices, without the
     /// hash and probe.
-    #[inline]
+    #[inline(always)]
     fn find_live(&self, market: &Sym, id: &Sym, account: &Sym) -> Option<(MarketIx, IdIx, u32)> {
         let m = self.find_market_sym(market)?;
         let ix = self.find_id_sym(Self::id_hash(&self.hasher, m, id), m, id)?;
