@@ -173,6 +173,18 @@ fn load(
     floor: bool,
     seed: u64,
 ) -> Result<Report, String> {
+    load_verified(targets, rate, a, floor, seed, !floor)
+}
+
+/// `load`, verifying the orders afterwards only if `verify`.
+fn load_verified(
+    targets: &[String],
+    rate: f64,
+    a: &NodeArgs,
+    floor: bool,
+    seed: u64,
+    verify: bool,
+) -> Result<Report, String> {
     let cfg = LoadgenConfig {
         targets: targets.to_vec(),
         rate,
@@ -182,7 +194,7 @@ fn load(
         floor,
         seed,
         id_prefix: Some(format!("b{seed}r{}", rate as u64)),
-        verify: !floor,
+        verify,
         ..LoadgenConfig::default()
     };
     tandem_loadgen::run(&cfg).map_err(|e| e.to_string())
@@ -231,6 +243,166 @@ fn print_row(row: &Row) {
     );
 }
 
+/// The rate the loadgen is asked for to find its own ceiling.
+const CEILING_RATE: f64 = 100_000.0;
+
+/// What one `wrk` run measured.
+struct Wrk {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    requests: u64,
+    non_2xx: u64,
+}
+
+/// A `wrk` duration or latency (`812.00us`, `1.30ms`, `2.01s`) in µs.
+fn wrk_us(v: &str) -> Option<f64> {
+    let (num, scale) = if let Some(n) = v.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1e3)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1e6)
+    } else {
+        return None;
+    };
+    num.parse::<f64>().ok().map(|x| x * scale)
+}
+
+/// Reads `wrk --latency` output.
+fn parse_wrk(out: &str) -> Option<Wrk> {
+    let mut w = Wrk {
+        rps: f64::NAN,
+        p50_us: f64::NAN,
+        p99_us: f64::NAN,
+        requests: 0,
+        non_2xx: 0,
+    };
+    for line in out.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            ["Requests/sec:", v] => w.rps = v.parse().ok()?,
+            ["50%", v] => w.p50_us = wrk_us(v)?,
+            ["99%", v] => w.p99_us = wrk_us(v)?,
+            [n, "requests", "in", ..] => w.requests = n.parse().ok()?,
+            ["Non-2xx", "or", "3xx", "responses:", n] => w.non_2xx = n.parse().ok()?,
+            _ => {}
+        }
+    }
+    w.rps.is_finite().then_some(w)
+}
+
+/// wrk's Lua script for `POST /v1/orders`: unique ids per run (`run`),
+/// per wrk thread and per request; limit orders on both sides of 100 over
+/// 16 markets and 256 accounts, so a share of them cross.
+fn wrk_orders_script(run: u64) -> String {
+    format!(
+        r#"local t = 0
+function setup(thread) thread:set("tid", t); t = t + 1 end
+function init(args) n = 0 end
+request = function()
+  n = n + 1
+  local k = n * 7919 + tid * 104729
+  local side = (k % 2 == 0) and "buy" or "sell"
+  local off = (k % 9) - 3
+  local price = (side == "buy") and (100 + off) or (101 - off)
+  local body = string.format('{{"market":"W%d","id":"w{run}-%d-%d","account":"wa%d","side":"%s","type":"limit","price":"%d","qty":"%d","tif":"gtc"}}',
+    k % 16, tid, n, k % 256, side, price, 1 + (k % 50))
+  return wrk.format("POST", "/v1/orders", {{["content-type"]="application/json"}}, body)
+end
+"#
+    )
+}
+
+/// `wrk` closed loop (2 threads, `connections` connections, `secs`)
+/// against `url`, with `script` if given. `None` when wrk is not on PATH.
+fn wrk(
+    url: &str,
+    script: Option<&Path>,
+    connections: usize,
+    secs: f64,
+) -> Result<Option<Wrk>, String> {
+    let mut cmd = std::process::Command::new("wrk");
+    cmd.args([
+        "-t2".to_string(),
+        format!("-c{connections}"),
+        format!("-d{}s", secs.ceil() as u64),
+        "--latency".to_string(),
+    ]);
+    if let Some(s) = script {
+        cmd.arg("-s").arg(s);
+    }
+    let out = match cmd.arg(url).output() {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("wrk: {e}")),
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_wrk(&text)
+        .map(Some)
+        .ok_or_else(|| format!("wrk: unreadable output: {text}"))
+}
+
+/// The same server under wrk (closed loop, the cheapest client here) and
+/// the loadgen asked for far more than it can send (its own ceiling),
+/// `GET /healthz` and orders in turn, and the ratio of the two with the
+/// same client in the same run.
+fn client_floors(case: &str, target: &str, a: &NodeArgs, seed: &mut u64) -> Result<(), String> {
+    *seed += 1;
+    let script = a.dir.join(format!("wrk-orders-{seed}.lua"));
+    std::fs::write(&script, wrk_orders_script(*seed)).map_err(|e| e.to_string())?;
+    let health = wrk(
+        &format!("{target}/healthz"),
+        None,
+        a.connections,
+        a.duration_s,
+    )?;
+    let orders = wrk(
+        &format!("{target}/v1/orders"),
+        Some(&script),
+        a.connections,
+        a.duration_s,
+    )?;
+    match (health, orders) {
+        (Some(h), Some(o)) => println!(
+            "{case}: wrk closed loop, {} connections: /healthz {:.0} req/s (p50 {:.0} us, p99 {:.0} us); \
+             orders {:.0}/s (p50 {:.0} us, p99 {:.0} us, {} of {} not 2xx); orders / healthz = {:.2}",
+            a.connections, h.rps, h.p50_us, h.p99_us, o.rps, o.p50_us, o.p99_us, o.non_2xx, o.requests,
+            o.rps / h.rps
+        ),
+        _ => println!("{case}: wrk not found on PATH: the closed-loop client floor is skipped"),
+    }
+    // The loadgen's own ceiling: a rate beyond what it reaches here, for
+    // a short run (it sends every scheduled request, so the run lasts as
+    // long as the server takes), without the read-back.
+    let mut ceiling = Vec::new();
+    for floor in [true, false] {
+        *seed += 1;
+        let short = NodeArgs {
+            duration_s: 2.0,
+            warmup_s: 0.5,
+            ..a.clone()
+        };
+        let r = load_verified(
+            &[target.to_string()],
+            CEILING_RATE,
+            &short,
+            floor,
+            *seed,
+            false,
+        )?;
+        ceiling.push(r.achieved_rate);
+    }
+    println!(
+        "{case}: loadgen asked for {:.0} k/s: /healthz {:.0}/s, orders {:.0}/s; orders / healthz = {:.2}",
+        CEILING_RATE / 1e3,
+        ceiling[0],
+        ceiling[1],
+        ceiling[1] / ceiling[0]
+    );
+    Ok(())
+}
+
 fn run_case(
     case: &str,
     targets: &[String],
@@ -238,6 +410,9 @@ fn run_case(
     rows: &mut Vec<Row>,
     seed: &mut u64,
 ) -> Result<(), String> {
+    if targets.len() == 1 {
+        client_floors(case, &targets[0], a, seed)?;
+    }
     for &rate in &a.rates {
         for floor in [true, false] {
             *seed += 1;
@@ -373,4 +548,40 @@ fn free_port() -> Result<u16, String> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_wrk, wrk_us};
+
+    #[test]
+    fn reads_wrk_latency_output() {
+        let out = "Running 10s test @ http://127.0.0.1:18080/v1/orders
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    10.12ms   20.33ms 198.29ms   91.40%
+    Req/Sec     7.29k     4.85k   30.75k    71.07%
+  Latency Distribution
+     50%    3.17ms
+     75%    7.18ms
+     90%   25.24ms
+     99%  112.44ms
+  144483 requests in 10.11s, 45.52MB read
+  Non-2xx or 3xx responses: 12
+Requests/sec:  14294.79
+Transfer/sec:      4.50MB
+";
+        let w = parse_wrk(out).expect("parsed");
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-6 * b;
+        assert!(near(w.rps, 14294.79), "{}", w.rps);
+        assert!(near(w.p50_us, 3170.0), "{}", w.p50_us);
+        assert!(near(w.p99_us, 112_440.0), "{}", w.p99_us);
+        assert_eq!(w.requests, 144_483);
+        assert_eq!(w.non_2xx, 12);
+        assert!(wrk_us("812.00us").is_some_and(|v| near(v, 812.0)));
+        assert!(wrk_us("2.00s").is_some_and(|v| near(v, 2e6)));
+        assert_eq!(wrk_us("3.1x"), None);
+        // No throughput line: not a wrk result.
+        assert!(parse_wrk("unable to connect to 127.0.0.1:1").is_none());
+    }
 }
