@@ -139,7 +139,18 @@ pub trait Service: Send + Sync + 'static {
     fn tls_handshake_failed(&self) {}
     /// The drain started (`open` connections): stop saying ready.
     fn draining(&self, _open: usize) {}
+    /// May this accept loop take the next connection now? `false` leaves
+    /// it queued for another loop accepting from the same socket (the
+    /// edge's worker threads balance their connections so); the question
+    /// is asked again after [`ACCEPT_DEFERRED`].
+    fn may_accept(&self) -> bool {
+        true
+    }
 }
+
+/// How long an accept loop whose service said no (`may_accept`) waits
+/// before it asks again.
+pub const ACCEPT_DEFERRED: Duration = Duration::from_millis(1);
 
 /// Why [`serve`] stops accepting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -811,6 +822,12 @@ pub async fn serve_tls<S: Service>(
     let shared = Arc::new(Shared::new(svc, limits, closing_rx, tls));
     tokio::pin!(stop);
     let how = loop {
+        if !shared.svc.may_accept() {
+            tokio::select! {
+                how = &mut stop => break how,
+                _ = tokio::time::sleep(ACCEPT_DEFERRED) => continue,
+            }
+        }
         tokio::select! {
             how = &mut stop => break how,
             r = listener.accept() => match r {
