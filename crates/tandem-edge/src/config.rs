@@ -196,7 +196,9 @@ pub struct EdgeConfig {
     /// On SIGTERM (or after handing the listener to a new process): how
     /// long in-flight requests may take.
     pub drain_timeout_secs: u64,
-    /// Threads serving connections (0 = one per CPU).
+    /// Worker threads serving the public listener, each with its own
+    /// single-threaded runtime (0 = one per CPU); the admin listener and
+    /// the health checks run on one more thread.
     pub worker_threads: usize,
     /// TLS on the public listener; absent: plaintext.
     pub tls: Option<ListenerTls>,

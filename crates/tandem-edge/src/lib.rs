@@ -9,7 +9,8 @@
 //! to a new process, which takes over the same accept queue).
 //!
 //! - `config`: the config file; `table`: the live routing table and node
-//!   health; `proxy`: the request path; `upgrade`: WebSocket pass-through;
+//!   health; `proxy`: the request path; `upstream`: the keep-alive
+//!   connections to the nodes it uses; `upgrade`: WebSocket pass-through;
 //!   `admin`: the admin API; `metrics`: Prometheus text; `handover`: the
 //!   listening sockets across a process replacement; `openapi`: the
 //!   description of the public API, served at `/openapi.json`.
@@ -23,6 +24,7 @@ pub mod openapi;
 pub mod proxy;
 pub mod table;
 pub mod upgrade;
+pub mod upstream;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -68,6 +70,32 @@ pub async fn dispatch(edge: Arc<Edge>, req: Request<Incoming>) -> Response<BoxBo
 struct EdgeService<H> {
     edge: Arc<Edge>,
     handler: H,
+    /// Set for one of several worker threads on one socket.
+    balance: Option<Balance>,
+}
+
+/// The open connections of each worker accepting from one socket, and
+/// which worker this is: a worker holding more than one connection above
+/// the least loaded one leaves the next connection to the others (without
+/// this, the first worker to wake takes a burst of new connections whole,
+/// and one thread serves them all).
+#[derive(Debug, Clone)]
+struct Balance {
+    open: Arc<[std::sync::atomic::AtomicUsize]>,
+    me: usize,
+}
+
+impl Balance {
+    fn may_accept(&self) -> bool {
+        let mine = self.open[self.me].load(Ordering::Relaxed);
+        let least = self
+            .open
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0);
+        mine <= least + 1
+    }
 }
 
 impl<H, F> tandem_conn::server::Service for EdgeService<H>
@@ -92,6 +120,22 @@ where
 
     fn connection_refused(&self) {
         self.edge.metrics.connection_refused();
+    }
+
+    fn connection_opened(&self) {
+        if let Some(b) = &self.balance {
+            b.open[b.me].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn connection_closed(&self) {
+        if let Some(b) = &self.balance {
+            b.open[b.me].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn may_accept(&self) -> bool {
+        self.balance.as_ref().is_none_or(Balance::may_accept)
     }
 
     fn tls_handshake_failed(&self) {
@@ -132,9 +176,29 @@ pub async fn serve_tls<H, F>(
     H: Fn(Arc<Edge>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<BoxBody>> + Send + 'static,
 {
+    serve_share(listener, edge, handler, tls, stop, drain, None).await
+}
+
+/// [`serve_tls`], alone or as one of several accept loops on the same
+/// socket (`balance`): each of those takes its part of
+/// `limits.max_connections` (rounded up).
+async fn serve_share<H, F>(
+    listener: TcpListener,
+    edge: Arc<Edge>,
+    handler: H,
+    tls: Option<Arc<tandem_conn::tls::ServerTls>>,
+    stop: impl Future<Output = ()>,
+    drain: Duration,
+    balance: Option<Balance>,
+) where
+    H: Fn(Arc<Edge>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<BoxBody>> + Send + 'static,
+{
     let lim = &edge.cfg.limits;
     let limits = tandem_conn::server::Limits {
-        max_connections: lim.max_connections,
+        max_connections: lim
+            .max_connections
+            .div_ceil(balance.as_ref().map_or(1, |b| b.open.len())),
         max_header_bytes: lim.max_header_bytes,
         idle: Duration::from_secs(lim.idle_timeout_secs),
         // A request head must be in within this; waiting for the node
@@ -147,7 +211,11 @@ pub async fn serve_tls<H, F>(
         drain_timeout: drain,
         ..tandem_conn::server::Limits::default()
     };
-    let svc = Arc::new(EdgeService { edge, handler });
+    let svc = Arc::new(EdgeService {
+        edge,
+        handler,
+        balance,
+    });
     tandem_conn::server::serve_tls(listener, svc, limits, tls, async move {
         stop.await;
         tandem_conn::server::Stop::HandOver
@@ -155,8 +223,99 @@ pub async fn serve_tls<H, F>(
     .await;
 }
 
+/// The worker threads serving the public listener (see [`spawn_workers`]).
+#[derive(Debug)]
+pub struct Workers {
+    threads: Vec<std::thread::JoinHandle<()>>,
+    open: Arc<[std::sync::atomic::AtomicUsize]>,
+}
+
+impl Workers {
+    /// Open connections of each worker now.
+    pub fn open(&self) -> Vec<usize> {
+        self.open
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Waits until every worker has drained and stopped.
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Serves `listener` with `handler` on `workers` threads, each running its
+/// own single-threaded runtime and accepting from the same socket, as
+/// nginx's worker processes do: a connection, its requests and the
+/// keep-alive connections to the nodes they use stay on one thread, so no
+/// request wakes another thread (tokio's shared multi-thread scheduler
+/// woke a parked worker about twice per proxied request: two futex calls
+/// and a thread switch each). Each worker takes its part of
+/// `limits.max_connections`, and one holding more than one connection
+/// above the least loaded worker leaves new connections to the others.
+/// When `stop` turns true every worker stops
+/// accepting (dropping its copy of the socket) and drains as [`serve`]
+/// does. `listener` itself goes to the first worker, so the socket stays
+/// open (for a hand-over) until the workers stop.
+pub fn spawn_workers<H, F>(
+    listener: std::net::TcpListener,
+    edge: Arc<Edge>,
+    handler: H,
+    workers: usize,
+    stop: watch::Receiver<bool>,
+    drain: Duration,
+) -> std::io::Result<Workers>
+where
+    H: Fn(Arc<Edge>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<BoxBody>> + Send + 'static,
+{
+    let workers = workers.max(1);
+    listener.set_nonblocking(true)?;
+    let mut sockets = Vec::with_capacity(workers);
+    for _ in 1..workers {
+        sockets.push(listener.try_clone()?);
+    }
+    sockets.insert(0, listener);
+    let open: Arc<[std::sync::atomic::AtomicUsize]> = (0..workers)
+        .map(|_| std::sync::atomic::AtomicUsize::new(0))
+        .collect();
+    let mut threads = Vec::with_capacity(workers);
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let balance = Balance {
+            open: Arc::clone(&open),
+            me: i,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (edge, handler, mut stop) = (Arc::clone(&edge), handler.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("tandem-edge-w{i}"))
+            .spawn(move || {
+                upstream::set_worker(i);
+                rt.block_on(async move {
+                    let Ok(listener) = TcpListener::from_std(socket) else {
+                        return;
+                    };
+                    let tls = edge.tls.clone();
+                    let stopped = async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    };
+                    serve_share(listener, edge, handler, tls, stopped, drain, Some(balance)).await;
+                });
+            })?;
+        threads.push(thread);
+    }
+    Ok(Workers { threads, open })
+}
+
 /// Active health checks: `GET /readyz` on every node every interval; a
-/// node that fails is not ready (gets nothing new) until one passes.
+/// node that fails is not ready (gets nothing new) until one passes. Each
+/// round also closes the keep-alive connections to the nodes that have
+/// been idle too long.
 pub async fn health_loop(edge: Arc<Edge>) {
     let every = Duration::from_millis(edge.cfg.health.interval_ms);
     let timeout = Duration::from_millis(edge.cfg.health.timeout_ms);
@@ -175,6 +334,7 @@ pub async fn health_loop(edge: Arc<Edge>) {
         for h in handles {
             let _ = h.await;
         }
+        edge.prune_idle();
     }
 }
 
@@ -245,15 +405,17 @@ pub async fn serve_in_process(cfg: EdgeConfig, drain: Duration) -> std::io::Resu
 /// `[admin_tls]`): new connections get the new certificate.
 pub fn run(cfg: EdgeConfig, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     use anyhow::Context;
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if cfg.worker_threads > 0 {
-        rt.worker_threads(cfg.worker_threads);
-    }
-    let rt = rt
+    // This runtime runs the signals, the admin listener and the health
+    // checks; the public listener has worker threads of its own
+    // (`spawn_workers`).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("tandem-edge")
         .build()
         .context("start runtime")?;
+    let workers = match cfg.worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     rt.block_on(async move {
         // The handlers come first: a signal that arrives once the edge
         // answers must be acted on (drain, reload, hand over), not take
@@ -295,14 +457,16 @@ pub fn run(cfg: EdgeConfig, config_path: Option<PathBuf>) -> anyhow::Result<()> 
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let public_task = tokio::spawn(serve_tls(
+        let public = public.into_std().context("public listener")?;
+        let public_workers = spawn_workers(
             public,
             Arc::clone(&edge),
             |e, r| async move { dispatch(e, r).await },
-            edge.tls.clone(),
-            stopped(stop_rx.clone()),
+            workers,
+            stop_rx.clone(),
             drain,
-        ));
+        )
+        .context("public listener's worker threads")?;
         let path = config_path.clone();
         let admin_task = tokio::spawn(serve_tls(
             admin,
@@ -355,8 +519,8 @@ pub fn run(cfg: EdgeConfig, config_path: Option<PathBuf>) -> anyhow::Result<()> 
         }
         edge.draining.store(true, Ordering::Relaxed);
         let _ = stop_tx.send(true);
-        let _ = public_task.await;
         let _ = admin_task.await;
+        let _ = tokio::task::spawn_blocking(move || public_workers.join()).await;
         eprintln!("{{\"msg\":\"edge stopped\",\"pid\":{}}}", std::process::id());
         Ok(())
     })

@@ -14,20 +14,40 @@ use tandem_metrics::{labels, Histogram};
 
 use crate::table::{read, write};
 
-#[derive(Debug, Default)]
+/// Status codes counted in a flat array (no lock on the request path):
+/// every `http::StatusCode` is in `100..=999`.
+const STATUS_SLOTS: usize = 1000;
+
+#[derive(Debug)]
 struct PerCluster {
-    /// Answers to clients by status code.
-    status: RwLock<BTreeMap<u16, AtomicU64>>,
+    /// Answers to clients by status code, indexed by the code; rendered
+    /// in code order, only the codes seen.
+    status: Box<[AtomicU64]>,
     latency: Histogram,
     upstream_errors: AtomicU64,
     retries: AtomicU64,
     ejections: AtomicU64,
 }
 
+impl Default for PerCluster {
+    fn default() -> Self {
+        PerCluster {
+            status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            latency: Histogram::default(),
+            upstream_errors: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            ejections: AtomicU64::new(0),
+        }
+    }
+}
+
 /// Everything the edge counts.
 #[derive(Debug, Default)]
 pub struct EdgeMetrics {
-    clusters: RwLock<BTreeMap<(String, String), PerCluster>>,
+    /// Per (cluster, version), sorted by both, found without allocating
+    /// (a binary search over borrowed names); written only when a pair is
+    /// seen for the first time.
+    clusters: RwLock<Vec<((String, String), PerCluster)>>,
     /// Requests no cluster could take (503 from the edge itself).
     unroutable: AtomicU64,
     retry_budget_exhausted: AtomicU64,
@@ -42,25 +62,35 @@ pub struct EdgeMetrics {
 
 impl EdgeMetrics {
     fn with(&self, cluster: &str, version: &str, f: impl Fn(&PerCluster)) {
-        let key = (cluster.to_owned(), version.to_owned());
-        if let Some(c) = read(&self.clusters).get(&key) {
-            return f(c);
+        let find = |v: &Vec<((String, String), PerCluster)>| {
+            v.binary_search_by(|((n, ver), _)| (n.as_str(), ver.as_str()).cmp(&(cluster, version)))
+        };
+        {
+            let v = read(&self.clusters);
+            if let Ok(i) = find(&v) {
+                return f(&v[i].1);
+            }
         }
-        f(write(&self.clusters).entry(key).or_default())
+        let mut v = write(&self.clusters);
+        let i = match find(&v) {
+            Ok(i) => i,
+            Err(i) => {
+                let key = (cluster.to_owned(), version.to_owned());
+                v.insert(i, (key, PerCluster::default()));
+                i
+            }
+        };
+        f(&v[i].1)
     }
 
     /// A request answered through `cluster`.
     pub fn answered(&self, cluster: &str, version: &str, status: u16, took: Duration) {
         self.with(cluster, version, |c| {
             c.latency.observe(took);
-            if let Some(n) = read(&c.status).get(&status) {
-                n.fetch_add(1, Relaxed);
-                return;
-            }
-            write(&c.status)
-                .entry(status)
-                .or_default()
-                .fetch_add(1, Relaxed);
+            // Out of range cannot come from an `http::StatusCode`; it is
+            // counted as 999 rather than lost.
+            let slot = usize::from(status).min(STATUS_SLOTS - 1);
+            c.status[slot].fetch_add(1, Relaxed);
         });
     }
     pub fn upstream_error(&self, cluster: &str, version: &str) {
@@ -114,11 +144,14 @@ impl EdgeMetrics {
         out.push_str("# HELP tandem_edge_requests_total Client requests answered, by cluster, version and status.\n# TYPE tandem_edge_requests_total counter\n");
         for ((name, version), c) in clusters.iter() {
             let l = labels(&[("cluster", name), ("version", version)]);
-            for (status, n) in read(&c.status).iter() {
+            for (status, n) in c.status.iter().enumerate() {
+                let n = n.load(Relaxed);
+                if n == 0 {
+                    continue;
+                }
                 let _ = writeln!(
                     out,
-                    "tandem_edge_requests_total{{{edge_labels}{sep}{l},status=\"{status}\"}} {}",
-                    n.load(Relaxed)
+                    "tandem_edge_requests_total{{{edge_labels}{sep}{l},status=\"{status}\"}} {n}"
                 );
             }
         }

@@ -29,6 +29,7 @@ pub use crate::attempt::repeatable;
 use crate::config::EdgeConfig;
 use crate::metrics::EdgeMetrics;
 use crate::table::{lock, read, write, NodeState, Routes, TableCluster};
+use crate::upstream::{SendError, Upstreams};
 use crate::{BoxBody, BoxError};
 
 /// Headers that belong to one connection, never forwarded.
@@ -46,12 +47,15 @@ const HOP_BY_HOP: [&str; 9] = [
 
 /// Retries allowed: a token bucket filled by requests (`ratio` per request)
 /// and by time (`min_per_s`), capped, so retries stay a bounded fraction
-/// of traffic even when every node fails.
+/// of traffic even when every node fails. The tokens are an atomic (bits
+/// of an `f64`), so the deposit every request makes takes no lock; the
+/// rare retry takes one for the time of the last refill.
 #[derive(Debug)]
 pub struct RetryBudget {
     ratio: f64,
     min_per_s: f64,
-    state: Mutex<(f64, Instant)>,
+    tokens: AtomicU64,
+    refilled: Mutex<Instant>,
 }
 
 impl RetryBudget {
@@ -60,7 +64,8 @@ impl RetryBudget {
         RetryBudget {
             ratio,
             min_per_s,
-            state: Mutex::new((min_per_s, Instant::now())),
+            tokens: AtomicU64::new(min_per_s.to_bits()),
+            refilled: Mutex::new(Instant::now()),
         }
     }
 
@@ -68,25 +73,47 @@ impl RetryBudget {
         (self.min_per_s * 10.0).max(100.0)
     }
 
+    /// Applies `f` to the tokens atomically; returns what `f` returned.
+    fn update<T>(&self, f: impl Fn(f64) -> (f64, T)) -> T {
+        let mut cur = self.tokens.load(Ordering::Relaxed);
+        loop {
+            let (next, out) = f(f64::from_bits(cur));
+            match self.tokens.compare_exchange_weak(
+                cur,
+                next.to_bits(),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return out,
+                Err(seen) => cur = seen,
+            }
+        }
+    }
+
     /// A request arrived.
     pub fn deposit(&self) {
-        let mut s = lock(&self.state);
-        s.0 = (s.0 + self.ratio).min(self.cap());
+        let cap = self.cap();
+        if f64::from_bits(self.tokens.load(Ordering::Relaxed)) >= cap {
+            return;
+        }
+        self.update(|t| ((t + self.ratio).min(cap), ()));
     }
 
     /// Takes one retry if the budget allows.
     pub fn try_retry(&self) -> bool {
-        let mut s = lock(&self.state);
+        let cap = self.cap();
+        let mut at = lock(&self.refilled);
         let now = Instant::now();
-        let refill = now.duration_since(s.1).as_secs_f64() * self.min_per_s;
-        s.0 = (s.0 + refill).min(self.cap());
-        s.1 = now;
-        if s.0 >= 1.0 {
-            s.0 -= 1.0;
-            true
-        } else {
-            false
-        }
+        let refill = now.duration_since(*at).as_secs_f64() * self.min_per_s;
+        *at = now;
+        self.update(|t| {
+            let t = (t + refill).min(cap);
+            if t >= 1.0 {
+                (t - 1.0, true)
+            } else {
+                (t, false)
+            }
+        })
     }
 }
 
@@ -107,7 +134,11 @@ pub struct Edge {
     pub metrics: EdgeMetrics,
     pub budget: RetryBudget,
     pub draining: AtomicBool,
+    /// Health probes (`/readyz`).
     client: Client<Connector, Full<Bytes>>,
+    /// Buffered requests: keep-alive connections driven on the request's
+    /// own task (`upstream`).
+    upstreams: Upstreams,
     stream_client: Client<Connector, BoxBody>,
     /// TLS to the nodes for HTTP/1.1 (the pooled client and WebSocket
     /// upgrades) and for HTTP/2 (gRPC); `None`: plaintext. The connectors
@@ -174,6 +205,11 @@ impl Edge {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new());
         let client = b.build(connector(&cfg, h1_tls.clone()));
+        let upstreams = Upstreams::new(
+            connector(&cfg, h1_tls.clone()),
+            Duration::from_secs(u.pool_idle_secs),
+            u.pool_max_idle_per_node,
+        );
         let mut b = Client::builder(TokioExecutor::new());
         b.pool_idle_timeout(Duration::from_secs(u.pool_idle_secs))
             .pool_timer(TokioTimer::new())
@@ -189,6 +225,7 @@ impl Edge {
             budget: RetryBudget::new(cfg.retry.budget_ratio, cfg.retry.budget_min_per_s),
             draining: AtomicBool::new(false),
             client,
+            upstreams,
             stream_client,
             upstream_tls: h1_tls,
             upstream_tls_h2: h2_tls,
@@ -219,6 +256,14 @@ impl Edge {
             lines.push(h1.reload_log_line(&r));
         }
         lines
+    }
+
+    /// Closes the nodes' keep-alive connections idle longer than
+    /// `upstream.pool_idle_secs` (the health loop calls it every interval).
+    pub fn prune_idle(&self) {
+        for n in self.routes.node_states() {
+            n.pool.prune(self.upstreams.max_idle());
+        }
     }
 
     /// The admin API's token now (empty: disabled).
@@ -436,6 +481,19 @@ fn failed(edge: &Edge, cluster: &TableCluster, node: &NodeState) {
     }
 }
 
+/// Removes the hop-by-hop headers in place (buffered requests: the map
+/// is then cloned for each attempt).
+fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    if headers.keys_len() == 0 {
+        return;
+    }
+    for name in HOP_BY_HOP {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
+    }
+}
+
 fn copy_request_headers(from: &http::HeaderMap, to: &mut http::HeaderMap) {
     for (k, v) in from {
         if !HOP_BY_HOP.contains(&k.as_str()) {
@@ -453,7 +511,7 @@ fn upstream_uri(addr: &str, parts: &Parts) -> String {
 pub async fn proxy(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody> {
     let started = Instant::now();
     edge.budget.deposit();
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let max_body = edge.max_body_bytes();
     let body = match Limited::new(body, max_body).collect().await {
         Ok(c) => c.to_bytes(),
@@ -485,6 +543,17 @@ pub async fn proxy(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody
         .headers
         .get("x-dex-version")
         .and_then(|v| tandem_route::Role::from_header(v.as_bytes()));
+    // What every attempt sends: the path and query (origin form; the
+    // node's address goes in `host`) and the headers less hop-by-hop.
+    let origin = http::Uri::from(
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    let mut forward = std::mem::take(&mut parts.headers);
+    strip_hop_by_hop(&mut forward);
     let key = edge.counter.fetch_add(1, Ordering::Relaxed);
     let table = edge.routes.table();
     let mut plan = attempt::Plan::new(
@@ -507,27 +576,26 @@ pub async fn proxy(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody
             tokio::time::sleep(Duration::from_millis(edge.cfg.retry.backoff_ms)).await;
         }
         plan.sent(&node);
+        let Some((authority, host)) = &node.authority else {
+            edge.metrics.bad_request();
+            return edge_error(StatusCode::BAD_REQUEST, "path: not a valid URI", None);
+        };
         let mut up = Request::new(Full::new(body.clone()));
         *up.method_mut() = parts.method.clone();
-        *up.uri_mut() = match upstream_uri(&node.addr, &parts).parse() {
-            Ok(u) => u,
-            Err(_) => {
-                edge.metrics.bad_request();
-                return edge_error(StatusCode::BAD_REQUEST, "path: not a valid URI", None);
-            }
-        };
-        copy_request_headers(&parts.headers, up.headers_mut());
+        *up.uri_mut() = origin.clone();
+        *up.headers_mut() = forward.clone();
+        up.headers_mut().insert(header::HOST, host.clone());
         node.in_flight.fetch_add(1, Ordering::Relaxed);
         let res = tokio::time::timeout(
             Duration::from_millis(edge.cfg.upstream.request_timeout_ms),
-            edge.client.request(up),
+            edge.upstreams.send(&node, authority, up),
         )
         .await;
         node.in_flight.fetch_sub(1, Ordering::Relaxed);
         let (tried, resp) = match res {
             Ok(Ok(resp)) => (attempt::Tried::Answered(resp.status().as_u16()), Some(resp)),
-            Ok(Err(e)) if e.is_connect() => (attempt::Tried::ConnectFailed, None),
-            Ok(Err(_)) => (attempt::Tried::Dropped, None),
+            Ok(Err(SendError::Connect)) => (attempt::Tried::ConnectFailed, None),
+            Ok(Err(SendError::Dropped)) => (attempt::Tried::Dropped, None),
             Err(_) => (attempt::Tried::TimedOut, None),
         };
         if attempt::is_failure(tried) {
@@ -542,9 +610,9 @@ pub async fn proxy(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody
             (attempt::Verdict::Answer, Some(resp)) => {
                 let status = resp.status().as_u16();
                 let mut resp = resp.map(|b| b.map_err(BoxError::from).boxed_unsync());
-                if let Ok(v) = HeaderValue::from_str(&cluster.name) {
+                if let Some(v) = &cluster.name_header {
                     resp.headers_mut()
-                        .insert(HeaderName::from_static("x-tandem-cluster"), v);
+                        .insert(HeaderName::from_static("x-tandem-cluster"), v.clone());
                 }
                 edge.metrics
                     .answered(&cluster.name, &cluster.version, status, started.elapsed());

@@ -40,6 +40,11 @@ pub struct NodeState {
     pub in_flight: AtomicU32,
     /// The log the node last said it serves (`x-tandem-log`), if any.
     log: Mutex<Option<String>>,
+    /// `http://addr` and `addr` as a `host` header, parsed once (`None`:
+    /// the address is not a URI authority).
+    pub(crate) authority: Option<(http::Uri, http::HeaderValue)>,
+    /// Idle keep-alive connections to the node (buffered requests).
+    pub(crate) pool: crate::upstream::Pool,
 }
 
 impl NodeState {
@@ -51,6 +56,11 @@ impl NodeState {
             failures: AtomicU32::new(0),
             in_flight: AtomicU32::new(0),
             log: Mutex::new(None),
+            authority: format!("http://{addr}")
+                .parse::<http::Uri>()
+                .ok()
+                .zip(http::HeaderValue::from_str(addr).ok()),
+            pool: crate::upstream::Pool::default(),
         }
     }
 
@@ -68,6 +78,11 @@ impl NodeState {
         }
         *cur = Some(id.to_owned());
         true
+    }
+
+    /// Idle keep-alive connections to the node now.
+    pub fn pooled(&self) -> usize {
+        self.pool.idle()
     }
 
     /// May this node receive a new request at `now_ms`?
@@ -92,6 +107,9 @@ pub struct TableCluster {
     pub role: Role,
     pub weight: u32,
     pub nodes: Vec<TableNode>,
+    /// `name` as the `x-tandem-cluster` answer header, made once (`None`:
+    /// not a valid header value, the header is left out).
+    pub(crate) name_header: Option<http::HeaderValue>,
 }
 
 /// One consistent view of every cluster.
@@ -267,6 +285,7 @@ impl Routes {
         let table_clusters = clusters
             .iter()
             .map(|c| TableCluster {
+                name_header: http::HeaderValue::from_str(&c.name).ok(),
                 name: c.name.clone(),
                 version: c.version.clone(),
                 role: c.role,
