@@ -24,6 +24,11 @@
 //! fewest any split could move (the `tandem-route` example `split` prints
 //! the function-level table alone).
 //!
+//! Beside each run of the edge and of nginx: the proxy's own CPU time per
+//! request (`/proc/.../schedstat` of the edge's runtime threads, of
+//! nginx's master and workers; warm-up requests included), the figure a
+//! busy shared machine moves least.
+//!
 //! Every figure printed was measured in this run; none is asserted.
 
 use std::collections::BTreeMap;
@@ -181,41 +186,46 @@ fn clusters(upstreams: &[SocketAddr], weights: [u32; 3]) -> Vec<ClusterConfig> {
         .collect()
 }
 
-/// Tandem's edge on its own runtime, as `tandem edge` wires it (public
-/// listener, health loop), without signals.
+/// Tandem's edge as `tandem edge` wires it, without signals: the public
+/// listener on `threads` worker threads (`tandem_edge::spawn_workers`, one
+/// single-threaded runtime each) and the health loop on a runtime of its
+/// own.
 fn start_edge(
     upstreams: &[SocketAddr],
     threads: usize,
 ) -> Result<(SocketAddr, Arc<Edge>, Served), String> {
-    let rt = runtime(threads, "bench-edge")?;
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .map_err(|e| format!("bind: {e}"))?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let cfg = EdgeConfig {
         zone: "bench".into(),
         clusters: clusters(upstreams, [34, 33, 33]),
+        worker_threads: threads,
         ..EdgeConfig::default()
     };
     cfg.check().map_err(|e| e.to_string())?;
     let edge = Edge::new(cfg);
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let workers = tandem_edge::spawn_workers(
+        listener,
+        Arc::clone(&edge),
+        |e, r| async move { tandem_edge::proxy::proxy(&e, r).await },
+        threads,
+        rx.clone(),
+        Duration::ZERO,
+    )
+    .map_err(|e| format!("edge workers: {e}"))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
     let e = Arc::clone(&edge);
     let thread = std::thread::spawn(move || {
         rt.block_on(async move {
-            tokio::spawn(tandem_edge::health_loop(Arc::clone(&e)));
+            tokio::spawn(tandem_edge::health_loop(e));
             let mut rx = rx;
-            tandem_edge::serve(
-                listener,
-                e,
-                |e, r| async move { tandem_edge::proxy::proxy(&e, r).await },
-                async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                },
-                Duration::ZERO,
-            )
-            .await;
+            let _ = rx.wait_for(|s| *s).await;
         });
+        workers.join();
     });
     Ok((
         addr,
@@ -334,10 +344,10 @@ fn sustained(r: &Report, a: &EdgeArgs) -> bool {
         && r.latency_us.p99 <= a.max_p99_ms * 1000.0
 }
 
-fn print_row(case: &str, what: &str, r: &Report) {
+fn print_row(case: &str, what: &str, r: &Report, cpu_us: Option<f64>) {
     let l = &r.latency_us;
     println!(
-        "{:<22} {:<12} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>10.0} {:>7}",
+        "{:<22} {:<12} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>10.0} {:>7} {:>8}",
         case,
         what,
         r.target_rate,
@@ -346,8 +356,79 @@ fn print_row(case: &str, what: &str, r: &Report) {
         l.p99,
         l.p99_9,
         l.max,
-        r.errors.total()
+        r.errors.total(),
+        cpu_us.map_or("-".to_string(), |c| format!("{c:.1}"))
     );
+}
+
+/// CPU time used so far by a proxy, nanoseconds (`/proc/.../schedstat`).
+type CpuClock = Box<dyn Fn() -> u64>;
+
+/// The first field of a `schedstat` file: time run on a CPU, ns.
+fn schedstat_ns(path: &std::path::Path) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU of this process's threads whose name starts with `name` (the
+/// edge's workers).
+fn threads_cpu(name: &'static str) -> CpuClock {
+    Box::new(move || {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return 0;
+        };
+        tasks
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(name))
+            })
+            .map(|t| schedstat_ns(&t.path().join("schedstat")))
+            .sum()
+    })
+}
+
+/// CPU of process `pid` and its children (nginx's master and workers).
+fn process_tree_cpu(pid: u32) -> CpuClock {
+    Box::new(move || {
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return 0;
+        };
+        procs
+            .flatten()
+            .filter(|p| {
+                let Ok(stat) = std::fs::read_to_string(p.path().join("stat")) else {
+                    return false;
+                };
+                let own = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) == Some(pid);
+                // `pid (comm) state ppid ...`; comm may hold spaces.
+                let ppid = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+                own || ppid == Some(pid)
+            })
+            .map(|p| schedstat_ns(&p.path().join("schedstat")))
+            .sum()
+    })
+}
+
+/// One run, with the proxy's CPU per request (warm-up included on both
+/// sides) when `cpu` is given.
+fn load_cpu(
+    targets: &[String],
+    rate: f64,
+    a: &EdgeArgs,
+    path: &str,
+    seed: u64,
+    cpu: Option<&CpuClock>,
+) -> Result<(Report, Option<f64>), String> {
+    let before = cpu.map(|c| c());
+    let r = load(targets, rate, a, path, seed)?;
+    let used = cpu
+        .zip(before)
+        .map(|(c, b)| c().saturating_sub(b) as f64 / 1000.0 / r.scheduled.max(1) as f64);
+    Ok((r, used))
 }
 
 /// Per case: the fixed-rate reports and the highest sustained rate.
@@ -355,6 +436,8 @@ struct CaseResult {
     case: String,
     at: BTreeMap<u64, Report>,
     best: Option<f64>,
+    /// The proxy's CPU per request at each fixed rate, microseconds.
+    cpu_us: BTreeMap<u64, f64>,
 }
 
 fn run_case(
@@ -363,12 +446,17 @@ fn run_case(
     a: &EdgeArgs,
     path: &str,
     seed: &mut u64,
+    cpu: Option<CpuClock>,
 ) -> Result<CaseResult, String> {
     let mut at = BTreeMap::new();
+    let mut cpu_us = BTreeMap::new();
     for &rate in &a.rates {
         *seed += 1;
-        let r = load(targets, rate, a, path, *seed)?;
-        print_row(case, "fixed", &r);
+        let (r, used) = load_cpu(targets, rate, a, path, *seed, cpu.as_ref())?;
+        print_row(case, "fixed", &r, used);
+        if let Some(u) = used {
+            cpu_us.insert(rate as u64, u);
+        }
         at.insert(rate as u64, r);
     }
     let mut best = None;
@@ -376,9 +464,9 @@ fn run_case(
         let mut rate = a.rates.iter().copied().fold(10_000.0, f64::max) * 1.5;
         while rate <= 400_000.0 {
             *seed += 1;
-            let r = load(targets, rate, a, path, *seed)?;
+            let (r, used) = load_cpu(targets, rate, a, path, *seed, cpu.as_ref())?;
             let ok = sustained(&r, a);
-            print_row(case, if ok { "search ok" } else { "search miss" }, &r);
+            print_row(case, if ok { "search ok" } else { "search miss" }, &r, used);
             if !ok {
                 break;
             }
@@ -390,13 +478,23 @@ fn run_case(
         case: case.into(),
         at,
         best,
+        cpu_us,
     })
 }
 
 fn header() {
     println!(
-        "\n{:<22} {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7}",
-        "case", "load", "target/s", "got/s", "p50 us", "p99 us", "p99.9 us", "max us", "errors"
+        "\n{:<22} {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7} {:>8}",
+        "case",
+        "load",
+        "target/s",
+        "got/s",
+        "p50 us",
+        "p99 us",
+        "p99.9 us",
+        "max us",
+        "errors",
+        "cpu us/req"
     );
 }
 
@@ -424,6 +522,12 @@ fn summary(results: &[CaseResult]) {
             );
         }
     }
+    println!("proxy CPU per request (its threads or processes, warm-up included):");
+    for r in &results[1..] {
+        for (rate, us) in &r.cpu_us {
+            println!("  {:<22} at {:>6}/s: {us:>6.1} us", r.case, rate);
+        }
+    }
     println!("highest sustained rate (p99 within the bound, no error, ≥ 97 % of target):");
     for r in results {
         match r.best {
@@ -433,6 +537,10 @@ fn summary(results: &[CaseResult]) {
                 r.case
             ),
         }
+    }
+    let best = |case: &str| results.iter().find(|r| r.case == case).and_then(|r| r.best);
+    if let (Some(e), Some(n)) = (best("tandem edge"), best("nginx")) {
+        println!("  edge / nginx: {:.2}", e / n);
     }
 }
 
@@ -451,26 +559,35 @@ fn bench_upstreams(
     let direct: Vec<String> = upstreams.iter().map(|u| format!("http://{u}")).collect();
     let (edge_addr, _edge, edge_served) = start_edge(upstreams, a.edge_threads)?;
     println!(
-        "edge: in this process, {} runtime threads, clusters c0/c1/c2 at 34/33/33",
+        "edge: in this process, {} worker threads (one runtime each), clusters c0/c1/c2 at 34/33/33",
         a.edge_threads
     );
     let nginx = start_nginx(upstreams, a)?;
     header();
-    let mut results = vec![run_case("direct (round-robin)", &direct, a, path, seed)?];
+    let mut results = vec![run_case(
+        "direct (round-robin)",
+        &direct,
+        a,
+        path,
+        seed,
+        None,
+    )?];
     results.push(run_case(
         "tandem edge",
         &[format!("http://{edge_addr}")],
         a,
         path,
         seed,
+        Some(threads_cpu("tandem-edge-w")),
     )?);
-    if let Some((addr, _n)) = &nginx {
+    if let Some((addr, n)) = &nginx {
         results.push(run_case(
             "nginx",
             &[format!("http://{addr}")],
             a,
             path,
             seed,
+            Some(process_tree_cpu(n.child.id())),
         )?);
     }
     drop(nginx);
