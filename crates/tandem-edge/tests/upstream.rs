@@ -122,3 +122,30 @@ async fn a_connection_the_node_closed_while_idle_costs_no_request() {
         "the node closed idle connections"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_keep_their_connections_to_the_node() {
+    let (node, accepted) = counting_node(Duration::from_secs(30)).await;
+    let edge = edge_for(node).await;
+    let lanes: Vec<_> = (0..8)
+        .map(|lane| {
+            let url = edge.url(&format!("/v1/status?lane={lane}"));
+            let client = common::client();
+            tokio::spawn(async move {
+                for _ in 0..100 {
+                    let a = common::send(&client, request("GET", &url, &[], ""))
+                        .await
+                        .expect("answer");
+                    assert_eq!(a.status, 200);
+                }
+            })
+        })
+        .collect();
+    for l in lanes {
+        l.await.expect("lane");
+    }
+    // At most one connection per request in flight (8), one for the
+    // health check, not one per request.
+    let n = accepted.load(Ordering::Relaxed);
+    assert!(n <= 9, "800 requests in 8 lanes opened {n} connections to the node");
+}
