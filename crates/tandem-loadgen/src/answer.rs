@@ -3,6 +3,8 @@
 //! a book view. Decimal strings are compared by value, since the contract
 //! lets a node write `"1"` or `"1.0"`.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use xxhash_rust::xxh3::Xxh3;
 
@@ -10,43 +12,66 @@ use crate::workload::{parse_decimal, Place};
 
 /// `{"partition":P,"seq":N,"events":[...]}`.
 #[derive(Debug, Deserialize)]
-pub struct CommandAnswer {
+pub struct CommandAnswer<'a> {
     /// Log partition of the market.
     pub partition: u32,
     /// Seq of the command.
     pub seq: u64,
     /// Events of the command only.
-    pub events: Vec<WireEvent>,
+    #[serde(borrow)]
+    pub events: Vec<WireEvent<'a>>,
 }
 
 /// One event, with the fields this crate reads (others are ignored).
+/// Strings borrow from the answer's body (copied only when they hold an
+/// escape), so reading an answer allocates little.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct WireEvent {
+pub struct WireEvent<'a> {
     /// Seq of the command that caused it.
     pub seq: Option<u64>,
     /// `accepted`, `trade`, `cancelled`, `rejected`, `amended`.
-    pub event: String,
+    #[serde(borrow)]
+    pub event: Cow<'a, str>,
     /// Market.
-    pub market: Option<String>,
+    #[serde(borrow, deserialize_with = "opt_cow")]
+    pub market: Option<Cow<'a, str>>,
     /// Order id (accepted, cancelled, rejected, amended).
-    pub id: Option<String>,
+    #[serde(borrow, deserialize_with = "opt_cow")]
+    pub id: Option<Cow<'a, str>>,
     /// Resting order of a trade.
-    pub maker: Option<String>,
+    #[serde(borrow, deserialize_with = "opt_cow")]
+    pub maker: Option<Cow<'a, str>>,
     /// Incoming order of a trade.
-    pub taker: Option<String>,
+    #[serde(borrow, deserialize_with = "opt_cow")]
+    pub taker: Option<Cow<'a, str>>,
     /// Price.
-    pub price: Option<String>,
+    #[serde(borrow, deserialize_with = "opt_cow")]
+    pub price: Option<Cow<'a, str>>,
     /// Quantity.
-    pub qty: Option<String>,
+    #[serde(borrow, deserialize_with = "opt_cow")]
+    pub qty: Option<Cow<'a, str>>,
     /// Remaining quantity of a cancel.
-    pub remaining: Option<String>,
+    #[serde(borrow, deserialize_with = "opt_cow")]
+    pub remaining: Option<Cow<'a, str>>,
     /// Reason of a cancel or a rejection.
-    pub reason: Option<String>,
+    #[serde(borrow, deserialize_with = "opt_cow")]
+    pub reason: Option<Cow<'a, str>>,
 }
 
 /// What a place's answer promises about the order's state once the run is
 /// over.
+/// An optional string that borrows from the input unless it holds an
+/// escape (serde borrows a `Cow` field, but not one inside an `Option`).
+fn opt_cow<'de: 'a, 'a, D>(d: D) -> Result<Option<Cow<'a, str>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    struct Borrowed<'b>(#[serde(borrow)] Cow<'b, str>);
+    Ok(Option::<Borrowed<'de>>::deserialize(d)?.map(|b| b.0))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Expect {
     /// No `accepted` event: nothing to find.
@@ -77,11 +102,11 @@ pub struct PlaceOutcome {
 pub struct Mismatch(pub String);
 
 /// Reads the answer to the place of `p` whose id is `id`.
-pub fn read_place(
-    body: &[u8],
+pub fn read_place<'a>(
+    body: &'a [u8],
     id: &str,
     p: &Place,
-) -> Result<(CommandAnswer, PlaceOutcome), Mismatch> {
+) -> Result<(CommandAnswer<'a>, PlaceOutcome), Mismatch> {
     let a: CommandAnswer =
         serde_json::from_slice(body).map_err(|e| Mismatch(format!("place answer: {e}")))?;
     let mut accepted = false;
@@ -90,9 +115,11 @@ pub fn read_place(
     let mut traded = 0u64;
     for e in &a.events {
         let mine = e.id.as_deref() == Some(id);
-        match e.event.as_str() {
+        match e.event.as_ref() {
             "accepted" if mine => accepted = true,
-            "rejected" if mine => rejected = Some(e.reason.clone().unwrap_or_default()),
+            "rejected" if mine => {
+                rejected = Some(e.reason.as_deref().unwrap_or_default().to_owned())
+            }
             "cancelled" if mine => cancelled = true,
             "trade" if e.taker.as_deref() == Some(id) => {
                 let q = e
@@ -129,13 +156,13 @@ pub fn read_place(
 }
 
 /// Reads the answer to a cancel of `id`: `Ok(true)` if it cancelled it.
-pub fn read_cancel(body: &[u8], id: &str) -> Result<(CommandAnswer, bool), Mismatch> {
+pub fn read_cancel<'a>(body: &'a [u8], id: &str) -> Result<(CommandAnswer<'a>, bool), Mismatch> {
     let a: CommandAnswer =
         serde_json::from_slice(body).map_err(|e| Mismatch(format!("cancel answer: {e}")))?;
     let mut done = None;
     for e in &a.events {
         if e.id.as_deref() == Some(id) {
-            match e.event.as_str() {
+            match e.event.as_ref() {
                 "cancelled" => done = Some(true),
                 "rejected" => done = Some(false),
                 _ => {}
@@ -224,7 +251,7 @@ impl BookView {
 
 /// Order-sensitive digest of events; decimals by value, unknown fields
 /// ignored.
-pub fn digest(events: &[WireEvent]) -> u64 {
+pub fn digest(events: &[WireEvent<'_>]) -> u64 {
     let mut h = Xxh3::new();
     let mut put = |tag: u8, s: &str| {
         h.update(&[tag]);
@@ -256,6 +283,33 @@ pub fn digest(events: &[WireEvent]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_strings_borrow_from_the_body_unless_escaped() {
+        let body = br#"{"partition":0,"seq":7,"events":[{"seq":7,"event":"accepted","market":"MKT1","id":"o\"1","side":"buy","price":"1.5","qty":"2","remaining":"2"}]}"#;
+        let a: CommandAnswer<'_> = serde_json::from_slice(body).expect("reads");
+        let e = &a.events[0];
+        assert!(
+            matches!(e.event, Cow::Borrowed("accepted")),
+            "{:?}",
+            e.event
+        );
+        assert!(
+            matches!(e.market, Some(Cow::Borrowed("MKT1"))),
+            "{:?}",
+            e.market
+        );
+        assert!(
+            matches!(e.price, Some(Cow::Borrowed("1.5"))),
+            "{:?}",
+            e.price
+        );
+        // An escape is decoded into an owned copy.
+        assert_eq!(e.id.as_deref(), Some("o\"1"));
+        assert!(matches!(e.id, Some(Cow::Owned(_))));
+        assert_eq!((e.maker.as_deref(), e.reason.as_deref()), (None, None));
+        assert_eq!((a.partition, a.seq, e.seq), (0, 7, Some(7)));
+    }
     use crate::workload::{OrderKind, Side};
 
     fn place(qty: u64) -> Place {

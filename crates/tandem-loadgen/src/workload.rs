@@ -6,6 +6,7 @@
 //! keeping it.
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use tandem_node::auth::keys::SecretKey;
@@ -321,31 +322,40 @@ impl Workload {
     /// The `POST /v1/orders` request of order `n`.
     pub fn place_request(&self, n: u64) -> RequestSpec {
         let p = self.place(n);
-        let mut body = format!(
-            r#"{{"market":"{}","id":"{}","account":"{}","side":"{}""#,
-            self.market_name(p.market),
-            self.order_id(n),
-            self.account_name(p.account),
-            p.side.as_str(),
+        // Written into one buffer (no string per field): the loadgen
+        // builds one of these per request.
+        let mut body = String::with_capacity(192);
+        let _ = write!(
+            body,
+            r#"{{"market":"MKT{}","id":"{}-{n}","account":""#,
+            p.market, self.id_prefix
         );
+        match &self.signer {
+            Some(s) => body.push_str(&s.accounts[p.account as usize]),
+            None => {
+                let _ = write!(body, "acct{}", p.account);
+            }
+        }
+        body.push_str(r#"","side":""#);
+        body.push_str(p.side.as_str());
+        body.push('"');
         match p.kind {
             OrderKind::Market => {
-                body.push_str(&format!(
-                    r#","type":"market","qty":"{}","tif":"ioc"}}"#,
-                    fmt_decimal(p.qty)
-                ));
+                body.push_str(r#","type":"market","qty":""#);
+                push_decimal(&mut body, p.qty);
+                body.push_str(r#"","tif":"ioc"}"#);
             }
-            OrderKind::Ioc => body.push_str(&format!(
-                r#","type":"limit","price":"{}","qty":"{}","tif":"ioc"}}"#,
-                fmt_decimal(p.price),
-                fmt_decimal(p.qty)
-            )),
-            OrderKind::Gtc | OrderKind::PostOnly => body.push_str(&format!(
-                r#","type":"limit","price":"{}","qty":"{}","tif":"gtc","post_only":{}}}"#,
-                fmt_decimal(p.price),
-                fmt_decimal(p.qty),
-                p.kind == OrderKind::PostOnly
-            )),
+            OrderKind::Ioc | OrderKind::Gtc | OrderKind::PostOnly => {
+                body.push_str(r#","type":"limit","price":""#);
+                push_decimal(&mut body, p.price);
+                body.push_str(r#"","qty":""#);
+                push_decimal(&mut body, p.qty);
+                body.push_str(match p.kind {
+                    OrderKind::Ioc => r#"","tif":"ioc"}"#,
+                    OrderKind::PostOnly => r#"","tif":"gtc","post_only":true}"#,
+                    _ => r#"","tif":"gtc","post_only":false}"#,
+                });
+            }
         }
         let signature = self
             .signer
@@ -480,15 +490,21 @@ impl Generator {
     }
 }
 
-/// Formats units of 1e-8 as the contract's decimal string, without
+/// Appends units of 1e-8 as the contract's decimal string, without
 /// trailing zeros (`150000000` → `"1.5"`).
-pub fn fmt_decimal(units: u64) -> String {
-    let (int, frac) = (units / UNIT, units % UNIT);
+pub fn push_decimal(out: &mut String, units: u64) {
+    let (int, mut frac) = (units / UNIT, units % UNIT);
+    let _ = write!(out, "{int}");
     if frac == 0 {
-        return int.to_string();
+        return;
     }
-    let f = format!("{frac:08}");
-    format!("{int}.{}", f.trim_end_matches('0'))
+    // Eight decimals, trailing zeros dropped.
+    let mut digits = 8;
+    while frac % 10 == 0 {
+        frac /= 10;
+        digits -= 1;
+    }
+    let _ = write!(out, ".{frac:0digits$}");
 }
 
 /// Parses a contract decimal string into units of 1e-8 (`None` if it is
@@ -524,6 +540,79 @@ pub fn parse_decimal(s: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// The body as it was written with one `format!` per field, before it
+    /// was built in one buffer: the bytes must not change.
+    fn place_body_by_format(w: &Workload, n: u64) -> String {
+        let old_decimal = |units: u64| {
+            let (int, frac) = (units / UNIT, units % UNIT);
+            if frac == 0 {
+                return int.to_string();
+            }
+            let f = format!("{frac:08}");
+            format!("{int}.{}", f.trim_end_matches('0'))
+        };
+        let p = w.place(n);
+        let mut body = format!(
+            r#"{{"market":"{}","id":"{}","account":"{}","side":"{}""#,
+            w.market_name(p.market),
+            w.order_id(n),
+            w.account_name(p.account),
+            p.side.as_str(),
+        );
+        body.push_str(&match p.kind {
+            OrderKind::Market => format!(
+                r#","type":"market","qty":"{}","tif":"ioc"}}"#,
+                old_decimal(p.qty)
+            ),
+            OrderKind::Ioc => format!(
+                r#","type":"limit","price":"{}","qty":"{}","tif":"ioc"}}"#,
+                old_decimal(p.price),
+                old_decimal(p.qty)
+            ),
+            OrderKind::Gtc | OrderKind::PostOnly => format!(
+                r#","type":"limit","price":"{}","qty":"{}","tif":"gtc","post_only":{}}}"#,
+                old_decimal(p.price),
+                old_decimal(p.qty),
+                p.kind == OrderKind::PostOnly
+            ),
+        });
+        body
+    }
+
+    #[test]
+    fn place_bodies_keep_their_bytes() {
+        let w = Workload::new(&LoadgenConfig {
+            post_only_ratio: 0.2,
+            ..LoadgenConfig::default()
+        });
+        let mut kinds = std::collections::BTreeSet::new();
+        for n in 0..5000 {
+            let spec = w.place_request(n);
+            assert_eq!(
+                std::str::from_utf8(&spec.body).expect("utf-8"),
+                place_body_by_format(&w, n),
+                "order {n}"
+            );
+            kinds.insert(format!("{:?}", w.place(n).kind));
+        }
+        assert_eq!(kinds.len(), 4, "{kinds:?}");
+        for u in [
+            0,
+            1,
+            10,
+            99_999_999,
+            UNIT,
+            150_000_000,
+            10_025_000_000,
+            123_456_789_012,
+            u64::MAX,
+        ] {
+            let mut s = String::new();
+            push_decimal(&mut s, u);
+            assert_eq!(parse_decimal(&s), Some(u), "{s}");
+        }
+    }
+
     #[test]
     fn decimals_round_trip() {
         for (u, s) in [
@@ -532,7 +621,9 @@ mod tests {
             (1, "0.00000001"),
             (10_025_000_000, "100.25"),
         ] {
-            assert_eq!(fmt_decimal(u), s);
+            let mut out = String::new();
+            push_decimal(&mut out, u);
+            assert_eq!(out, s);
             assert_eq!(parse_decimal(s), Some(u));
         }
         assert_eq!(parse_decimal("1.50000000000"), Some(150_000_000));
