@@ -316,7 +316,7 @@ where
 /// enough: a check that misses its timeout once because the host stalled
 /// (every node's check at the same moment) took every node out together
 /// and the edge answered 503 until the next round (seen in
-/// tests/process.rs under a host load of 9: 3 of 7 runs failed, 1 of 10
+/// tests/process.rs under a host load of 9: 3 of 7 runs failed, 1 of 15
 /// with two checks). A node that really went away is also caught by
 /// passive ejection (connect errors), and its requests are retried
 /// elsewhere meanwhile.
