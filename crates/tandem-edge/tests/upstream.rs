@@ -147,5 +147,8 @@ async fn concurrent_requests_keep_their_connections_to_the_node() {
     // At most one connection per request in flight (8), one for the
     // health check, not one per request.
     let n = accepted.load(Ordering::Relaxed);
-    assert!(n <= 9, "800 requests in 8 lanes opened {n} connections to the node");
+    assert!(
+        n <= 9,
+        "800 requests in 8 lanes opened {n} connections to the node"
+    );
 }
