@@ -164,8 +164,8 @@ impl Http {
 }
 
 /// An error and its sources, joined (hyper's top-level message alone is
-/// often just "client error").
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// often just "client error" or "connection error").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {

@@ -259,7 +259,7 @@ impl Https {
                 })?;
             let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
                 .await
-                .map_err(|e| unreachable(error_chain(&e)))?;
+                .map_err(|e| unreachable(tandem_control::client::error_chain(&e)))?;
             // The connection is driven here, beside the exchange, not in a
             // task of its own: it makes progress whichever thread polls the
             // call, and nothing outlives it (it ends once the exchange
@@ -268,7 +268,7 @@ impl Https {
                 let resp = sender
                     .send_request(req)
                     .await
-                    .map_err(|e| unreachable(error_chain(&e)))?;
+                    .map_err(|e| unreachable(tandem_control::client::error_chain(&e)))?;
                 let status = resp.status();
                 let body = Limited::new(resp.into_body(), MAX_BODY_BYTES)
                     .collect()
@@ -289,19 +289,6 @@ impl Https {
             ))),
         }
     }
-}
-
-/// An error and its sources, joined (hyper's own message is often just
-/// "connection error").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 #[cfg(test)]
