@@ -235,7 +235,7 @@ EDGE OPTIONS:
     --upstream KIND  mock (3 minimal hyper servers), node (3 tandem nodes, fsync off) or
                      both (default mock)
     --nginx-workers W  nginx worker_processes: a number or auto (default auto)
-    --edge-threads N   the edge's runtime worker threads (default 2)
+    --edge-threads N   the edge's public worker threads, one runtime each (default 2)
     --split-accounts N accounts sent through the edge per weight step D0..D5 and a rollback (default
                      100000; 0 skips the split figures)
     --dir DIR        working directory (default $TMPDIR/tandem-bench-edge)
