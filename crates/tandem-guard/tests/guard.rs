@@ -29,7 +29,7 @@ const WORKLOADS: &[(&str, u64, &str)] = &[
     (
         "node",
         20_000,
-        "order body decoded, logged (fsync off), read back, applied, answered",
+        "order body decoded, logged (fsync off), applied from its own bytes, answered",
     ),
     (
         "edge",

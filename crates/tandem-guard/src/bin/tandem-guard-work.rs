@@ -178,8 +178,10 @@ fn codec(n: usize) -> String {
 
 /// The node's order path without HTTP or threads: the request body
 /// decoded with the route's op, the log record encoded, appended to a
-/// file log (fsync off) and read back, decoded and applied as the
-/// replica does, and the answer's `{"seq":N,"events":[...]}` written.
+/// file log (fsync off), decoded again from the appended bytes and
+/// applied as the appender does when its batch directly follows the
+/// applied seq (`Replica::apply_appended`: no read back), and the
+/// answer's `{"seq":N,"events":[...]}` written.
 #[inline(never)]
 fn guard_region_node(
     log: &FileLog,
@@ -198,8 +200,7 @@ fn guard_region_node(
             "body decodes"
         );
         let seq = log.append(&[&payload]).expect("append");
-        let rec = log.read_from(seq, 1).expect("read back");
-        let logged = tandem_codec::decode_command(&rec[0].payload);
+        let logged = tandem_codec::decode_command(&payload);
         evs.clear();
         eng.apply(seq, &logged, &mut evs);
         answer.clear();
