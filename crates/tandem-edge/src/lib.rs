@@ -322,6 +322,19 @@ where
 /// elsewhere meanwhile.
 pub const UNHEALTHY_AFTER_CHECKS: u32 = 2;
 
+/// One active check's result against a node's failed checks in a row
+/// (`row`, updated): `Some(true)` when it passed (the node is ready),
+/// `Some(false)` once [`UNHEALTHY_AFTER_CHECKS`] failed in a row (it is
+/// not), `None` when a failure leaves the node as it was.
+pub fn after_check(row: &mut u32, ok: bool) -> Option<bool> {
+    if ok {
+        *row = 0;
+        return Some(true);
+    }
+    *row = row.saturating_add(1);
+    (*row >= UNHEALTHY_AFTER_CHECKS).then_some(false)
+}
+
 /// Active health checks: `GET /readyz` on every node every interval; a
 /// node that fails [`UNHEALTHY_AFTER_CHECKS`] in a row is not ready (gets
 /// nothing new) until one passes. Each
@@ -348,11 +361,8 @@ pub async fn health_loop(edge: Arc<Edge>) {
         for h in handles {
             let Ok((n, ok)) = h.await else { continue };
             let row = failed.entry(n.addr.clone()).or_insert(0);
-            *row = if ok { 0 } else { row.saturating_add(1) };
-            if ok {
-                n.ready.store(true, Ordering::Relaxed);
-            } else if *row >= UNHEALTHY_AFTER_CHECKS {
-                n.ready.store(false, Ordering::Relaxed);
+            if let Some(ready) = after_check(row, ok) {
+                n.ready.store(ready, Ordering::Relaxed);
             }
             seen.insert(n.addr.clone());
         }
@@ -548,4 +558,27 @@ pub fn run(cfg: EdgeConfig, config_path: Option<PathBuf>) -> anyhow::Result<()> 
         eprintln!("{{\"msg\":\"edge stopped\",\"pid\":{}}}", std::process::id());
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::{after_check, UNHEALTHY_AFTER_CHECKS};
+
+    #[test]
+    fn a_node_is_out_only_after_two_failed_checks_in_a_row() {
+        assert_eq!(UNHEALTHY_AFTER_CHECKS, 2);
+        let mut row = 0;
+        // One miss (a stalled host) leaves the node as it was.
+        assert_eq!(after_check(&mut row, false), None);
+        // A pass in between starts the count again.
+        assert_eq!(after_check(&mut row, true), Some(true));
+        assert_eq!(after_check(&mut row, false), None);
+        // The second miss in a row takes it out, and so does every one
+        // after it.
+        assert_eq!(after_check(&mut row, false), Some(false));
+        assert_eq!(after_check(&mut row, false), Some(false));
+        // One pass brings it back.
+        assert_eq!(after_check(&mut row, true), Some(true));
+        assert_eq!(row, 0);
+    }
 }
