@@ -29,6 +29,8 @@
 //!   StatefulSet never gets ready pauses the run, naming the cluster, and
 //!   never gets weight.
 
+mod place_order;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -1139,37 +1141,14 @@ mod world {
             .expect("serve the edge")
     }
 
-    type Client = hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        Full<Bytes>,
-    >;
+    type Client = crate::place_order::HttpClient;
 
     fn client() -> Client {
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build(hyper_util::client::legacy::connect::HttpConnector::new())
     }
 
-    /// One resting order through the edge: its status.
-    async fn place(c: &Client, addr: SocketAddr, n: u64) -> Result<u16, String> {
-        let account = format!("acc{}", n % 8);
-        let (side, price) = if n.is_multiple_of(2) {
-            ("buy", "10")
-        } else {
-            ("sell", "11")
-        };
-        let body = format!(
-            r#"{{"market":"M","id":"o{n}","account":"{account}","side":"{side}","type":"limit","price":"{price}","qty":"1"}}"#
-        );
-        let req = http::Request::post(format!("http://{addr}/v1/orders"))
-            .header("content-type", "application/json")
-            .header("x-tandem-account", &account)
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
-        let r = c.request(req).await.map_err(|e| e.to_string())?;
-        let s = r.status().as_u16();
-        let _ = r.into_body().collect().await;
-        Ok(s)
-    }
+    use crate::place_order::place;
 
     /// Waits until an order goes through `addr`.
     pub async fn first_order(addr: SocketAddr) {

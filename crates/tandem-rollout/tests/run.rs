@@ -42,7 +42,9 @@ use tandem_rollout::run::{ClusterStarter, Finished, RunConfig, RunError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+mod place_order;
 mod prom_server;
+use place_order::{place, HttpClient};
 use prom_server::PromServer;
 
 const TOKEN: &str = "rollout-run-test-token";
@@ -224,32 +226,6 @@ impl TestEdge {
     async fn weights(&self) -> BTreeMap<String, u32> {
         self.admin().weights().await.expect("edge weights").weights
     }
-}
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-/// Places one resting order through `addr`: its status, or the error.
-async fn place(c: &HttpClient, addr: SocketAddr, n: u64) -> Result<u16, String> {
-    let account = format!("acc{}", n % 8);
-    // Buys at 10, sells at 11: everything rests, so every account's open
-    // orders grow (the engine limit test needs that).
-    let (side, price) = if n.is_multiple_of(2) {
-        ("buy", "10")
-    } else {
-        ("sell", "11")
-    };
-    let body = format!(
-        r#"{{"market":"M","id":"o{n}","account":"{account}","side":"{side}","type":"limit","price":"{price}","qty":"1"}}"#
-    );
-    let req = http::Request::post(format!("http://{addr}/v1/orders"))
-        .header("content-type", "application/json")
-        .header("x-tandem-account", &account)
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let r = c.request(req).await.map_err(|e| e.to_string())?;
-    let s = r.status().as_u16();
-    let _ = r.into_body().collect().await;
-    Ok(s)
 }
 
 /// Open-loop load through the edge: `per_10ms` orders every 10 ms.
