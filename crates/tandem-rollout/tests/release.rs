@@ -688,11 +688,26 @@ async fn check_release(w: &mut World, exit: Option<std::process::ExitStatus>) {
             w.fail(&format!("{want:?} missing from the timeline: {acts:?}"));
         }
     }
-    if acts
-        .iter()
-        .any(|(_, a)| a == "rollback" || a == "pause" || a == "breach")
-    {
-        w.fail(&format!("a breach, pause or rollback: {acts:?}"));
+    if acts.iter().any(|(_, a)| a == "rollback" || a == "pause") {
+        w.fail(&format!("a pause or rollback: {acts:?}"));
+    }
+    // A breach that did not last `breach_for` changes nothing; on a loaded
+    // two-core host a latency or lag gate can be crossed for a moment by a
+    // healthy release. A breach of a correctness gate (errors, output
+    // hash) fails the test however short. Every breach is printed with its
+    // reason, so a run that saw them says so.
+    for e in lines.iter().filter(|e| e["action"] == "breach") {
+        eprintln!("breach (did not last): {e}");
+        let gates: Vec<&str> = e["breaches"]
+            .as_array()
+            .map(|b| b.iter().filter_map(|b| b["gate"].as_str()).collect())
+            .unwrap_or_default();
+        if gates
+            .iter()
+            .any(|g| *g == "error_ratio_max" || *g == "output_hash_divergence")
+        {
+            w.fail(&format!("a breach of a correctness gate: {e}"));
+        }
     }
     let last_set = lines
         .iter()
