@@ -645,17 +645,26 @@ async fn authenticate(
 /// log record carries the signature (`auth::append_credentials`); the
 /// idempotency windows compare the command's canonical bytes without it,
 /// so a retry signed again (another expiry) is still a retry.
-pub async fn order_entry(node: &Arc<Node>, headers: &HeaderMap, mut cmd: Command) -> Answer {
+pub async fn order_entry(node: &Arc<Node>, headers: &HeaderMap, cmd: Command) -> Answer {
+    match order_entry_outcome(node, headers, cmd).await {
+        Ok((p, o)) => outcome_answer(p, &o),
+        Err(a) => a,
+    }
+}
+
+/// `order_entry` without the JSON answer: the partition and outcome of a
+/// sequenced command, or the error answer (the gRPC `Submit` stream
+/// builds its replies from the outcome).
+pub async fn order_entry_outcome(
+    node: &Arc<Node>,
+    headers: &HeaderMap,
+    mut cmd: Command,
+) -> Result<(u32, Arc<Outcome>), Answer> {
     if let Some(a) = invalid_answer(&cmd) {
-        return a;
+        return Err(a);
     }
-    let creds = match authenticate(node, headers, &mut cmd).await {
-        Ok(c) => c,
-        Err(a) => return a,
-    };
-    if let Err(a) = gate(node, headers).await {
-        return a;
-    }
+    let creds = authenticate(node, headers, &mut cmd).await?;
+    gate(node, headers).await?;
     let (market, id, account) = match &cmd {
         Command::Place(p) => (&p.market, &p.id, &p.account),
         Command::Cancel(c) => (&c.market, &c.id, &c.account),
@@ -665,7 +674,7 @@ pub async fn order_entry(node: &Arc<Node>, headers: &HeaderMap, mut cmd: Command
     let max_sym = tandem_core::Config::default().max_symbol_bytes;
     for (name, v) in [("market", market), ("id", id), ("account", account)] {
         if v.len() > max_sym {
-            return Answer::bad(&format!("{name}: longer than {max_sym} bytes"));
+            return Err(Answer::bad(&format!("{name}: longer than {max_sym} bytes")));
         }
     }
     let p = node.partition_of(market.as_bytes());
@@ -678,7 +687,7 @@ pub async fn order_entry(node: &Arc<Node>, headers: &HeaderMap, mut cmd: Command
             ),
         );
         a.retry_after = Some(wait);
-        return a;
+        return Err(a);
     }
     let mut payload = Vec::with_capacity(192);
     tandem_codec::write_command(&cmd, &mut payload);
@@ -690,8 +699,8 @@ pub async fn order_entry(node: &Arc<Node>, headers: &HeaderMap, mut cmd: Command
     // order; a repeat appended anyway is answered the same way by the
     // replica (`answers` module doc).
     match part.before(&cmd, &payload) {
-        Before::Answer(o) => return outcome_answer(p, &o),
-        Before::Conflict => return conflict(p),
+        Before::Answer(o) => return Ok((p, o)),
+        Before::Conflict => return Err(conflict(p)),
         Before::Append => {}
     }
     let payload = Bytes::from(payload);
@@ -706,17 +715,18 @@ pub async fn order_entry(node: &Arc<Node>, headers: &HeaderMap, mut cmd: Command
     };
     match part.submit(record, node.cfg.wait()).await {
         Ok(o) => match part.after(&cmd, &payload, o) {
-            After::Answer(o) => outcome_answer(p, &o),
-            After::Conflict => conflict(p),
+            After::Answer(o) => Ok((p, o)),
+            After::Conflict => Err(conflict(p)),
         },
-        Err(SubmitError::Overloaded) => {
-            Answer::unavailable("overloaded: too many commands waiting for the order log").on(p)
-        }
-        Err(e @ SubmitError::NotApplied(_)) => Answer::unavailable(&format!(
+        Err(SubmitError::Overloaded) => Err(Answer::unavailable(
+            "overloaded: too many commands waiting for the order log",
+        )
+        .on(p)),
+        Err(e @ SubmitError::NotApplied(_)) => Err(Answer::unavailable(&format!(
             "{e}: the command is in the log; retry (it is idempotent) or read with x-tandem-min-seq"
         ))
-        .on(p),
-        Err(e) => Answer::unavailable(&e.to_string()).on(p),
+        .on(p)),
+        Err(e) => Err(Answer::unavailable(&e.to_string()).on(p)),
     }
 }
 

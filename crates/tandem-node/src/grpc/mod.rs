@@ -12,6 +12,10 @@
 //! gRPC codes as the proto file documents. `StreamMarket` is the `feed`
 //! the WebSocket stream sends.
 //!
+//! `Submit` (the `submit` module) is the streaming order entry: each
+//! request runs `api::order_entry_outcome`, the same admission, append and
+//! answer as the unary calls, many at once per call.
+//!
 //! Generated code (`tandem.v1.rs`) is checked in; `scripts/gen-proto.sh`
 //! regenerates it. Its client half is used by the tests (over any tower
 //! service, e.g. a hyper-util client: no tonic transport).
@@ -27,6 +31,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tandem_codec::json::{self, Val};
 use tandem_codec::Op;
+use tandem_core::Command;
 use tonic::codegen::Service as _;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
@@ -42,6 +47,9 @@ use crate::{BoxBody, BoxError};
 pub mod pb;
 
 use pb::order_entry_server::{OrderEntry, OrderEntryServer};
+
+mod submit;
+pub use submit::{SubmitStream, SUBMIT_IN_FLIGHT};
 
 /// True for a gRPC request (`content-type: application/grpc[+proto]`).
 pub fn is_grpc<B>(req: &Request<B>) -> bool {
@@ -140,11 +148,19 @@ fn answer_metadata(node: &Node, a: &Answer) -> MetadataMap {
 /// An error answer as a status: the code of its HTTP status, the message
 /// of its `{"error":..}` body, its headers as metadata.
 fn status_of(node: &Node, a: &Answer) -> Status {
-    let msg = serde_json::from_slice::<serde_json::Value>(&a.body)
+    Status::with_metadata(
+        code_of(a.status),
+        error_message(a),
+        answer_metadata(node, a),
+    )
+}
+
+/// The message of an error answer's `{"error":..}` body.
+fn error_message(a: &Answer) -> String {
+    serde_json::from_slice::<serde_json::Value>(&a.body)
         .ok()
         .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(&a.body).into_owned());
-    Status::with_metadata(code_of(a.status), msg, answer_metadata(node, a))
+        .unwrap_or_else(|| String::from_utf8_lossy(&a.body).into_owned())
 }
 
 /// A `200` answer converted by `f`, or the status of the answer.
@@ -177,10 +193,6 @@ fn reply_bytes<T>(
     let mut r = tonic::Response::new(msg);
     *r.metadata_mut() = answer_metadata(node, &a);
     Ok(r)
-}
-
-fn invalid(node: &Node, msg: &str) -> Status {
-    status_of(node, &Answer::error(StatusCode::BAD_REQUEST, msg))
 }
 
 /// Position of a command field in `json::Fields`.
@@ -338,10 +350,62 @@ fn status_msg(v: &serde_json::Value) -> Option<pb::Status> {
 /// Path-like fields must be non-empty (the HTTP routes cannot name an
 /// empty market, id or account).
 fn required(node: &Node, pairs: &[(&str, &str)]) -> Result<(), Status> {
+    required_answer(pairs).map_err(|a| status_of(node, &a))
+}
+
+/// As `required`, the error as the HTTP answer.
+fn required_answer(pairs: &[(&str, &str)]) -> Result<(), Answer> {
     match pairs.iter().find(|(_, v)| v.is_empty()) {
-        Some((name, _)) => Err(invalid(node, &format!("{name}: missing"))),
+        Some((name, _)) => Err(Answer::error(
+            StatusCode::BAD_REQUEST,
+            &format!("{name}: missing"),
+        )),
         None => Ok(()),
     }
+}
+
+/// The command of a `PlaceOrderRequest` (invalid fields give a
+/// `Command::Invalid` naming the field, as the codec decides).
+fn place_command(r: pb::PlaceOrderRequest) -> Command {
+    let mut f = fields(r.market, r.id, r.account);
+    f[key("side")] = enum_field(r.side, |e| match e {
+        pb::Side::Buy => Some("buy"),
+        pb::Side::Sell => Some("sell"),
+        pb::Side::Unspecified => None,
+    });
+    f[key("type")] = enum_field(r.r#type, |e| match e {
+        pb::OrderType::Limit => Some("limit"),
+        pb::OrderType::Market => Some("market"),
+        pb::OrderType::Unspecified => None,
+    });
+    f[key("tif")] = enum_field(r.tif, |e| match e {
+        pb::TimeInForce::Gtc => Some("gtc"),
+        pb::TimeInForce::Ioc => Some("ioc"),
+        pb::TimeInForce::Fok => Some("fok"),
+        pb::TimeInForce::Unspecified => None,
+    });
+    f[key("price")] = r.price.map(|p| Val::Str(Cow::Owned(p)));
+    f[key("qty")] = Some(Val::Str(Cow::Owned(r.qty)));
+    if r.post_only {
+        f[key("post_only")] = Some(Val::Bool(true));
+    }
+    tandem_codec::from_fields(&f, Some(Op::Place))
+}
+
+/// The command of a `CancelOrderRequest`.
+fn cancel_command(r: pb::CancelOrderRequest) -> Result<Command, Answer> {
+    required_answer(&[("market", &r.market), ("id", &r.id)])?;
+    let f = fields(r.market, r.id, r.account);
+    Ok(tandem_codec::from_fields(&f, Some(Op::Cancel)))
+}
+
+/// The command of an `AmendOrderRequest`.
+fn amend_command(r: pb::AmendOrderRequest) -> Result<Command, Answer> {
+    required_answer(&[("market", &r.market), ("id", &r.id)])?;
+    let mut f = fields(r.market, r.id, r.account);
+    f[key("price")] = r.price.map(|p| Val::Str(Cow::Owned(p)));
+    f[key("qty")] = r.qty.map(|q| Val::Str(Cow::Owned(q)));
+    Ok(tandem_codec::from_fields(&f, Some(Op::Amend)))
 }
 
 /// The depth of a book request: 0 is the default.
@@ -371,30 +435,7 @@ impl OrderEntry for Grpc {
         req: tonic::Request<pb::PlaceOrderRequest>,
     ) -> Result<tonic::Response<pb::CommandReply>, Status> {
         let headers = req.metadata().clone().into_headers();
-        let r = req.into_inner();
-        let mut f = fields(r.market, r.id, r.account);
-        f[key("side")] = enum_field(r.side, |e| match e {
-            pb::Side::Buy => Some("buy"),
-            pb::Side::Sell => Some("sell"),
-            pb::Side::Unspecified => None,
-        });
-        f[key("type")] = enum_field(r.r#type, |e| match e {
-            pb::OrderType::Limit => Some("limit"),
-            pb::OrderType::Market => Some("market"),
-            pb::OrderType::Unspecified => None,
-        });
-        f[key("tif")] = enum_field(r.tif, |e| match e {
-            pb::TimeInForce::Gtc => Some("gtc"),
-            pb::TimeInForce::Ioc => Some("ioc"),
-            pb::TimeInForce::Fok => Some("fok"),
-            pb::TimeInForce::Unspecified => None,
-        });
-        f[key("price")] = r.price.map(|p| Val::Str(Cow::Owned(p)));
-        f[key("qty")] = Some(Val::Str(Cow::Owned(r.qty)));
-        if r.post_only {
-            f[key("post_only")] = Some(Val::Bool(true));
-        }
-        let cmd = tandem_codec::from_fields(&f, Some(Op::Place));
+        let cmd = place_command(req.into_inner());
         let a = api::order_entry(&self.node, &headers, cmd).await;
         reply(&self.node, a, command_reply)
     }
@@ -404,10 +445,7 @@ impl OrderEntry for Grpc {
         req: tonic::Request<pb::CancelOrderRequest>,
     ) -> Result<tonic::Response<pb::CommandReply>, Status> {
         let headers = req.metadata().clone().into_headers();
-        let r = req.into_inner();
-        required(&self.node, &[("market", &r.market), ("id", &r.id)])?;
-        let f = fields(r.market, r.id, r.account);
-        let cmd = tandem_codec::from_fields(&f, Some(Op::Cancel));
+        let cmd = cancel_command(req.into_inner()).map_err(|a| status_of(&self.node, &a))?;
         let a = api::order_entry(&self.node, &headers, cmd).await;
         reply(&self.node, a, command_reply)
     }
@@ -417,12 +455,7 @@ impl OrderEntry for Grpc {
         req: tonic::Request<pb::AmendOrderRequest>,
     ) -> Result<tonic::Response<pb::CommandReply>, Status> {
         let headers = req.metadata().clone().into_headers();
-        let r = req.into_inner();
-        required(&self.node, &[("market", &r.market), ("id", &r.id)])?;
-        let mut f = fields(r.market, r.id, r.account);
-        f[key("price")] = r.price.map(|p| Val::Str(Cow::Owned(p)));
-        f[key("qty")] = r.qty.map(|q| Val::Str(Cow::Owned(q)));
-        let cmd = tandem_codec::from_fields(&f, Some(Op::Amend));
+        let cmd = amend_command(req.into_inner()).map_err(|a| status_of(&self.node, &a))?;
         let a = api::order_entry(&self.node, &headers, cmd).await;
         reply(&self.node, a, command_reply)
     }
@@ -463,6 +496,15 @@ impl OrderEntry for Grpc {
     ) -> Result<tonic::Response<pb::Status>, Status> {
         let a = api::status(&self.node).await;
         reply(&self.node, a, status_msg)
+    }
+
+    type SubmitStream = SubmitStream;
+
+    async fn submit(
+        &self,
+        req: tonic::Request<tonic::Streaming<pb::SubmitRequest>>,
+    ) -> Result<tonic::Response<SubmitStream>, Status> {
+        Ok(submit::serve(&self.node, req))
     }
 
     type StreamMarketStream = MarketStream;

@@ -309,6 +309,94 @@ pub mod market_update {
         Events(super::MarketEvents),
     }
 }
+/// One command of a `Submit` call.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SubmitRequest {
+    /// Chosen by the client; the reply carries it back. Not interpreted, not
+    /// logged: tags may repeat, but then the client cannot tell their replies
+    /// apart.
+    #[prost(uint64, tag = "1")]
+    pub tag: u64,
+    /// Signed orders: the hex signature, as the `x-tandem-signature` header
+    /// (docs/signing.md); empty for an unsigned request.
+    #[prost(string, tag = "5")]
+    pub signature: ::prost::alloc::string::String,
+    /// Signed orders: expiry in Unix seconds, as `x-tandem-expiry`; 0 when
+    /// `signature` is empty.
+    #[prost(uint64, tag = "6")]
+    pub expiry: u64,
+    /// The command; required (an empty one is answered INVALID_ARGUMENT
+    /// "command: missing").
+    #[prost(oneof = "submit_request::Command", tags = "2, 3, 4")]
+    pub command: ::core::option::Option<submit_request::Command>,
+}
+/// Nested message and enum types in `SubmitRequest`.
+pub mod submit_request {
+    /// The command; required (an empty one is answered INVALID_ARGUMENT
+    /// "command: missing").
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Command {
+        /// As PlaceOrder.
+        #[prost(message, tag = "2")]
+        Place(super::PlaceOrderRequest),
+        /// As CancelOrder.
+        #[prost(message, tag = "3")]
+        Cancel(super::CancelOrderRequest),
+        /// As AmendOrder.
+        #[prost(message, tag = "4")]
+        Amend(super::AmendOrderRequest),
+    }
+}
+/// Why one request of a `Submit` call failed: what the unary call would
+/// have failed with.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SubmitError {
+    /// The gRPC status code (`google.rpc.Code` numbering: 3 INVALID_ARGUMENT,
+    /// 6 ALREADY_EXISTS, 8 RESOURCE_EXHAUSTED, 14 UNAVAILABLE, 16
+    /// UNAUTHENTICATED, ...), mapped from the HTTP status as above.
+    #[prost(uint32, tag = "1")]
+    pub code: u32,
+    /// The HTTP status the same request gets over HTTP (400, 401, 409, ...).
+    #[prost(uint32, tag = "2")]
+    pub http_status: u32,
+    /// The message; for a bad field it starts with the field name,
+    /// `"<field>: <what>"`.
+    #[prost(string, tag = "3")]
+    pub message: ::prost::alloc::string::String,
+    /// Seconds to wait before retrying (429 and 503), 0 if none.
+    #[prost(uint32, tag = "4")]
+    pub retry_after: u32,
+}
+/// The answer to one request of a `Submit` call.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SubmitReply {
+    /// The tag of the request.
+    #[prost(uint64, tag = "1")]
+    pub tag: u64,
+    /// What the request produced.
+    #[prost(oneof = "submit_reply::Result", tags = "2, 3")]
+    pub result: ::core::option::Option<submit_reply::Result>,
+}
+/// Nested message and enum types in `SubmitReply`.
+pub mod submit_reply {
+    /// What the request produced.
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Result {
+        /// The command was sequenced: its partition, seq and events (a rejected
+        /// order is a reply whose events hold a REJECTED event, as in unary).
+        #[prost(message, tag = "2")]
+        Reply(super::CommandReply),
+        /// The command was refused before it was sequenced, or its outcome is
+        /// unknown (UNAVAILABLE).
+        #[prost(message, tag = "3")]
+        Error(super::SubmitError),
+    }
+}
 /// Side of an order.
 #[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -699,6 +787,51 @@ pub mod order_entry_client {
                 .insert(GrpcMethod::new("tandem.v1.OrderEntry", "StreamMarket"));
             self.inner.server_streaming(req, path, codec).await
         }
+        /// Streaming order entry: many places, cancels and amends in flight on
+        /// one call. Each request carries a tag chosen by the client; each reply
+        /// carries the tag of the request it answers and either the command's
+        /// reply (exactly what PlaceOrder, CancelOrder or AmendOrder answer) or an
+        /// error (the code and message those calls would fail with). Replies come
+        /// in completion order, not request order: match them by tag.
+        ///
+        /// Every request is validated, authenticated, rate-limited, appended and
+        /// acknowledged exactly as the unary call of its kind: a reply comes only
+        /// once the command's append is durable and this node's replica has
+        /// applied it. A bad request gets an error reply naming the field, and the
+        /// call goes on. The node reads at most 1024 requests ahead of their
+        /// replies on one call; past that it stops reading the call (HTTP/2 flow
+        /// control then holds the client back) until replies go out. Commands of
+        /// one call are appended concurrently, so two requests in flight on the
+        /// same call may be sequenced in either order: a client that needs one
+        /// before another waits for the first reply.
+        ///
+        /// Metadata of the call (`x-tandem-min-seq`) applies to every request.
+        /// Signed requests carry their signature in `SubmitRequest.signature` and
+        /// `expiry` (the metadata `x-tandem-signature`/`x-tandem-expiry` of the
+        /// call itself is ignored); errors name those fields by their header
+        /// names, as the unary calls do.
+        ///
+        /// The call ends (UNAVAILABLE, "draining: ...") once the node starts
+        /// draining, after the replies to every request it had read; requests
+        /// without a reply were not read, nothing of them was appended, and they
+        /// can be sent to another node.
+        pub async fn submit(
+            &mut self,
+            request: impl tonic::IntoStreamingRequest<Message = super::SubmitRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::SubmitReply>>,
+            tonic::Status,
+        > {
+            self.inner.ready().await.map_err(|e| {
+                tonic::Status::unknown(format!("Service was not ready: {}", e.into()))
+            })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/tandem.v1.OrderEntry/Submit");
+            let mut req = request.into_streaming_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("tandem.v1.OrderEntry", "Submit"));
+            self.inner.streaming(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -765,6 +898,43 @@ pub mod order_entry_server {
             &self,
             request: tonic::Request<super::StreamMarketRequest>,
         ) -> std::result::Result<tonic::Response<Self::StreamMarketStream>, tonic::Status>;
+        /// Server streaming response type for the Submit method.
+        type SubmitStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::SubmitReply, tonic::Status>,
+            > + std::marker::Send
+            + 'static;
+        /// Streaming order entry: many places, cancels and amends in flight on
+        /// one call. Each request carries a tag chosen by the client; each reply
+        /// carries the tag of the request it answers and either the command's
+        /// reply (exactly what PlaceOrder, CancelOrder or AmendOrder answer) or an
+        /// error (the code and message those calls would fail with). Replies come
+        /// in completion order, not request order: match them by tag.
+        ///
+        /// Every request is validated, authenticated, rate-limited, appended and
+        /// acknowledged exactly as the unary call of its kind: a reply comes only
+        /// once the command's append is durable and this node's replica has
+        /// applied it. A bad request gets an error reply naming the field, and the
+        /// call goes on. The node reads at most 1024 requests ahead of their
+        /// replies on one call; past that it stops reading the call (HTTP/2 flow
+        /// control then holds the client back) until replies go out. Commands of
+        /// one call are appended concurrently, so two requests in flight on the
+        /// same call may be sequenced in either order: a client that needs one
+        /// before another waits for the first reply.
+        ///
+        /// Metadata of the call (`x-tandem-min-seq`) applies to every request.
+        /// Signed requests carry their signature in `SubmitRequest.signature` and
+        /// `expiry` (the metadata `x-tandem-signature`/`x-tandem-expiry` of the
+        /// call itself is ignored); errors name those fields by their header
+        /// names, as the unary calls do.
+        ///
+        /// The call ends (UNAVAILABLE, "draining: ...") once the node starts
+        /// draining, after the replies to every request it had read; requests
+        /// without a reply were not read, nothing of them was appended, and they
+        /// can be sent to another node.
+        async fn submit(
+            &self,
+            request: tonic::Request<tonic::Streaming<super::SubmitRequest>>,
+        ) -> std::result::Result<tonic::Response<Self::SubmitStream>, tonic::Status>;
     }
     /// Order entry, reads and the market stream of one node.
     #[derive(Debug)]
@@ -1111,6 +1281,46 @@ pub mod order_entry_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/tandem.v1.OrderEntry/Submit" => {
+                    #[allow(non_camel_case_types)]
+                    struct SubmitSvc<T: OrderEntry>(pub Arc<T>);
+                    impl<T: OrderEntry> tonic::server::StreamingService<super::SubmitRequest> for SubmitSvc<T> {
+                        type Response = super::SubmitReply;
+                        type ResponseStream = T::SubmitStream;
+                        type Future =
+                            BoxFuture<tonic::Response<Self::ResponseStream>, tonic::Status>;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<tonic::Streaming<super::SubmitRequest>>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut =
+                                async move { <T as OrderEntry>::submit(&inner, request).await };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SubmitSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)
