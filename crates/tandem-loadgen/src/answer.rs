@@ -109,11 +109,22 @@ pub fn read_place<'a>(
 ) -> Result<(CommandAnswer<'a>, PlaceOutcome), Mismatch> {
     let a: CommandAnswer =
         serde_json::from_slice(body).map_err(|e| Mismatch(format!("place answer: {e}")))?;
+    let out = place_outcome(&a.events, id, p)?;
+    Ok((a, out))
+}
+
+/// What the events of the place of `p` (id `id`) say about it, however
+/// they arrived (JSON over HTTP, proto over the gRPC stream).
+pub fn place_outcome(
+    events: &[WireEvent<'_>],
+    id: &str,
+    p: &Place,
+) -> Result<PlaceOutcome, Mismatch> {
     let mut accepted = false;
     let mut rejected = None;
     let mut cancelled = false;
     let mut traded = 0u64;
-    for e in &a.events {
+    for e in events {
         let mine = e.id.as_deref() == Some(id);
         match e.event.as_ref() {
             "accepted" if mine => accepted = true,
@@ -144,23 +155,25 @@ pub fn read_place<'a>(
     } else {
         Expect::Rested
     };
-    let digest = digest(&a.events);
-    Ok((
-        a,
-        PlaceOutcome {
-            expect,
-            rejected,
-            digest,
-        },
-    ))
+    Ok(PlaceOutcome {
+        expect,
+        rejected,
+        digest: digest(events),
+    })
 }
 
 /// Reads the answer to a cancel of `id`: `Ok(true)` if it cancelled it.
 pub fn read_cancel<'a>(body: &'a [u8], id: &str) -> Result<(CommandAnswer<'a>, bool), Mismatch> {
     let a: CommandAnswer =
         serde_json::from_slice(body).map_err(|e| Mismatch(format!("cancel answer: {e}")))?;
+    let done = cancel_outcome(&a.events, id)?;
+    Ok((a, done))
+}
+
+/// Whether the events of a cancel of `id` say it cancelled it.
+pub fn cancel_outcome(events: &[WireEvent<'_>], id: &str) -> Result<bool, Mismatch> {
     let mut done = None;
-    for e in &a.events {
+    for e in events {
         if e.id.as_deref() == Some(id) {
             match e.event.as_ref() {
                 "cancelled" => done = Some(true),
@@ -169,8 +182,7 @@ pub fn read_cancel<'a>(body: &'a [u8], id: &str) -> Result<(CommandAnswer<'a>, b
             }
         }
     }
-    done.map(|d| (a, d))
-        .ok_or_else(|| Mismatch(format!("no event names order {id}")))
+    done.ok_or_else(|| Mismatch(format!("no event names order {id}")))
 }
 
 /// An order as `GET /v1/orders/{market}/{id}` shows it.

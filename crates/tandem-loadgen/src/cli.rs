@@ -58,6 +58,14 @@ usage: tandem loadgen [flags]
                        signed when built (client cost, in the latency)
   --sign-chain-id N    chain id to sign for (the nodes' signing.chain_id) [1]
   --sign-expiry S      signature lifetime in seconds                    [60]
+  --grpc-stream        closed loop over the node's gRPC Submit stream
+                       instead of the HTTP schedule: --connections streams
+                       (one HTTP/2 connection each), each keeping
+                       --in-flight requests in flight for warmup + duration;
+                       --rate is not used; latency counts from each send;
+                       places and cancels only (no reads, --floor, --path,
+                       --samples); verified over HTTP as in HTTP mode
+  --in-flight K        requests in flight per stream                   [128]
   -h, --help           this text
 
 exits non-zero if the verifier finds lost, duplicated or inconsistent orders
@@ -170,6 +178,8 @@ fn parse(args: &[String]) -> Result<Option<(LoadgenConfig, Option<String>)>> {
             "--sign" => cfg.sign = Some(value()?),
             "--sign-chain-id" => cfg.sign_chain_id = num(flag, value()?)?,
             "--sign-expiry" => cfg.sign_expiry_s = num(flag, value()?)?,
+            "--grpc-stream" => cfg.grpc_stream = true,
+            "--in-flight" => cfg.stream_in_flight = num(flag, value()?)?,
             other => bail!("unknown flag {other:?} (see --help)"),
         }
     }
@@ -224,6 +234,15 @@ mod tests {
             (Some("eip712"), 5, 30)
         );
         assert!(parse(&args("--sign rsa")).is_err());
+        let (cfg, _) = parse(&args("--grpc-stream --connections 4 --in-flight 256"))
+            .unwrap()
+            .unwrap();
+        assert!(cfg.grpc_stream);
+        assert_eq!((cfg.stream_in_flight, cfg.in_flight_bound()), (256, 1024));
+        assert!(parse(&args("--grpc-stream --read-ratio 0.1")).is_err());
+        assert!(parse(&args("--grpc-stream --floor")).is_err());
+        assert!(parse(&args("--grpc-stream --in-flight 0")).is_err());
+        assert!(parse(&args("--grpc-stream --max-in-flight 5")).is_err());
     }
 
     #[test]

@@ -95,6 +95,13 @@ pub struct LoadgenConfig {
     /// Lifetime of each signature in seconds (expiry = wall clock when the
     /// request is built + this).
     pub sign_expiry_s: u64,
+    /// Closed loop over the node's gRPC `Submit` stream instead of the
+    /// fixed-rate HTTP schedule: `connections` streams (one HTTP/2
+    /// connection each), each keeping `stream_in_flight` requests in
+    /// flight, for `warmup_s + duration_s`. `rate` is not used.
+    pub grpc_stream: bool,
+    /// Requests in flight per stream with `grpc_stream`.
+    pub stream_in_flight: usize,
 }
 
 impl Default for LoadgenConfig {
@@ -131,6 +138,8 @@ impl Default for LoadgenConfig {
             sign: None,
             sign_chain_id: 1,
             sign_expiry_s: 60,
+            grpc_stream: false,
+            stream_in_flight: 128,
         }
     }
 }
@@ -147,6 +156,9 @@ impl LoadgenConfig {
 
     /// The in-flight bound in effect.
     pub fn in_flight_bound(&self) -> usize {
+        if self.grpc_stream {
+            return self.connections.saturating_mul(self.stream_in_flight);
+        }
         self.max_in_flight.unwrap_or(if self.http2 {
             self.connections.saturating_mul(64).min(MAX_IN_FLIGHT)
         } else {
@@ -193,7 +205,9 @@ impl LoadgenConfig {
         }
         let f = self.in_flight_bound();
         if f == 0 || f > MAX_IN_FLIGHT {
-            return bad(format!("max-in-flight must be in 1..={MAX_IN_FLIGHT}"));
+            return bad(format!(
+                "max-in-flight (with --grpc-stream: connections x in-flight) must be in 1..={MAX_IN_FLIGHT}"
+            ));
         }
         if self.accounts == 0 || self.markets == 0 {
             return bad("accounts and markets must be > 0".into());
@@ -249,6 +263,28 @@ impl LoadgenConfig {
             }
             if self.sign_expiry_s == 0 {
                 return bad("sign-expiry must be > 0 seconds".into());
+            }
+        }
+        if self.grpc_stream {
+            let not = |what: &str| {
+                bad(format!(
+                    "--grpc-stream sends only places and cancels: {what}"
+                ))
+            };
+            if self.read_ratio > 0.0 {
+                return not("--read-ratio must be 0");
+            }
+            if self.fixed_path().is_some() {
+                return not("no --floor or --path");
+            }
+            if self.samples.is_some() {
+                return not("no --samples");
+            }
+            if self.max_in_flight.is_some() {
+                return not("the bound is --in-flight per stream, not --max-in-flight");
+            }
+            if self.stream_in_flight == 0 {
+                return bad("in-flight must be at least 1".into());
             }
         }
         if let Some(p) = &self.samples {

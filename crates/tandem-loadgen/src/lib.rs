@@ -7,8 +7,10 @@
 //! recorded (32 bytes) and, after the run, read back to count orders that
 //! were lost, and replayed in part to count orders that were sequenced
 //! twice. With `--samples FILE` it also writes one CSV line per measured
-//! request (see `samples.rs`). [`run_cli`] is the whole `tandem loadgen` command; [`run`] is the
-//! library entry point.
+//! request (see `samples.rs`). With `--grpc-stream` it runs a closed loop
+//! over the node's gRPC `Submit` stream instead (`stream.rs`), counted and
+//! verified the same way. [`run_cli`] is the whole `tandem loadgen`
+//! command; [`run`] is the library entry point.
 
 mod answer;
 mod cli;
@@ -18,6 +20,7 @@ mod hist;
 mod report;
 mod run;
 mod samples;
+mod stream;
 mod workload;
 
 pub use cli::{run_cli, FlagError, USAGE};

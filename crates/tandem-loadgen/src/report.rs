@@ -179,12 +179,19 @@ impl Report {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.config;
+        let proto = if c.grpc_stream {
+            "gRPC Submit streams, closed loop"
+        } else if c.http2 {
+            "http/2"
+        } else {
+            "http/1.1"
+        };
         writeln!(
             f,
             "loadgen: {} against {} ({}, {} connections, max in flight {}), seed {}",
             self.mode,
             c.targets.join(","),
-            if c.http2 { "http/2" } else { "http/1.1" },
+            proto,
             c.connections,
             self.max_in_flight,
             c.seed
@@ -203,8 +210,19 @@ impl fmt::Display for Report {
         let l = &self.latency_us;
         writeln!(
             f,
-            "latency us (from intended send): p50 {} p95 {} p99 {} p99.9 {} max {} (mean {}, n {})",
-            l.p50, l.p95, l.p99, l.p99_9, l.max, l.mean, l.count
+            "latency us (from {}): p50 {} p95 {} p99 {} p99.9 {} max {} (mean {}, n {})",
+            if c.grpc_stream {
+                "send"
+            } else {
+                "intended send"
+            },
+            l.p50,
+            l.p95,
+            l.p99,
+            l.p99_9,
+            l.max,
+            l.mean,
+            l.count
         )?;
         writeln!(
             f,
@@ -228,7 +246,7 @@ impl fmt::Display for Report {
             join(&e.http_5xx),
             e.body_mismatch
         )?;
-        if self.mode == "orders" {
+        if self.mode.ends_with("orders") {
             let o = &self.orders;
             writeln!(
                 f,

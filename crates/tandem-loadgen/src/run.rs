@@ -23,7 +23,7 @@ use crate::workload::{Generator, Method, Op, RequestSpec, SplitMix64, Workload};
 use crate::LoadgenError;
 
 /// Recorder shards (request `i` records into shard `i % SHARDS`).
-const SHARDS: usize = 16;
+pub(crate) const SHARDS: usize = 16;
 /// Examples of verifier findings kept.
 const MAX_EXAMPLES: usize = 20;
 /// Distinct rejection reasons counted by name (the rest count as `other`).
@@ -34,18 +34,18 @@ const REPLAY_STREAM: u64 = 0x5EED_0000_7E91_A7E5;
 /// What is kept of one acknowledged place: 32 bytes. The order itself is
 /// rebuilt from the seed and `n`.
 #[derive(Clone, Copy, Debug)]
-struct AckRecord {
-    n: u64,
-    seq: u64,
-    digest: u64,
-    partition: u32,
-    expect: Expect,
-    retried: bool,
+pub(crate) struct AckRecord {
+    pub(crate) n: u64,
+    pub(crate) seq: u64,
+    pub(crate) digest: u64,
+    pub(crate) partition: u32,
+    pub(crate) expect: Expect,
+    pub(crate) retried: bool,
 }
 
 /// How one request ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Ok,
     Connect,
     Timeout,
@@ -55,40 +55,40 @@ enum Kind {
 
 /// What one answer tells the recorder.
 #[derive(Debug)]
-struct Settled {
-    kind: Kind,
-    status: Option<u16>,
-    token: Option<Token>,
-    ack: Option<AckRecord>,
-    rejected: Option<String>,
-    cancel: Option<(u64, bool)>,
+pub(crate) struct Settled {
+    pub(crate) kind: Kind,
+    pub(crate) status: Option<u16>,
+    pub(crate) token: Option<Token>,
+    pub(crate) ack: Option<AckRecord>,
+    pub(crate) rejected: Option<String>,
+    pub(crate) cancel: Option<(u64, bool)>,
 }
 
 #[derive(Debug, Default)]
-struct Shard {
+pub(crate) struct Shard {
     // Measured requests only.
-    hist: Histogram,
-    ok: u64,
-    status: BTreeMap<u16, u64>,
-    connect: u64,
-    timeout: u64,
-    http: BTreeMap<u16, u64>,
-    body_mismatch: u64,
-    backpressure: u64,
-    retries: u64,
-    retried_requests: u64,
-    last_done: Option<Instant>,
+    pub(crate) hist: Histogram,
+    pub(crate) ok: u64,
+    pub(crate) status: BTreeMap<u16, u64>,
+    pub(crate) connect: u64,
+    pub(crate) timeout: u64,
+    pub(crate) http: BTreeMap<u16, u64>,
+    pub(crate) body_mismatch: u64,
+    pub(crate) backpressure: u64,
+    pub(crate) retries: u64,
+    pub(crate) retried_requests: u64,
+    pub(crate) last_done: Option<Instant>,
     // The whole run.
-    acks: Vec<AckRecord>,
-    accepted: u64,
-    rejected: BTreeMap<String, u64>,
-    cancelled: Vec<u64>,
-    cancels_rejected: u64,
-    duplicated_in_run: u64,
+    pub(crate) acks: Vec<AckRecord>,
+    pub(crate) accepted: u64,
+    pub(crate) rejected: BTreeMap<String, u64>,
+    pub(crate) cancelled: Vec<u64>,
+    pub(crate) cancels_rejected: u64,
+    pub(crate) duplicated_in_run: u64,
     /// The highest token seen per partition.
-    tokens: BTreeMap<u32, Token>,
+    pub(crate) tokens: BTreeMap<u32, Token>,
     /// Per-request records of the measured requests, with a samples file.
-    samples: Option<Recorder>,
+    pub(crate) samples: Option<Recorder>,
 }
 
 /// Keeps the higher of two tokens of one partition.
@@ -100,7 +100,7 @@ fn note_token(tokens: &mut BTreeMap<u32, Token>, t: &Token) {
 }
 
 impl Shard {
-    fn apply(&mut self, s: Settled, m: Measure) {
+    pub(crate) fn apply(&mut self, s: Settled, m: Measure) {
         if let Some(t) = &s.token {
             note_token(&mut self.tokens, t);
         }
@@ -150,19 +150,19 @@ impl Shard {
 
 /// Timing facts of one request.
 #[derive(Clone, Copy, Debug)]
-struct Measure {
-    measured: bool,
-    latency_ns: u64,
-    pressed: bool,
-    retries: u32,
-    done: Instant,
+pub(crate) struct Measure {
+    pub(crate) measured: bool,
+    pub(crate) latency_ns: u64,
+    pub(crate) pressed: bool,
+    pub(crate) retries: u32,
+    pub(crate) done: Instant,
 }
 
 #[derive(Debug)]
-struct Shared {
-    workload: Workload,
-    pools: Pools,
-    shards: Vec<Mutex<Shard>>,
+pub(crate) struct Shared {
+    pub(crate) workload: Workload,
+    pub(crate) pools: Pools,
+    pub(crate) shards: Vec<Mutex<Shard>>,
 }
 
 /// Runs the load described by `cfg` and, unless disabled, verifies it.
@@ -170,6 +170,9 @@ struct Shared {
 /// inside an async context.
 pub fn run(cfg: &LoadgenConfig) -> Result<Report, LoadgenError> {
     cfg.validate()?;
+    if cfg.grpc_stream {
+        return crate::stream::run(cfg);
+    }
     let targets = cfg
         .targets
         .iter()
@@ -313,17 +316,64 @@ pub fn run(cfg: &LoadgenConfig) -> Result<Report, LoadgenError> {
             error,
         })?;
     }
-    acks.sort_unstable_by_key(|a| a.n);
-    cancelled.sort_unstable();
-
     let elapsed = merged
         .last_done
         .map(|d| d.saturating_duration_since(measure_from).as_secs_f64())
         .unwrap_or(0.0)
         .max(1e-3);
-    let measured = total - warmup_requests;
-    let orders = Orders {
+    let counts = Counts {
         placed: gen.orders(),
+        scheduled: total,
+        warmup_requests,
+        elapsed_s: elapsed,
+        target_rate: cfg.rate,
+        bound,
+        lag_max,
+        mode: cfg
+            .fixed_path()
+            .map_or_else(|| "orders".to_owned(), |p| format!("path {p}")),
+    };
+    Ok(finish(cfg, rt, shared, merged, acks, cancelled, counts))
+}
+
+/// What the two modes count differently, for the report.
+pub(crate) struct Counts {
+    /// Orders numbered by the generator.
+    pub(crate) placed: u64,
+    /// Requests sent or scheduled, warmup included.
+    pub(crate) scheduled: u64,
+    /// Of which in the warmup.
+    pub(crate) warmup_requests: u64,
+    /// Seconds from the end of the warmup to the last measured answer.
+    pub(crate) elapsed_s: f64,
+    /// Scheduled rate (0 for a closed loop).
+    pub(crate) target_rate: f64,
+    /// The in-flight bound in effect.
+    pub(crate) bound: usize,
+    /// Largest dispatch lag.
+    pub(crate) lag_max: Duration,
+    /// The report's mode.
+    pub(crate) mode: String,
+}
+
+/// Verifies (unless disabled) and builds the report from the merged
+/// recorders, the acknowledgements and the confirmed cancels.
+pub(crate) fn finish(
+    cfg: &LoadgenConfig,
+    rt: tokio::runtime::Runtime,
+    shared: Arc<Shared>,
+    merged: Shard,
+    mut acks: Vec<AckRecord>,
+    mut cancelled: Vec<u64>,
+    c: Counts,
+) -> Report {
+    acks.sort_unstable_by_key(|a| a.n);
+    cancelled.sort_unstable();
+    let elapsed = c.elapsed_s;
+    let bound = c.bound;
+    let measured = c.scheduled - c.warmup_requests;
+    let orders = Orders {
+        placed: c.placed,
         acknowledged: acks.len() as u64,
         accepted: merged.accepted,
         rejected: merged.rejected.clone(),
@@ -358,19 +408,17 @@ pub fn run(cfg: &LoadgenConfig) -> Result<Report, LoadgenError> {
     }
     let report = Report {
         config: cfg.clone(),
-        mode: cfg
-            .fixed_path()
-            .map_or_else(|| "orders".to_owned(), |p| format!("path {p}")),
-        scheduled: total,
-        warmup_requests,
+        mode: c.mode,
+        scheduled: c.scheduled,
+        warmup_requests: c.warmup_requests,
         measured,
         ok: merged.ok,
         elapsed_s: (elapsed * 1e3).round() / 1e3,
-        target_rate: cfg.rate,
+        target_rate: c.target_rate,
         max_in_flight: bound,
         achieved_rate: ((merged.hist.count() as f64 / elapsed) * 10.0).round() / 10.0,
         latency_us: LatencyUs::from_histogram(&merged.hist),
-        dispatch_lag_us_max: (lag_max.as_nanos() as f64 / 100.0).round() / 10.0,
+        dispatch_lag_us_max: (c.lag_max.as_nanos() as f64 / 100.0).round() / 10.0,
         backpressure: merged.backpressure,
         retries: merged.retries,
         retried_requests: merged.retried_requests,
@@ -385,10 +433,10 @@ pub fn run(cfg: &LoadgenConfig) -> Result<Report, LoadgenError> {
     };
     drop(shared);
     rt.shutdown_timeout(Duration::from_millis(200));
-    Ok(report)
+    report
 }
 
-fn merge(into: &mut Shard, s: &Shard) {
+pub(crate) fn merge(into: &mut Shard, s: &Shard) {
     into.hist.merge(&s.hist);
     into.ok += s.ok;
     for (k, v) in &s.status {

@@ -253,6 +253,11 @@ impl Workload {
         }
     }
 
+    /// Whether requests are signed (`--sign`).
+    pub fn signed(&self) -> bool {
+        self.signer.is_some()
+    }
+
     /// Market name of index `m`.
     pub fn market_name(&self, m: u32) -> String {
         format!("MKT{m}")
