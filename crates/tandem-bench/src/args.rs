@@ -225,6 +225,11 @@ NODE OPTIONS:
     --kafka          also run 3 nodes over one tansu broker; --only-kafka: only that
     --dir DIR        data directory, replaced at start (default $TMPDIR/tandem-bench-node)
     --json FILE      also write every run's loadgen report as JSON to FILE
+    --stream         only the streaming case: one node, file log with fsync, wrk on /healthz,
+                     then tandem-loadgen --grpc-stream in its own process (build it first:
+                     cargo build --release -p tandem-loadgen)
+    --streams N      gRPC Submit streams of --stream (default 4)
+    --in-flight K    requests in flight per stream (default 256)
 
 EDGE OPTIONS:
     --rates LIST     comma-separated req/s to run on every case (default 1000,10000)
@@ -284,7 +289,13 @@ pub fn parse_u64(s: &str) -> Result<u64, String> {
 }
 
 /// Value-less options (`recovery --keep`); [`pairs`] gives them an empty value.
-const SWITCHES: &[&str] = &["--keep", "--no-search", "--kafka", "--only-kafka"];
+const SWITCHES: &[&str] = &[
+    "--keep",
+    "--no-search",
+    "--kafka",
+    "--only-kafka",
+    "--stream",
+];
 
 /// Splits the options after the subcommand into `(flag, value)` pairs
 /// (every option but the [`SWITCHES`] takes a value). `Ok(None)` means help
@@ -473,6 +484,9 @@ fn parse_node(opts: Vec<(String, String)>) -> Result<crate::node_bench::NodeArgs
             "--only-kafka" => a.only_kafka = true,
             "--dir" => a.dir = v.into(),
             "--json" => a.json = Some(v),
+            "--stream" => a.stream = true,
+            "--streams" => a.streams = to_usize(parse_u64(&v)?)?.max(1),
+            "--in-flight" => a.in_flight = to_usize(parse_u64(&v)?)?.max(1),
             _ => return Err(unknown(&flag, "node")),
         }
     }

@@ -41,6 +41,12 @@ pub struct NodeArgs {
     pub dir: PathBuf,
     pub connections: usize,
     pub json: Option<String>,
+    /// Run only the streaming case (`stream_case`).
+    pub stream: bool,
+    /// gRPC `Submit` streams of the streaming case.
+    pub streams: usize,
+    /// Requests in flight per stream in the streaming case.
+    pub in_flight: usize,
 }
 
 impl Default for NodeArgs {
@@ -56,6 +62,9 @@ impl Default for NodeArgs {
             dir: std::env::temp_dir().join("tandem-bench-node"),
             connections: 64,
             json: None,
+            stream: false,
+            streams: 4,
+            in_flight: 256,
         }
     }
 }
@@ -457,6 +466,9 @@ fn run_case(
 pub fn run(a: &NodeArgs) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&a.dir);
     std::fs::create_dir_all(&a.dir).map_err(|e| e.to_string())?;
+    if a.stream {
+        return stream_case(a);
+    }
     println!(
         "tandem-bench node: {} cpus, {} s per run after {} s warm-up, {} connections, data under {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -543,6 +555,188 @@ pub fn run(a: &NodeArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// The 1, 5 and 15 minute load averages (`/proc/loadavg`).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// User + system CPU seconds of process `pid` (`/proc/PID/stat` fields 14
+/// and 15, 100 ticks a second).
+fn cpu_secs_of(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// The first number after `"key":` in a JSON text (the loadgen's report;
+/// this crate has no JSON reader, and every key read here is unique in it).
+fn json_num(text: &str, key: &str) -> Option<f64> {
+    let at = text.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = text[at..].trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+')))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// The load generator's binary beside this one (`tandem-loadgen`, built
+/// by `cargo build --release -p tandem-loadgen`).
+fn loadgen_binary() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bin = exe
+        .parent()
+        .map(|d| d.join("tandem-loadgen"))
+        .ok_or("no directory for the current executable")?;
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} not found: build it first (cargo build --release -p tandem-loadgen)",
+            bin.display()
+        ))
+    }
+}
+
+/// The streaming order entry (issue 15, item 1): one node on the durable
+/// default (file log, fsync), `GET /healthz` under wrk (closed loop) as
+/// the same server's floor, then `tandem-loadgen --grpc-stream` in its own
+/// process (closed loop, `streams` x `in_flight`, every acknowledged order
+/// read back afterwards). While the load runs, the node's own count of
+/// applied commands and the CPU time of this process (the node: nothing
+/// else runs in it then) and of the loadgen process are sampled over the
+/// measured window, so the figure does not rest on the client alone and
+/// the CPU per order is split between server and client.
+fn stream_case(a: &NodeArgs) -> Result<(), String> {
+    let bin = loadgen_binary()?;
+    println!(
+        "tandem-bench node --stream: {} cpus, {} s measured after {} s warm-up, {} streams x {} in flight, load average {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        a.duration_s,
+        a.warmup_s,
+        a.streams,
+        a.in_flight,
+        loadavg()
+    );
+    let (p50, p99, max, n) = fsync_floor(&a.dir, Duration::from_secs(2))?;
+    println!(
+        "disk floor: fdatasync of a 100-byte append, {n} syncs: p50 {p50:.0} us, p99 {p99:.0} us, max {max:.0} us"
+    );
+    let node = RunningNode::start(node_config(&a.dir, "stream-fsync", true))?;
+    let url = node.url();
+    let health = wrk(&format!("{url}/healthz"), None, a.connections, a.duration_s)?;
+    match &health {
+        Some(h) => println!(
+            "floor: GET /healthz, wrk closed loop, {} connections: {:.0} req/s, p50 {:.0} us, p99 {:.0} us (load average {})",
+            a.connections,
+            h.rps,
+            h.p50_us,
+            h.p99_us,
+            loadavg()
+        ),
+        None => println!("floor: wrk not found on PATH: the /healthz floor is skipped"),
+    }
+    let report = a.dir.join("stream-report.json");
+    let applied =
+        |n: &RunningNode| -> u64 { n.node.partitions.iter().map(|p| p.applied_seq()).sum() };
+    let started = Instant::now();
+    let child = std::process::Command::new(&bin)
+        .args([
+            "--target".to_string(),
+            url.clone(),
+            "--grpc-stream".into(),
+            "--connections".into(),
+            a.streams.to_string(),
+            "--in-flight".into(),
+            a.in_flight.to_string(),
+            "--duration".into(),
+            a.duration_s.to_string(),
+            "--warmup".into(),
+            a.warmup_s.to_string(),
+            "--id-prefix".into(),
+            "stream".into(),
+            "--json".into(),
+        ])
+        .arg(&report)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    // The measured window, inside the loadgen's own (a margin each side).
+    let margin = (a.duration_s * 0.1).min(0.5);
+    let from = started + Duration::from_secs_f64(a.warmup_s + margin);
+    let to = started + Duration::from_secs_f64(a.warmup_s + a.duration_s - margin);
+    std::thread::sleep(from.saturating_duration_since(Instant::now()));
+    let t0 = Instant::now();
+    let (c0, l0, n0) = (
+        crate::report::process_cpu_secs(),
+        cpu_secs_of(child.id()),
+        applied(&node),
+    );
+    let load_mid = loadavg();
+    std::thread::sleep(to.saturating_duration_since(Instant::now()));
+    let (c1, l1, n1) = (
+        crate::report::process_cpu_secs(),
+        cpu_secs_of(child.id()),
+        applied(&node),
+    );
+    let window = t0.elapsed().as_secs_f64();
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    print!("{text}");
+    if !out.status.success() {
+        return Err(format!("tandem-loadgen failed: {}", out.status));
+    }
+    let json = std::fs::read_to_string(&report).map_err(|e| e.to_string())?;
+    let num = |k: &str| json_num(&json, k).unwrap_or(f64::NAN);
+    let orders = (n1 - n0) as f64;
+    let per_order_us = |c0: Option<f64>, c1: Option<f64>| match (c0, c1) {
+        (Some(a), Some(b)) if orders > 0.0 => format!("{:.1}", (b - a) * 1e6 / orders),
+        _ => "?".into(),
+    };
+    let cores = |c0: Option<f64>, c1: Option<f64>| match (c0, c1) {
+        (Some(a), Some(b)) => format!("{:.2}", (b - a) / window),
+        _ => "?".into(),
+    };
+    println!(
+        "stream: loadgen (own process) {:.0} orders/s acknowledged, p50 {:.0} us, p99 {:.0} us, p99.9 {:.0} us; \
+         {} of {} measured ok; verify: {} checked, {} lost, {} duplicated, {} inconsistent",
+        num("achieved_rate"),
+        num("p50"),
+        num("p99"),
+        num("p99_9"),
+        num("ok"),
+        num("measured"),
+        num("checked"),
+        num("lost"),
+        num("duplicated"),
+        num("inconsistent"),
+    );
+    println!(
+        "stream: node side over {window:.1} s of the measured window: {:.0} commands/s applied; \
+         CPU per command: node {} us ({} cores busy), loadgen {} us ({} cores busy); load average {load_mid}",
+        orders / window,
+        per_order_us(c0, c1),
+        cores(c0, c1),
+        per_order_us(l0, l1),
+        cores(l0, l1),
+    );
+    if let Some(h) = &health {
+        println!(
+            "stream: orders/s / wrk /healthz req/s in the same run = {:.2}; goal 100 k orders/s: {}",
+            num("achieved_rate") / h.rps,
+            if num("achieved_rate") >= 100_000.0 {
+                "met"
+            } else {
+                "missed"
+            }
+        );
+    }
+    Ok(())
+}
+
 fn free_port() -> Result<u16, String> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -552,7 +746,18 @@ fn free_port() -> Result<u16, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_wrk, wrk_us};
+    use super::{json_num, parse_wrk, wrk_us};
+
+    #[test]
+    fn reads_numbers_of_the_loadgen_report() {
+        let j = "{\n  \"achieved_rate\": 123456.7,\n  \"latency_us\": {\n    \"p50\": 812.0,\n    \"p99\": 2e3,\n    \"p99_9\": 4100\n  },\n  \"lost\": 0\n}";
+        assert_eq!(json_num(j, "achieved_rate"), Some(123_456.7));
+        assert_eq!(json_num(j, "p50"), Some(812.0));
+        assert_eq!(json_num(j, "p99"), Some(2000.0));
+        assert_eq!(json_num(j, "p99_9"), Some(4100.0));
+        assert_eq!(json_num(j, "lost"), Some(0.0));
+        assert_eq!(json_num(j, "missing"), None);
+    }
 
     #[test]
     fn reads_wrk_latency_output() {
