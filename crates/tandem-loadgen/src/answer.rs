@@ -59,6 +59,65 @@ pub struct WireEvent<'a> {
     pub reason: Option<Cow<'a, str>>,
 }
 
+/// One event as the readers below see it, whichever way it arrived (a
+/// JSON [`WireEvent`] over HTTP, a proto event over the gRPC stream): the
+/// readers borrow every string and allocate nothing for a good answer.
+pub trait EventView {
+    /// `accepted`, `trade`, `cancelled`, `rejected`, `amended`.
+    fn kind(&self) -> &str;
+    /// Seq of the command that caused it.
+    fn seq(&self) -> Option<u64>;
+    /// Market.
+    fn market(&self) -> Option<&str>;
+    /// Order id.
+    fn id(&self) -> Option<&str>;
+    /// Resting order of a trade.
+    fn maker(&self) -> Option<&str>;
+    /// Incoming order of a trade.
+    fn taker(&self) -> Option<&str>;
+    /// Price.
+    fn price(&self) -> Option<&str>;
+    /// Quantity.
+    fn qty(&self) -> Option<&str>;
+    /// Remaining quantity of a cancel.
+    fn remaining(&self) -> Option<&str>;
+    /// Reason of a cancel or a rejection.
+    fn reason(&self) -> Option<&str>;
+}
+
+impl EventView for WireEvent<'_> {
+    fn kind(&self) -> &str {
+        &self.event
+    }
+    fn seq(&self) -> Option<u64> {
+        self.seq
+    }
+    fn market(&self) -> Option<&str> {
+        self.market.as_deref()
+    }
+    fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+    fn maker(&self) -> Option<&str> {
+        self.maker.as_deref()
+    }
+    fn taker(&self) -> Option<&str> {
+        self.taker.as_deref()
+    }
+    fn price(&self) -> Option<&str> {
+        self.price.as_deref()
+    }
+    fn qty(&self) -> Option<&str> {
+        self.qty.as_deref()
+    }
+    fn remaining(&self) -> Option<&str> {
+        self.remaining.as_deref()
+    }
+    fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+}
+
 /// What a place's answer promises about the order's state once the run is
 /// over.
 /// An optional string that borrows from the input unless it holds an
@@ -115,8 +174,8 @@ pub fn read_place<'a>(
 
 /// What the events of the place of `p` (id `id`) say about it, however
 /// they arrived (JSON over HTTP, proto over the gRPC stream).
-pub fn place_outcome(
-    events: &[WireEvent<'_>],
+pub fn place_outcome<E: EventView>(
+    events: &[E],
     id: &str,
     p: &Place,
 ) -> Result<PlaceOutcome, Mismatch> {
@@ -125,19 +184,16 @@ pub fn place_outcome(
     let mut cancelled = false;
     let mut traded = 0u64;
     for e in events {
-        let mine = e.id.as_deref() == Some(id);
-        match e.event.as_ref() {
+        let mine = e.id() == Some(id);
+        match e.kind() {
             "accepted" if mine => accepted = true,
-            "rejected" if mine => {
-                rejected = Some(e.reason.as_deref().unwrap_or_default().to_owned())
-            }
+            "rejected" if mine => rejected = Some(e.reason().unwrap_or_default().to_owned()),
             "cancelled" if mine => cancelled = true,
-            "trade" if e.taker.as_deref() == Some(id) => {
+            "trade" if e.taker() == Some(id) => {
                 let q = e
-                    .qty
-                    .as_deref()
+                    .qty()
                     .and_then(parse_decimal)
-                    .ok_or_else(|| Mismatch(format!("trade qty {:?}", e.qty)))?;
+                    .ok_or_else(|| Mismatch(format!("trade qty {:?}", e.qty())))?;
                 traded += q;
             }
             _ => {}
@@ -171,11 +227,11 @@ pub fn read_cancel<'a>(body: &'a [u8], id: &str) -> Result<(CommandAnswer<'a>, b
 }
 
 /// Whether the events of a cancel of `id` say it cancelled it.
-pub fn cancel_outcome(events: &[WireEvent<'_>], id: &str) -> Result<bool, Mismatch> {
+pub fn cancel_outcome<E: EventView>(events: &[E], id: &str) -> Result<bool, Mismatch> {
     let mut done = None;
     for e in events {
-        if e.id.as_deref() == Some(id) {
-            match e.event.as_ref() {
+        if e.id() == Some(id) {
+            match e.kind() {
                 "cancelled" => done = Some(true),
                 "rejected" => done = Some(false),
                 _ => {}
@@ -262,34 +318,53 @@ impl BookView {
 }
 
 /// Order-sensitive digest of events; decimals by value, unknown fields
-/// ignored.
-pub fn digest(events: &[WireEvent<'_>]) -> u64 {
+/// ignored. Numbers are hashed as their decimal digits, written into a
+/// buffer on the stack.
+pub fn digest<E: EventView>(events: &[E]) -> u64 {
     let mut h = Xxh3::new();
-    let mut put = |tag: u8, s: &str| {
+    let mut put = |tag: u8, s: &[u8]| {
         h.update(&[tag]);
         h.update(&(s.len() as u32).to_le_bytes());
-        h.update(s.as_bytes());
+        h.update(s);
     };
+    let mut digits = [0u8; 20];
     for e in events {
-        put(0, &e.event);
-        put(1, &e.seq.map(|s| s.to_string()).unwrap_or_default());
+        put(0, e.kind().as_bytes());
+        put(1, e.seq().map_or(&[][..], |s| u64_digits(s, &mut digits)));
         for (tag, v) in [
-            (2, &e.market),
-            (3, &e.id),
-            (4, &e.maker),
-            (5, &e.taker),
-            (6, &e.reason),
+            (2, e.market()),
+            (3, e.id()),
+            (4, e.maker()),
+            (5, e.taker()),
+            (6, e.reason()),
         ] {
-            put(tag, v.as_deref().unwrap_or("\u{0}"));
+            put(tag, v.unwrap_or("\u{0}").as_bytes());
         }
-        for (tag, v) in [(7, &e.price), (8, &e.qty), (9, &e.remaining)] {
-            let norm = v
-                .as_deref()
-                .map(|s| parse_decimal(s).map_or_else(|| s.to_owned(), |u| u.to_string()));
-            put(tag, norm.as_deref().unwrap_or("\u{0}"));
+        for (tag, v) in [(7, e.price()), (8, e.qty()), (9, e.remaining())] {
+            match v {
+                None => put(tag, "\u{0}".as_bytes()),
+                Some(s) => match parse_decimal(s) {
+                    Some(u) => put(tag, u64_digits(u, &mut digits)),
+                    None => put(tag, s.as_bytes()),
+                },
+            }
         }
     }
     h.digest()
+}
+
+/// `v` in decimal (as `v.to_string()` writes it), in `buf`.
+fn u64_digits(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    &buf[i..]
 }
 
 #[cfg(test)]
@@ -383,6 +458,14 @@ mod tests {
         .digest;
         assert_eq!(a, b);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn digits_are_to_string() {
+        let mut b = [0u8; 20];
+        for v in [0, 7, 10, 99, 1234567890, u64::MAX] {
+            assert_eq!(u64_digits(v, &mut b), v.to_string().as_bytes());
+        }
     }
 
     #[test]

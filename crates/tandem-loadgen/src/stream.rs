@@ -14,13 +14,13 @@
 //! Latency is from the moment a request is queued for the call to its
 //! reply (closed loop: there is no schedule to measure against). Every
 //! reply is read as the HTTP mode reads an answer (`answer::place_outcome`
-//! over the proto events, with the same digest), recorded in a recorder of
+//! over the proto events through `answer::EventView`, with the same digest
+//! and no allocation for a good reply), recorded in a recorder of
 //! the connection's own (merged at the end, no lock per reply), and the
 //! acknowledged orders are verified afterwards over HTTP exactly as in the
 //! HTTP mode (`run::finish`). Error replies count under their HTTP
 //! status; they are not retried.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,7 +32,7 @@ use tandem_node::grpc::pb;
 use tandem_node::grpc::pb::order_entry_client::OrderEntryClient;
 use tokio::sync::mpsc;
 
-use crate::answer::{self, Mismatch, WireEvent};
+use crate::answer::{self, EventView, Mismatch};
 use crate::client::{Pools, Target, Token};
 use crate::config::LoadgenConfig;
 use crate::report::Report;
@@ -209,6 +209,7 @@ async fn stream(
         }
     };
     let mut in_flight = k;
+    let mut id_buf = String::with_capacity(32);
     while in_flight > 0 {
         let r = match tokio::time::timeout(timeout, replies.message()).await {
             Ok(Ok(Some(r))) => r,
@@ -231,7 +232,7 @@ async fn stream(
             conn.shard.body_mismatch += 1;
             continue;
         };
-        let settled = settle(w, slot.op, &r, &mut conn.top);
+        let settled = settle(w, slot.op, &r, &mut conn.top, &mut id_buf);
         let m = Measure {
             measured: slot.sent >= measure_from,
             latency_ns: done.saturating_duration_since(slot.sent).as_nanos() as u64,
@@ -346,35 +347,56 @@ fn request(w: &Workload, op: Op, tag: u64) -> pb::SubmitRequest {
     }
 }
 
-/// A proto event as the JSON reader's event, borrowing its strings.
-fn wire(e: &pb::Event) -> WireEvent<'_> {
-    fn b(v: &Option<String>) -> Option<Cow<'_, str>> {
-        v.as_deref().map(Cow::Borrowed)
+/// A proto event, read by the same code as a JSON event.
+impl EventView for pb::Event {
+    fn kind(&self) -> &str {
+        match pb::EventKind::try_from(self.kind) {
+            Ok(pb::EventKind::Accepted) => "accepted",
+            Ok(pb::EventKind::Trade) => "trade",
+            Ok(pb::EventKind::Cancelled) => "cancelled",
+            Ok(pb::EventKind::Amended) => "amended",
+            Ok(pb::EventKind::Rejected) => "rejected",
+            Ok(pb::EventKind::Unspecified) | Err(_) => "unspecified",
+        }
     }
-    let name = match pb::EventKind::try_from(e.kind) {
-        Ok(pb::EventKind::Accepted) => "accepted",
-        Ok(pb::EventKind::Trade) => "trade",
-        Ok(pb::EventKind::Cancelled) => "cancelled",
-        Ok(pb::EventKind::Amended) => "amended",
-        Ok(pb::EventKind::Rejected) => "rejected",
-        Ok(pb::EventKind::Unspecified) | Err(_) => "unspecified",
-    };
-    WireEvent {
-        seq: Some(e.seq),
-        event: Cow::Borrowed(name),
-        market: b(&e.market),
-        id: b(&e.id),
-        maker: b(&e.maker),
-        taker: b(&e.taker),
-        price: b(&e.price),
-        qty: b(&e.qty),
-        remaining: b(&e.remaining),
-        reason: b(&e.reason),
+    fn seq(&self) -> Option<u64> {
+        Some(self.seq)
+    }
+    fn market(&self) -> Option<&str> {
+        self.market.as_deref()
+    }
+    fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+    fn maker(&self) -> Option<&str> {
+        self.maker.as_deref()
+    }
+    fn taker(&self) -> Option<&str> {
+        self.taker.as_deref()
+    }
+    fn price(&self) -> Option<&str> {
+        self.price.as_deref()
+    }
+    fn qty(&self) -> Option<&str> {
+        self.qty.as_deref()
+    }
+    fn remaining(&self) -> Option<&str> {
+        self.remaining.as_deref()
+    }
+    fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
     }
 }
 
 /// Reads one reply to `op`, as `run::settle` reads an HTTP answer.
-fn settle(w: &Workload, op: Op, r: &pb::SubmitReply, top: &mut BTreeMap<u32, u64>) -> Settled {
+/// `id` is a buffer for the order's id, reused from reply to reply.
+fn settle(
+    w: &Workload,
+    op: Op,
+    r: &pb::SubmitReply,
+    top: &mut BTreeMap<u32, u64>,
+    id: &mut String,
+) -> Settled {
     let mut s = Settled {
         kind: Kind::Ok,
         status: None,
@@ -399,21 +421,24 @@ fn settle(w: &Workload, op: Op, r: &pb::SubmitReply, top: &mut BTreeMap<u32, u64
     s.status = Some(200);
     let t = top.entry(c.partition).or_insert(0);
     *t = (*t).max(c.seq);
-    let events: Vec<WireEvent<'_>> = c.events.iter().map(wire).collect();
     let read = match op {
-        Op::Place(n) => answer::place_outcome(&events, &w.order_id(n), &w.place(n)).map(|out| {
-            s.rejected = out.rejected;
-            s.ack = Some(AckRecord {
-                n,
-                seq: c.seq,
-                digest: out.digest,
-                partition: c.partition,
-                expect: out.expect,
-                retried: false,
-            });
-        }),
+        Op::Place(n) => {
+            w.write_order_id(n, id);
+            answer::place_outcome(&c.events, id, &w.place(n)).map(|out| {
+                s.rejected = out.rejected;
+                s.ack = Some(AckRecord {
+                    n,
+                    seq: c.seq,
+                    digest: out.digest,
+                    partition: c.partition,
+                    expect: out.expect,
+                    retried: false,
+                });
+            })
+        }
         Op::Cancel(n) => {
-            answer::cancel_outcome(&events, &w.order_id(n)).map(|done| s.cancel = Some((n, done)))
+            w.write_order_id(n, id);
+            answer::cancel_outcome(&c.events, id).map(|done| s.cancel = Some((n, done)))
         }
         Op::GetOrder(_) | Op::GetBook(_) | Op::Path => Err(Mismatch("a read on the stream".into())),
     };
@@ -470,7 +495,7 @@ mod tests {
             })),
         };
         let mut top = BTreeMap::new();
-        let s = settle(&w, Op::Place(3), &reply, &mut top);
+        let s = settle(&w, Op::Place(3), &reply, &mut top, &mut String::new());
         assert_eq!(s.kind, Kind::Ok);
         let ack = s.ack.expect("acknowledged");
         assert_eq!(
@@ -488,7 +513,10 @@ mod tests {
                 retry_after: 1,
             })),
         };
-        assert_eq!(settle(&w, Op::Place(3), &e, &mut top).kind, Kind::Http(503));
+        assert_eq!(
+            settle(&w, Op::Place(3), &e, &mut top, &mut String::new()).kind,
+            Kind::Http(503)
+        );
     }
 
     /// A node of this build on a runtime of its own, over a file log in a

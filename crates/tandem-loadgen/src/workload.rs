@@ -276,6 +276,12 @@ impl Workload {
         format!("{}-{n}", self.id_prefix)
     }
 
+    /// `order_id(n)` written into `out` (cleared first), to reuse a buffer.
+    pub fn write_order_id(&self, n: u64, out: &mut String) {
+        out.clear();
+        let _ = write!(out, "{}-{n}", self.id_prefix);
+    }
+
     /// Order `n`: a pure function of the seed and `n`.
     pub fn place(&self, n: u64) -> Place {
         let mut g = SplitMix64::derive(self.seed, n);
