@@ -800,7 +800,10 @@ pub mod order_entry_client {
         /// applied it. A bad request gets an error reply naming the field, and the
         /// call goes on. The node reads at most 1024 requests ahead of their
         /// replies on one call; past that it stops reading the call (HTTP/2 flow
-        /// control then holds the client back) until replies go out. Commands of
+        /// control then holds the client back) until replies go out. All calls
+        /// and unary requests together share the node's queue of commands waiting
+        /// for the log (`limits.max_pending`); a request that finds it full gets
+        /// an UNAVAILABLE reply ("overloaded", nothing appended). Commands of
         /// one call are appended concurrently, so two requests in flight on the
         /// same call may be sequenced in either order: a client that needs one
         /// before another waits for the first reply.
@@ -916,7 +919,10 @@ pub mod order_entry_server {
         /// applied it. A bad request gets an error reply naming the field, and the
         /// call goes on. The node reads at most 1024 requests ahead of their
         /// replies on one call; past that it stops reading the call (HTTP/2 flow
-        /// control then holds the client back) until replies go out. Commands of
+        /// control then holds the client back) until replies go out. All calls
+        /// and unary requests together share the node's queue of commands waiting
+        /// for the log (`limits.max_pending`); a request that finds it full gets
+        /// an UNAVAILABLE reply ("overloaded", nothing appended). Commands of
         /// one call are appended concurrently, so two requests in flight on the
         /// same call may be sequenced in either order: a client that needs one
         /// before another waits for the first reply.
