@@ -2,11 +2,13 @@
 //! `tandem.v1.OrderEntry`), served on the node's own hyper server, same
 //! port, for requests whose `content-type` is `application/grpc*`.
 //!
-//! Every call runs the HTTP handler (`api::order_entry`, `api::get_order`,
-//! `api::book`, `api::status`) so that semantics are identical: a request
-//! becomes the same `json::Fields` and so the same `Command` (validation is
-//! the codec's), gRPC metadata becomes the request headers (for
-//! `x-tandem-min-seq`), and the JSON answer becomes the proto message. The
+//! Every call runs the HTTP handler (`api::order_entry_outcome`,
+//! `api::get_order`, `api::book`, `api::status`) so that semantics are
+//! identical: a request becomes the same `json::Fields` and so the same
+//! `Command` (validation is the codec's), gRPC metadata becomes the request
+//! headers (for `x-tandem-min-seq`), and the answer becomes the proto
+//! message (a command's events by `submit::events_of`, the one conversion
+//! of the unary calls, `Submit` and `StreamMarket`). The
 //! answer's headers (`x-tandem-seq`, `x-dex-version`, `x-tandem-version`,
 //! `retry-after`) go back as metadata, on errors too. HTTP statuses map to
 //! gRPC codes as the proto file documents. `StreamMarket` is the `feed`
@@ -49,6 +51,7 @@ pub mod pb;
 use pb::order_entry_server::{OrderEntry, OrderEntryServer};
 
 mod submit;
+use submit::events_of;
 pub use submit::{SubmitStream, SUBMIT_IN_FLIGHT};
 
 /// True for a gRPC request (`content-type: application/grpc[+proto]`).
@@ -236,41 +239,33 @@ fn str_of(v: &serde_json::Value, k: &str) -> Option<String> {
     opt_str(v, k)
 }
 
-/// The JSON events of an answer as proto events.
-pub fn events_of(v: &serde_json::Value) -> Option<Vec<pb::Event>> {
-    v.as_array()?
-        .iter()
-        .map(|e| {
-            let kind = match e.get("event")?.as_str()? {
-                "accepted" => pb::EventKind::Accepted,
-                "trade" => pb::EventKind::Trade,
-                "cancelled" => pb::EventKind::Cancelled,
-                "amended" => pb::EventKind::Amended,
-                "rejected" => pb::EventKind::Rejected,
-                _ => pb::EventKind::Unspecified,
-            };
-            Some(pb::Event {
-                seq: e.get("seq")?.as_u64()?,
-                kind: kind as i32,
-                market: opt_str(e, "market"),
-                id: opt_str(e, "id"),
-                maker: opt_str(e, "maker"),
-                taker: opt_str(e, "taker"),
-                price: opt_str(e, "price"),
-                qty: opt_str(e, "qty"),
-                remaining: opt_str(e, "remaining"),
-                reason: opt_str(e, "reason"),
-            })
-        })
-        .collect()
-}
-
-fn command_reply(v: &serde_json::Value) -> Option<pb::CommandReply> {
-    Some(pb::CommandReply {
-        partition: u32::try_from(v.get("partition")?.as_u64()?).ok()?,
-        seq: v.get("seq")?.as_u64()?,
-        events: events_of(v.get("events")?)?,
-    })
+/// Runs a place, cancel or amend (`api::order_entry_outcome`, the HTTP
+/// path) and answers with its reply, the metadata of the HTTP answer.
+async fn command(
+    node: &Arc<Node>,
+    headers: &HeaderMap,
+    cmd: Command,
+) -> Result<tonic::Response<pb::CommandReply>, Status> {
+    let (partition, o) = api::order_entry_outcome(node, headers, cmd)
+        .await
+        .map_err(|a| status_of(node, &a))?;
+    let mut meta = Answer::error(StatusCode::OK, "");
+    meta.partition = Some(partition);
+    meta.covers = o.seq;
+    let events = events_of(&o.events).ok_or_else(|| {
+        Status::with_metadata(
+            Code::Internal,
+            "internal: unreadable answer",
+            answer_metadata(node, &meta),
+        )
+    })?;
+    let mut r = tonic::Response::new(pb::CommandReply {
+        partition,
+        seq: o.seq,
+        events,
+    });
+    *r.metadata_mut() = answer_metadata(node, &meta);
+    Ok(r)
 }
 
 fn levels(l: &feed::Levels) -> Vec<pb::Level> {
@@ -436,8 +431,7 @@ impl OrderEntry for Grpc {
     ) -> Result<tonic::Response<pb::CommandReply>, Status> {
         let headers = req.metadata().clone().into_headers();
         let cmd = place_command(req.into_inner());
-        let a = api::order_entry(&self.node, &headers, cmd).await;
-        reply(&self.node, a, command_reply)
+        command(&self.node, &headers, cmd).await
     }
 
     async fn cancel_order(
@@ -446,8 +440,7 @@ impl OrderEntry for Grpc {
     ) -> Result<tonic::Response<pb::CommandReply>, Status> {
         let headers = req.metadata().clone().into_headers();
         let cmd = cancel_command(req.into_inner()).map_err(|a| status_of(&self.node, &a))?;
-        let a = api::order_entry(&self.node, &headers, cmd).await;
-        reply(&self.node, a, command_reply)
+        command(&self.node, &headers, cmd).await
     }
 
     async fn amend_order(
@@ -456,8 +449,7 @@ impl OrderEntry for Grpc {
     ) -> Result<tonic::Response<pb::CommandReply>, Status> {
         let headers = req.metadata().clone().into_headers();
         let cmd = amend_command(req.into_inner()).map_err(|a| status_of(&self.node, &a))?;
-        let a = api::order_entry(&self.node, &headers, cmd).await;
-        reply(&self.node, a, command_reply)
+        command(&self.node, &headers, cmd).await
     }
 
     async fn get_order(
@@ -532,10 +524,7 @@ impl OrderEntry for Grpc {
                     Some(feed),
                 )),
                 Ok(feed::Update::Events { seq, events }) => {
-                    let events = serde_json::from_slice::<serde_json::Value>(&events)
-                        .ok()
-                        .and_then(|v| events_of(&v))
-                        .unwrap_or_default();
+                    let events = events_of(&events).unwrap_or_default();
                     Some((
                         Ok(update(pb::market_update::Update::Events(
                             pb::MarketEvents { seq, events },

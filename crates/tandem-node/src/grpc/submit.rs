@@ -220,10 +220,12 @@ struct WireEvent<'a> {
     reason: Option<String>,
 }
 
-/// The events of an outcome (`[{"seq":..,"event":..},..]`) as proto
-/// events: the same conversion as `super::events_of`, read straight into
-/// the strings the messages keep.
-fn events_of(json: &[u8]) -> Option<Vec<pb::Event>> {
+/// The events of an answer (`[{"seq":..,"event":..},..]`, as the HTTP
+/// answer and the market feed carry them) as proto events: the one
+/// conversion of every gRPC call, read straight into the strings the
+/// messages keep. An event of an unknown kind is `EVENT_KIND_UNSPECIFIED`;
+/// fields the proto does not carry are skipped.
+pub(super) fn events_of(json: &[u8]) -> Option<Vec<pb::Event>> {
     let evs: Vec<WireEvent<'_>> = serde_json::from_slice(json).ok()?;
     Some(
         evs.into_iter()
@@ -255,18 +257,46 @@ mod tests {
     use super::*;
     use tonic::Code;
 
-    /// The direct conversion gives what the unary path's conversion gives.
+    /// Every field of the JSON event lands in its proto field, escapes
+    /// decoded; absent fields stay absent; a malformed event is refused.
     #[test]
-    fn events_read_as_the_unary_path_reads_them() {
-        let json = br#"[{"seq":5,"event":"accepted","market":"M","id":"o\"1","side":"buy","price":"1.5","qty":"2"},{"seq":5,"event":"trade","market":"M","maker":"o0","taker":"o\"1","price":"1.5","qty":"1"},{"seq":5,"event":"cancelled","market":"M","id":"o\"1","remaining":"1","reason":"ioc"},{"seq":5,"event":"rejected","reason":"invalid"}]"#;
-        let v: serde_json::Value = serde_json::from_slice(json).expect("json");
-        let unary = super::super::events_of(&v).expect("unary");
-        let direct = events_of(json).expect("direct");
-        assert_eq!(direct, unary);
-        assert_eq!(direct.len(), 4);
-        assert_eq!(direct[0].id.as_deref(), Some("o\"1"));
-        assert_eq!(direct[3].market, None);
+    fn events_read_field_for_field() {
+        let json = br#"[{"seq":5,"event":"accepted","market":"M","id":"o\"1","side":"buy","price":"1.5","qty":"2"},{"seq":5,"event":"trade","market":"M","maker":"o0","taker":"o\"1","price":"1.5","qty":"1"},{"seq":5,"event":"cancelled","market":"M","id":"o\"1","remaining":"1","reason":"ioc"},{"seq":6,"event":"rejected","reason":"invalid"},{"seq":7,"event":"amended","id":"a","price":"2","qty":"3"}]"#;
+        let e = events_of(json).expect("reads");
+        let kinds: Vec<i32> = e.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                pb::EventKind::Accepted as i32,
+                pb::EventKind::Trade as i32,
+                pb::EventKind::Cancelled as i32,
+                pb::EventKind::Rejected as i32,
+                pb::EventKind::Amended as i32,
+            ]
+        );
+        assert_eq!(
+            e[0],
+            pb::Event {
+                seq: 5,
+                kind: pb::EventKind::Accepted as i32,
+                market: Some("M".into()),
+                id: Some("o\"1".into()),
+                price: Some("1.5".into()),
+                qty: Some("2".into()),
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            (e[1].maker.as_deref(), e[1].taker.as_deref()),
+            (Some("o0"), Some("o\"1"))
+        );
+        assert_eq!(
+            (e[2].remaining.as_deref(), e[2].reason.as_deref()),
+            (Some("1"), Some("ioc"))
+        );
+        assert_eq!((e[3].seq, e[3].market.as_deref()), (6, None));
         assert!(events_of(b"[{\"event\":\"accepted\"}]").is_none());
+        assert!(events_of(b"{}").is_none());
     }
 
     #[test]
