@@ -625,6 +625,42 @@ mod tests {
         );
     }
 
+    /// Signed orders over the stream: each request carries its own
+    /// signature and expiry, and the node (which verifies any signed
+    /// order, whatever its `auth`) takes every one.
+    #[test]
+    fn a_signed_stream_run_is_taken_and_verified() {
+        let n = TestNode::start("stream-signed");
+        let cfg = LoadgenConfig {
+            targets: vec![n.url.clone()],
+            grpc_stream: true,
+            connections: 1,
+            stream_in_flight: 16,
+            warmup_s: 0.0,
+            duration_s: 0.5,
+            threads: 1,
+            accounts: 20,
+            sign: Some("ed25519".into()),
+            sign_chain_id: n.node.cfg.signing.chain_id,
+            ..LoadgenConfig::default()
+        };
+        let r = crate::run(&cfg).expect("runs");
+        assert!(r.measured > 10, "{r}");
+        assert_eq!((r.ok, r.errors.total()), (r.measured, 0), "{r}");
+        let v = r.verify.as_ref().expect("verified");
+        assert_eq!(v.visible, v.checked, "{r}");
+        assert_eq!((v.lost, v.duplicated, v.inconsistent), (0, 0, 0), "{r}");
+        // Signed with another chain id: every request refused, 401.
+        let r = crate::run(&LoadgenConfig {
+            sign_chain_id: cfg.sign_chain_id + 1,
+            verify: false,
+            ..cfg
+        })
+        .expect("runs");
+        assert_eq!(r.ok, 0, "{r}");
+        assert_eq!(r.errors.http_4xx.get("401"), Some(&r.measured), "{r}");
+    }
+
     /// A stream place carries what the HTTP body of the same op carries.
     #[test]
     fn stream_places_are_the_http_places() {

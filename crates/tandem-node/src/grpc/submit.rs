@@ -17,7 +17,9 @@
 //! itself ends with an error only when its request stream breaks (a
 //! message that cannot be decoded, or one over `limits.max_body_bytes`)
 //! or when the node starts draining, and in both cases only after the
-//! replies to every request already read.
+//! replies to every request already read. Each request is counted in the
+//! request metrics as route `grpc_submit` with the HTTP status its reply
+//! stands for (the call itself counts once as route `grpc`).
 
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
