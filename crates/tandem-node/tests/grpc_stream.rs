@@ -51,6 +51,14 @@ struct TestNode {
 
 impl TestNode {
     async fn start(tag: &str, auth: Option<AuthMode>) -> TestNode {
+        TestNode::start_with(tag, auth, |_| {}).await
+    }
+
+    async fn start_with(
+        tag: &str,
+        auth: Option<AuthMode>,
+        adjust: impl FnOnce(&mut NodeConfig),
+    ) -> TestNode {
         let dir = TempDir::new(tag);
         let mut cfg = NodeConfig {
             data_dir: dir.path().to_path_buf(),
@@ -62,6 +70,7 @@ impl TestNode {
         cfg.limits.wait_ms = 2_000;
         cfg.limits.account_rate = 0;
         cfg.http.drain_timeout_secs = 2;
+        adjust(&mut cfg);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -682,5 +691,27 @@ async fn a_draining_node_ends_the_stream_after_answering_what_it_read() {
     let status = end.expect_err("the call ends with an error");
     assert_eq!(status.code(), Code::Unavailable);
     assert!(status.message().starts_with("draining:"), "{status:?}");
+    n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_size_limit_ends_the_call_resource_exhausted() {
+    let n = TestNode::start_with("stream-too-big", None, |c| c.limits.max_body_bytes = 4096).await;
+    let mut c = n.grpc();
+    let mut call = Call::open(&mut c).await;
+    let r = call
+        .ask(1, place("t1", "alice", pb::Side::Buy, "10", "1"))
+        .await;
+    assert_eq!(kinds(ok(&r)), [pb::EventKind::Accepted]);
+    call.send(
+        2,
+        place(&"x".repeat(5000), "alice", pb::Side::Buy, "10", "1"),
+    );
+    let end = tokio::time::timeout(WAIT, call.replies.next())
+        .await
+        .expect("the call ends in time")
+        .expect("an item");
+    let status = end.expect_err("the call ends with an error");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     n.stop().await;
 }

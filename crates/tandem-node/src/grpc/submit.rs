@@ -74,6 +74,14 @@ pub(super) fn serve(
         futures_util::future::ready(match m {
             Ok(m) => Some(m),
             Err(s) => {
+                // tonic refuses a message over the size limit with
+                // OUT_OF_RANGE; the API's 413 is RESOURCE_EXHAUSTED, as
+                // `super::serve` maps it for the unary calls.
+                let s = if s.code() == tonic::Code::OutOfRange {
+                    Status::resource_exhausted(s.message().to_owned())
+                } else {
+                    s
+                };
                 *crate::partition::lock(&keep) = Some(s);
                 None
             }
