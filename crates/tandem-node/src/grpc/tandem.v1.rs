@@ -817,7 +817,10 @@ pub mod order_entry_client {
         /// The call ends (UNAVAILABLE, "draining: ...") once the node starts
         /// draining, after the replies to every request it had read; requests
         /// without a reply were not read, nothing of them was appended, and they
-        /// can be sent to another node.
+        /// can be sent to another node. A message over the node's
+        /// `limits.max_body_bytes` ends the call RESOURCE_EXHAUSTED, and one that
+        /// cannot be decoded with the code the gRPC library gives (INTERNAL),
+        /// likewise after the replies to every request read before it.
         pub async fn submit(
             &mut self,
             request: impl tonic::IntoStreamingRequest<Message = super::SubmitRequest>,
@@ -936,7 +939,10 @@ pub mod order_entry_server {
         /// The call ends (UNAVAILABLE, "draining: ...") once the node starts
         /// draining, after the replies to every request it had read; requests
         /// without a reply were not read, nothing of them was appended, and they
-        /// can be sent to another node.
+        /// can be sent to another node. A message over the node's
+        /// `limits.max_body_bytes` ends the call RESOURCE_EXHAUSTED, and one that
+        /// cannot be decoded with the code the gRPC library gives (INTERNAL),
+        /// likewise after the replies to every request read before it.
         async fn submit(
             &self,
             request: tonic::Request<tonic::Streaming<super::SubmitRequest>>,
