@@ -23,6 +23,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,11 +64,14 @@ pub(super) fn serve(
     api::common_headers(node, None, 0, &mut meta);
     // Why the request stream ended early, if it broke.
     let broken: Arc<Mutex<Option<Status>>> = Arc::default();
-    let watch = Arc::clone(node);
+    // Set when the drain, not the client, ended the request stream.
+    let cut = Arc::new(AtomicBool::new(false));
+    let (watch, cut_by) = (Arc::clone(node), Arc::clone(&cut));
     let drained = async move {
         while !watch.is_draining() {
             tokio::time::sleep(DRAIN_CHECK).await;
         }
+        cut_by.store(true, Ordering::Release);
     };
     let keep = Arc::clone(&broken);
     let requests = req.into_inner().take_until(drained).scan((), move |(), m| {
@@ -113,12 +117,11 @@ pub(super) fn serve(
         })
         .buffer_unordered(SUBMIT_IN_FLIGHT)
         .map(Ok);
-    let end_node = Arc::clone(node);
     let end = futures_util::stream::once(async move {
         if let Some(s) = crate::partition::lock(&broken).take() {
             return Some(Err(s));
         }
-        end_node.is_draining().then(|| {
+        cut.load(Ordering::Acquire).then(|| {
             Err(Status::unavailable(
                 "draining: this node is stopping; every request read was answered, send the rest to another node",
             ))
