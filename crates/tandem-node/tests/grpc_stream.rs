@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -20,7 +20,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use tandem_core::Command;
 use tandem_log::conformance::TempDir;
-use tandem_log::{FileLog, FileLogConfig, FsyncPolicy, Log};
+use tandem_log::{FileLog, FileLogConfig, FsyncPolicy, Log, LogError, Record};
 use tandem_node::auth::keys::SecretKey;
 use tandem_node::auth::{to_hex, Policy, Scheme};
 use tandem_node::config::AuthMode;
@@ -59,6 +59,16 @@ impl TestNode {
         auth: Option<AuthMode>,
         adjust: impl FnOnce(&mut NodeConfig),
     ) -> TestNode {
+        TestNode::start_over(tag, auth, adjust, |l| Arc::new(l)).await
+    }
+
+    /// A node over the file log `wrap` makes into its log.
+    async fn start_over(
+        tag: &str,
+        auth: Option<AuthMode>,
+        adjust: impl FnOnce(&mut NodeConfig),
+        wrap: impl FnOnce(FileLog) -> Arc<dyn Log>,
+    ) -> TestNode {
         let dir = TempDir::new(tag);
         let mut cfg = NodeConfig {
             data_dir: dir.path().to_path_buf(),
@@ -79,8 +89,7 @@ impl TestNode {
             fsync: FsyncPolicy::Never,
             ..FileLogConfig::default()
         };
-        let log: Arc<dyn Log> =
-            Arc::new(FileLog::open(cfg.data_dir.join("log"), fc).expect("open file log"));
+        let log = wrap(FileLog::open(cfg.data_dir.join("log"), fc).expect("open file log"));
         let node = Node::start_with_logs(cfg, vec![Arc::clone(&log)]).expect("start node");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let served = tokio::spawn(tandem_node::server::serve(
@@ -476,34 +485,6 @@ async fn a_thousand_pipelined_orders_are_all_acknowledged_and_readable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn more_requests_than_the_in_flight_bound_wait_rather_than_fail() {
-    let total = 3 * tandem_node::grpc::SUBMIT_IN_FLIGHT as u64 + 5;
-    let n = TestNode::start("stream-bound", None).await;
-    let mut c = n.grpc();
-    let requests = (0..total).map(|i| pb::SubmitRequest {
-        tag: i,
-        command: Some(place(&format!("q{i}"), "carol", pb::Side::Buy, "50", "1")),
-        ..Default::default()
-    });
-    let mut replies = c
-        .submit(futures_util::stream::iter(requests))
-        .await
-        .expect("call accepted")
-        .into_inner();
-    let mut answered = 0u64;
-    while let Some(r) = tokio::time::timeout(WAIT, replies.next())
-        .await
-        .expect("replies in time")
-    {
-        let r = r.expect("no call error");
-        assert_eq!(kinds(ok(&r)), [pb::EventKind::Accepted]);
-        answered += 1;
-    }
-    assert_eq!(answered, total);
-    n.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_request_gets_an_error_naming_the_field_and_the_stream_goes_on() {
     let n = TestNode::start("stream-bad", None).await;
     let mut c = n.grpc();
@@ -713,5 +694,119 @@ async fn a_message_over_the_size_limit_ends_the_call_resource_exhausted() {
         .expect("an item");
     let status = end.expect_err("the call ends with an error");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    n.stop().await;
+}
+
+/// A file log whose appends wait while it is held, and which records the
+/// size of every batch appended: the test stalls the node's appender to
+/// see how far the node reads a call ahead of its replies.
+struct GatedLog {
+    inner: FileLog,
+    held: Mutex<bool>,
+    opened: Condvar,
+    batches: Mutex<Vec<usize>>,
+}
+
+impl GatedLog {
+    fn release(&self) {
+        *self.held.lock().expect("gate") = false;
+        self.opened.notify_all();
+    }
+}
+
+impl Log for GatedLog {
+    fn append(&self, records: &[&[u8]]) -> Result<u64, LogError> {
+        self.batches.lock().expect("batches").push(records.len());
+        let mut held = self.held.lock().expect("gate");
+        while *held {
+            held = self.opened.wait(held).expect("gate");
+        }
+        drop(held);
+        self.inner.append(records)
+    }
+    fn read_from(&self, from: u64, max: usize) -> Result<Vec<Record>, LogError> {
+        self.inner.read_from(from, max)
+    }
+    fn wait_for(&self, after: u64, timeout: Duration) -> Result<u64, LogError> {
+        self.inner.wait_for(after, timeout)
+    }
+    fn first_seq(&self) -> u64 {
+        self.inner.first_seq()
+    }
+    fn last_seq(&self) -> u64 {
+        self.inner.last_seq()
+    }
+    fn truncate_before(&self, seq: u64) -> Result<(), LogError> {
+        self.inner.truncate_before(seq)
+    }
+    fn identity(&self) -> String {
+        self.inner.identity()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_log_stops_the_node_reading_a_call_at_the_in_flight_bound() {
+    let bound = tandem_node::grpc::SUBMIT_IN_FLIGHT;
+    let total = 3 * bound as u64;
+    let gate: Arc<std::sync::OnceLock<Arc<GatedLog>>> = Arc::default();
+    let keep = Arc::clone(&gate);
+    let n = TestNode::start_over(
+        "stream-stalled",
+        None,
+        // The appender would take everything queued in one batch.
+        |c| c.log.max_batch = 65_535,
+        move |inner| {
+            let g = Arc::new(GatedLog {
+                inner,
+                held: Mutex::new(true),
+                opened: Condvar::new(),
+                batches: Mutex::new(Vec::new()),
+            });
+            let _ = keep.set(Arc::clone(&g));
+            g
+        },
+    )
+    .await;
+    let g = Arc::clone(gate.get().expect("the node's log"));
+    let mut c = n.grpc();
+    let requests = (0..total).map(|i| pb::SubmitRequest {
+        tag: i,
+        command: Some(place(&format!("h{i}"), "dave", pb::Side::Buy, "40", "1")),
+        ..Default::default()
+    });
+    let mut replies = c
+        .submit(futures_util::stream::iter(requests))
+        .await
+        .expect("call accepted")
+        .into_inner();
+    // The first append is held: give the node time to read all it will.
+    let deadline = Instant::now() + WAIT;
+    while g.batches.lock().expect("batches").is_empty() {
+        assert!(Instant::now() < deadline, "no append began");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    g.release();
+    let mut answered = 0u64;
+    while let Some(r) = tokio::time::timeout(WAIT, replies.next())
+        .await
+        .expect("replies in time")
+    {
+        let r = r.expect("no call error");
+        assert_eq!(kinds(ok(&r)), [pb::EventKind::Accepted], "tag {}", r.tag);
+        answered += 1;
+    }
+    assert_eq!(answered, total, "every request answered, none refused");
+    let batches = g.batches.lock().expect("batches").clone();
+    assert_eq!(batches.iter().sum::<usize>() as u64, total);
+    // At no time did the node hold more than `bound` of the call's
+    // requests, so no batch is larger; and it did read ahead that far
+    // while the log was stalled.
+    let largest = batches.iter().copied().max().unwrap_or(0);
+    assert!(largest <= bound, "a batch of {largest}: {batches:?}");
+    assert!(
+        largest >= bound / 2,
+        "the node read little ahead: {batches:?}"
+    );
     n.stop().await;
 }
