@@ -59,15 +59,17 @@ impl TestNode {
         auth: Option<AuthMode>,
         adjust: impl FnOnce(&mut NodeConfig),
     ) -> TestNode {
-        TestNode::start_over(tag, auth, adjust, |l| Arc::new(l)).await
+        TestNode::start_over(tag, auth, adjust, |l| Arc::new(l), true).await
     }
 
-    /// A node over the file log `wrap` makes into its log.
+    /// A node over the file log `wrap` makes into its log; with
+    /// `caught_up`, once its replica has caught up.
     async fn start_over(
         tag: &str,
         auth: Option<AuthMode>,
         adjust: impl FnOnce(&mut NodeConfig),
         wrap: impl FnOnce(FileLog) -> Arc<dyn Log>,
+        caught_up: bool,
     ) -> TestNode {
         let dir = TempDir::new(tag);
         let mut cfg = NodeConfig {
@@ -101,7 +103,7 @@ impl TestNode {
             Duration::ZERO,
         ));
         let deadline = Instant::now() + WAIT;
-        while !node.is_caught_up() {
+        while caught_up && !node.is_caught_up() {
             assert!(Instant::now() < deadline, "node did not catch up");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -703,13 +705,30 @@ async fn a_message_over_the_size_limit_ends_the_call_resource_exhausted() {
 struct GatedLog {
     inner: FileLog,
     held: Mutex<bool>,
+    /// Reads wait too while this is set (the replica cannot catch up).
+    reads_held: Mutex<bool>,
     opened: Condvar,
     batches: Mutex<Vec<usize>>,
 }
 
 impl GatedLog {
+    fn new(inner: FileLog, appends: bool, reads: bool) -> GatedLog {
+        GatedLog {
+            inner,
+            held: Mutex::new(appends),
+            reads_held: Mutex::new(reads),
+            opened: Condvar::new(),
+            batches: Mutex::new(Vec::new()),
+        }
+    }
+
     fn release(&self) {
         *self.held.lock().expect("gate") = false;
+        self.opened.notify_all();
+    }
+
+    fn release_reads(&self) {
+        *self.reads_held.lock().expect("gate") = false;
         self.opened.notify_all();
     }
 }
@@ -725,6 +744,11 @@ impl Log for GatedLog {
         self.inner.append(records)
     }
     fn read_from(&self, from: u64, max: usize) -> Result<Vec<Record>, LogError> {
+        let mut held = self.reads_held.lock().expect("gate");
+        while *held {
+            held = self.opened.wait(held).expect("gate");
+        }
+        drop(held);
         self.inner.read_from(from, max)
     }
     fn wait_for(&self, after: u64, timeout: Duration) -> Result<u64, LogError> {
@@ -756,15 +780,11 @@ async fn a_stalled_log_stops_the_node_reading_a_call_at_the_in_flight_bound() {
         // The appender would take everything queued in one batch.
         |c| c.log.max_batch = 65_535,
         move |inner| {
-            let g = Arc::new(GatedLog {
-                inner,
-                held: Mutex::new(true),
-                opened: Condvar::new(),
-                batches: Mutex::new(Vec::new()),
-            });
+            let g = Arc::new(GatedLog::new(inner, true, false));
             let _ = keep.set(Arc::clone(&g));
             g
         },
+        true,
     )
     .await;
     let g = Arc::clone(gate.get().expect("the node's log"));
@@ -808,5 +828,54 @@ async fn a_stalled_log_stops_the_node_reading_a_call_at_the_in_flight_bound() {
         largest >= bound / 2,
         "the node read little ahead: {batches:?}"
     );
+    n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_still_catching_up_answers_each_request_unavailable() {
+    let gate: Arc<std::sync::OnceLock<Arc<GatedLog>>> = Arc::default();
+    let keep = Arc::clone(&gate);
+    let n = TestNode::start_over(
+        "stream-catching-up",
+        None,
+        |_| {},
+        move |inner| {
+            let g = Arc::new(GatedLog::new(inner, false, true));
+            let _ = keep.set(Arc::clone(&g));
+            g
+        },
+        false,
+    )
+    .await;
+    let g = Arc::clone(gate.get().expect("the node's log"));
+    assert!(!n.node.is_caught_up());
+    let mut c = n.grpc();
+    let mut call = Call::open(&mut c).await;
+    let r = call
+        .ask(1, place("c1", "alice", pb::Side::Buy, "10", "1"))
+        .await;
+    let e = err(&r);
+    assert_eq!(
+        (e.code, e.http_status),
+        (Code::Unavailable as u32, 503),
+        "{e:?}"
+    );
+    assert!(e.message.starts_with("catching up"), "{e:?}");
+    assert!(e.retry_after > 0, "{e:?}");
+    assert!(
+        g.batches.lock().expect("batches").is_empty(),
+        "nothing appended"
+    );
+    // Once caught up, the same call takes the order.
+    g.release_reads();
+    let deadline = Instant::now() + WAIT;
+    while !n.node.is_caught_up() {
+        assert!(Instant::now() < deadline, "node did not catch up");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let r = call
+        .ask(2, place("c1", "alice", pb::Side::Buy, "10", "1"))
+        .await;
+    assert_eq!(kinds(ok(&r)), [pb::EventKind::Accepted]);
     n.stop().await;
 }
