@@ -1,6 +1,8 @@
 //! The streaming order entry (`tandem.v1.OrderEntry/Submit`) against
 //! nodes run in this process (`Node::start_with_logs` over a file log the
-//! test opens itself, `server::serve` on a loopback listener). gRPC goes
+//! test opens itself, `server::serve` on a loopback listener); two tests
+//! wrap the log (`GatedLog`) to hold its appends (the node's appender
+//! stalls) or its reads (the replica cannot catch up). gRPC goes
 //! through the generated client over a hyper-util HTTP/2 client; HTTP
 //! through a hyper-util HTTP/1.1 client, to compare the stream's answers
 //! with the HTTP API's for the same orders.
