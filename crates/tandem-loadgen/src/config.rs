@@ -200,6 +200,28 @@ impl LoadgenConfig {
                 self.scheduled_requests()
             ));
         }
+        if self.grpc_stream {
+            let not = |what: &str| {
+                bad(format!(
+                    "--grpc-stream sends only places and cancels: {what}"
+                ))
+            };
+            if self.read_ratio > 0.0 {
+                return not("--read-ratio must be 0");
+            }
+            if self.fixed_path().is_some() {
+                return not("no --floor or --path");
+            }
+            if self.samples.is_some() {
+                return not("no --samples");
+            }
+            if self.max_in_flight.is_some() {
+                return not("the bound is --in-flight per stream, not --max-in-flight");
+            }
+            if self.stream_in_flight == 0 {
+                return bad("in-flight must be at least 1".into());
+            }
+        }
         if self.connections == 0 || self.connections > MAX_CONNECTIONS {
             return bad(format!("connections must be in 1..={MAX_CONNECTIONS}"));
         }
@@ -263,28 +285,6 @@ impl LoadgenConfig {
             }
             if self.sign_expiry_s == 0 {
                 return bad("sign-expiry must be > 0 seconds".into());
-            }
-        }
-        if self.grpc_stream {
-            let not = |what: &str| {
-                bad(format!(
-                    "--grpc-stream sends only places and cancels: {what}"
-                ))
-            };
-            if self.read_ratio > 0.0 {
-                return not("--read-ratio must be 0");
-            }
-            if self.fixed_path().is_some() {
-                return not("no --floor or --path");
-            }
-            if self.samples.is_some() {
-                return not("no --samples");
-            }
-            if self.max_in_flight.is_some() {
-                return not("the bound is --in-flight per stream, not --max-in-flight");
-            }
-            if self.stream_in_flight == 0 {
-                return bad("in-flight must be at least 1".into());
             }
         }
         if let Some(p) = &self.samples {
