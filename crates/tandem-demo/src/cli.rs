@@ -17,7 +17,7 @@ pub const SEED: &str = include_str!("../../../deploy/rollout/seed.yaml");
 
 pub const USAGE: &str = "\
 usage: tandem demo [--scenario NAME] [--time-scale K] [--rate N] [--out DIR] [--json FILE]
-                   [--link-delay-ms F] [--broker-delay-ms F] [--broker-storage E] [--slow-ms F] [--gate NAME=VALUE]... [--round S] [--skew OFFSET] [--worker] [--quiet]
+                   [--link-delay-ms F] [--broker-delay-ms F] [--broker-storage E] [--fetch-wait-ms N] [--slow-ms F] [--gate NAME=VALUE]... [--round S] [--skew OFFSET] [--worker] [--quiet]
 
   run the source document's multi-cloud release on this machine with real
   processes (contracts/demo-report.md): a tansu broker holding one Kafka
@@ -42,6 +42,9 @@ usage: tandem demo [--scenario NAME] [--time-scale K] [--rate N] [--out DIR] [--
                       costs more than the delay it models; see the README)
   --broker-storage E  tansu's storage engine: sqlite (a file; survives the
                       faults scenario's broker restart) or memory          [sqlite]
+  --fetch-wait-ms N   the nodes' kafka_fetch_wait_ms: tansu holds every fetch
+                      this long, so each node's follow costs the broker one
+                      fetch per N ms                                          [2]
   --slow-ms F         bad-canary: one-way delay added to the canary's links
                       once it has weight                                       [600]
   --gate NAME=VALUE   replace one of the seed plan's gates (repeatable); the
@@ -233,6 +236,7 @@ fn failed_report(s: Scenario, o: &Options, why: String) -> DemoReport {
         link_delay_ms: o.link_delay.as_secs_f64() * 1000.0,
         broker_delay_ms: o.broker_delay.map(|d| d.as_secs_f64() * 1000.0),
         broker_storage: o.broker_storage.clone(),
+        fetch_wait_ms: o.fetch_wait_ms,
         rate: o.rate,
         gates: BTreeMap::new(),
         gates_changed: BTreeMap::new(),
@@ -244,6 +248,7 @@ fn failed_report(s: Scenario, o: &Options, why: String) -> DemoReport {
         series: Vec::new(),
         broker_floor: None,
         worker: None,
+        cpu: Default::default(),
     }
 }
 
@@ -282,6 +287,9 @@ pub fn find_tansu() -> Result<PathBuf, UsageError> {
 /// The gates the demo runs with unless `--gate` says otherwise, and why
 /// (in USAGE): the seed's absolute p99 of 15 ms is a production target,
 /// not what one broker on SQLite sharing two cores gives.
+/// The nodes' `kafka_fetch_wait_ms` in the demo (see `--fetch-wait-ms`).
+pub const DEFAULT_FETCH_WAIT_MS: u64 = 2;
+
 pub const DEMO_GATES: [(&str, f64); 3] = [
     ("latency_p99_ms_max", 1000.0),
     ("latency_p99_vs_baseline_max", 10.0),
@@ -306,6 +314,7 @@ fn parse(args: &[String]) -> Result<Option<Parsed>> {
         gates_given: Default::default(),
         tansu: PathBuf::new(),
         broker_storage: "sqlite://tansu.db".to_owned(),
+        fetch_wait_ms: DEFAULT_FETCH_WAIT_MS,
         round_s: 20,
         seed: SEED.to_owned(),
         verbose: true,
@@ -395,6 +404,9 @@ fn parse(args: &[String]) -> Result<Option<Parsed>> {
                         "--broker-storage: {v:?} is not sqlite or memory"
                     ))),
                 }
+            }
+            "--fetch-wait-ms" => {
+                o.fetch_wait_ms = num("--fetch-wait-ms", value()?, 1.0, 1000.0)? as u64
             }
             "--round" => o.round_s = num("--round", value()?, 5.0, 3600.0)? as u32,
             "--quiet" => o.verbose = false,

@@ -2,7 +2,7 @@
 //! plain librdkafka producer and consumer on a topic of their own, through
 //! the same broker link the nodes use, with the nodes' client settings
 //! (idempotent producer, `acks=all`, `linger.ms` 1; consumer
-//! `fetch.wait.max.ms` 2). Each message carries the moment it was sent; the
+//! `fetch.wait.max.ms` as the nodes'). Each message carries the moment it was sent; the
 //! consumer's receipt minus that moment is the broker's produce→consume
 //! time. A node answers an order only after its replica has read the
 //! append back from the log, so this time is a floor under every answer.
@@ -37,7 +37,7 @@ pub const TOPIC: &str = "broker-floor";
 
 /// Sends `rate` messages a second for `run` to `brokers` and reads them
 /// back. Blocking: call it on a thread of its own.
-pub fn measure(brokers: &str, rate: f64, run: Duration) -> Result<Floor> {
+pub fn measure(brokers: &str, rate: f64, run: Duration, fetch_wait_ms: u64) -> Result<Floor> {
     let settings = tandem_kafka::production_topic_settings(1, 1 << 20);
     let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
     tandem_kafka::create_topic(brokers, TOPIC, 1, 1, &settings, Duration::from_secs(30))
@@ -56,7 +56,7 @@ pub fn measure(brokers: &str, rate: f64, run: Duration) -> Result<Floor> {
         .set("group.id", "tandem-demo-floor")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
-        .set("fetch.wait.max.ms", "2")
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
         .create()
         .context("the floor's consumer")?;
     let mut tpl = TopicPartitionList::new();

@@ -9,12 +9,14 @@
 //!   rollback window;
 //! - [`diverge`] and [`replay`]: the first command a diverged canary
 //!   computed differently;
+//! - [`cpu`]: where the run's CPU went, by part (broker, nodes, edge, ...);
 //! - [`report`] and [`render`]: the JSON report and `report.md`/`.html`;
 //! - [`worker`]: `--worker`, the Cloudflare Worker in workerd in front of
 //!   the edge;
 //! - [`cli`]: the `tandem demo` command.
 
 pub mod cli;
+pub mod cpu;
 pub mod diverge;
 pub mod floor;
 pub mod link;

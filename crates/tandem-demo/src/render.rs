@@ -339,6 +339,11 @@ fn scenario(i: usize, r: &DemoReport) -> Vec<Block> {
         ]],
     });
 
+    if r.cpu.wall_s > 0.0 {
+        b.push(Block::Heading(3, "Where the CPU went".into()));
+        b.push(cpu_table(r));
+    }
+
     if let Some(rb) = &r.rollback {
         b.push(Block::Heading(3, "Rollback".into()));
         b.push(Block::Table {
@@ -614,6 +619,41 @@ fn floor_row(r: &DemoReport) -> Vec<String> {
             "not measured".into(),
             "—".into(),
         ],
+    }
+}
+
+/// CPU by part while the load ran: every part shares this machine's
+/// cores, so the broker's share is what the others could not use.
+fn cpu_table(r: &DemoReport) -> Block {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let total: f64 = r.cpu.cpu_s.values().sum();
+    let mut rows: Vec<Vec<String>> = r
+        .cpu
+        .cpu_s
+        .iter()
+        .map(|(part, s)| {
+            vec![
+                part.clone(),
+                format!("{} s", one(*s)),
+                format!("{:.2}", s / r.cpu.wall_s),
+                format!("{:.0} %", 100.0 * s / total.max(f64::MIN_POSITIVE)),
+            ]
+        })
+        .collect();
+    rows.push(vec![
+        "all".into(),
+        format!("{} s", one(total)),
+        format!("{:.2} of {cores}", total / r.cpu.wall_s),
+        "100 %".into(),
+    ]);
+    Block::Table {
+        head: vec![
+            "part".into(),
+            format!("CPU over {} s of load", one(r.cpu.wall_s)),
+            "cores".into(),
+            "share".into(),
+        ],
+        rows,
     }
 }
 

@@ -49,6 +49,8 @@ pub struct DemoReport {
     pub broker_delay_ms: Option<f64>,
     /// tansu's storage engine URL.
     pub broker_storage: String,
+    /// The nodes' `kafka_fetch_wait_ms`.
+    pub fetch_wait_ms: u64,
     /// Orders per second offered by the load generator.
     pub rate: f64,
     /// The gates as the controller ran them, and the seed's where they
@@ -74,6 +76,10 @@ pub struct DemoReport {
     /// `None`: the load went to the edge directly.
     #[serde(default)]
     pub worker: Option<WorkerReport>,
+    /// CPU seconds by part while the load ran (`cpu`): on two cores, how
+    /// much of them the broker, the nodes and the rest took.
+    #[serde(default)]
+    pub cpu: crate::cpu::CpuUse,
 }
 
 /// The latency goal against the broker's floor: the source's 15 ms at p99

@@ -70,6 +70,8 @@ pub struct Options {
     pub tansu: PathBuf,
     /// `--broker-storage`: tansu's storage engine URL.
     pub broker_storage: String,
+    /// `--fetch-wait-ms`: the nodes' `kafka_fetch_wait_ms`.
+    pub fetch_wait_ms: u64,
     /// Seconds of one load round (each round reads its orders back).
     pub round_s: u32,
     pub seed: String,
@@ -300,6 +302,7 @@ pub async fn run(scenario: Scenario, o: &Options) -> Result<DemoReport> {
         skewed: skewed.clone(),
         tansu: o.tansu.clone(),
         broker_storage: o.broker_storage.clone(),
+        fetch_wait_ms: o.fetch_wait_ms,
         worker: o.worker.clone(),
     };
     let mut problems = Vec::new();
@@ -361,15 +364,18 @@ pub async fn run(scenario: Scenario, o: &Options) -> Result<DemoReport> {
         );
     }
     let mut load = Load::start(&w, o)?;
+    // CPU by part while the load runs (`cpu`).
+    let cpu_meter = crate::cpu::CpuMeter::start(&w.setup.dir, Duration::from_secs(1));
     w.start_controller().await?;
     // The broker's own floor, measured beside the load in its first
     // seconds (the baseline, before any fault or canary weight).
     let floor_task = {
         let brokers = w.broker_addr.to_string();
         let rate = o.rate.min(FLOOR_RATE_MAX);
+        let fetch_wait_ms = o.fetch_wait_ms;
         tokio::task::spawn_blocking(move || {
             let start = world::unix_ms();
-            let f = crate::floor::measure(&brokers, rate, FLOOR_RUN);
+            let f = crate::floor::measure(&brokers, rate, FLOOR_RUN, fetch_wait_ms);
             (start, world::unix_ms(), f)
         })
     };
@@ -550,6 +556,8 @@ pub async fn run(scenario: Scenario, o: &Options) -> Result<DemoReport> {
         .await?;
     let end_unix = world::unix_ms();
     let totals = read_rounds(&mut load);
+    let cpu = cpu_meter.read(&w.setup.dir);
+    drop(cpu_meter);
     problems.extend(totals.problems.iter().cloned());
     let (final_seq, final_hash, agree, hash_problems) =
         final_hashes(&w, Duration::from_secs(60)).await;
@@ -754,6 +762,7 @@ pub async fn run(scenario: Scenario, o: &Options) -> Result<DemoReport> {
         link_delay_ms: o.link_delay.as_secs_f64() * 1000.0,
         broker_delay_ms: o.broker_delay.map(|d| d.as_secs_f64() * 1000.0),
         broker_storage: o.broker_storage.clone(),
+        fetch_wait_ms: o.fetch_wait_ms,
         rate: o.rate,
         gates,
         gates_changed,
@@ -765,6 +774,7 @@ pub async fn run(scenario: Scenario, o: &Options) -> Result<DemoReport> {
         series: measure::series(&totals.samples, origin),
         broker_floor,
         worker,
+        cpu,
     };
     w.shutdown();
     Ok(report)

@@ -56,6 +56,8 @@ pub struct Setup {
     /// tansu's `--storage-engine`: `sqlite://tansu.db` (the default) or
     /// `memory://tansu/`.
     pub broker_storage: String,
+    /// The nodes' `kafka_fetch_wait_ms`.
+    pub fetch_wait_ms: u64,
     /// `--worker`: the Cloudflare Worker in workerd in front of the edge.
     pub worker: Option<crate::worker::WorkerParts>,
 }
@@ -323,7 +325,10 @@ impl World {
                 } else {
                     None
                 };
-                std::fs::write(&spec.config, node_config(&spec, broker_addr, open_limit))?;
+                std::fs::write(
+                    &spec.config,
+                    node_config(&spec, broker_addr, open_limit, setup.fetch_wait_ms),
+                )?;
                 nodes.push(spec);
             }
         }
@@ -761,7 +766,12 @@ async fn start_broker(
 }
 
 /// A node's config: on the shared Kafka log, labelled for the plan.
-fn node_config(n: &NodeSpec, broker: SocketAddr, open_limit: Option<u32>) -> String {
+fn node_config(
+    n: &NodeSpec,
+    broker: SocketAddr,
+    open_limit: Option<u32>,
+    fetch_wait_ms: u64,
+) -> String {
     let (role, version) = if n.canary {
         ("canary", "2.0.0")
     } else {
@@ -789,6 +799,7 @@ kafka_partitions = 1
 kafka_create_topic = true
 kafka_replication = 1
 kafka_min_insync_replicas = 1
+kafka_fetch_wait_ms = {fetch_wait_ms}
 max_batch = 256
 
 [snapshot]

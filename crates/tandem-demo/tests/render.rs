@@ -98,6 +98,8 @@ fn base(scenario: &str, result: &str) -> DemoReport {
         series: Vec::new(),
         broker_floor: None,
         worker: None,
+        fetch_wait_ms: 2,
+        cpu: Default::default(),
     }
 }
 
@@ -217,6 +219,13 @@ fn promoted() -> DemoReport {
         goal_p99_ms: 25.64,
         met: false,
     });
+    r.cpu = tandem_demo::cpu::CpuUse {
+        wall_s: 50.0,
+        cpu_s: [("broker", 48.5), ("nodes", 7.5), ("edge", 1.0)]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect(),
+    };
     r
 }
 
@@ -418,6 +427,15 @@ fn markdown_sets_each_phases_measurements_beside_the_sources_figures() {
         "{}",
         floor[0]
     );
+    // Where the CPU went: each part's seconds, cores and share.
+    let broker = md_row(&md, "broker");
+    assert_eq!(broker.len(), 1, "{md}");
+    assert!(
+        broker[0].contains("48.5 s") && broker[0].contains("0.97") && broker[0].contains("85 %"),
+        "{}",
+        broker[0]
+    );
+    assert!(md_row(&md, "all")[0].contains("57.0 s"), "{md}");
 }
 
 #[test]

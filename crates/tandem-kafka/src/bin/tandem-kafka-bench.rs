@@ -6,6 +6,7 @@
 //! ```text
 //! tandem-kafka-bench --brokers HOST:PORT [--topic T] [--seconds S] [--read-back]
 //! tandem-kafka-bench --spawn-tansu [--topic T] [--seconds S] [--read-back]
+//! tandem-kafka-bench --spawn-tansu --followers K [--followers-ask] [--seconds S] [--fetch-wait-ms N]
 //! ```
 //!
 //! `--read-back` measures instead what a node waits for before it answers:
@@ -14,6 +15,16 @@
 //! another log instance on the same partition appends at 0, 100 or 400
 //! messages/s (other nodes), beside the append alone. `--fetch-wait-ms`
 //! sets the log's `fetch_wait` (default 10).
+//!
+//! `--followers K` measures what a cluster of nodes costs the broker over
+//! time: one log appends one record every 10 ms and reads it back (as
+//! `--read-back` does, with nothing else appending) while K more log
+//! instances follow the partition as other nodes' replicas do (a page with
+//! `read_known`, and a 5 ms sleep at the tail; with `--followers-ask`,
+//! `read_from`, which asks the broker for the log's end on each idle turn). Every 10 s it prints the read-back
+//! latencies, the records in the log and, with `--spawn-tansu`, the CPU
+//! the broker used in those 10 s: whether the broker's cost grows with the
+//! number of followers, their fetch wait, or the log's length.
 //!
 //! `--brokers` uses a running broker (the topic is created with one
 //! partition if missing); `--spawn-tansu` starts `tansu broker` (`$TANSU_BIN`
@@ -30,7 +41,8 @@ use tandem_kafka::{create_topic, KafkaLog, KafkaLogConfig};
 use tandem_log::Log;
 
 const USAGE: &str = "usage: tandem-kafka-bench (--brokers HOST:PORT | --spawn-tansu) \
-                     [--topic T] [--seconds S] [--read-back] [--fetch-wait-ms N]";
+                     [--topic T] [--seconds S] [--read-back] [--followers K] \
+                     [--followers-ask] [--fetch-wait-ms N]";
 
 const BATCH_SIZES: [usize; 3] = [1, 16, 256];
 const THREADS: [usize; 3] = [1, 8, 64];
@@ -42,6 +54,8 @@ struct Args {
     spawn_tansu: bool,
     seconds: f64,
     read_back: bool,
+    followers: Option<usize>,
+    followers_ask: bool,
     fetch_wait_ms: Option<u64>,
 }
 
@@ -52,6 +66,8 @@ fn parse_args() -> Result<Args, String> {
         spawn_tansu: false,
         seconds: 3.0,
         read_back: false,
+        followers: None,
+        followers_ask: false,
         fetch_wait_ms: None,
     };
     let mut it = std::env::args().skip(1);
@@ -70,6 +86,16 @@ fn parse_args() -> Result<Args, String> {
             }
             "--spawn-tansu" => a.spawn_tansu = true,
             "--read-back" => a.read_back = true,
+            "--followers-ask" => a.followers_ask = true,
+            "--followers" => {
+                let v = value()?;
+                a.followers = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n: &usize| *n <= 64)
+                        .ok_or_else(|| format!("--followers {v}: not 0..=64"))?,
+                );
+            }
             "--fetch-wait-ms" => {
                 let v = value()?;
                 a.fetch_wait_ms = Some(
@@ -317,6 +343,127 @@ fn run_read_back(brokers: &str, config: &KafkaLogConfig, run: Duration) -> Resul
     Ok(())
 }
 
+/// CPU seconds (user + system) process `pid` has used, from /proc.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // Linux reports in USER_HZ, which is 100 on every mainstream build.
+    Some(ticks / 100.0)
+}
+
+/// `--followers`: see the module's comment.
+fn run_followers(
+    config: &KafkaLogConfig,
+    followers: usize,
+    ask: bool,
+    run: Duration,
+    broker: Option<u32>,
+) -> Result<(), String> {
+    let mine = KafkaLog::open(config.clone()).map_err(|e| format!("open: {e}"))?;
+    let logs: Vec<KafkaLog> = (0..followers)
+        .map(|_| KafkaLog::open(config.clone()).map_err(|e| format!("open: {e}")))
+        .collect::<Result<_, _>>()?;
+    println!(
+        "read back at 100 appends/s of one record while {followers} other log(s) follow \
+         the partition with {}, fetch wait {} ms, every 10 s:",
+        if ask { "read_from" } else { "read_known" },
+        config.fetch_wait.as_millis()
+    );
+    println!(
+        "{:>6} {:>8} {:>16} {:>16} {:>10} {:>12} {:>5}",
+        "t s", "records", "read back p50 ms", "read back p99 ms", "max ms", "broker CPU %", "load1"
+    );
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for log in &logs {
+            let stop = &stop;
+            s.spawn(move || {
+                // As a node's replica thread follows: a page, and at the
+                // tail a 5 ms sleep; `--followers-ask` reads with
+                // `read_from` (a ListOffsets request per idle turn) as
+                // nodes did before `read_known`.
+                let mut next = log.last_seq() + 1;
+                while !stop.load(Ordering::Relaxed) {
+                    let page = if ask {
+                        log.read_from(next, 1024)
+                    } else {
+                        log.read_known(next, 1024)
+                    };
+                    match page {
+                        Ok(page) => match page.last() {
+                            Some(r) => next = r.seq + 1,
+                            None => std::thread::sleep(Duration::from_millis(5)),
+                        },
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            });
+        }
+        let result = (|| {
+            let deadline = Instant::now() + run;
+            let mut next = mine.last_seq() + 1;
+            let mut at = Instant::now();
+            let mut total: Vec<Duration> = Vec::new();
+            let mut records = 0u64;
+            let mut cpu0 = broker.and_then(cpu_seconds);
+            let mut t_report = Instant::now();
+            let started = Instant::now();
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                let seq = mine
+                    .append(&[&[2u8; RECORD_BYTES]])
+                    .map_err(|e| format!("append: {e}"))?;
+                records += 1;
+                while next <= seq {
+                    let page = mine
+                        .read_from(next, 1024)
+                        .map_err(|e| format!("read_from {next}: {e}"))?;
+                    match page.last() {
+                        Some(r) => next = r.seq + 1,
+                        None => {
+                            mine.wait_for(next - 1, Duration::from_millis(100))
+                                .map_err(|e| format!("wait_for: {e}"))?;
+                        }
+                    }
+                }
+                total.push(t0.elapsed());
+                if t_report.elapsed() >= Duration::from_secs(10) {
+                    total.sort_unstable();
+                    let cpu1 = broker.and_then(cpu_seconds);
+                    let cpu = match (cpu0, cpu1) {
+                        (Some(a), Some(b)) => {
+                            format!("{:.0}", 100.0 * (b - a) / t_report.elapsed().as_secs_f64())
+                        }
+                        _ => "-".to_owned(),
+                    };
+                    println!(
+                        "{:>6.0} {:>8} {:>16.2} {:>16.2} {:>10.2} {:>12} {:>5}",
+                        started.elapsed().as_secs_f64(),
+                        records,
+                        ms(percentile(&total, 0.50)),
+                        ms(percentile(&total, 0.99)),
+                        ms(total.last().copied().unwrap_or_default()),
+                        cpu,
+                        load1()
+                    );
+                    total.clear();
+                    cpu0 = cpu1;
+                    t_report = Instant::now();
+                }
+                at += Duration::from_millis(10);
+                if let Some(d) = at.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(d);
+                }
+            }
+            Ok(())
+        })();
+        stop.store(true, Ordering::Relaxed);
+        result
+    })
+}
+
 fn run(args: &Args) -> Result<(), String> {
     let tansu = if args.spawn_tansu {
         Some(Tansu::start()?)
@@ -355,6 +502,19 @@ fn run(args: &Args) -> Result<(), String> {
     );
     println!("load average before: {}", load_average());
     println!();
+    if let Some(k) = args.followers {
+        let pid = tansu.as_ref().map(|t| t.child.id());
+        run_followers(
+            &config,
+            k,
+            args.followers_ask,
+            Duration::from_secs_f64(args.seconds),
+            pid,
+        )?;
+        println!();
+        println!("load average after: {}", load_average());
+        return Ok(());
+    }
     if args.read_back {
         run_read_back(&brokers, &config, Duration::from_secs_f64(args.seconds))?;
         println!();
