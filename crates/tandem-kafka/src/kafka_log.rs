@@ -804,6 +804,46 @@ impl KafkaLog {
 }
 
 impl KafkaLog {
+    /// The first message at an offset >= `from` that the consumer has
+    /// already fetched, held as `poll_from` holds it and noted as the
+    /// tail; `None` at once when it has none (no waiting, no request).
+    fn poll_ready(&self, reader: &mut Reader, from: i64) -> Result<Option<i64>, LogError> {
+        if let Some((o, v)) = reader.held(from) {
+            let count = frame::count(v).map_err(|r| self.corrupt(o, r))?;
+            self.note_tail(o, count);
+            return Ok(Some(o));
+        }
+        self.seek(reader, from)?;
+        loop {
+            match reader.consumer.poll(Duration::ZERO) {
+                None => return Ok(None),
+                // Connection trouble: nothing to read now; librdkafka
+                // reconnects by itself, and `read_from`/`wait_for` report
+                // it if it lasts.
+                Some(Err(e)) if is_transient(&e) => return Ok(None),
+                Some(Err(e)) => {
+                    reader.next_offset = None;
+                    return Err(kafka_error("fetch", &self.target, e));
+                }
+                Some(Ok(m)) => {
+                    let o = m.offset();
+                    if o < from {
+                        // Left over from an earlier position.
+                        continue;
+                    }
+                    let value = m.payload().unwrap_or(&[]).to_vec();
+                    drop(m);
+                    let count = frame::count(&value).map_err(|r| self.corrupt(o, r))?;
+                    reader.next_offset = Some(o + 1);
+                    reader.last_from = from;
+                    reader.last_message = Some((o, value));
+                    self.note_tail(o, count);
+                    return Ok(Some(o));
+                }
+            }
+        }
+    }
+
     /// The offset of the batch carrying `token`, searched backwards from
     /// the tail in growing windows (a batch whose acknowledgement lost its
     /// offset was stored moments ago, so it is near the end). `None` if
@@ -1065,6 +1105,39 @@ impl Log for KafkaLog {
         }
         let (low, high) = self.watermarks()?;
         self.read_between(from, max, low, high)
+    }
+
+    /// Past the newest message known, this takes what the reading
+    /// consumer has already fetched (librdkafka keeps fetching ahead for
+    /// an assigned partition) with a poll that does not wait, and asks the
+    /// broker nothing: no ListOffsets request per idle turn of a
+    /// follower. An empty page means only that nothing newer has been
+    /// fetched yet.
+    fn read_known(&self, from: u64, max: usize) -> Result<Vec<Record>, LogError> {
+        let known = *lock(&self.tail);
+        let cached_first = *lock(&self.first_seq);
+        let (offset, _) = split_seq(from);
+        if from < cached_first {
+            // Let read_from ask and answer Truncated (or find the low
+            // watermark moved back after a broker restart).
+            return self.read_from(from, max);
+        }
+        let low = if cached_first <= 1 {
+            0
+        } else {
+            split_seq(cached_first).0
+        };
+        let newest = match known {
+            Some(t) if t.offset >= offset => t.offset,
+            _ => {
+                let mut reader = lock(&self.reader);
+                match self.poll_ready(&mut reader, offset)? {
+                    Some(o) => o,
+                    None => return Ok(Vec::new()),
+                }
+            }
+        };
+        self.read_between(from, max, low, newest + 1)
     }
 
     /// Follows the tail with the reading consumer itself: positioned just

@@ -49,6 +49,20 @@ pub trait Log: Send + Sync {
     /// [`LogError::Truncated`].
     fn read_from(&self, from: u64, max: usize) -> Result<Vec<Record>, LogError>;
 
+    /// What a follower polls with: like [`Log::read_from`], except that a
+    /// remote log answers from what its client already holds or has
+    /// fetched, without a request to its server, so an empty page here is
+    /// **not** proof of the tail (it may only mean "nothing fetched yet").
+    /// A follower that polls every few milliseconds would otherwise ask
+    /// the server for the log's end on every idle turn (Kafka: a
+    /// ListOffsets request each time, nine nodes' worth of which cost a
+    /// tansu broker most of a core). Readers that must know they reached
+    /// the end (catching up at start, `tandem verify-log`) use
+    /// `read_from`. The default is `read_from`.
+    fn read_known(&self, from: u64, max: usize) -> Result<Vec<Record>, LogError> {
+        self.read_from(from, max)
+    }
+
     /// Follows the tail: blocks until `last_seq() > after` or `timeout`
     /// passes; returns `last_seq()`.
     fn wait_for(&self, after: u64, timeout: Duration) -> Result<u64, LogError>;

@@ -482,16 +482,24 @@ impl Replica {
         self.last_snapshot_seq
     }
 
-    /// Applies up to `cfg.read_batch` records that are already in the log.
+    /// Applies up to `cfg.read_batch` records that are already in the log
+    /// and known to this replica's log client ([`Log::read_known`]: a
+    /// remote log is not asked for its end on every idle turn).
     /// `on_applied(seq, command, engine, events)` sees each command and its
     /// events.
-    /// Returns how many were applied (0 at the tail).
+    /// Returns how many were applied (0 at the tail, or when the log's
+    /// client has not fetched the next record yet).
     pub fn step(
         &mut self,
         mut on_applied: impl FnMut(u64, &Command, &Engine, &[Event]),
     ) -> Result<usize, ReplicaError> {
         let from = self.engine.seq() + 1;
-        let cmds = read_decoded(&*self.log, from, self.cfg.read_batch)?;
+        let cmds: Vec<(u64, Command)> = self
+            .log
+            .read_known(from, self.cfg.read_batch)?
+            .iter()
+            .map(|r| (r.seq, tandem_codec::decode_command(&r.payload)))
+            .collect();
         self.apply_batch(&cmds, &mut on_applied)?;
         Ok(cmds.len())
     }
