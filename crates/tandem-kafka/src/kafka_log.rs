@@ -1127,17 +1127,21 @@ impl Log for KafkaLog {
         } else {
             split_seq(cached_first).0
         };
-        let newest = match known {
-            Some(t) if t.offset >= offset => t.offset,
+        match known {
+            Some(t) if t.last_seq >= from => self.read_between(from, max, low, t.offset + 1),
             _ => {
+                // Past the newest record known: the next one is in a later
+                // message than the newest known (`from`'s own message, if
+                // that is the newest, has no record at `from`).
+                let want = known.map_or(offset, |t| offset.max(t.offset + 1));
                 let mut reader = lock(&self.reader);
-                match self.poll_ready(&mut reader, offset)? {
-                    Some(o) => o,
-                    None => return Ok(Vec::new()),
-                }
+                let Some(newest) = self.poll_ready(&mut reader, want)? else {
+                    return Ok(Vec::new());
+                };
+                drop(reader);
+                self.read_between(from.max(seq_for(want, 0)), max, low, newest + 1)
             }
-        };
-        self.read_between(from, max, low, newest + 1)
+        }
     }
 
     /// Follows the tail with the reading consumer itself: positioned just

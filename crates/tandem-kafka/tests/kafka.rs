@@ -169,3 +169,56 @@ fn own_appends_read_back_without_a_fetch_and_others_interleave_in_order() {
         "another writer's message read with the broker down"
     );
 }
+
+/// `read_known` (a follower's poll) reads what the consumer has fetched,
+/// in order and equal to `read_from`'s pages, and never asks the broker:
+/// with the broker down it still answers (empty past what was fetched)
+/// where `read_from` at the tail must fail.
+#[test]
+fn read_known_follows_without_asking_the_broker() {
+    let mut broker = Broker::start();
+    broker.create_topic("known", 1);
+    let writer = broker.open("known", 0);
+    let follower = broker.open("known", 0);
+    let mut written = Vec::new();
+    for i in 0..30u32 {
+        let body = format!("r{i}");
+        let seq = writer.append(&[body.as_bytes()]).unwrap();
+        written.push((seq, body.into_bytes()));
+    }
+    // Follow as a replica does: a page, and a short sleep when empty.
+    let mut got = Vec::new();
+    let mut next = 1;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while got.len() < written.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "read_known stalled at {next}: {} of {}",
+            got.len(),
+            written.len()
+        );
+        let page = follower.read_known(next, 7).unwrap();
+        assert!(page.len() <= 7);
+        match page.last() {
+            Some(r) => next = r.seq + 1,
+            None => std::thread::sleep(Duration::from_millis(2)),
+        }
+        got.extend(page.into_iter().map(|r| (r.seq, r.payload)));
+    }
+    assert_eq!(got, written);
+    // The same pages as read_from.
+    let again: Vec<(u64, Vec<u8>)> = read_all(&follower, 1)
+        .into_iter()
+        .map(|r| (r.seq, r.payload))
+        .collect();
+    assert_eq!(again, written);
+
+    broker.kill();
+    // Past the tail with the broker gone: read_known answers from what the
+    // client holds (nothing), read_from has to ask and cannot.
+    assert_eq!(follower.read_known(next, 10).unwrap(), Vec::new());
+    assert!(
+        follower.read_from(next, 10).is_err(),
+        "read_from at the tail answered with the broker down"
+    );
+}
