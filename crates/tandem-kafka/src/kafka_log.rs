@@ -744,7 +744,7 @@ impl KafkaLog {
         }
         let deadline = Instant::now() + self.config.request_timeout;
         let mut transient = None;
-        match self.poll_from(reader, from, deadline, &mut transient)? {
+        match self.poll_from(reader, from, Some(deadline), &mut transient)? {
             Some((o, v)) => f(o, v),
             None => {
                 reader.next_offset = None;
@@ -762,25 +762,38 @@ impl KafkaLog {
 
     /// Reads the first message at an offset >= `from` and holds it:
     /// `None` if none came by `deadline` (connection trouble meanwhile is
-    /// left in `transient`).
+    /// left in `transient`). With no deadline it does not wait: `None` as
+    /// soon as the consumer has nothing fetched (or only trouble) to give.
     fn poll_from<'r>(
         &self,
         reader: &'r mut Reader,
         from: i64,
-        deadline: Instant,
+        deadline: Option<Instant>,
         transient: &mut Option<KafkaError>,
     ) -> Result<Option<(i64, &'r [u8])>, LogError> {
         self.seek(reader, from)?;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(None);
-            }
-            match reader.consumer.poll(left.min(Duration::from_millis(100))) {
+            let timeout = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(None);
+                    }
+                    left.min(Duration::from_millis(100))
+                }
+                None => Duration::ZERO,
+            };
+            match reader.consumer.poll(timeout) {
+                None if deadline.is_none() => return Ok(None),
                 None => continue,
                 // Connection trouble, reported while it lasts (or since the
                 // last poll): librdkafka reconnects and resumes by itself.
-                Some(Err(e)) if is_transient(&e) => *transient = Some(e),
+                Some(Err(e)) if is_transient(&e) => {
+                    *transient = Some(e);
+                    if deadline.is_none() {
+                        return Ok(None);
+                    }
+                }
                 Some(Err(e)) => {
                     reader.next_offset = None;
                     return Err(kafka_error("fetch", &self.target, e));
@@ -808,40 +821,18 @@ impl KafkaLog {
     /// already fetched, held as `poll_from` holds it and noted as the
     /// tail; `None` at once when it has none (no waiting, no request).
     fn poll_ready(&self, reader: &mut Reader, from: i64) -> Result<Option<i64>, LogError> {
-        if let Some((o, v)) = reader.held(from) {
-            let count = frame::count(v).map_err(|r| self.corrupt(o, r))?;
-            self.note_tail(o, count);
-            return Ok(Some(o));
-        }
-        self.seek(reader, from)?;
-        loop {
-            match reader.consumer.poll(Duration::ZERO) {
-                None => return Ok(None),
-                // Connection trouble: nothing to read now; librdkafka
-                // reconnects by itself, and `read_from`/`wait_for` report
-                // it if it lasts.
-                Some(Err(e)) if is_transient(&e) => return Ok(None),
-                Some(Err(e)) => {
-                    reader.next_offset = None;
-                    return Err(kafka_error("fetch", &self.target, e));
-                }
-                Some(Ok(m)) => {
-                    let o = m.offset();
-                    if o < from {
-                        // Left over from an earlier position.
-                        continue;
-                    }
-                    let value = m.payload().unwrap_or(&[]).to_vec();
-                    drop(m);
-                    let count = frame::count(&value).map_err(|r| self.corrupt(o, r))?;
-                    reader.next_offset = Some(o + 1);
-                    reader.last_from = from;
-                    reader.last_message = Some((o, value));
-                    self.note_tail(o, count);
-                    return Ok(Some(o));
-                }
-            }
-        }
+        let found = match reader.held(from) {
+            Some(m) => Some(m),
+            // Trouble is not reported here: `read_from`/`wait_for` do if
+            // it lasts.
+            None => self.poll_from(reader, from, None, &mut None)?,
+        };
+        let Some((o, v)) = found else {
+            return Ok(None);
+        };
+        let count = frame::count(v).map_err(|r| self.corrupt(o, r))?;
+        self.note_tail(o, count);
+        Ok(Some(o))
     }
 
     /// The offset of the batch carrying `token`, searched backwards from
@@ -1177,7 +1168,8 @@ impl Log for KafkaLog {
         }
         let mut transient = None;
         loop {
-            let Some((o, v)) = self.poll_from(&mut reader, next, deadline, &mut transient)? else {
+            let Some((o, v)) = self.poll_from(&mut reader, next, Some(deadline), &mut transient)?
+            else {
                 drop(reader);
                 return match self.try_last_seq() {
                     Ok(last) => Ok(last),
