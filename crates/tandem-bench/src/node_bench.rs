@@ -562,16 +562,6 @@ fn loadavg() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-/// User + system CPU seconds of process `pid` (`/proc/PID/stat` fields 14
-/// and 15, 100 ticks a second).
-fn cpu_secs_of(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
-}
-
 /// The first number after `"key":` in a JSON text (the loadgen's report;
 /// this crate has no JSON reader, and every key read here is unique in it).
 fn json_num(text: &str, key: &str) -> Option<f64> {
@@ -681,14 +671,14 @@ fn stream_case(a: &NodeArgs) -> Result<(), String> {
     let t0 = Instant::now();
     let (c0, l0, n0) = (
         crate::report::process_cpu_secs(),
-        cpu_secs_of(child.id()),
+        tandem_metrics::process_cpu_seconds(Some(child.id())),
         applied(&node),
     );
     let load_mid = loadavg();
     std::thread::sleep(to.saturating_duration_since(Instant::now()));
     let (c1, l1, n1) = (
         crate::report::process_cpu_secs(),
-        cpu_secs_of(child.id()),
+        tandem_metrics::process_cpu_seconds(Some(child.id())),
         applied(&node),
     );
     let window = t0.elapsed().as_secs_f64();

@@ -121,13 +121,7 @@ impl ThreadCpu {
 /// included (/proc/self/stat fields 14 and 15, assuming the usual 100 ticks
 /// per second, so 10 ms resolution). `None` where unavailable.
 pub fn process_cpu_secs() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces.
-    let rest = &s[s.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3, so fields 14 / 15 are at indices 11 / 12.
-    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
+    tandem_metrics::process_cpu_seconds(None)
 }
 
 /// Bytes as MiB.

@@ -156,7 +156,7 @@ fn sample(dir: &Path, inner: &Mutex<Inner>) {
         let Some(part) = part(&argv, own) else {
             continue;
         };
-        if let Some(s) = cpu_seconds(pid) {
+        if let Some(s) = tandem_metrics::process_cpu_seconds(Some(pid)) {
             found.push((pid, part, s));
         }
     }
@@ -167,25 +167,6 @@ fn sample(dir: &Path, inner: &Mutex<Inner>) {
     for (pid, part, s) in found {
         g.seen.insert(pid, (part, s));
     }
-}
-
-/// User + system CPU seconds of `pid` so far (fields 14 and 15 of
-/// `/proc/PID/stat`, in clock ticks of 1/100 s on Linux).
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&stat)
-}
-
-/// The CPU seconds in one `/proc/PID/stat` line. The command name (field
-/// 2) is in parentheses and may hold spaces or parentheses itself, so the
-/// fields are counted after its last `)`.
-pub fn parse_stat(stat: &str) -> Option<f64> {
-    let after = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // After the name: state is field 3, utime 14, stime 15.
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
 }
 
 #[cfg(test)]
@@ -219,8 +200,8 @@ mod tests {
         // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt
         // majflt cmajflt utime stime ...
         let line = "42 (a) b)) S 1 42 42 0 -1 4194560 100 0 0 0 250 130 0 0 20 0";
-        assert_eq!(parse_stat(line), Some(3.8));
-        assert_eq!(parse_stat("42 (x) S 1"), None);
+        assert_eq!(tandem_metrics::cpu_seconds_in_stat(line), Some(3.8));
+        assert_eq!(tandem_metrics::cpu_seconds_in_stat("42 (x) S 1"), None);
     }
 
     #[test]

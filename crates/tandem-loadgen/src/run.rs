@@ -165,14 +165,11 @@ pub(crate) struct Shared {
     pub(crate) shards: Vec<Mutex<Shard>>,
 }
 
-/// Runs the load described by `cfg` and, unless disabled, verifies it.
-/// Blocking: it builds its own runtime, so it must not be called from
-/// inside an async context.
-pub fn run(cfg: &LoadgenConfig) -> Result<Report, LoadgenError> {
-    cfg.validate()?;
-    if cfg.grpc_stream {
-        return crate::stream::run(cfg);
-    }
+/// The parsed targets and the runtime of `cfg.threads` workers, as both
+/// modes (HTTP and `--grpc-stream`) start.
+pub(crate) fn targets_and_runtime(
+    cfg: &LoadgenConfig,
+) -> Result<(Vec<Target>, tokio::runtime::Runtime), LoadgenError> {
     let targets = cfg
         .targets
         .iter()
@@ -183,6 +180,18 @@ pub fn run(cfg: &LoadgenConfig) -> Result<Report, LoadgenError> {
         .enable_all()
         .build()
         .map_err(LoadgenError::Runtime)?;
+    Ok((targets, rt))
+}
+
+/// Runs the load described by `cfg` and, unless disabled, verifies it.
+/// Blocking: it builds its own runtime, so it must not be called from
+/// inside an async context.
+pub fn run(cfg: &LoadgenConfig) -> Result<Report, LoadgenError> {
+    cfg.validate()?;
+    if cfg.grpc_stream {
+        return crate::stream::run(cfg);
+    }
+    let (targets, rt) = targets_and_runtime(cfg)?;
     // Created before the load, so that a path that cannot be written
     // fails now rather than after the run.
     let samples_file = match &cfg.samples {

@@ -65,16 +65,7 @@ struct Slot {
 
 /// Runs the closed loop of `cfg` (already validated) and verifies it.
 pub(crate) fn run(cfg: &LoadgenConfig) -> Result<Report, LoadgenError> {
-    let targets = cfg
-        .targets
-        .iter()
-        .map(|t| Target::parse(t))
-        .collect::<Result<Vec<_>, _>>()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.threads)
-        .enable_all()
-        .build()
-        .map_err(LoadgenError::Runtime)?;
+    let (targets, rt) = crate::run::targets_and_runtime(cfg)?;
     let timeout = Duration::from_millis(cfg.timeout_ms);
     let workload = Workload::new(cfg);
     // HTTP/1.1 pools for the verifier's read-back and replays.

@@ -343,16 +343,6 @@ fn run_read_back(brokers: &str, config: &KafkaLogConfig, run: Duration) -> Resul
     Ok(())
 }
 
-/// CPU seconds (user + system) process `pid` has used, from /proc.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    // Linux reports in USER_HZ, which is 100 on every mainstream build.
-    Some(ticks / 100.0)
-}
-
 /// `--followers`: see the module's comment.
 fn run_followers(
     config: &KafkaLogConfig,
@@ -407,7 +397,7 @@ fn run_followers(
             let mut at = Instant::now();
             let mut total: Vec<Duration> = Vec::new();
             let mut records = 0u64;
-            let mut cpu0 = broker.and_then(cpu_seconds);
+            let mut cpu0 = broker.and_then(|p| tandem_metrics::process_cpu_seconds(Some(p)));
             let mut t_report = Instant::now();
             let started = Instant::now();
             while Instant::now() < deadline {
@@ -431,7 +421,7 @@ fn run_followers(
                 total.push(t0.elapsed());
                 if t_report.elapsed() >= Duration::from_secs(10) {
                     total.sort_unstable();
-                    let cpu1 = broker.and_then(cpu_seconds);
+                    let cpu1 = broker.and_then(|p| tandem_metrics::process_cpu_seconds(Some(p)));
                     let cpu = match (cpu0, cpu1) {
                         (Some(a), Some(b)) => {
                             format!("{:.0}", 100.0 * (b - a) / t_report.elapsed().as_secs_f64())
