@@ -9,7 +9,10 @@
 //! Cases: one node on the embedded file log with fsync (the durable
 //! default), the same with fsync off (the software's own cost), and with
 //! `--kafka` three nodes over one tansu broker (the loadgen spreads its
-//! requests round-robin over them). Each case runs the given rates, then
+//! requests round-robin over them), with a third floor beside each orders
+//! run: the broker's own produce→consume time (`tandem_kafka::floor`, a
+//! plain producer and consumer on a topic of their own, the nodes' client
+//! settings), over the same seconds. Each case runs the given rates, then
 //! searches upward for the highest rate it sustains: achieved ≥ 97 % of
 //! the target, no failed request, no lost or duplicated order, p99 under
 //! `--max-p99-ms`.
@@ -214,6 +217,8 @@ struct Row {
     case: String,
     what: &'static str,
     r: Report,
+    /// The broker's floor over the same seconds (Kafka orders rows).
+    broker: Option<tandem_kafka::floor::Floor>,
 }
 
 fn sustained(r: &Report, a: &NodeArgs) -> bool {
@@ -412,10 +417,69 @@ fn client_floors(case: &str, target: &str, a: &NodeArgs, seed: &mut u64) -> Resu
     Ok(())
 }
 
+/// The broker a Kafka case's nodes share, for its floor.
+struct Broker<'b> {
+    addr: &'b str,
+    /// The nodes' `fetch.wait.max.ms`, which the floor's consumer uses too.
+    fetch_wait_ms: u64,
+}
+
+/// Most messages a second the broker's floor sends: enough samples for a
+/// p99 over a run, without adding much to the broker's own load.
+const BROKER_FLOOR_RATE_MAX: f64 = 200.0;
+
+/// The broker's produce→consume floor over the measured seconds of an
+/// orders run that starts now: it waits out the warm-up, then measures
+/// for the run's duration, on a topic of its own.
+fn broker_floor(
+    b: &Broker<'_>,
+    rate: f64,
+    a: &NodeArgs,
+    seed: u64,
+) -> std::thread::JoinHandle<Result<tandem_kafka::floor::Floor, String>> {
+    let (addr, wait) = (b.addr.to_string(), b.fetch_wait_ms);
+    let (warmup, run) = (a.warmup_s, a.duration_s);
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs_f64(warmup));
+        tandem_kafka::floor::measure(
+            &addr,
+            &format!("broker-floor-{seed}"),
+            rate.min(BROKER_FLOOR_RATE_MAX),
+            Duration::from_secs_f64(run),
+            wait,
+        )
+    })
+}
+
+/// A broker floor's row, under the orders row it was measured beside, and
+/// Tandem's share: the orders' p99 above the floor's.
+fn print_broker_floor(case: &str, orders: &Report, f: &tandem_kafka::floor::Floor) {
+    println!(
+        "{:<26} {:<12} {:>9.0} {:>9} {:>9.0} {:>9.0} {:>9} {:>10.0} {:>7} {:>5} {:>4}",
+        case,
+        "broker floor",
+        f.rate,
+        f.messages,
+        f.p50_ms * 1000.0,
+        f.p99_ms * 1000.0,
+        "-",
+        f.max_ms * 1000.0,
+        "-",
+        "-",
+        "-"
+    );
+    println!(
+        "{case}: Tandem's share over the broker's produce→consume, same seconds: p50 {:+.1} ms, p99 {:+.1} ms",
+        orders.latency_us.p50 / 1000.0 - f.p50_ms,
+        orders.latency_us.p99 / 1000.0 - f.p99_ms
+    );
+}
+
 fn run_case(
     case: &str,
     targets: &[String],
     a: &NodeArgs,
+    broker: Option<&Broker<'_>>,
     rows: &mut Vec<Row>,
     seed: &mut u64,
 ) -> Result<(), String> {
@@ -425,13 +489,35 @@ fn run_case(
     for &rate in &a.rates {
         for floor in [true, false] {
             *seed += 1;
+            let beside = broker
+                .filter(|_| !floor)
+                .map(|b| broker_floor(b, rate, a, *seed));
             let r = load(targets, rate, a, floor, *seed)?;
+            let measured = beside.map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err("the broker floor's thread panicked".into()))
+            });
             let row = Row {
                 case: case.into(),
                 what: if floor { "floor" } else { "orders" },
                 r,
+                broker: None,
             };
             print_row(&row);
+            let row = match measured {
+                Some(Ok(f)) => {
+                    print_broker_floor(case, &row.r, &f);
+                    Row {
+                        broker: Some(f),
+                        ..row
+                    }
+                }
+                Some(Err(e)) => {
+                    println!("{case}: the broker's floor was not measured: {e}");
+                    row
+                }
+                None => row,
+            };
             rows.push(row);
         }
     }
@@ -446,6 +532,7 @@ fn run_case(
                 case: case.into(),
                 what: if ok { "search ok" } else { "search miss" },
                 r,
+                broker: None,
             };
             print_row(&row);
             rows.push(row);
@@ -500,7 +587,7 @@ pub fn run(a: &NodeArgs) -> Result<(), String> {
     if !a.only_kafka {
         for (case, fsync) in [("file log, fsync", true), ("file log, fsync off", false)] {
             let n = RunningNode::start(node_config(&a.dir, &format!("n-{fsync}"), fsync))?;
-            run_case(case, &[n.url()], a, &mut rows, &mut seed)?;
+            run_case(case, &[n.url()], a, None, &mut rows, &mut seed)?;
         }
     }
     if a.kafka || a.only_kafka {
@@ -523,7 +610,19 @@ pub fn run(a: &NodeArgs) -> Result<(), String> {
                 nodes.push(RunningNode::start(cfg)?);
             }
             let targets: Vec<String> = nodes.iter().map(RunningNode::url).collect();
-            run_case("3 nodes, kafka (tansu)", &targets, a, &mut rows, &mut seed)
+            let addr = format!("127.0.0.1:{port}");
+            let b = Broker {
+                addr: &addr,
+                fetch_wait_ms: NodeConfig::default().log.kafka_fetch_wait_ms,
+            };
+            run_case(
+                "3 nodes, kafka (tansu)",
+                &targets,
+                a,
+                Some(&b),
+                &mut rows,
+                &mut seed,
+            )
         })();
         let _ = broker.kill();
         let _ = broker.wait();
@@ -537,8 +636,14 @@ pub fn run(a: &NodeArgs) -> Result<(), String> {
         let runs: Vec<String> = rows
             .iter()
             .map(|r| {
+                let broker = r.broker.as_ref().map_or(String::new(), |f| {
+                    format!(
+                        ",\"broker_floor_ms\":{{\"rate\":{},\"messages\":{},\"p50\":{},\"p99\":{},\"max\":{}}}",
+                        f.rate, f.messages, f.p50_ms, f.p99_ms, f.max_ms
+                    )
+                });
                 format!(
-                    "{{\"case\":{:?},\"load\":{:?},\"report\":{}}}",
+                    "{{\"case\":{:?},\"load\":{:?},\"report\":{}{broker}}}",
                     r.case,
                     r.what,
                     r.r.to_json()

@@ -18,7 +18,6 @@
 pub mod cli;
 pub mod cpu;
 pub mod diverge;
-pub mod floor;
 pub mod link;
 pub mod measure;
 pub mod render;

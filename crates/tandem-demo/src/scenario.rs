@@ -375,7 +375,13 @@ pub async fn run(scenario: Scenario, o: &Options) -> Result<DemoReport> {
         let fetch_wait_ms = o.fetch_wait_ms;
         tokio::task::spawn_blocking(move || {
             let start = world::unix_ms();
-            let f = crate::floor::measure(&brokers, rate, FLOOR_RUN, fetch_wait_ms);
+            let f = tandem_kafka::floor::measure(
+                &brokers,
+                tandem_kafka::floor::TOPIC,
+                rate,
+                FLOOR_RUN,
+                fetch_wait_ms,
+            );
             (start, world::unix_ms(), f)
         })
     };
@@ -592,7 +598,7 @@ pub async fn run(scenario: Scenario, o: &Options) -> Result<DemoReport> {
             })
         }
         Ok((_, _, Err(e))) => {
-            problems.push(format!("the broker's floor was not measured: {e:#}"));
+            problems.push(format!("the broker's floor was not measured: {e}"));
             None
         }
         Err(e) => {

@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+pub mod floor;
 pub mod frame;
 mod kafka_log;
 pub mod seq;

@@ -1,4 +1,5 @@
-//! The broker's own floor, measured in the same run as the demo's load: a
+//! A broker's own floor, measured in the same run as a load on Tandem (the
+//! demo's, `tandem-bench node --kafka`): a
 //! plain librdkafka producer and consumer on a topic of their own, through
 //! the same broker link the nodes use, with the nodes' client settings
 //! (idempotent producer, `acks=all`, `linger.ms` 1; consumer
@@ -6,21 +7,18 @@
 //! consumer's receipt minus that moment is the broker's produce→consume
 //! time. A node answers an order only after its replica has read the
 //! append back from the log, so this time is a floor under every answer.
-//! What the client measures above it is Tandem's share (plus the edge's
+//! What a client measures above it is Tandem's share (plus the edge's
 //! link and the HTTP hops).
 
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use serde::Serialize;
-
 /// The floor's figures (milliseconds).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Floor {
     /// Messages sent and received back.
     pub messages: usize,
@@ -32,17 +30,23 @@ pub struct Floor {
     pub max_ms: f64,
 }
 
-/// The topic the floor uses: not the order log.
+/// The topic the floor uses unless told otherwise: not the order log.
 pub const TOPIC: &str = "broker-floor";
 
-/// Sends `rate` messages a second for `run` to `brokers` and reads them
-/// back. Blocking: call it on a thread of its own.
-pub fn measure(brokers: &str, rate: f64, run: Duration, fetch_wait_ms: u64) -> Result<Floor> {
-    let settings = tandem_kafka::production_topic_settings(1, 1 << 20);
+/// Sends `rate` messages a second for `run` to `brokers` on `topic` (one
+/// partition, created if missing) and reads them back. Blocking: call it
+/// on a thread of its own. Errors say which step failed.
+pub fn measure(
+    brokers: &str,
+    topic: &str,
+    rate: f64,
+    run: Duration,
+    fetch_wait_ms: u64,
+) -> Result<Floor, String> {
+    let settings = crate::production_topic_settings(1, 1 << 20);
     let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    tandem_kafka::create_topic(brokers, TOPIC, 1, 1, &settings, Duration::from_secs(30))
-        .map_err(|e| anyhow!("{e}"))
-        .context("create the floor's topic")?;
+    crate::create_topic(brokers, topic, 1, 1, &settings, Duration::from_secs(30))
+        .map_err(|e| format!("create the floor's topic: {e}"))?;
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
@@ -50,25 +54,23 @@ pub fn measure(brokers: &str, rate: f64, run: Duration, fetch_wait_ms: u64) -> R
         .set("linger.ms", "1")
         .set("compression.type", "none")
         .create()
-        .context("the floor's producer")?;
+        .map_err(|e| format!("the floor's producer: {e}"))?;
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("group.id", "tandem-demo-floor")
+        .set("group.id", "tandem-floor")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
         .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
         .create()
-        .context("the floor's consumer")?;
+        .map_err(|e| format!("the floor's consumer: {e}"))?;
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(TOPIC, 0, Offset::Beginning)
-        .context("assign")?;
-    consumer
-        .assign(&tpl)
-        .context("assign the floor's partition")?;
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .and_then(|()| consumer.assign(&tpl))
+        .map_err(|e| format!("assign the floor's partition: {e}"))?;
 
     // Connections, metadata and the producer's id come first: one
     // message sent and read back before the clock starts.
-    warm_up(&producer, &consumer)?;
+    warm_up(&producer, &consumer, topic)?;
 
     let origin = Instant::now();
     let total = (rate * run.as_secs_f64()).ceil().max(1.0) as usize;
@@ -98,7 +100,7 @@ pub fn measure(brokers: &str, rate: f64, run: Duration, fetch_wait_ms: u64) -> R
             std::thread::sleep(at - now);
         }
         let stamp = (origin.elapsed().as_nanos() as u64).to_le_bytes();
-        let mut record = BaseRecord::<(), [u8]>::to(TOPIC).payload(&stamp[..]);
+        let mut record = BaseRecord::<(), [u8]>::to(topic).payload(&stamp[..]);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -112,16 +114,16 @@ pub fn measure(brokers: &str, rate: f64, run: Duration, fetch_wait_ms: u64) -> R
     }
     producer
         .flush(Duration::from_secs(30))
-        .context("flush the floor's producer")?;
+        .map_err(|e| format!("flush the floor's producer: {e}"))?;
     let mut lat = reader
         .join()
-        .map_err(|_| anyhow!("the floor's reader panicked"))?;
+        .map_err(|_| "the floor's reader panicked".to_string())?;
     if lat.len() < total {
-        anyhow::bail!(
+        return Err(format!(
             "the floor's consumer read {} of {} messages back",
             lat.len(),
             total
-        );
+        ));
     }
     lat.sort_by(f64::total_cmp);
     let q = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
@@ -136,15 +138,14 @@ pub fn measure(brokers: &str, rate: f64, run: Duration, fetch_wait_ms: u64) -> R
 
 /// Sends one message (not 8 bytes long, so the timed reader skips it) and
 /// waits until the consumer has read it.
-fn warm_up(producer: &BaseProducer, consumer: &BaseConsumer) -> Result<()> {
+fn warm_up(producer: &BaseProducer, consumer: &BaseConsumer, topic: &str) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     producer
-        .send(BaseRecord::<(), [u8]>::to(TOPIC).payload(&b"warm-up"[..]))
-        .map_err(|(e, _)| anyhow!("{e}"))
-        .context("the floor's warm-up message")?;
+        .send(BaseRecord::<(), [u8]>::to(topic).payload(&b"warm-up"[..]))
+        .map_err(|(e, _)| format!("the floor's warm-up message: {e}"))?;
     producer
         .flush(Duration::from_secs(30))
-        .context("flush the floor's warm-up message")?;
+        .map_err(|e| format!("flush the floor's warm-up message: {e}"))?;
     while Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
             if m.payload() == Some(&b"warm-up"[..]) {
@@ -152,5 +153,5 @@ fn warm_up(producer: &BaseProducer, consumer: &BaseConsumer) -> Result<()> {
             }
         }
     }
-    anyhow::bail!("the floor's consumer did not read its warm-up message in 30 s")
+    Err("the floor's consumer did not read its warm-up message in 30 s".into())
 }
