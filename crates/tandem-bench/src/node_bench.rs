@@ -475,6 +475,29 @@ fn print_broker_floor(case: &str, orders: &Report, f: &tandem_kafka::floor::Floo
     );
 }
 
+/// Says so when a run that fell short may have been held back by the
+/// client's connections rather than the server: HTTP/1.1 carries one request at a time per
+/// connection, so `connections` requests in flight at latency L bound the
+/// rate at connections ÷ L (Little's law). Over Kafka, where an order
+/// takes the broker's produce→consume time (tens of milliseconds on
+/// tansu), 64 connections bound it at a few thousand a second.
+fn client_bound(case: &str, r: &Report, a: &NodeArgs) {
+    let mean_s = r.latency_us.p50 / 1e6;
+    if r.achieved_rate >= 0.97 * r.target_rate || mean_s <= 0.0 {
+        return;
+    }
+    let bound = a.connections as f64 / mean_s;
+    if bound < 1.5 * r.target_rate {
+        println!(
+            "{case}: {} connections, one request at a time each, carry at most {bound:.0}/s at this \
+             run's p50 of {:.1} ms: rerun with more --connections to tell the client's limit from \
+             the server's",
+            a.connections,
+            mean_s * 1e3
+        );
+    }
+}
+
 fn run_case(
     case: &str,
     targets: &[String],
@@ -504,6 +527,7 @@ fn run_case(
                 broker: None,
             };
             print_row(&row);
+            client_bound(case, &row.r, a);
             let row = match measured {
                 Some(Ok(f)) => {
                     print_broker_floor(case, &row.r, &f);
