@@ -68,9 +68,13 @@ pub fn measure(
         .and_then(|()| consumer.assign(&tpl))
         .map_err(|e| format!("assign the floor's partition: {e}"))?;
 
+    // Every message of this run carries its tag, so a topic used before
+    // (another run's stamps from another origin) does not mix in: the
+    // reader reads from the beginning and skips what is not this run's.
+    let tag = run_tag();
     // Connections, metadata and the producer's id come first: one
     // message sent and read back before the clock starts.
-    warm_up(&producer, &consumer, topic)?;
+    warm_up(&producer, &consumer, topic, tag)?;
 
     let origin = Instant::now();
     let total = (rate * run.as_secs_f64()).ceil().max(1.0) as usize;
@@ -80,10 +84,9 @@ pub fn measure(
             let deadline = Instant::now() + run + Duration::from_secs(30);
             while lat.len() < total && Instant::now() < deadline {
                 if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-                    let Some(b) = m.payload().and_then(|p| <[u8; 8]>::try_from(p).ok()) else {
+                    let Some(sent) = m.payload().and_then(|p| stamp_of(p, tag)) else {
                         continue;
                     };
-                    let sent = Duration::from_nanos(u64::from_le_bytes(b));
                     let now = origin.elapsed();
                     lat.push(now.saturating_sub(sent).as_secs_f64() * 1000.0);
                 }
@@ -99,7 +102,7 @@ pub fn measure(
         if at > now {
             std::thread::sleep(at - now);
         }
-        let stamp = (origin.elapsed().as_nanos() as u64).to_le_bytes();
+        let stamp = timed_payload(tag, origin.elapsed());
         let mut record = BaseRecord::<(), [u8]>::to(topic).payload(&stamp[..]);
         loop {
             match producer.send(record) {
@@ -136,22 +139,72 @@ pub fn measure(
     })
 }
 
-/// Sends one message (not 8 bytes long, so the timed reader skips it) and
-/// waits until the consumer has read it.
-fn warm_up(producer: &BaseProducer, consumer: &BaseConsumer, topic: &str) -> Result<(), String> {
+/// A tag for one run's messages: this process and the moment, which no
+/// other run on the same topic shares in practice.
+fn run_tag() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 48)
+}
+
+/// A timed message: the run's tag, then the moment it was sent (ns since
+/// the run's origin), both little-endian.
+fn timed_payload(tag: u64, sent: Duration) -> [u8; 16] {
+    let mut p = [0u8; 16];
+    p[..8].copy_from_slice(&tag.to_le_bytes());
+    p[8..].copy_from_slice(&(sent.as_nanos() as u64).to_le_bytes());
+    p
+}
+
+/// The send moment of a timed message of the run tagged `tag`; `None`
+/// for anything else (another run's, a warm-up, foreign bytes).
+fn stamp_of(payload: &[u8], tag: u64) -> Option<Duration> {
+    let p = <&[u8; 16]>::try_from(payload).ok()?;
+    let (t, sent) = p.split_at(8);
+    (t == tag.to_le_bytes())
+        .then(|| Duration::from_nanos(u64::from_le_bytes(sent.try_into().unwrap_or([0; 8]))))
+}
+
+/// Sends one warm-up message (not 16 bytes long, so the timed reader
+/// skips it) and waits until the consumer has read it.
+fn warm_up(
+    producer: &BaseProducer,
+    consumer: &BaseConsumer,
+    topic: &str,
+    tag: u64,
+) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut hello = b"warm-up ".to_vec();
+    hello.extend_from_slice(&tag.to_le_bytes());
     producer
-        .send(BaseRecord::<(), [u8]>::to(topic).payload(&b"warm-up"[..]))
+        .send(BaseRecord::<(), [u8]>::to(topic).payload(&hello[..]))
         .map_err(|(e, _)| format!("the floor's warm-up message: {e}"))?;
     producer
         .flush(Duration::from_secs(30))
         .map_err(|e| format!("flush the floor's warm-up message: {e}"))?;
     while Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            if m.payload() == Some(&b"warm-up"[..]) {
+            if m.payload() == Some(&hello[..]) {
                 return Ok(());
             }
         }
     }
     Err("the floor's consumer did not read its warm-up message in 30 s".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{stamp_of, timed_payload};
+    use std::time::Duration;
+
+    #[test]
+    fn only_this_runs_stamps_are_read() {
+        let sent = Duration::from_micros(1_234_567);
+        let p = timed_payload(7, sent);
+        assert_eq!(stamp_of(&p, 7), Some(sent));
+        assert_eq!(stamp_of(&p, 8), None, "another run's message");
+        assert_eq!(stamp_of(&p[..8], 7), None, "the old 8-byte stamp");
+        assert_eq!(stamp_of(b"warm-up \x07\0\0\0\0\0\0\0", 7), None);
+    }
 }

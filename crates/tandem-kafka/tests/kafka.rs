@@ -222,3 +222,55 @@ fn read_known_follows_without_asking_the_broker() {
         "read_from at the tail answered with the broker down"
     );
 }
+
+/// The broker floor (`tandem_kafka::floor`) reads back exactly the
+/// messages its run sent, even on a topic that already holds another
+/// run's warm-up and timed messages and foreign bytes of the lengths a
+/// timed message has (before the run tag, the second run's reader stopped
+/// at the first run's warm-up and read its stamps: p50 0 ms, which this
+/// test caught), and its figures are ordered and plausible.
+#[test]
+fn the_broker_floor_reads_only_its_own_runs_messages() {
+    let broker = Broker::start();
+    let topic = "floor-reused";
+    let first = tandem_kafka::floor::measure(
+        &broker.bootstrap(),
+        topic,
+        40.0,
+        Duration::from_millis(500),
+        2,
+    )
+    .expect("first floor run");
+    assert_eq!(first.messages, 20);
+    // Foreign messages of every length the reader once took.
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .expect("producer");
+    for len in [8usize, 16] {
+        for _ in 0..30 {
+            producer
+                .send(BaseRecord::<(), [u8]>::to(topic).payload(&vec![0xff; len][..]))
+                .expect("send a foreign message");
+        }
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+    let second = tandem_kafka::floor::measure(
+        &broker.bootstrap(),
+        topic,
+        40.0,
+        Duration::from_millis(500),
+        2,
+    )
+    .expect("second floor run");
+    assert_eq!(second.messages, 20, "only the second run's own messages");
+    for f in [&first, &second] {
+        assert!(
+            0.0 < f.p50_ms && f.p50_ms <= f.p99_ms && f.p99_ms <= f.max_ms,
+            "{f:?}"
+        );
+        // A foreign stamp would read as sent 0 or 2^64 ns after the
+        // origin: a latency of 0 or of the whole run.
+        assert!(f.max_ms < 10_000.0, "{f:?}");
+    }
+}
