@@ -438,6 +438,178 @@ struct CaseResult {
     best: Option<f64>,
     /// The proxy's CPU per request at each fixed rate, microseconds.
     cpu_us: BTreeMap<u64, f64>,
+    /// What the case's probe measured beside each fixed rate (the edge's
+    /// own latency and its workers' shares of the CPU).
+    notes: BTreeMap<u64, String>,
+}
+
+/// What a proxy itself saw over a run: for the edge its own
+/// request-to-answer-head histogram (`tandem_edge_request_duration_seconds`,
+/// summed over the clusters); for both, each worker's CPU time (the edge's
+/// worker threads, nginx's worker processes), to show how the load was
+/// shared.
+struct Probe {
+    edge: Option<Arc<Edge>>,
+    /// CPU time of each worker now, ns.
+    workers: Box<dyn Fn() -> Vec<u64>>,
+}
+
+/// A probe's reading at one moment.
+struct ProbeReading {
+    /// Cumulative count at each bucket bound (seconds), `+Inf` last.
+    buckets: Vec<(f64, u64)>,
+    worker_ns: Vec<u64>,
+}
+
+impl Probe {
+    fn edge(edge: &Arc<Edge>, threads: usize) -> Probe {
+        Probe {
+            edge: Some(Arc::clone(edge)),
+            workers: Box::new(move || {
+                (0..threads)
+                    .map(|i| worker_cpu_ns(&format!("tandem-edge-w{i}")))
+                    .collect()
+            }),
+        }
+    }
+
+    /// nginx's worker processes (the master's children), in pid order.
+    fn nginx(master: u32) -> Probe {
+        Probe {
+            edge: None,
+            workers: Box::new(move || {
+                let Ok(procs) = std::fs::read_dir("/proc") else {
+                    return Vec::new();
+                };
+                let mut kids: Vec<(u32, u64)> = procs
+                    .flatten()
+                    .filter_map(|p| {
+                        let pid = p.file_name().to_str()?.parse::<u32>().ok()?;
+                        let stat = std::fs::read_to_string(p.path().join("stat")).ok()?;
+                        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| {
+                            rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                        })?;
+                        (ppid == master).then(|| (pid, schedstat_ns(&p.path().join("schedstat"))))
+                    })
+                    .collect();
+                kids.sort_unstable();
+                kids.into_iter().map(|(_, ns)| ns).collect()
+            }),
+        }
+    }
+
+    fn read(&self) -> ProbeReading {
+        ProbeReading {
+            buckets: self
+                .edge
+                .as_ref()
+                .map(|e| duration_buckets(&e.metrics.render("")))
+                .unwrap_or_default(),
+            worker_ns: (self.workers)(),
+        }
+    }
+
+    /// The edge's own p50 and p99 over the run (the upper bound of the
+    /// bucket holding each) and each worker's share of the CPU.
+    fn note(&self, before: &ProbeReading, after: &ProbeReading) -> String {
+        let mut out = String::new();
+        if self.edge.is_some() {
+            // By bound: before the first answer there are no buckets at all.
+            let counts: Vec<(f64, u64)> = after
+                .buckets
+                .iter()
+                .map(|(b, a)| {
+                    let z = before
+                        .buckets
+                        .iter()
+                        .find(|(x, _)| x == b)
+                        .map_or(0, |(_, z)| *z);
+                    (*b, a.saturating_sub(z))
+                })
+                .collect();
+            out = format!(
+                "edge's own time, request head to the node's answer head: p50 <= {}, p99 <= {}; ",
+                quantile_bound_us(&counts, 0.50),
+                quantile_bound_us(&counts, 0.99)
+            );
+        }
+        let used: Vec<u64> = after
+            .worker_ns
+            .iter()
+            .zip(&before.worker_ns)
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect();
+        let total = used.iter().sum::<u64>().max(1) as f64;
+        let shares: Vec<String> = used
+            .iter()
+            .map(|u| format!("{:.0}", 100.0 * *u as f64 / total))
+            .collect();
+        out.push_str(&format!("workers' CPU shares {} %", shares.join("/")));
+        out
+    }
+}
+
+/// The `tandem_edge_request_duration_seconds` buckets of a metrics text,
+/// summed over every label set: (upper bound in seconds, cumulative count).
+fn duration_buckets(text: &str) -> Vec<(f64, u64)> {
+    let mut sum: BTreeMap<u64, (f64, u64)> = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("tandem_edge_request_duration_seconds_bucket{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let Some(le) = labels
+            .split("le=\"")
+            .nth(1)
+            .and_then(|l| l.strip_suffix('"'))
+        else {
+            continue;
+        };
+        let bound = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            match le.parse::<f64>() {
+                Ok(b) => b,
+                Err(_) => continue,
+            }
+        };
+        let n: u64 = value.trim().parse().unwrap_or(0);
+        let e = sum.entry(bound.to_bits()).or_insert((bound, 0));
+        e.1 += n;
+    }
+    let mut v: Vec<(f64, u64)> = sum.into_values().collect();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    v
+}
+
+/// The upper bound (µs) of the first bucket whose cumulative count
+/// reaches fraction `p` of the total, as text ("-" with no observation).
+fn quantile_bound_us(cumulative: &[(f64, u64)], p: f64) -> String {
+    let total = cumulative.last().map_or(0, |l| l.1);
+    if total == 0 {
+        return "-".into();
+    }
+    let want = (p * total as f64).ceil() as u64;
+    match cumulative.iter().find(|(_, c)| *c >= want) {
+        Some((b, _)) if b.is_finite() => format!("{:.0} us", b * 1e6),
+        _ => "above the last bound".into(),
+    }
+}
+
+/// CPU time of this process's thread named exactly `name`, ns.
+fn worker_cpu_ns(name: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .map(|t| schedstat_ns(&t.path().join("schedstat")))
+        .sum()
 }
 
 fn run_case(
@@ -447,13 +619,19 @@ fn run_case(
     path: &str,
     seed: &mut u64,
     cpu: Option<CpuClock>,
+    probe: Option<&Probe>,
 ) -> Result<CaseResult, String> {
     let mut at = BTreeMap::new();
     let mut cpu_us = BTreeMap::new();
+    let mut notes = BTreeMap::new();
     for &rate in &a.rates {
         *seed += 1;
+        let before = probe.map(Probe::read);
         let (r, used) = load_cpu(targets, rate, a, path, *seed, cpu.as_ref())?;
         print_row(case, "fixed", &r, used);
+        if let (Some(p), Some(b)) = (probe, before) {
+            notes.insert(rate as u64, p.note(&b, &p.read()));
+        }
         if let Some(u) = used {
             cpu_us.insert(rate as u64, u);
         }
@@ -479,6 +657,7 @@ fn run_case(
         at,
         best,
         cpu_us,
+        notes,
     })
 }
 
@@ -528,6 +707,11 @@ fn summary(results: &[CaseResult]) {
             println!("  {:<22} at {:>6}/s: {us:>6.1} us", r.case, rate);
         }
     }
+    for r in results {
+        for (rate, note) in &r.notes {
+            println!("  {:<22} at {:>6}/s: {note}", r.case, rate);
+        }
+    }
     println!("highest sustained rate (p99 within the bound, no error, ≥ 97 % of target):");
     for r in results {
         match r.best {
@@ -557,7 +741,7 @@ fn bench_upstreams(
         a.connections
     );
     let direct: Vec<String> = upstreams.iter().map(|u| format!("http://{u}")).collect();
-    let (edge_addr, _edge, edge_served) = start_edge(upstreams, a.edge_threads)?;
+    let (edge_addr, edge, edge_served) = start_edge(upstreams, a.edge_threads)?;
     println!(
         "edge: in this process, {} worker threads (one runtime each), clusters c0/c1/c2 at 34/33/33",
         a.edge_threads
@@ -571,7 +755,9 @@ fn bench_upstreams(
         path,
         seed,
         None,
+        None,
     )?];
+    let probe = Probe::edge(&edge, a.edge_threads);
     results.push(run_case(
         "tandem edge",
         &[format!("http://{edge_addr}")],
@@ -579,6 +765,7 @@ fn bench_upstreams(
         path,
         seed,
         Some(threads_cpu("tandem-edge-w")),
+        Some(&probe),
     )?);
     if let Some((addr, n)) = &nginx {
         results.push(run_case(
@@ -588,6 +775,7 @@ fn bench_upstreams(
             path,
             seed,
             Some(process_tree_cpu(n.child.id())),
+            Some(&Probe::nginx(n.child.id())),
         )?);
     }
     drop(nginx);
@@ -794,4 +982,30 @@ pub fn run(a: &EdgeArgs) -> Result<(), String> {
     );
     let _ = std::fs::remove_dir_all(a.dir.join("nginx"));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{duration_buckets, quantile_bound_us};
+    use std::time::Duration;
+
+    #[test]
+    fn the_edge_histogram_is_read_back_into_quantile_bounds() {
+        let m = tandem_edge::metrics::EdgeMetrics::default();
+        // 98 answers near 50 µs in one cluster, 2 near 2 ms in another.
+        for _ in 0..98 {
+            m.answered("c0", "v", 200, Duration::from_micros(50));
+        }
+        for _ in 0..2 {
+            m.answered("c1", "v", 200, Duration::from_micros(2_000));
+        }
+        let b = duration_buckets(&m.render(""));
+        assert_eq!(b.last().map(|l| l.1), Some(100), "{b:?}");
+        // 50 µs falls in the bucket bounded by 56 µs; the 99th answer is
+        // one of the slow two (2 ms: the 2.2 ms bucket).
+        assert_eq!(quantile_bound_us(&b, 0.50), "56 us");
+        assert_eq!(quantile_bound_us(&b, 0.98), "56 us");
+        assert_eq!(quantile_bound_us(&b, 0.99), "2200 us");
+        assert_eq!(quantile_bound_us(&[], 0.99), "-");
+    }
 }

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{request::Parts, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tandem_conn::tls::{ClientTls, Connector, ServerTls, TlsError};
@@ -32,17 +32,18 @@ use crate::table::{lock, read, write, NodeState, Routes, TableCluster};
 use crate::upstream::{SendError, Upstreams};
 use crate::{BoxBody, BoxError};
 
-/// Headers that belong to one connection, never forwarded.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
+/// Headers that belong to one connection, never forwarded (`host` is set
+/// for the node instead).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::HOST,
 ];
 
 /// Retries allowed: a token bucket filled by requests (`ratio` per request)
@@ -483,20 +484,21 @@ fn failed(edge: &Edge, cluster: &TableCluster, node: &NodeState) {
 
 /// Removes the hop-by-hop headers in place (buffered requests: the map
 /// is then cloned for each attempt).
+/// The names are built once (`HeaderName`s, not strings parsed again at
+/// every lookup), and each costs one lookup.
 fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
     if headers.keys_len() == 0 {
         return;
     }
-    for name in HOP_BY_HOP {
-        if headers.contains_key(name) {
-            headers.remove(name);
-        }
+    for name in &HOP_BY_HOP {
+        // Every value of the name goes (`remove` drops them all).
+        let _ = headers.remove(name);
     }
 }
 
 fn copy_request_headers(from: &http::HeaderMap, to: &mut http::HeaderMap) {
     for (k, v) in from {
-        if !HOP_BY_HOP.contains(&k.as_str()) {
+        if !HOP_BY_HOP.contains(k) {
             to.append(k.clone(), v.clone());
         }
     }
@@ -507,29 +509,48 @@ fn upstream_uri(addr: &str, parts: &Parts) -> String {
     format!("http://{addr}{pq}")
 }
 
+/// Reads a request's body whole, at most `max_body` bytes; the answer to
+/// give instead when it is larger (413) or cannot be read (400).
+async fn read_body(
+    body: Incoming,
+    max_body: usize,
+    edge: &Edge,
+) -> Result<Bytes, Response<BoxBody>> {
+    match Limited::new(body, max_body).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => {
+            edge.metrics.bad_request();
+            Err(edge_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("body: larger than {max_body} bytes"),
+                None,
+            ))
+        }
+        Err(e) => {
+            edge.metrics.bad_request();
+            Err(edge_error(
+                StatusCode::BAD_REQUEST,
+                &format!("body: could not be read: {e}"),
+                None,
+            ))
+        }
+    }
+}
+
 /// Proxies one buffered request (everything but gRPC and upgrades).
 pub async fn proxy(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody> {
     let started = Instant::now();
     edge.budget.deposit();
     let (mut parts, body) = req.into_parts();
     let max_body = edge.max_body_bytes();
-    let body = match Limited::new(body, max_body).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => {
-            edge.metrics.bad_request();
-            return edge_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("body: larger than {max_body} bytes"),
-                None,
-            );
-        }
-        Err(e) => {
-            edge.metrics.bad_request();
-            return edge_error(
-                StatusCode::BAD_REQUEST,
-                &format!("body: could not be read: {e}"),
-                None,
-            );
+    // A request hyper knows to have no body (no `content-length` or one of
+    // 0, no chunked encoding: most reads) skips the collecting.
+    let body = if body.is_end_stream() {
+        Bytes::new()
+    } else {
+        match read_body(body, max_body, edge).await {
+            Ok(b) => b,
+            Err(answer) => return answer,
         }
     };
     let account = match find_account(&parts, &body) {
@@ -709,5 +730,38 @@ pub async fn proxy_stream(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<
                 Some(1),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_hop_by_hop;
+    use http::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn every_hop_by_hop_header_goes_with_all_its_values_and_nothing_else_does() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("keep-alive", "max=100"),
+            ("proxy-authenticate", "Basic"),
+            ("proxy-authorization", "Basic eA=="),
+            ("te", "trailers"),
+            ("trailer", "x-checksum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("host", "edge.example"),
+            ("x-tandem-account", "acct-1"),
+            ("content-type", "application/json"),
+            ("x-dex-version", "canary"),
+        ] {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-dex-version", "x-tandem-account"]);
+        assert_eq!(h.len(), 3, "no value of a removed name is left");
     }
 }
