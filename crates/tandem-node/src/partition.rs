@@ -862,7 +862,7 @@ impl Partition {
             let c = lock(&self.checkpoints);
             crate::checkpoints::encode(c.every(), &c.upto(seq))
         };
-        let entries = lock(&self.results).answers.window(seq);
+        let window = lock(&self.results).answers.window();
         let (id, dir) = (self.id, self.snapshot_dir.clone());
         move || {
             if let Err(e) = crate::checkpoints::save(&dir, seq, &checkpoints) {
@@ -871,6 +871,7 @@ impl Partition {
                     e.to_string()
                 );
             }
+            let entries = window.entries(seq);
             let bytes = crate::window::encode(entries.iter());
             if let Err(e) = crate::window::save(&dir, seq, &bytes) {
                 eprintln!(

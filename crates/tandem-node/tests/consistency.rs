@@ -341,6 +341,118 @@ fn cancel_answers_survive_a_restart() {
     assert_eq!(again.body, first.body);
 }
 
+// ---- snapshots while orders are entered ----------------------------------------
+
+/// Places from 8 threads at once while the replica snapshots every 50
+/// commands in the background and the window beside each snapshot is
+/// taken while orders go on: every order is answered once, at its own
+/// seq; each window saved holds the newest places up to its snapshot with
+/// their answers; and after a restart a retry of each place the window
+/// keeps gets its original answer.
+#[test]
+fn orders_entered_across_background_snapshots_are_answered_and_kept_for_retries() {
+    let dir = TempDir::new("snapshots-under-load");
+    let mut cfg = config(&dir, "a");
+    cfg.snapshot.every_commands = 50;
+    cfg.snapshot.keep = 100;
+    // More places than the window keeps, and more than one block of its
+    // queue (`answers::BLOCK`, 1024 entries).
+    let window = 1200;
+    cfg.limits.idempotency_window = window;
+    let (threads, each) = (8usize, 200usize);
+    let body = |t: usize, i: usize| place_body("M", &format!("t{t}-{i}"), "acc", "buy", "10", "1");
+    let n = TestNode::start(cfg.clone(), file_log(&dir, "log"));
+    let mut answers: Vec<(String, u64, serde_json::Value)> = std::thread::scope(|s| {
+        let jobs: Vec<_> = (0..threads)
+            .map(|t| {
+                let n = &n;
+                s.spawn(move || {
+                    (0..each)
+                        .map(|i| {
+                            let b = body(t, i);
+                            let r = n.post(&b);
+                            assert_eq!(r.status, 200, "{r}");
+                            let v = r.json();
+                            assert_eq!(event_names(&v), ["accepted"], "{r}");
+                            let seq = v["seq"].as_u64().unwrap_or_else(|| panic!("no seq: {r}"));
+                            (b, seq, v["events"].clone())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        jobs.into_iter().flat_map(|j| j.join().unwrap()).collect()
+    });
+    // Each order at its own seq, none lost: seqs 1..=1600 once each.
+    answers.sort_by_key(|a| a.1);
+    let total = (threads * each) as u64;
+    assert!(answers.iter().map(|a| a.1).eq(1..=total));
+    // The windows saved beside the periodic snapshots (written in the
+    // background: wait until the newest snapshot has its window). A
+    // snapshot starts once 50 commands have passed and the last one is
+    // written, so their seqs are not multiples of 50.
+    let snaps = dir.path().join("a").join("snapshots-0");
+    let seqs_of = |prefix: &str, suffix: &str| -> Vec<u64> {
+        let mut v: Vec<u64> = std::fs::read_dir(&snaps)
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                name.strip_prefix(prefix)?
+                    .strip_suffix(suffix)?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let windows = loop {
+        let snapshots = seqs_of("snapshot-", ".tsnap");
+        let windows = seqs_of("answers-", ".bin");
+        if snapshots.last().is_some() && windows.last() == snapshots.last() {
+            break windows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "snapshots {snapshots:?}, windows {windows:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(windows.len() >= 3, "periodic windows: {windows:?}");
+    for at in windows {
+        let (entries, problem) = tandem_node::window::load(&snaps, at);
+        assert_eq!(problem, None, "window at {at}");
+        // The newest places at or below the snapshot, oldest first, none
+        // missing between them, each with the answer its client got.
+        assert!(
+            !entries.is_empty() && entries.len() <= window,
+            "window at {at}: {}",
+            entries.len()
+        );
+        let first = entries[0].seq;
+        assert!(
+            entries.iter().map(|e| e.seq).eq(first..=at),
+            "window at {at} is not the places {first}..={at}"
+        );
+        for e in &entries {
+            let events: serde_json::Value = serde_json::from_slice(&e.events).unwrap();
+            assert_eq!(events, answers[e.seq as usize - 1].2, "seq {}", e.seq);
+        }
+    }
+    drop(n);
+    // Restarted: a retry of each place the window keeps is answered from
+    // it (same seq and events), not refused as a reused id.
+    let n = TestNode::start(cfg, file_log(&dir, "log"));
+    for (b, seq, events) in &answers[answers.len() - window..] {
+        let r = n.post(b);
+        assert_eq!(r.status, 200, "retry of seq {seq}: {r}");
+        let v = r.json();
+        assert_eq!(v["seq"].as_u64(), Some(*seq), "{r}");
+        assert_eq!(&v["events"], events, "{r}");
+    }
+}
+
 // ---- a panic in a request changes nothing else --------------------------------
 
 #[test]
