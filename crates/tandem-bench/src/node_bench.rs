@@ -549,7 +549,13 @@ fn run_case(
         }
     }
     if a.search {
-        let mut rate = a.rates.iter().copied().fold(10_000.0, f64::max) * 2.0;
+        // File-log nodes from 20 k/s up; over Kafka from 1.5x the highest
+        // rate given (tansu's ceiling is a few thousand orders a second).
+        let highest = a.rates.iter().copied().fold(0.0, f64::max);
+        let mut rate = match broker {
+            Some(_) => highest * 1.5,
+            None => highest.max(10_000.0) * 2.0,
+        };
         let mut best: Option<f64> = None;
         while rate <= 400_000.0 {
             *seed += 1;
