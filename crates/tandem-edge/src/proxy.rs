@@ -34,7 +34,7 @@ use crate::{BoxBody, BoxError};
 
 /// Headers that belong to one connection, never forwarded (`host` is set
 /// for the node instead).
-const HOP_BY_HOP: [HeaderName; 9] = [
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -485,14 +485,20 @@ fn failed(edge: &Edge, cluster: &TableCluster, node: &NodeState) {
 /// Removes the hop-by-hop headers in place (buffered requests: the map
 /// is then cloned for each attempt).
 /// The names are built once (`HeaderName`s, not strings parsed again at
-/// every lookup), and each costs one lookup.
+/// every lookup); the request's few names are compared with them first,
+/// so only the names present (usually just `host`) cost a lookup.
 fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
-    if headers.keys_len() == 0 {
-        return;
+    let mut present = 0u16;
+    for k in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+            present |= 1 << i;
+        }
     }
-    for name in &HOP_BY_HOP {
-        // Every value of the name goes (`remove` drops them all).
-        let _ = headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            // Every value of the name goes (`remove` drops them all).
+            let _ = headers.remove(name);
+        }
     }
 }
 

@@ -38,7 +38,9 @@ use tower_service::Service;
 use crate::table::lock;
 
 /// One connection to a node: the request side and the connection future,
-/// polled by whoever holds it.
+/// polled by whoever holds it. Held boxed ([`Held`]): hyper's connection
+/// state is several hundred bytes, and it moves at every take and return
+/// and with the request's future; a box moves as a pointer.
 struct Conn {
     send: http1::SendRequest<Full<Bytes>>,
     /// `None` once it has closed or failed: dropping it fails what is
@@ -79,7 +81,10 @@ pub fn set_worker(i: usize) {
 
 /// One worker's idle connections to a node, each with the time it went
 /// idle, most recently used last.
-type Slot = Mutex<Vec<(Conn, Instant)>>;
+type Slot = Mutex<Vec<(Held, Instant)>>;
+
+/// A connection as the pool and the requests hold it.
+type Held = Box<Conn>;
 
 /// The idle connections of one node, per worker.
 pub struct Pool {
@@ -117,7 +122,7 @@ impl Pool {
         }
     }
 
-    fn take(&self, max_idle: Duration) -> Option<Conn> {
+    fn take(&self, max_idle: Duration) -> Option<Held> {
         let slot = self.mine();
         let now = Instant::now();
         loop {
@@ -131,7 +136,7 @@ impl Pool {
         }
     }
 
-    fn put(&self, conn: Conn, max: usize) {
+    fn put(&self, conn: Held, max: usize) {
         let mut idle = lock(self.mine());
         if idle.len() < max {
             idle.push((conn, Instant::now()));
@@ -142,7 +147,7 @@ impl Pool {
 fn prune(slot: &Slot, max_idle: Duration) {
     let now = Instant::now();
     // Dropped outside the lock: closing a socket is a system call.
-    let expired: Vec<(Conn, Instant)> = {
+    let expired: Vec<(Held, Instant)> = {
         let mut idle = lock(slot);
         let keep = idle
             .iter()
@@ -185,7 +190,7 @@ impl Upstreams {
         self.max_idle
     }
 
-    async fn connect(&self, authority: &Uri) -> Result<Conn, SendError> {
+    async fn connect(&self, authority: &Uri) -> Result<Held, SendError> {
         let io = self
             .connector
             .clone()
@@ -193,14 +198,14 @@ impl Upstreams {
             .await
             .map_err(|_| SendError::Connect)?;
         let (send, conn) = http1::handshake(io).await.map_err(|_| SendError::Connect)?;
-        Ok(Conn {
+        Ok(Box::new(Conn {
             send,
             conn: Some(conn),
-        })
+        }))
     }
 
     /// An idle connection of `pool` that is open and ready for a request.
-    async fn idle(&self, pool: &Pool) -> Option<Conn> {
+    async fn idle(&self, pool: &Pool) -> Option<Held> {
         loop {
             let mut c = pool.take(self.max_idle)?;
             // One poll of the connection (it reads the node's close, if
@@ -275,7 +280,7 @@ impl Upstreams {
 /// ended (and is closed when the body fails or is dropped unfinished).
 pub struct PooledBody {
     body: Incoming,
-    conn: Option<Conn>,
+    conn: Option<Held>,
     pool: std::sync::Arc<crate::table::NodeState>,
     max: usize,
 }
