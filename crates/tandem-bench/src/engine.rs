@@ -22,6 +22,11 @@ pub trait BenchEngine {
     /// final book is then checked against the STP variant of the model.
     const STP: bool = false;
 
+    /// How `new_engine` sets the engine up, printed with its results: what
+    /// it allocates or touches before timing starts (so that one engine's
+    /// pre-faulted memory is stated beside another's growth).
+    const SETUP: &'static str;
+
     /// The engine's native, pre-built command.
     type Cmd;
 

@@ -34,6 +34,9 @@ fn side(s: Side) -> LSide {
 impl BenchEngine for Lobster {
     const NAME: &'static str = "lobster";
     const VERSION: &'static str = "lobster 0.7.0";
+    const SETUP: &'static str =
+        "OrderBook::default(): an arena of 10 000 orders made before timing; \
+        its maps and queues grow while timed (its page faults are counted in the latency pass)";
     type Cmd = OrderType;
 
     fn new_engine(_expected_cmds: usize) -> Self {

@@ -86,6 +86,8 @@ fn user(account: u32) -> Hash32 {
 impl BenchEngine for OrderbookRs {
     const NAME: &'static str = "orderbook-rs";
     const VERSION: &'static str = "orderbook-rs 0.15.3";
+    const SETUP: &'static str =
+        "OrderBook::new(\"BTC-USD\"): nothing reserved; it grows while timed";
     type Cmd = ObCmd;
 
     fn new_engine(_expected_cmds: usize) -> Self {

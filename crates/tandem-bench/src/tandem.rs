@@ -71,6 +71,9 @@ impl BenchEngine for Tandem {
     const VERSION: &'static str = concat!("tandem-core ", env!("CARGO_PKG_VERSION"));
     const IS_SUBJECT: bool = true;
     const STP: bool = true;
+    const SETUP: &'static str = "Config { reserve_ids: warm-up + timed commands, reserve_orders: 65 536 }: \
+        Engine::new allocates and writes the id registry, its index and the order slab for that many \
+        before timing (no page fault while timed); Config::default() reserves nothing";
     type Cmd = Command;
 
     fn new_engine(expected_cmds: usize) -> Self {
