@@ -41,6 +41,57 @@ fn start(tag: u64, mask: usize) -> usize {
     tag as usize & mask & !(LINE - 1)
 }
 
+/// Bit `j` of the first mask is set where slot `j` of `line` is empty, of
+/// the second where slot `j` holds hash tag `tag` (an empty slot may match
+/// too; callers only look at matches before the first empty slot).
+///
+/// On x86-64, SSE2 (part of the base instruction set) compares all eight
+/// slots at once: the low halves (an index; `u32::MAX` only in an empty
+/// slot, as no entry has that index) against all ones and the high halves
+/// (the tag) against `tag`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn line_masks(line: &Line, tag: u64) -> (u32, u32) {
+    use std::arch::x86_64::{
+        __m128, __m128i, _mm_castps_si128, _mm_castsi128_ps, _mm_cmpeq_epi32, _mm_load_si128,
+        _mm_movemask_ps, _mm_set1_epi32, _mm_shuffle_ps,
+    };
+    let p = line.0.as_ptr().cast::<__m128i>();
+    #[allow(unsafe_code)]
+    // SAFETY: SSE2 is part of x86-64's base instruction set, so every
+    // intrinsic here is available; `Line` is 64 bytes aligned to 64, so the
+    // four aligned 16-byte loads lie inside the borrowed line.
+    unsafe {
+        let [a, b, c, d] = [0, 1, 2, 3].map(|k| _mm_castsi128_ps(_mm_load_si128(p.add(k))));
+        // The lanes of `a` are slot 0's low and high half, then slot 1's.
+        let low = |x: __m128, y: __m128| _mm_castps_si128(_mm_shuffle_ps::<0b10_00_10_00>(x, y));
+        let high = |x: __m128, y: __m128| _mm_castps_si128(_mm_shuffle_ps::<0b11_01_11_01>(x, y));
+        // One bit per 32-bit lane of `x` equal to `y`'s.
+        let eq = |x: __m128i, y: __m128i| {
+            _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(x, y))) as u32
+        };
+        let ones = _mm_set1_epi32(-1);
+        let t = _mm_set1_epi32(tag as u32 as i32);
+        let empty = eq(low(a, b), ones) | eq(low(c, d), ones) << 4;
+        let hit = eq(high(a, b), t) | eq(high(c, d), t) << 4;
+        (empty, hit)
+    }
+}
+
+/// Bit `j` of the first mask is set where slot `j` of `line` is empty, of
+/// the second where slot `j` holds hash tag `tag`.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn line_masks(line: &Line, tag: u64) -> (u32, u32) {
+    let mut empty = 0u32;
+    let mut hit = 0u32;
+    for (j, &s) in line.0.iter().enumerate() {
+        empty |= u32::from(s == EMPTY) << j;
+        hit |= u32::from(s >> 32 == tag) << j;
+    }
+    (empty, hit)
+}
+
 /// Most entries a table of `slots` slots takes before it grows (3/4).
 #[inline]
 fn limit(slots: usize) -> usize {
@@ -131,6 +182,14 @@ impl IndexTable {
     /// `find`, but a miss returns where the probe ended: the empty slot
     /// `insert_at` fills without probing again (`usize::MAX` when the table
     /// has no slots yet).
+    ///
+    /// The same scan as slot by slot (slots in order from the line's
+    /// first, the first tag match that `eq` accepts, else the first empty
+    /// slot), done a line at a time: the line's empty slots and tag
+    /// matches are found without branches, so a lookup takes no branch
+    /// whose outcome depends on how full the line is (those mispredicted
+    /// on most lookups), and `eq` runs only on a tag match before the
+    /// first empty slot.
     #[inline]
     pub(crate) fn find_or_vacant(
         &self,
@@ -141,17 +200,25 @@ impl IndexTable {
             return Err(usize::MAX);
         }
         let tag = h >> 32;
-        let mask = self.slots() - 1;
-        let mut i = start(tag, mask);
+        let last_line = self.lines.len() - 1;
+        let mut li = start(tag, self.slots() - 1) / LINE;
         loop {
-            let s = self.slot(i);
-            if s == EMPTY {
-                return Err(i);
+            let line = &self.lines[li];
+            let (empty, hit) = line_masks(line, tag);
+            // The slots before the first empty one (all when none is).
+            let before = empty.wrapping_sub(1) & !empty;
+            let mut candidates = hit & before;
+            while candidates != 0 {
+                let s = line.0[candidates.trailing_zeros() as usize];
+                if eq(s as u32) {
+                    return Ok(s as u32);
+                }
+                candidates &= candidates - 1;
             }
-            if s >> 32 == tag && eq(s as u32) {
-                return Ok(s as u32);
+            if empty != 0 {
+                return Err(li * LINE + empty.trailing_zeros() as usize);
             }
-            i = (i + 1) & mask;
+            li = (li + 1) & last_line;
         }
     }
 
@@ -285,6 +352,63 @@ mod tests {
             assert_eq!(t.find(hk, |ix| keys[ix as usize] == k), Some(i as u32));
         }
         assert_eq!(t.find(h(99_999), |_| true), None);
+    }
+
+    /// The slot-by-slot probe `find_or_vacant` does a line at a time.
+    fn probe_slot_by_slot(
+        t: &IndexTable,
+        h: u64,
+        mut eq: impl FnMut(u32) -> bool,
+    ) -> Result<u32, usize> {
+        let mask = t.slots() - 1;
+        let mut i = start(h >> 32, mask);
+        loop {
+            let s = t.slot(i);
+            if s == EMPTY {
+                return Err(i);
+            }
+            if s >> 32 == h >> 32 && eq(s as u32) {
+                return Ok(s as u32);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    #[test]
+    fn line_probe_agrees_with_slot_by_slot() {
+        // Hashes crowded into a few tags and lines, including the all-ones
+        // tag an empty slot also carries, so probes run over several lines
+        // and wrap past the last one.
+        let tags = [0xffff_ffffu64, 0, 7, 15, 0xffff_fff8, 0x8000_0000];
+        let hash = |k: u64| (tags[(k % 6) as usize] << 32) | k;
+        let mut t = IndexTable::default();
+        t.reserve(40);
+        let slots = t.slots();
+        for k in 0..(slots as u64 * 3 / 4) {
+            for probe in [k, k + 1000] {
+                for target in 0..=k as u32 {
+                    let want = probe_slot_by_slot(&t, hash(probe), |ix| ix == target);
+                    let got = t.find_or_vacant(hash(probe), |ix| {
+                        // An empty slot's high half equals the all-ones
+                        // tag: it must never reach `eq`.
+                        assert!(u64::from(ix) < k, "eq asked about slot value {ix:#x}");
+                        ix == target
+                    });
+                    assert_eq!(got, want);
+                }
+            }
+            let vacant = t.find_or_vacant(hash(k), |_| false).unwrap_err();
+            assert_eq!(t.slot(vacant), EMPTY);
+            t.insert_at(vacant, hash(k), k as u32);
+        }
+        assert_eq!(
+            t.slots(),
+            slots,
+            "the table grew: the test lost its crowding"
+        );
+        for k in 0..(slots as u64 * 3 / 4) {
+            assert_eq!(t.find(hash(k), |ix| ix == k as u32), Some(k as u32));
+        }
     }
 
     #[test]
