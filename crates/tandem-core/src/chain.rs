@@ -81,7 +81,7 @@ fn put_fixed<const N: usize>(buf: &mut Vec<u8>, tag: u8, nums: &[u64], tail: &[u
 /// Appends the canonical encoding of `ev` to `buf`; names are read from
 /// the engine's market and id tables.
 #[inline(always)]
-fn encode(markets: &[Market], ids: &[IdEntry], ev: &Event, buf: &mut Vec<u8>) {
+pub(crate) fn encode(markets: &[Market], ids: &[IdEntry], ev: &Event, buf: &mut Vec<u8>) {
     match ev {
         Event::Accepted { market, id } => {
             buf.push(1);
@@ -141,12 +141,18 @@ impl Engine {
         encode(&self.markets, &self.ids, ev, buf);
     }
 
-    pub(crate) fn fold_chain(&mut self, seq: u64, events: &[Event]) {
+    /// Starts command `seq`'s bytes in the chain; its events follow, each
+    /// encoded by `Engine::emit` as it is made.
+    #[inline]
+    pub(crate) fn chain_begin(&mut self, seq: u64) {
+        self.chain_buf.extend_from_slice(&seq.to_le_bytes());
+    }
+
+    /// Ends a command: folds the bytes not yet folded once they reach a
+    /// block.
+    #[inline]
+    pub(crate) fn chain_end(&mut self) {
         let buf = &mut self.chain_buf;
-        buf.extend_from_slice(&seq.to_le_bytes());
-        for ev in events {
-            encode(&self.markets, &self.ids, ev, buf);
-        }
         if buf.len() >= STATE + BLOCK {
             let state = xxh3_128(buf);
             buf.clear();

@@ -514,21 +514,35 @@ impl Engine {
 
     /// Applies one command at `seq` (which must exceed the last one),
     /// appending its events to `out`, and folds them into the hash chain.
+    ///
+    /// The chain's bytes are written as the events are made (`emit`):
+    /// `seq` first, then each event where the code knows its kind, so
+    /// encoding takes no loop over the events and no jump on their kind.
     pub fn apply(&mut self, seq: u64, cmd: &Command, out: &mut Vec<Event>) {
         assert!(seq > self.seq, "seq {seq} not after {}", self.seq);
-        let start = out.len();
+        self.chain_begin(seq);
         match cmd {
             Command::Place(p) => self.place(p, out),
             Command::Cancel(c) => self.cancel(c, out),
             Command::Amend(a) => self.amend(a, out),
-            Command::Invalid(i) => out.push(Event::Rejected {
-                market: i.market.clone(),
-                id: i.id.clone(),
-                reason: RejectReason::Invalid,
-            }),
+            Command::Invalid(i) => self.emit(
+                out,
+                Event::Rejected {
+                    market: i.market.clone(),
+                    id: i.id.clone(),
+                    reason: RejectReason::Invalid,
+                },
+            ),
         }
         self.seq = seq;
-        self.fold_chain(seq, &out[start..]);
+        self.chain_end();
+    }
+
+    /// Appends `ev` to `out` and its canonical bytes to the chain.
+    #[inline(always)]
+    fn emit(&mut self, out: &mut Vec<Event>, ev: Event) {
+        crate::chain::encode(&self.markets, &self.ids, &ev, &mut self.chain_buf);
+        out.push(ev);
     }
 
     /// Prefetches for the commands coming next, so that their cache misses
@@ -660,12 +674,21 @@ impl Engine {
         }
     }
 
-    fn reject(cmd_market: &Sym, cmd_id: &Sym, reason: RejectReason, out: &mut Vec<Event>) {
-        out.push(Event::Rejected {
-            market: Some(cmd_market.clone()),
-            id: Some(cmd_id.clone()),
-            reason,
-        });
+    fn reject(
+        &mut self,
+        cmd_market: &Sym,
+        cmd_id: &Sym,
+        reason: RejectReason,
+        out: &mut Vec<Event>,
+    ) {
+        self.emit(
+            out,
+            Event::Rejected {
+                market: Some(cmd_market.clone()),
+                id: Some(cmd_id.clone()),
+                reason,
+            },
+        );
     }
 
     /// Hash of a market name or account (seeded; never reaches output).
@@ -800,17 +823,17 @@ impl Engine {
     fn place(&mut self, p: &Place, out: &mut Vec<Event>) {
         let lens = [p.market.len(), p.id.len(), p.account.len()];
         if lens.contains(&0) {
-            return Self::reject(&p.market, &p.id, RejectReason::Invalid, out);
+            return self.reject(&p.market, &p.id, RejectReason::Invalid, out);
         }
         if lens.iter().any(|&l| l > self.cfg.max_symbol_bytes) {
-            return Self::reject(&p.market, &p.id, RejectReason::Limit, out);
+            return self.reject(&p.market, &p.id, RejectReason::Limit, out);
         }
         let limit = match p.kind {
             OrderKind::Limit(px) => Some(px.units()),
             OrderKind::Market => None,
         };
         if p.post_only && (limit.is_none() || p.tif != Tif::Gtc) {
-            return Self::reject(&p.market, &p.id, RejectReason::Invalid, out);
+            return self.reject(&p.market, &p.id, RejectReason::Invalid, out);
         }
         let found = self.find_market_sym(&p.market);
         let id_hash = Self::id_hash(&self.hasher, found.unwrap_or(0), &p.id);
@@ -822,12 +845,12 @@ impl Engine {
                 .id_table
                 .find_or_vacant(id_hash, |ix| self.is_id(ix, m, &p.id))
             {
-                Ok(_) => return Self::reject(&p.market, &p.id, RejectReason::DuplicateId, out),
+                Ok(_) => return self.reject(&p.market, &p.id, RejectReason::DuplicateId, out),
                 Err(slot) => vacant = slot,
             }
             if let (true, Some(px)) = (p.post_only, limit) {
                 if self.crosses(m, p.side, px) {
-                    return Self::reject(&p.market, &p.id, RejectReason::PostOnly, out);
+                    return self.reject(&p.market, &p.id, RejectReason::PostOnly, out);
                 }
             }
         }
@@ -840,7 +863,7 @@ impl Engine {
                 && known_account.map_or(0, |a| self.account_open[a as usize])
                     >= self.cfg.max_open_per_account)
         {
-            return Self::reject(&p.market, &p.id, RejectReason::Limit, out);
+            return self.reject(&p.market, &p.id, RejectReason::Limit, out);
         }
         let (m, id_hash) = match found {
             Some(m) => (m, id_hash),
@@ -866,16 +889,19 @@ impl Engine {
                 qty: p.qty.units(),
             },
         );
-        out.push(Event::Accepted { market: m, id: ix });
+        self.emit(out, Event::Accepted { market: m, id: ix });
         let qty = p.qty.units();
         if p.tif == Tif::Fok && !self.fok_fillable(m, p.side, limit, account, qty) {
             self.ids[ix as usize].set_status(OrderStatus::Cancelled);
-            out.push(Event::Cancelled {
-                market: m,
-                id: ix,
-                remaining: Qty::raw(qty),
-                reason: CancelReason::Fok,
-            });
+            self.emit(
+                out,
+                Event::Cancelled {
+                    market: m,
+                    id: ix,
+                    remaining: Qty::raw(qty),
+                    reason: CancelReason::Fok,
+                },
+            );
             return;
         }
         let rest = match (limit, p.tif) {
@@ -902,24 +928,30 @@ impl Engine {
         let (left, self_trade) = self.take(m, ix, account, side, limit, qty, out);
         if self_trade {
             self.ids[ix as usize].set_status(OrderStatus::Cancelled);
-            out.push(Event::Cancelled {
-                market: m,
-                id: ix,
-                remaining: Qty::raw(left),
-                reason: CancelReason::SelfTrade,
-            });
+            self.emit(
+                out,
+                Event::Cancelled {
+                    market: m,
+                    id: ix,
+                    remaining: Qty::raw(left),
+                    reason: CancelReason::SelfTrade,
+                },
+            );
         } else if left == 0 {
             self.ids[ix as usize].set_status(OrderStatus::Filled);
         } else if let Some(px) = rest {
             self.rest(m, ix, account, side, px, left);
         } else {
             self.ids[ix as usize].set_status(OrderStatus::Cancelled);
-            out.push(Event::Cancelled {
-                market: m,
-                id: ix,
-                remaining: Qty::raw(left),
-                reason: CancelReason::Ioc,
-            });
+            self.emit(
+                out,
+                Event::Cancelled {
+                    market: m,
+                    id: ix,
+                    remaining: Qty::raw(left),
+                    reason: CancelReason::Ioc,
+                },
+            );
         }
     }
 
@@ -986,25 +1018,33 @@ impl Engine {
             let mut o = self.levels[lvl as usize].head;
             let mut self_trade = false;
             while o != NONE {
-                let ord = &mut self.orders[o as usize];
-                if ord.account == account {
+                let Order {
+                    qty: resting,
+                    id: maker,
+                    account: maker_account,
+                    next,
+                    ..
+                } = self.orders[o as usize];
+                if maker_account == account {
                     self_trade = true;
                     break;
                 }
-                let fill = left.min(ord.qty);
-                out.push(Event::Trade {
-                    market: m,
-                    maker: ord.id,
-                    taker,
-                    price: Price(price),
-                    qty: Qty::raw(fill),
-                });
+                let fill = left.min(resting);
+                self.emit(
+                    out,
+                    Event::Trade {
+                        market: m,
+                        maker,
+                        taker,
+                        price: Price(price),
+                        qty: Qty::raw(fill),
+                    },
+                );
                 left -= fill;
-                ord.qty -= fill;
-                if ord.qty != 0 {
+                self.orders[o as usize].qty = resting - fill;
+                if resting != fill {
                     break;
                 }
-                let (next, maker, maker_account) = (ord.next, ord.id, ord.account);
                 let e = &mut self.ids[maker as usize];
                 e.order = NONE;
                 e.set_status(OrderStatus::Filled);
@@ -1185,18 +1225,21 @@ impl Engine {
             } else {
                 RejectReason::UnknownOrder
             };
-            return Self::reject(&c.market, &c.id, reason, out);
+            return self.reject(&c.market, &c.id, reason, out);
         };
         let remaining = self.orders[o as usize].qty;
         let side = self.ids[ix as usize].side();
         self.remove(m, side, o);
         self.ids[ix as usize].set_status(OrderStatus::Cancelled);
-        out.push(Event::Cancelled {
-            market: m,
-            id: ix,
-            remaining: Qty::raw(remaining),
-            reason: CancelReason::User,
-        });
+        self.emit(
+            out,
+            Event::Cancelled {
+                market: m,
+                id: ix,
+                remaining: Qty::raw(remaining),
+                reason: CancelReason::User,
+            },
+        );
     }
 
     fn amend(&mut self, a: &Amend, out: &mut Vec<Event>) {
@@ -1205,10 +1248,10 @@ impl Engine {
             || a.id.is_empty()
             || a.account.is_empty()
         {
-            return Self::reject(&a.market, &a.id, RejectReason::Invalid, out);
+            return self.reject(&a.market, &a.id, RejectReason::Invalid, out);
         }
         let Some((m, ix, o)) = self.find_live(&a.market, &a.id, &a.account) else {
-            return Self::reject(&a.market, &a.id, RejectReason::UnknownOrder, out);
+            return self.reject(&a.market, &a.id, RejectReason::UnknownOrder, out);
         };
         let ord = self.orders[o as usize];
         let old_price = self.levels[ord.level as usize].price;
@@ -1219,28 +1262,34 @@ impl Engine {
         if price == old_price && qty <= ord.qty {
             self.orders[o as usize].qty = qty;
             self.ids[ix as usize].qty = qty;
-            out.push(Event::Amended {
-                market: m,
-                id: ix,
-                price: Price(price),
-                qty: Qty::raw(qty),
-            });
+            self.emit(
+                out,
+                Event::Amended {
+                    market: m,
+                    id: ix,
+                    price: Price(price),
+                    qty: Qty::raw(qty),
+                },
+            );
             return;
         }
         if e.post_only() && self.crosses(m, side, price) {
-            return Self::reject(&a.market, &a.id, RejectReason::PostOnly, out);
+            return self.reject(&a.market, &a.id, RejectReason::PostOnly, out);
         }
         let account = ord.account;
         self.remove(m, side, o);
         let e = &mut self.ids[ix as usize];
         e.price = price;
         e.qty = qty;
-        out.push(Event::Amended {
-            market: m,
-            id: ix,
-            price: Price(price),
-            qty: Qty::raw(qty),
-        });
+        self.emit(
+            out,
+            Event::Amended {
+                market: m,
+                id: ix,
+                price: Price(price),
+                qty: Qty::raw(qty),
+            },
+        );
         self.enter(m, ix, account, side, Some(price), Some(price), qty, out);
     }
 
