@@ -1,14 +1,21 @@
 //! Segment files: naming, the recovery scan that validates a segment on
 //! open (and builds its sparse index), and a buffered positional reader.
 //!
-//! Recovery rules. In the *last* segment, damage that reaches the end of the
-//! file (an incomplete header or payload, a bad checksum on the final
-//! record, or a bad record followed only by zero bytes) is a torn write: the
-//! tail is cut back to the end of the last complete batch and reported. A
-//! batch whose last record is missing is torn too. Anything else (a bad
-//! record followed by real data, a seq out of order, damage in an earlier
-//! segment, or a torn tail longer than one commit could have written) is
-//! [`LogError::Corrupt`] and the log refuses to open.
+//! Recovery rules. Zero bytes from a record boundary to the end of a file
+//! are not records: the writer writes zeros ahead of its appends
+//! (`FileLogConfig::preallocate_bytes`), and no record's header is all
+//! zeros (its seq is at least 1). In the *last* segment, damage that
+//! reaches the end of the data (an incomplete header or payload, a bad
+//! checksum on the final record, a bad record followed only by zero bytes,
+//! or one followed by data with a whole zero sector between, which is what
+//! a crash during the sync of a write over zeros written ahead can leave:
+//! the sectors of one write reach the disk in any order) is a torn write:
+//! the tail is cut back to the end of the last complete batch and
+//! reported. A batch whose last record is missing is torn too. Anything
+//! else (a bad record followed by real data and no zero sector, a seq out
+//! of order, damage in an earlier segment, or a torn tail longer than one
+//! commit could have written) is [`LogError::Corrupt`] and the log refuses
+//! to open.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -45,6 +52,25 @@ pub(crate) struct Scan {
     pub(crate) index: Vec<(u64, u64)>,
     /// Why the tail past `valid_len` was cut, if it was.
     pub(crate) torn: Option<String>,
+    /// Bytes of data cut with a torn tail (zeros after the data not
+    /// counted).
+    pub(crate) torn_bytes: u64,
+}
+
+/// Size of the unit a disk writes whole; a torn write's holes are whole
+/// sectors.
+const SECTOR: usize = 512;
+
+/// Whether `bytes[from..to]` holds a whole sector-aligned run of zeros.
+fn has_zero_sector(bytes: &[u8], from: usize, to: usize) -> bool {
+    let mut s = from.div_ceil(SECTOR) * SECTOR;
+    while s + SECTOR <= to {
+        if bytes[s..s + SECTOR].iter().all(|&b| b == 0) {
+            return true;
+        }
+        s += SECTOR;
+    }
+    false
 }
 
 /// Validates the bytes of one segment. `is_last` allows a torn tail of at
@@ -69,7 +95,15 @@ pub(crate) fn scan(
     let mut index: Vec<(u64, u64)> = Vec::new();
     let mut next_index_at = 0u64;
     let mut bad: Option<(usize, String, bool)> = None; // (offset, reason, reaches end)
-    while pos < bytes.len() {
+                                                       // End of the data: what follows is zeros.
+    let data_end = bytes.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+    // Damage at `at` reaches the end when only zeros follow `after`, or,
+    // in the last segment, when a zero sector lies between it and the end
+    // of the data (a torn write over zeros written ahead).
+    let reaches_end = |at: usize, after: usize| {
+        after >= data_end || (is_last && has_zero_sector(bytes, at, data_end))
+    };
+    while pos < data_end {
         let rest = &bytes[pos..];
         if rest.len() < HEADER_BYTES {
             bad = Some((pos, "incomplete record header".into(), true));
@@ -77,8 +111,8 @@ pub(crate) fn scan(
         }
         let h = Header::decode(rest);
         if h.payload_len > MAX_PAYLOAD_BYTES {
-            let zeros = rest[HEADER_BYTES..].iter().all(|&b| b == 0);
-            bad = Some((pos, format!("impossible length {}", h.payload_len), zeros));
+            let torn = reaches_end(pos, pos + HEADER_BYTES);
+            bad = Some((pos, format!("impossible length {}", h.payload_len), torn));
             break;
         }
         if h.frame_len() > rest.len() {
@@ -87,9 +121,8 @@ pub(crate) fn scan(
         }
         let payload = &rest[HEADER_BYTES..h.frame_len()];
         if checksum(h.len_word, h.seq, payload) != h.crc {
-            let after = &rest[h.frame_len()..];
-            let reaches_end = after.iter().all(|&b| b == 0);
-            bad = Some((pos, "checksum mismatch".into(), reaches_end));
+            let torn = reaches_end(pos, pos + h.frame_len());
+            bad = Some((pos, "checksum mismatch".into(), torn));
             break;
         }
         if h.seq != expected {
@@ -116,7 +149,7 @@ pub(crate) fn scan(
             }
             Some(format!("{reason} at byte {offset}"))
         }
-        None if valid_len < bytes.len() => {
+        None if valid_len < pos => {
             if !is_last {
                 return Err(corrupt(valid_len, "segment ends inside a batch".into()));
             }
@@ -124,7 +157,7 @@ pub(crate) fn scan(
         }
         None => None,
     };
-    let torn_bytes = (bytes.len() - valid_len) as u64;
+    let torn_bytes = (data_end.max(pos) - valid_len) as u64;
     if torn.is_some() && torn_bytes > max_torn_bytes {
         return Err(corrupt(
             valid_len,
@@ -138,6 +171,7 @@ pub(crate) fn scan(
         valid_len: valid_len as u64,
         last_seq,
         index,
+        torn_bytes: if torn.is_some() { torn_bytes } else { 0 },
         torn,
     })
 }

@@ -165,7 +165,86 @@ fn torn_tail_is_cut_and_reported() {
     assert!(r.truncated_reason.is_some());
     assert_eq!(log.last_seq(), 9);
     assert_eq!(log.append(&[b"next"]).unwrap(), 10);
+    drop(log);
+    // Closed, the segment ends at its last record: the zeros written ahead
+    // are cut.
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), 10 * 66 - 50 + 4);
+}
+
+/// The active segment as a writer that died left it: a copy taken while
+/// the log is open, with the zeros written ahead of its appends.
+fn copy_while_open(log: &FileLog, from: &Path, to: &Path) -> PathBuf {
+    assert!(log.last_seq() > 0);
+    std::fs::create_dir_all(to).unwrap();
+    let seg = segment(to, 1);
+    std::fs::copy(segment(from, 1), &seg).unwrap();
+    seg
+}
+
+/// Zeros written ahead of the appends (`preallocate_bytes`) are not
+/// records: a log opened over them has every record, reports nothing torn
+/// and cuts the zeros.
+#[test]
+fn zeros_written_ahead_end_the_log() {
+    let dir = TempDir::new("ahead");
+    let log = FileLog::open(dir.path(), test_config()).unwrap();
+    append_n(&log, 10, 50);
+    log.append(&[&[0u8; 40][..], &[0u8; 40][..]]).unwrap(); // payloads of zeros end the data
+    let copy = dir.path().join("copy");
+    let seg = copy_while_open(&log, dir.path(), &copy);
+    let data = 10 * 66 + 2 * 56;
+    let ahead = std::fs::metadata(&seg).unwrap().len();
+    assert!(ahead > data + 1000, "no zeros written ahead: {ahead} bytes");
+    let reopened = FileLog::open(&copy, test_config()).unwrap();
+    assert_eq!(reopened.open_report().truncated_bytes, 0);
+    assert!(reopened.open_report().truncated_reason.is_none());
+    assert_eq!(reopened.last_seq(), 12);
+    assert_eq!(read_all(&reopened, 1).len(), 12);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), data);
+    assert_eq!(reopened.append(&[b"next"]).unwrap(), 13);
+}
+
+/// A crash while a write over zeros written ahead was being synced can
+/// leave a whole sector of it unwritten with later sectors written (the
+/// disk writes them in any order): that batch is torn, cut and reported,
+/// and what was acknowledged before it stays.
+#[test]
+fn a_zero_sector_inside_the_last_batch_is_a_torn_write() {
+    let dir = TempDir::new("hole");
+    let log = FileLog::open(dir.path(), test_config()).unwrap();
+    append_n(&log, 4, 50);
+    log.append(&[&[5u8; 900][..], &[6u8; 900][..], &[7u8; 900][..]])
+        .unwrap();
+    let copy = dir.path().join("copy");
+    let seg = copy_while_open(&log, dir.path(), &copy);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[1024..1536].fill(0); // inside the second record of the batch
+    std::fs::write(&seg, &bytes).unwrap();
+    let reopened = FileLog::open(&copy, test_config()).unwrap();
+    let r = reopened.open_report();
+    assert_eq!(r.truncated_bytes, 3 * 916);
+    assert!(r.truncated_reason.is_some());
+    assert_eq!(reopened.last_seq(), 4);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), 4 * 66);
+}
+
+/// Damage followed by real data and no zero sector stays `Corrupt` with
+/// zeros written ahead after the data.
+#[test]
+fn flipped_byte_before_data_refuses_to_open_with_zeros_ahead() {
+    let dir = TempDir::new("flip-ahead");
+    let log = FileLog::open(dir.path(), test_config()).unwrap();
+    append_n(&log, 10, 50);
+    let copy = dir.path().join("copy");
+    let seg = copy_while_open(&log, dir.path(), &copy);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    assert!(bytes.len() > 10 * 66);
+    bytes[7 * 66 + 16 + 3] ^= 0x01;
+    std::fs::write(&seg, &bytes).unwrap();
+    match FileLog::open(&copy, test_config()) {
+        Err(LogError::Corrupt { offset, .. }) => assert_eq!(offset, 7 * 66),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
 }
 
 /// A multi-record batch missing its last byte vanishes whole on open.
@@ -261,7 +340,9 @@ fn full_disk_fails_the_batch_and_rolls_it_back() {
     };
     let log = FileLog::open(dir.path(), config).unwrap();
     append_n(&log, 5, 100);
-    let durable = file_len(dir.path());
+    // The records acknowledged so far (the file also holds zeros written
+    // ahead, which the rollback cuts with the partial write).
+    let durable = 5 * 116;
     faults.set_write_budget(150); // the next 116-byte frames partly fit
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)

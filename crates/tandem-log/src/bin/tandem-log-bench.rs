@@ -1,8 +1,11 @@
 //! Benchmark program (not a test): durable appends per second and append
 //! latency of `FileLog` with group commit (`FsyncPolicy::Always`), for batch
 //! sizes 1, 16 and 256 of 100-byte records from 1, 8 and 64 concurrent
-//! appenders, beside the raw `fdatasync` latency of the same disk measured
-//! in the same run. Prints figures; asserts nothing.
+//! appenders, each case with zeros written ahead of the appends
+//! (`FileLogConfig::preallocate_bytes`, the default) and without, one after
+//! the other, beside the raw `fdatasync` latency of the same disk measured
+//! in the same run (after a write that grows the file and after one over
+//! zeros written before). Prints figures; asserts nothing.
 //!
 //! Usage: `tandem-log-bench [DIR] [SECONDS_PER_CASE]` (DIR defaults to a
 //! fresh directory under the system temp dir, removed afterwards).
@@ -35,22 +38,39 @@ fn main() -> Result<(), Box<dyn Error>> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         load_average()
     );
-    let (p50, p99, n) = raw_fdatasync(&root.join("raw-fdatasync"), case_time)?;
-    println!("raw fdatasync (100-byte pwrite + fdatasync, 1 thread): {n} syncs, p50 {p50} us, p99 {p99} us");
+    for prewritten in [false, true] {
+        let (p50, p99, n) = raw_fdatasync(&root.join("raw-fdatasync"), case_time, prewritten)?;
+        let what = if prewritten {
+            "over zeros written before"
+        } else {
+            "growing the file"
+        };
+        println!("raw fdatasync (100-byte pwrite + fdatasync, 1 thread, {what}): {n} syncs, p50 {p50} us, p99 {p99} us");
+    }
+    let ahead_default = FileLogConfig::default().preallocate_bytes;
     println!("records {RECORD_BYTES} bytes, FsyncPolicy::Always, {secs} s per case");
     println!(
-        "{:>6} {:>8} {:>12} {:>14} {:>9} {:>9} {:>9}",
-        "batch", "threads", "appends/s", "records/s", "p50 us", "p99 us", "max us"
+        "{:>6} {:>8} {:>9} {:>12} {:>14} {:>9} {:>9} {:>9}",
+        "batch", "threads", "ahead KiB", "appends/s", "records/s", "p50 us", "p99 us", "max us"
     );
     for batch in BATCHES {
         for threads in THREADS {
-            let dir = root.join(format!("b{batch}-t{threads}"));
-            let r = run_case(&dir, batch, threads, case_time)?;
-            std::fs::remove_dir_all(&dir)?;
-            println!(
-                "{:>6} {:>8} {:>12.0} {:>14.0} {:>9} {:>9} {:>9}",
-                batch, threads, r.appends_per_s, r.records_per_s, r.p50_us, r.p99_us, r.max_us
-            );
+            for ahead in [0, ahead_default] {
+                let dir = root.join(format!("b{batch}-t{threads}-a{ahead}"));
+                let r = run_case(&dir, batch, threads, ahead, case_time)?;
+                std::fs::remove_dir_all(&dir)?;
+                println!(
+                    "{:>6} {:>8} {:>9} {:>12.0} {:>14.0} {:>9} {:>9} {:>9}",
+                    batch,
+                    threads,
+                    ahead >> 10,
+                    r.appends_per_s,
+                    r.records_per_s,
+                    r.p50_us,
+                    r.p99_us,
+                    r.max_us
+                );
+            }
         }
     }
     println!("load average after: {}", load_average());
@@ -74,14 +94,25 @@ fn percentile_us(sorted_ns: &[u64], p: f64) -> u64 {
     sorted_ns[i] / 1000
 }
 
-fn raw_fdatasync(path: &Path, time: Duration) -> Result<(u64, u64, usize), Box<dyn Error>> {
+fn raw_fdatasync(
+    path: &Path,
+    time: Duration,
+    prewritten: bool,
+) -> Result<(u64, u64, usize), Box<dyn Error>> {
     let mut f = File::create(path)?;
-    f.write_all(&[0u8; 4096])?;
+    // Enough zeros for every sync of the case when `prewritten` (a sync
+    // here takes well over 10 us).
+    let zeros = if prewritten {
+        (time.as_micros() as usize / 10 + 1) * RECORD_BYTES
+    } else {
+        4096
+    };
+    f.write_all(&vec![0u8; zeros])?;
     f.sync_all()?;
     let rec = [1u8; RECORD_BYTES];
     let mut lat = Vec::new();
     let start = Instant::now();
-    let mut off = 0u64;
+    let mut off = if prewritten { 0 } else { zeros as u64 };
     while start.elapsed() < time {
         let t = Instant::now();
         f.write_all_at(&rec, off)?;
@@ -112,10 +143,12 @@ fn run_case(
     dir: &Path,
     batch: usize,
     threads: usize,
+    ahead: u64,
     time: Duration,
 ) -> Result<CaseResult, Box<dyn Error>> {
     let config = FileLogConfig {
         fsync: FsyncPolicy::Always,
+        preallocate_bytes: ahead,
         ..FileLogConfig::default()
     };
     let log = FileLog::open(dir, config)?;
