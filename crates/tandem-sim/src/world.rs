@@ -711,7 +711,7 @@ impl World {
         let snap = replica.last_snapshot_seq();
         if snap != before {
             // The window goes beside the snapshot, as the node saves it.
-            let bytes = window::encode(answers.window(snap).iter());
+            let bytes = window::encode(answers.window().entries(snap).iter());
             window::save(&node.snap_dir, snap, &bytes).expect("sim window saves");
         }
         for (seq, chain, took_effect, outcome) in applied {
