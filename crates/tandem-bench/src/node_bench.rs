@@ -7,7 +7,9 @@
 //!    (the HTTP stack and loopback, with no log and no engine).
 //!
 //! Cases: one node on the embedded file log with fsync (the durable
-//! default), the same with fsync off (the software's own cost), and with
+//! default), the same without the log's zeros written ahead
+//! (`write_ahead_bytes = 0`), the same with fsync off (the software's own
+//! cost), and with
 //! `--kafka` three nodes over one tansu broker (the loadgen spreads its
 //! requests round-robin over them), with a third floor beside each orders
 //! run: the broker's own produce→consume time (`tandem_kafka::floor`, a
@@ -618,8 +620,18 @@ pub fn run(a: &NodeArgs) -> Result<(), String> {
     let mut rows = Vec::new();
     let mut seed = 0;
     if !a.only_kafka {
-        for (case, fsync) in [("file log, fsync", true), ("file log, fsync off", false)] {
-            let n = RunningNode::start(node_config(&a.dir, &format!("n-{fsync}"), fsync))?;
+        // The durable default, the same without the log's zeros written
+        // ahead (each sync then also commits the file's new size), and
+        // fsync off.
+        let ahead = NodeConfig::default().log.write_ahead_bytes;
+        for (case, fsync, write_ahead) in [
+            ("file log, fsync", true, ahead),
+            ("fsync, no write-ahead", true, 0),
+            ("file log, fsync off", false, ahead),
+        ] {
+            let mut cfg = node_config(&a.dir, &format!("n-{fsync}-{write_ahead}"), fsync);
+            cfg.log.write_ahead_bytes = write_ahead;
+            let n = RunningNode::start(cfg)?;
             run_case(case, &[n.url()], a, None, &mut rows, &mut seed)?;
         }
     }

@@ -147,6 +147,10 @@ pub struct LogConfig {
     pub kafka_min_insync_replicas: u32,
     /// Most commands appended as one batch (one fsync, one Kafka message).
     pub max_batch: usize,
+    /// File log with `fsync`: zeros written ahead of the appends, so that
+    /// an fdatasync syncs data only and no new file size
+    /// (`tandem_log::FileLogConfig::preallocate_bytes`; 0 turns it off).
+    pub write_ahead_bytes: u64,
     /// Kafka: longest time the broker holds a fetch at the tail
     /// (`fetch.wait.max.ms`), and the tail poll interval. Lower answers
     /// sooner at the cost of more idle fetches.
@@ -434,6 +438,7 @@ impl Default for LogConfig {
             kafka_replication: 3,
             kafka_min_insync_replicas: 2,
             max_batch: 1024,
+            write_ahead_bytes: tandem_log::FileLogConfig::default().preallocate_bytes,
             kafka_fetch_wait_ms: 2,
             kafka_properties: BTreeMap::new(),
         }

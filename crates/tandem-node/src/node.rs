@@ -231,6 +231,7 @@ fn open_logs(cfg: &NodeConfig) -> Result<Vec<Arc<dyn Log>>> {
                 },
                 // A hand-over's successor waits for its predecessor.
                 lock_wait: crate::file_log_lock_wait(),
+                preallocate_bytes: cfg.log.write_ahead_bytes,
                 ..FileLogConfig::default()
             };
             let log = FileLog::open(&dir, fc)
