@@ -625,8 +625,8 @@ pub fn run(a: &NodeArgs) -> Result<(), String> {
         // fsync off.
         let ahead = NodeConfig::default().log.write_ahead_bytes;
         for (case, fsync, write_ahead) in [
-            ("file log, fsync", true, ahead),
             ("fsync, no write-ahead", true, 0),
+            ("file log, fsync", true, ahead),
             ("file log, fsync off", false, ahead),
         ] {
             let mut cfg = node_config(&a.dir, &format!("n-{fsync}-{write_ahead}"), fsync);
