@@ -164,6 +164,9 @@ fn fsync_floor(dir: &Path, time: Duration) -> Result<(f64, f64, f64, usize), Str
     Ok((q(0.50), q(0.99), *lat.last().unwrap_or(&0.0), lat.len()))
 }
 
+/// Order ids each bench node's engine is sized for at start.
+const RESERVE_IDS: usize = 2_000_000;
+
 pub(crate) fn node_config(dir: &Path, name: &str, fsync: bool) -> NodeConfig {
     let mut cfg = NodeConfig {
         node: name.into(),
@@ -176,6 +179,12 @@ pub(crate) fn node_config(dir: &Path, name: &str, fsync: bool) -> NodeConfig {
     // The verifier replays a sample of every run's orders afterwards: keep
     // all of them in the idempotency window (the default keeps 200 k).
     cfg.limits.idempotency_window = 8_000_000;
+    // The engine sized at start for every id a run takes (wrk's closed
+    // loop places up to ~700 k before the loadgen's runs), as an exchange
+    // would size it: otherwise a doubling of the id registry lands in
+    // some runs and its 30-45 ms stall is the p99.9 (`RESERVE_IDS`).
+    cfg.limits.reserve_ids = RESERVE_IDS;
+    cfg.limits.reserve_orders = 1 << 20;
     cfg
 }
 
@@ -592,7 +601,8 @@ pub fn run(a: &NodeArgs) -> Result<(), String> {
         return stream_case(a);
     }
     println!(
-        "tandem-bench node: {} cpus, {} s per run after {} s warm-up, {} connections, data under {}",
+        "tandem-bench node: {} cpus, {} s per run after {} s warm-up, {} connections, data under {}; \
+         nodes' engines sized at start for {RESERVE_IDS} ids (limits.reserve_ids)",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         a.duration_s,
         a.warmup_s,

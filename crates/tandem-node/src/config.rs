@@ -375,6 +375,16 @@ pub struct Limits {
     /// Newest chain checkpoints kept per partition (in memory and beside
     /// each snapshot).
     pub checkpoints_kept: usize,
+    /// Order ids (every id ever taken: the registry keeps them for good)
+    /// and resting orders each partition's engine sizes its tables for at
+    /// start or restore, its memory written then. An engine that outgrows
+    /// a table doubles it while applying, which stalls that partition
+    /// (copying a registry of 1 M ids takes tens of ms); reserving moves
+    /// that to start. 56 bytes an id plus its index slot, 32 an order.
+    /// Not a rule of the state machine: nodes may differ. 0: grow as
+    /// needed.
+    pub reserve_ids: usize,
+    pub reserve_orders: usize,
 }
 
 /// Connection handling.
@@ -475,6 +485,8 @@ impl Default for Limits {
             max_streams: 1024,
             checkpoint_every: 1000,
             checkpoints_kept: 4096,
+            reserve_ids: 0,
+            reserve_orders: 0,
         }
     }
 }

@@ -116,6 +116,8 @@ impl Node {
             rc.engine.max_markets = cfg.limits.max_markets;
             rc.engine.max_live_orders = cfg.limits.max_live_orders;
             rc.engine.max_open_per_account = cfg.limits.max_open_orders_per_account;
+            rc.engine.reserve_ids = cfg.limits.reserve_ids;
+            rc.engine.reserve_orders = cfg.limits.reserve_orders;
             rc.policy = SnapshotPolicy {
                 every_commands: cfg.snapshot.every_commands,
                 every: (cfg.snapshot.every_secs > 0)
