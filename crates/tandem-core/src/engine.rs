@@ -1259,19 +1259,16 @@ impl Engine {
         let qty = a.qty.map_or(ord.qty, Qty::units);
         let e = &self.ids[ix as usize];
         let side = e.side();
+        let amended = Event::Amended {
+            market: m,
+            id: ix,
+            price: Price(price),
+            qty: Qty::raw(qty),
+        };
         if price == old_price && qty <= ord.qty {
             self.orders[o as usize].qty = qty;
             self.ids[ix as usize].qty = qty;
-            self.emit(
-                out,
-                Event::Amended {
-                    market: m,
-                    id: ix,
-                    price: Price(price),
-                    qty: Qty::raw(qty),
-                },
-            );
-            return;
+            return self.emit(out, amended);
         }
         if e.post_only() && self.crosses(m, side, price) {
             return self.reject(&a.market, &a.id, RejectReason::PostOnly, out);
@@ -1281,15 +1278,7 @@ impl Engine {
         let e = &mut self.ids[ix as usize];
         e.price = price;
         e.qty = qty;
-        self.emit(
-            out,
-            Event::Amended {
-                market: m,
-                id: ix,
-                price: Price(price),
-                qty: Qty::raw(qty),
-            },
-        );
+        self.emit(out, amended);
         self.enter(m, ix, account, side, Some(price), Some(price), qty, out);
     }
 
