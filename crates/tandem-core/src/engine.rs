@@ -892,17 +892,7 @@ impl Engine {
         self.emit(out, Event::Accepted { market: m, id: ix });
         let qty = p.qty.units();
         if p.tif == Tif::Fok && !self.fok_fillable(m, p.side, limit, account, qty) {
-            self.ids[ix as usize].set_status(OrderStatus::Cancelled);
-            self.emit(
-                out,
-                Event::Cancelled {
-                    market: m,
-                    id: ix,
-                    remaining: Qty::raw(qty),
-                    reason: CancelReason::Fok,
-                },
-            );
-            return;
+            return self.cancel_taker(m, ix, qty, CancelReason::Fok, out);
         }
         let rest = match (limit, p.tif) {
             (Some(px), Tif::Gtc) => Some(px),
@@ -927,32 +917,37 @@ impl Engine {
     ) {
         let (left, self_trade) = self.take(m, ix, account, side, limit, qty, out);
         if self_trade {
-            self.ids[ix as usize].set_status(OrderStatus::Cancelled);
-            self.emit(
-                out,
-                Event::Cancelled {
-                    market: m,
-                    id: ix,
-                    remaining: Qty::raw(left),
-                    reason: CancelReason::SelfTrade,
-                },
-            );
+            self.cancel_taker(m, ix, left, CancelReason::SelfTrade, out);
         } else if left == 0 {
             self.ids[ix as usize].set_status(OrderStatus::Filled);
         } else if let Some(px) = rest {
             self.rest(m, ix, account, side, px, left);
         } else {
-            self.ids[ix as usize].set_status(OrderStatus::Cancelled);
-            self.emit(
-                out,
-                Event::Cancelled {
-                    market: m,
-                    id: ix,
-                    remaining: Qty::raw(left),
-                    reason: CancelReason::Ioc,
-                },
-            );
+            self.cancel_taker(m, ix, left, CancelReason::Ioc, out);
         }
+    }
+
+    /// Cancels an incoming order that will not rest, with `left` of it
+    /// unfilled.
+    #[inline]
+    fn cancel_taker(
+        &mut self,
+        m: MarketIx,
+        ix: IdIx,
+        left: u64,
+        reason: CancelReason,
+        out: &mut Vec<Event>,
+    ) {
+        self.ids[ix as usize].set_status(OrderStatus::Cancelled);
+        self.emit(
+            out,
+            Event::Cancelled {
+                market: m,
+                id: ix,
+                remaining: Qty::raw(left),
+                reason,
+            },
+        );
     }
 
     /// Can a `side` order of `account` for `qty` at `limit` fill whole,

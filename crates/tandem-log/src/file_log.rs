@@ -780,15 +780,14 @@ impl Committer {
     /// Writes and syncs `buf` at the end of the active segment, then
     /// publishes it (through `last_seq`).
     fn flush(&mut self, last_seq: u64, index: Vec<(u64, u64)>) -> Result<(), LogError> {
-        let inner = Arc::clone(&self.inner);
-        let faults = inner.config.faults.as_deref();
+        let faults = self.inner.config.faults.as_deref();
         if let Err(e) = write_at(&self.file, &self.buf, self.len, faults) {
             self.rollback(&e);
             return Err(LogError::io("write", &self.path, e));
         }
         self.write_ahead(self.len + self.buf.len() as u64);
         if self.inner.config.fsync == FsyncPolicy::Always {
-            if let Err(e) = sync(&self.file, faults) {
+            if let Err(e) = sync(&self.file, self.inner.config.faults.as_deref()) {
                 // The kernel may have dropped the dirty pages and marked
                 // them clean: a retry could "succeed" without the data.
                 *lock(&self.inner.poisoned) =
