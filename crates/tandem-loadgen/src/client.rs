@@ -1,6 +1,7 @@
 //! The HTTP side: target addresses, a bounded connection pool per target
-//! (HTTP/1.1 keep-alive, one request per connection at a time; or HTTP/2,
-//! many streams per connection), one attempt with a timeout, and retries on
+//! (HTTP/1.1 keep-alive, one request per connection at a time, on the
+//! load's own client in `h1.rs`; or HTTP/2 on hyper's, many streams per
+//! connection), one attempt with a timeout, and retries on
 //! the next target with a short backoff.
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -95,7 +96,6 @@ pub enum AttemptError {
     Timeout,
 }
 
-type H1 = http1::SendRequest<Full<Bytes>>;
 type H2 = http2::SendRequest<Full<Bytes>>;
 
 #[derive(Debug)]
@@ -103,7 +103,7 @@ struct TargetPool {
     target: Target,
     /// HTTP/1.1: one permit per connection.
     h1_slots: Semaphore,
-    h1_idle: Mutex<Vec<H1>>,
+    h1_idle: Mutex<Vec<crate::h1::Conn>>,
     /// HTTP/2: fixed connection slots, redialled when closed.
     h2: Vec<tokio::sync::Mutex<Option<H2>>>,
     h2_next: AtomicUsize,
@@ -212,19 +212,15 @@ async fn attempt_h1(pool: &TargetPool, spec: &RequestSpec) -> Result<Answer, Att
         .await
         .map_err(|_| AttemptError::Connect)?;
     let idle = pool.h1_idle.lock().expect("pool lock").pop();
-    let mut sender = match idle {
-        Some(mut s) => match s.ready().await {
-            Ok(()) => s,
-            // An idle connection the server has closed meanwhile is dropped.
-            Err(_) => dial_h1(pool.target.addr).await?,
-        },
-        None => dial_h1(pool.target.addr).await?,
+    let mut conn = match idle {
+        // An idle connection the server has closed meanwhile is dropped.
+        Some(c) if !c.stale() => c,
+        _ => crate::h1::Conn::dial(pool.target.addr).await?,
     };
-    sender.ready().await.map_err(|_| AttemptError::Connect)?;
-    let req = build(spec, &pool.target, false);
-    let answer = finish(sender.send_request(req).await).await?;
-    if !sender.is_closed() {
-        pool.h1_idle.lock().expect("pool lock").push(sender);
+    // On an error or a timeout the connection is dropped with this future.
+    let (answer, keep) = conn.send(spec, &pool.target).await?;
+    if keep {
+        pool.h1_idle.lock().expect("pool lock").push(conn);
     }
     Ok(answer)
 }
@@ -244,23 +240,8 @@ async fn attempt_h2(pool: &TargetPool, spec: &RequestSpec) -> Result<Answer, Att
         }
     };
     sender.ready().await.map_err(|_| AttemptError::Connect)?;
-    let req = build(spec, &pool.target, true);
+    let req = build(spec, &pool.target);
     finish(sender.send_request(req).await).await
-}
-
-async fn dial_h1(addr: SocketAddr) -> Result<H1, AttemptError> {
-    let tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|_| AttemptError::Connect)?;
-    let _ = tcp.set_nodelay(true);
-    let (s, conn) = http1::handshake(TokioIo::new(tcp))
-        .await
-        .map_err(|_| AttemptError::Connect)?;
-    tokio::spawn(async move {
-        // The connection's end is seen by its sender (is_closed / errors).
-        let _ = conn.await;
-    });
-    Ok(s)
 }
 
 async fn dial_h2(addr: SocketAddr) -> Result<H2, AttemptError> {
@@ -277,23 +258,15 @@ async fn dial_h2(addr: SocketAddr) -> Result<H2, AttemptError> {
     Ok(s)
 }
 
-fn build(spec: &RequestSpec, t: &Target, h2: bool) -> http::Request<Full<Bytes>> {
+fn build(spec: &RequestSpec, t: &Target) -> http::Request<Full<Bytes>> {
     let method = match spec.method {
         Method::Get => http::Method::GET,
         Method::Post => http::Method::POST,
         Method::Delete => http::Method::DELETE,
     };
-    // HTTP/2 needs the absolute form (it becomes :scheme and :authority);
-    // HTTP/1.1 takes the origin form and a Host header.
-    let uri = if h2 {
-        format!("{}{}", t.base, spec.path)
-    } else {
-        spec.path.clone()
-    };
+    // HTTP/2 needs the absolute form (it becomes :scheme and :authority).
+    let uri = format!("{}{}", t.base, spec.path);
     let mut b = http::Request::builder().method(method).uri(uri);
-    if !h2 {
-        b = b.header(http::header::HOST, t.authority.as_str());
-    }
     if !spec.body.is_empty() {
         b = b.header(http::header::CONTENT_TYPE, "application/json");
     }

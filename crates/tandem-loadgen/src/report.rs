@@ -137,7 +137,9 @@ pub struct Report {
     pub measured: u64,
     /// Measured requests that got a good answer.
     pub ok: u64,
-    /// Seconds from the end of the warmup to the last measured answer.
+    /// Seconds from the first measured request's send to the last measured
+    /// answer (past the load's capacity the warmup's backlog delays that
+    /// send beyond the end of the warmup).
     pub elapsed_s: f64,
     /// Scheduled rate.
     pub target_rate: f64,

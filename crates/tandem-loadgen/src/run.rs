@@ -1,17 +1,20 @@
-//! The run: a pacer thread walks a fixed schedule (request `i` is due at
-//! `start + i / rate`) and hands each request to the runtime at its due
-//! time, never skipping or slowing the schedule when it falls behind, so
-//! latency measured from the due time is free of coordinated omission.
+//! The run: a fixed schedule (request `i` is due at `start + i / rate`)
+//! worked through by as many workers as requests may be in flight. A free
+//! worker takes the next request and sends it at its due time (the pacer
+//! thread wakes it then) or at once if it is already late; the schedule is
+//! never skipped or slowed when the load falls behind, so latency measured
+//! from the due time is free of coordinated omission.
 //! Answers are read and recorded in sharded recorders; after the run the
 //! verifier reads back every accepted order and replays some places.
 //! With a samples file, each shard also keeps one small record per
 //! measured request, written once after the load and before the verifier.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::answer::{self, Expect, Mismatch};
 use crate::client::{Answer, AttemptError, Pools, Target, Token};
@@ -78,6 +81,8 @@ pub(crate) struct Shard {
     pub(crate) retries: u64,
     pub(crate) retried_requests: u64,
     pub(crate) last_done: Option<Instant>,
+    /// When the first measured request was sent.
+    pub(crate) first_sent: Option<Instant>,
     // The whole run.
     pub(crate) acks: Vec<AckRecord>,
     pub(crate) accepted: u64,
@@ -135,6 +140,7 @@ impl Shard {
         self.retries += u64::from(m.retries);
         self.retried_requests += u64::from(m.retries > 0);
         self.last_done = self.last_done.max(Some(m.done));
+        self.first_sent = Some(self.first_sent.map_or(m.sent, |f| f.min(m.sent)));
         if let Some(code) = s.status {
             *self.status.entry(code).or_insert(0) += 1;
         }
@@ -155,6 +161,8 @@ pub(crate) struct Measure {
     pub(crate) latency_ns: u64,
     pub(crate) pressed: bool,
     pub(crate) retries: u32,
+    /// When it was sent (its first attempt).
+    pub(crate) sent: Instant,
     pub(crate) done: Instant,
 }
 
@@ -236,9 +244,6 @@ pub fn run(cfg: &LoadgenConfig) -> Result<Report, LoadgenError> {
     });
 
     let bound = cfg.in_flight_bound();
-    let sem = Arc::new(Semaphore::new(bound));
-    let handle = rt.handle().clone();
-    let mut gen = Generator::new(&shared.workload);
     // The monotonic start paces the run; the wall clock, read at the
     // same moment, only dates the samples.
     let lead = Duration::from_millis(20);
@@ -251,62 +256,36 @@ pub fn run(cfg: &LoadgenConfig) -> Result<Report, LoadgenError> {
         period_ns: 1e9 / cfg.rate,
     };
     let measure_from = start + Duration::from_secs_f64(cfg.warmup_s);
-    let (mut warmup_requests, mut lag_max) = (0u64, Duration::ZERO);
-    for i in 0..total {
-        let intended = start + Duration::from_nanos(sched.offset_ns(i));
-        let now = Instant::now();
-        if intended > now {
-            std::thread::sleep(intended - now);
-        }
-        let measured = intended >= measure_from;
-        warmup_requests += u64::from(!measured);
-        let op = gen.next_op(&shared.workload);
-        let (permit, pressed) = match sem.clone().try_acquire_owned() {
-            Ok(p) => (p, false),
-            Err(_) => (
-                handle
-                    .block_on(sem.clone().acquire_owned())
-                    .expect("the semaphore is never closed"),
-                true,
-            ),
-        };
-        if measured {
-            lag_max = lag_max.max(Instant::now().saturating_duration_since(intended));
-        }
-        let sh = shared.clone();
-        handle.spawn(async move {
-            let spec = sh.workload.request(op);
-            let (res, retries) = sh.pools.send(i as usize % sh.pools.targets(), &spec).await;
-            let done = Instant::now();
-            let settled = settle(&sh.workload, op, &res, retries);
-            let m = Measure {
-                measured,
-                latency_ns: done.saturating_duration_since(intended).as_nanos() as u64,
-                pressed: pressed && measured,
-                retries,
-                done,
-            };
-            let mut shard = sh.shards[i as usize % SHARDS]
-                .lock()
-                .expect("recorder lock");
-            if let (true, Some(rec)) = (measured, shard.samples.as_mut()) {
-                let outcome = outcome(settled.kind);
-                let s = Sample::new(i, m.latency_ns, op, outcome, settled.status, retries);
-                let cluster = res.as_ref().ok().and_then(|a| a.cluster.as_ref());
-                rec.push(s, cluster);
-            }
-            shard.apply(settled, m);
-            drop(shard);
-            // Released only once recorded: the drain below relies on it.
-            drop(permit);
-        });
+    let pacer = Arc::new(Pacer {
+        state: Mutex::new(PacerState {
+            next: 0,
+            gen: Generator::new(&shared.workload),
+            due: VecDeque::with_capacity(bound),
+            warmup_requests: 0,
+            lag_max: Duration::ZERO,
+        }),
+        thread: std::thread::current(),
+        live: AtomicUsize::new(bound),
+        start,
+        measure_from,
+        sched,
+        total,
+    });
+    let workers: Vec<_> = (0..bound)
+        .map(|_| rt.spawn(worker(shared.clone(), pacer.clone())))
+        .collect();
+    // This thread is the pacer: it wakes each waiting worker at its
+    // request's due time, and sleeps while no one waits.
+    pacer.wake_workers();
+    for w in workers {
+        // A worker that panicked has recorded nothing more; the report
+        // says what was recorded.
+        let _ = rt.block_on(w);
     }
-    // Every request holds a permit until answered: taking them all waits
-    // for the last one (each attempt is bounded by the timeout).
-    let all = handle
-        .block_on(sem.acquire_many(bound as u32))
-        .expect("the semaphore is never closed");
-    drop(all);
+    let (placed, warmup_requests, lag_max) = {
+        let p = pacer.state.lock().expect("pacer lock");
+        (p.gen.orders(), p.warmup_requests, p.lag_max)
+    };
 
     let mut merged = Shard::default();
     let mut acks = Vec::new();
@@ -325,13 +304,17 @@ pub fn run(cfg: &LoadgenConfig) -> Result<Report, LoadgenError> {
             error,
         })?;
     }
+    // From the first measured send, not from the end of the warmup: past
+    // the load's capacity the warmup's own backlog is still being sent
+    // then, and that time is not the measured requests'.
+    let from = merged.first_sent.unwrap_or(measure_from).max(measure_from);
     let elapsed = merged
         .last_done
-        .map(|d| d.saturating_duration_since(measure_from).as_secs_f64())
+        .map(|d| d.saturating_duration_since(from).as_secs_f64())
         .unwrap_or(0.0)
         .max(1e-3);
     let counts = Counts {
-        placed: gen.orders(),
+        placed,
         scheduled: total,
         warmup_requests,
         elapsed_s: elapsed,
@@ -345,6 +328,170 @@ pub fn run(cfg: &LoadgenConfig) -> Result<Report, LoadgenError> {
     Ok(finish(cfg, rt, shared, merged, acks, cancelled, counts))
 }
 
+/// The schedule shared by the workers: request `i` is due at `start +
+/// offset(i)`. A free worker takes the next request at once, due or not,
+/// so requests are taken in order; one not yet due is queued for the
+/// pacer, which wakes its worker at the due time. Under load every
+/// request is already due when a worker comes for it and the pacer
+/// sleeps: no thread hands a request to another.
+struct Pacer {
+    state: Mutex<PacerState>,
+    /// The pacer's thread, unparked when the first request is queued.
+    thread: std::thread::Thread,
+    /// Workers still running.
+    live: AtomicUsize,
+    start: Instant,
+    measure_from: Instant,
+    sched: Schedule,
+    total: u64,
+}
+
+struct PacerState {
+    /// The next request to take.
+    next: u64,
+    gen: Generator,
+    /// Taken requests not yet due, in schedule order: when each is due
+    /// and its worker's bell.
+    due: VecDeque<(Instant, Arc<Notify>)>,
+    warmup_requests: u64,
+    /// Largest delay from a measured request's due time to its send.
+    lag_max: Duration,
+}
+
+/// One request as a worker took it.
+struct Taken {
+    i: u64,
+    op: Op,
+    intended: Instant,
+    measured: bool,
+    /// Due before a worker was free for it: it waited for the in-flight
+    /// bound (or for a core).
+    pressed: bool,
+}
+
+impl Pacer {
+    fn intended(&self, i: u64) -> Instant {
+        self.start + Duration::from_nanos(self.sched.offset_ns(i))
+    }
+
+    /// Takes the next request; `None` when the schedule is done. One not
+    /// yet due is queued with `bell`, which rings at its due time.
+    fn take(&self, w: &Workload, bell: &Arc<Notify>) -> Option<Taken> {
+        let mut p = self.state.lock().expect("pacer lock");
+        if p.next >= self.total {
+            return None;
+        }
+        let i = p.next;
+        p.next += 1;
+        let op = p.gen.next_op(w);
+        let intended = self.intended(i);
+        let measured = intended >= self.measure_from;
+        p.warmup_requests += u64::from(!measured);
+        let now = Instant::now();
+        let pressed = intended < now;
+        if !pressed {
+            if p.due.is_empty() {
+                self.thread.unpark();
+            }
+            p.due.push_back((intended, bell.clone()));
+        }
+        Some(Taken {
+            i,
+            op,
+            intended,
+            measured,
+            pressed,
+        })
+    }
+
+    /// The pacer's loop, on the thread that runs the load: rings each
+    /// queued request's bell at its due time, until every worker is done.
+    fn wake_workers(&self) {
+        loop {
+            let now = Instant::now();
+            let next = {
+                let mut p = self.state.lock().expect("pacer lock");
+                while let Some((at, bell)) = p.due.front() {
+                    if *at > now {
+                        break;
+                    }
+                    bell.notify_one();
+                    p.due.pop_front();
+                }
+                p.due.front().map(|(at, _)| *at)
+            };
+            match next {
+                Some(at) => std::thread::park_timeout(at.saturating_duration_since(now)),
+                None if self.live.load(Ordering::Acquire) == 0 => return,
+                // Unparked when a request is queued or the last worker
+                // ends; the timeout only bounds a lost wake-up.
+                None => std::thread::park_timeout(Duration::from_millis(10)),
+            }
+        }
+    }
+
+    /// Notes a measured request's dispatch lag.
+    fn note_lag(&self, lag: Duration) {
+        let mut p = self.state.lock().expect("pacer lock");
+        p.lag_max = p.lag_max.max(lag);
+    }
+}
+
+/// One worker: one request at a time, from the schedule, until it ends.
+async fn worker(sh: Arc<Shared>, pacer: Arc<Pacer>) {
+    let _live = Live(pacer.clone());
+    let bell = Arc::new(Notify::new());
+    let mut lag_max = Duration::ZERO;
+    while let Some(t) = pacer.take(&sh.workload, &bell) {
+        if !t.pressed {
+            bell.notified().await;
+        }
+        let sent = Instant::now();
+        if t.measured {
+            lag_max = lag_max.max(sent.saturating_duration_since(t.intended));
+        }
+        // Built when sent: a signed request's signing is in its latency.
+        let spec = sh.workload.request(t.op);
+        let (res, retries) = sh
+            .pools
+            .send(t.i as usize % sh.pools.targets(), &spec)
+            .await;
+        let done = Instant::now();
+        let settled = settle(&sh.workload, t.op, &res, retries);
+        let m = Measure {
+            measured: t.measured,
+            latency_ns: done.saturating_duration_since(t.intended).as_nanos() as u64,
+            pressed: t.pressed && t.measured,
+            retries,
+            sent,
+            done,
+        };
+        let mut shard = sh.shards[t.i as usize % SHARDS]
+            .lock()
+            .expect("recorder lock");
+        if let (true, Some(rec)) = (t.measured, shard.samples.as_mut()) {
+            let outcome = outcome(settled.kind);
+            let s = Sample::new(t.i, m.latency_ns, t.op, outcome, settled.status, retries);
+            let cluster = res.as_ref().ok().and_then(|a| a.cluster.as_ref());
+            rec.push(s, cluster);
+        }
+        shard.apply(settled, m);
+    }
+    pacer.note_lag(lag_max);
+}
+
+/// Counts a worker out when it ends, even by a panic, so that the pacer
+/// never waits for it.
+struct Live(Arc<Pacer>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.thread.unpark();
+        }
+    }
+}
+
 /// What the two modes count differently, for the report.
 pub(crate) struct Counts {
     /// Orders numbered by the generator.
@@ -353,7 +500,7 @@ pub(crate) struct Counts {
     pub(crate) scheduled: u64,
     /// Of which in the warmup.
     pub(crate) warmup_requests: u64,
-    /// Seconds from the end of the warmup to the last measured answer.
+    /// Seconds from the first measured send to the last measured answer.
     pub(crate) elapsed_s: f64,
     /// Scheduled rate (0 for a closed loop).
     pub(crate) target_rate: f64,
@@ -461,6 +608,10 @@ pub(crate) fn merge(into: &mut Shard, s: &Shard) {
     into.retries += s.retries;
     into.retried_requests += s.retried_requests;
     into.last_done = into.last_done.max(s.last_done);
+    into.first_sent = match (into.first_sent, s.first_sent) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     into.accepted += s.accepted;
     for (k, v) in &s.rejected {
         *into.rejected.entry(k.clone()).or_insert(0) += v;

@@ -229,6 +229,7 @@ async fn stream(
             latency_ns: done.saturating_duration_since(slot.sent).as_nanos() as u64,
             pressed: false,
             retries: 0,
+            sent: slot.sent,
             done,
         };
         conn.shard.apply(settled, m);
@@ -274,6 +275,7 @@ fn fail_all(conn: &mut Conn, slots: &mut [Slot], kind: Kind, measure_from: Insta
             latency_ns: done.saturating_duration_since(s.sent).as_nanos() as u64,
             pressed: false,
             retries: 0,
+            sent: s.sent,
             done,
         };
         conn.shard.apply(settled, m);
