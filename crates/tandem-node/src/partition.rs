@@ -865,6 +865,9 @@ impl Partition {
         let window = lock(&self.results).answers.window();
         let (id, dir) = (self.id, self.snapshot_dir.clone());
         move || {
+            // Behind the order path: on a busy node this thread takes what
+            // the appender and the request threads leave.
+            lower_this_threads_priority();
             if let Err(e) = crate::checkpoints::save(&dir, seq, &checkpoints) {
                 eprintln!(
                     "{{\"msg\":\"chain checkpoints not saved\",\"partition\":{id},\"error\":{:?}}}",
@@ -872,8 +875,7 @@ impl Partition {
                 );
             }
             let entries = window.entries(seq);
-            let bytes = crate::window::encode(entries.iter());
-            if let Err(e) = crate::window::save(&dir, seq, &bytes) {
+            if let Err(e) = crate::window::save_entries(&dir, seq, &entries) {
                 eprintln!(
                     "{{\"msg\":\"idempotency window not saved\",\"partition\":{id},\"error\":{:?}}}",
                     e.to_string()
@@ -942,5 +944,21 @@ impl Partition {
     /// Commands in the last append batch (for metrics and tests).
     pub fn last_batch_len(&self) -> u64 {
         self.last_batch.load(Ordering::Relaxed)
+    }
+}
+
+/// Gives the calling thread the lowest CPU priority (nice 19; on Linux
+/// the nice value is a thread's own), for work that may wait for the
+/// order path: saving a window of a million orders takes a core for
+/// seconds, and on a 2-core node it took that core from the requests
+/// (a 10 k/s run's p99 went to 56 ms). Nice 19 still gets a share, so it
+/// ends even on a node that is never idle. Elsewhere: nothing.
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    // SAFETY: a plain system call on this thread; an error leaves the
+    // priority as it was, which is harmless.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
     }
 }

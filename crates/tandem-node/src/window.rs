@@ -105,10 +105,125 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Entry>, String> {
 /// Writes the window for the snapshot at `seq` atomically, then removes
 /// window files whose snapshot is gone.
 pub fn save(dir: &Path, seq: u64, bytes: &[u8]) -> std::io::Result<()> {
+    save_with(dir, seq, |f| f.write_all(bytes))
+}
+
+/// [`save`] of `entries`, encoded as [`encode`] does but streamed to the
+/// file: a window of a million orders is some 300 MB, which `encode`
+/// would first build (and grow, and zero) in memory.
+pub fn save_entries(dir: &Path, seq: u64, entries: &[Entry]) -> std::io::Result<()> {
+    save_with(dir, seq, |f| {
+        let mut w = CrcWriter {
+            out: std::io::BufWriter::with_capacity(1 << 20, Paced::new(f)),
+            crc: 0,
+        };
+        w.put(MAGIC)?;
+        w.put(&(entries.len() as u64).to_le_bytes())?;
+        for e in entries {
+            w.put(&e.seq.to_le_bytes())?;
+            for b in [&e.key, &e.payload, &e.events] {
+                w.put(&(b.len() as u32).to_le_bytes())?;
+                w.put(b)?;
+            }
+        }
+        let crc = w.crc;
+        w.out.write_all(&crc.to_le_bytes())?;
+        w.out.flush()
+    })
+}
+
+/// Writes to a file and has the kernel write each 8 MiB to disk as it
+/// goes (`sync_file_range`, waiting for the one before), so that the
+/// final sync has little left and a window of hundreds of MB never sits
+/// dirty in the page cache: its writeback in one go held the log's
+/// `fdatasync` behind it (a 70 ms wait in the appender, 165 ms of added
+/// latency at 10 k/s).
+struct Paced<'f> {
+    f: &'f mut fs::File,
+    written: u64,
+    synced: u64,
+}
+
+/// Bytes between two writebacks of a window being saved.
+const PACE_BYTES: u64 = 8 << 20;
+
+impl<'f> Paced<'f> {
+    fn new(f: &'f mut fs::File) -> Self {
+        Self {
+            f,
+            written: 0,
+            synced: 0,
+        }
+    }
+}
+
+impl std::io::Write for Paced<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = self.f.write(b)?;
+        self.written += n as u64;
+        if self.written - self.synced >= PACE_BYTES {
+            #[cfg(target_os = "linux")]
+            {
+                use std::os::fd::AsRawFd as _;
+                let fd = self.f.as_raw_fd();
+                #[allow(unsafe_code)]
+                // SAFETY: plain system calls on an open file descriptor; an
+                // error only leaves the writeback to the final sync.
+                unsafe {
+                    // Start this range's writeback, then wait for the
+                    // range before it (started a pace earlier).
+                    libc::sync_file_range(
+                        fd,
+                        self.synced as libc::off64_t,
+                        (self.written - self.synced) as libc::off64_t,
+                        libc::SYNC_FILE_RANGE_WRITE,
+                    );
+                    if self.synced > 0 {
+                        libc::sync_file_range(
+                            fd,
+                            0,
+                            self.synced as libc::off64_t,
+                            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                                | libc::SYNC_FILE_RANGE_WRITE
+                                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                        );
+                    }
+                }
+            }
+            self.synced = self.written;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.f.flush()
+    }
+}
+
+/// A writer that keeps the CRC32C of what went through it.
+struct CrcWriter<W: std::io::Write> {
+    out: W,
+    crc: u32,
+}
+
+impl<W: std::io::Write> CrcWriter<W> {
+    fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.crc = crc32c::crc32c_append(self.crc, b);
+        self.out.write_all(b)
+    }
+}
+
+/// Writes a window file through `write`, synced and renamed into place,
+/// then removes window files whose snapshot is gone.
+fn save_with(
+    dir: &Path,
+    seq: u64,
+    write: impl FnOnce(&mut fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let final_path = path(dir, seq);
     let tmp = dir.join(format!("answers-{seq:020}.bin.tmp"));
     let mut f = fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
+    write(&mut f)?;
     f.sync_all()?;
     fs::rename(&tmp, &final_path)?;
     let mut snapshots = Vec::new();
@@ -172,5 +287,20 @@ mod tests {
         flipped[30] ^= 1;
         assert!(decode(&flipped).unwrap_err().contains("checksum"));
         assert_eq!(decode(&encode([].iter())).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_streamed_save_writes_what_encode_makes() {
+        let dir = std::env::temp_dir().join(format!("tandem-window-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        // Over the writer's 1 MiB buffer, so that it flushes mid-way.
+        let v: Vec<Entry> = (1..40_000).map(entry).collect();
+        save_entries(&dir, 40_000, &v).unwrap();
+        assert_eq!(fs::read(path(&dir, 40_000)).unwrap(), encode(v.iter()));
+        let (back, problem) = load(&dir, 40_000);
+        assert_eq!((back, problem), (v, None));
+        save_entries(&dir, 40_001, &[]).unwrap();
+        assert_eq!(fs::read(path(&dir, 40_001)).unwrap(), encode([].iter()));
+        let _ = fs::remove_dir_all(&dir);
     }
 }
