@@ -29,23 +29,6 @@ account_rate = 0
 reserve_ids = 4000000
 reserve_orders = 1048576
 EOT
-# wrk's orders: unique ids, limit orders on both sides of 100 over 16
-# markets and 256 accounts (as tandem-bench node's wrk script).
-cat > "$work/orders.lua" <<'EOT'
-local t = 0
-function setup(thread) thread:set("tid", t); t = t + 1 end
-function init(args) n = 0; run = os.time() end
-request = function()
-  n = n + 1
-  local k = n * 7919 + tid * 104729
-  local side = (k % 2 == 0) and "buy" or "sell"
-  local off = (k % 9) - 3
-  local price = (side == "buy") and (100 + off) or (101 - off)
-  local body = string.format('{"market":"W%d","id":"w%d-%d-%d","account":"wa%d","side":"%s","type":"limit","price":"%d","qty":"%d","tif":"gtc"}',
-    k % 16, run, tid, n, k % 256, side, price, 1 + (k % 50))
-  return wrk.format("POST", "/v1/orders", {["content-type"]="application/json"}, body)
-end
-EOT
 target/release/tandem node --config "$work/node.toml" > "$work/node.log" 2>&1 &
 node=$!
 for _ in $(seq 100); do curl -sf http://127.0.0.1:18080/readyz >/dev/null && break; sleep 0.2; done
@@ -75,5 +58,5 @@ measure() {
 }
 measure "wrk /healthz" wrk -t2 -c64 -d5s "$url/healthz"
 measure "loadgen /healthz" "$lg" --target "$url" --rate 300000 --duration 4 --warmup 1 --connections 64 --floor --no-verify
-measure "wrk orders" wrk -t2 -c64 -d5s -s "$work/orders.lua" "$url/v1/orders"
+measure "wrk orders" wrk -t2 -c64 -d5s -s scripts/wrk-orders.lua "$url/v1/orders" -- "$$-$RANDOM"
 measure "loadgen orders" "$lg" --target "$url" --rate 300000 --duration 4 --warmup 1 --connections 64 --no-verify --seed "$RANDOM"

@@ -319,33 +319,17 @@ fn parse_wrk(out: &str) -> Option<Wrk> {
     w.rps.is_finite().then_some(w)
 }
 
-/// wrk's Lua script for `POST /v1/orders`: unique ids per run (`run`),
-/// per wrk thread and per request; limit orders on both sides of 100 over
-/// 16 markets and 256 accounts, so a share of them cross.
-fn wrk_orders_script(run: u64) -> String {
-    format!(
-        r#"local t = 0
-function setup(thread) thread:set("tid", t); t = t + 1 end
-function init(args) n = 0 end
-request = function()
-  n = n + 1
-  local k = n * 7919 + tid * 104729
-  local side = (k % 2 == 0) and "buy" or "sell"
-  local off = (k % 9) - 3
-  local price = (side == "buy") and (100 + off) or (101 - off)
-  local body = string.format('{{"market":"W%d","id":"w{run}-%d-%d","account":"wa%d","side":"%s","type":"limit","price":"%d","qty":"%d","tif":"gtc"}}',
-    k % 16, tid, n, k % 256, side, price, 1 + (k % 50))
-  return wrk.format("POST", "/v1/orders", {{["content-type"]="application/json"}}, body)
-end
-"#
-    )
-}
+/// wrk's Lua script for `POST /v1/orders` (`scripts/wrk-orders.lua`,
+/// which `scripts/bench-loadgen.sh` runs too); its argument makes the
+/// run's ids unique.
+const WRK_ORDERS_SCRIPT: &str = include_str!("../../../scripts/wrk-orders.lua");
 
 /// `wrk` closed loop (2 threads, `connections` connections, `secs`)
-/// against `url`, with `script` if given. `None` when wrk is not on PATH.
+/// against `url`, with `script` and its argument if given. `None` when
+/// wrk is not on PATH.
 fn wrk(
     url: &str,
-    script: Option<&Path>,
+    script: Option<(&Path, &str)>,
     connections: usize,
     secs: f64,
 ) -> Result<Option<Wrk>, String> {
@@ -356,10 +340,14 @@ fn wrk(
         format!("-d{}s", secs.ceil() as u64),
         "--latency".to_string(),
     ]);
-    if let Some(s) = script {
+    if let Some((s, _)) = script {
         cmd.arg("-s").arg(s);
     }
-    let out = match cmd.arg(url).output() {
+    cmd.arg(url);
+    if let Some((_, arg)) = script {
+        cmd.args(["--", arg]);
+    }
+    let out = match cmd.output() {
         Ok(o) => o,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("wrk: {e}")),
@@ -377,7 +365,7 @@ fn wrk(
 fn client_floors(case: &str, target: &str, a: &NodeArgs, seed: &mut u64) -> Result<(), String> {
     *seed += 1;
     let script = a.dir.join(format!("wrk-orders-{seed}.lua"));
-    std::fs::write(&script, wrk_orders_script(*seed)).map_err(|e| e.to_string())?;
+    std::fs::write(&script, WRK_ORDERS_SCRIPT).map_err(|e| e.to_string())?;
     let health = wrk(
         &format!("{target}/healthz"),
         None,
@@ -386,7 +374,7 @@ fn client_floors(case: &str, target: &str, a: &NodeArgs, seed: &mut u64) -> Resu
     )?;
     let orders = wrk(
         &format!("{target}/v1/orders"),
-        Some(&script),
+        Some((&script, &seed.to_string())),
         a.connections,
         a.duration_s,
     )?;

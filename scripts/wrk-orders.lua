@@ -1,0 +1,18 @@
+-- wrk's orders for POST /v1/orders, used by `tandem-bench node` and
+-- scripts/bench-loadgen.sh: limit orders on both sides of 100 over 16
+-- markets and 256 accounts, so a share of them cross. Ids are unique per
+-- run (the script's first argument, after wrk's `--`), per wrk thread and
+-- per request.
+local t = 0
+function setup(thread) thread:set("tid", t); t = t + 1 end
+function init(args) n = 0; run = args[1] or tostring(os.time()) end
+request = function()
+  n = n + 1
+  local k = n * 7919 + tid * 104729
+  local side = (k % 2 == 0) and "buy" or "sell"
+  local off = (k % 9) - 3
+  local price = (side == "buy") and (100 + off) or (101 - off)
+  local body = string.format('{"market":"W%d","id":"w%s-%d-%d","account":"wa%d","side":"%s","type":"limit","price":"%d","qty":"%d","tif":"gtc"}',
+    k % 16, run, tid, n, k % 256, side, price, 1 + (k % 50))
+  return wrk.format("POST", "/v1/orders", {["content-type"]="application/json"}, body)
+end
