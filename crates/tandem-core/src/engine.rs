@@ -892,7 +892,7 @@ impl Engine {
         self.emit(out, Event::Accepted { market: m, id: ix });
         let qty = p.qty.units();
         if p.tif == Tif::Fok && !self.fok_fillable(m, p.side, limit, account, qty) {
-            return self.cancel_taker(m, ix, qty, CancelReason::Fok, out);
+            return self.mark_cancelled(m, ix, qty, CancelReason::Fok, out);
         }
         let rest = match (limit, p.tif) {
             (Some(px), Tif::Gtc) => Some(px),
@@ -917,20 +917,21 @@ impl Engine {
     ) {
         let (left, self_trade) = self.take(m, ix, account, side, limit, qty, out);
         if self_trade {
-            self.cancel_taker(m, ix, left, CancelReason::SelfTrade, out);
+            self.mark_cancelled(m, ix, left, CancelReason::SelfTrade, out);
         } else if left == 0 {
             self.ids[ix as usize].set_status(OrderStatus::Filled);
         } else if let Some(px) = rest {
             self.rest(m, ix, account, side, px, left);
         } else {
-            self.cancel_taker(m, ix, left, CancelReason::Ioc, out);
+            self.mark_cancelled(m, ix, left, CancelReason::Ioc, out);
         }
     }
 
-    /// Cancels an incoming order that will not rest, with `left` of it
-    /// unfilled.
+    /// Marks an order cancelled, with `left` of it unfilled, and emits
+    /// the event: an incoming order that will not rest, or (already taken
+    /// off its book) a resting one.
     #[inline]
-    fn cancel_taker(
+    fn mark_cancelled(
         &mut self,
         m: MarketIx,
         ix: IdIx,
@@ -1225,16 +1226,7 @@ impl Engine {
         let remaining = self.orders[o as usize].qty;
         let side = self.ids[ix as usize].side();
         self.remove(m, side, o);
-        self.ids[ix as usize].set_status(OrderStatus::Cancelled);
-        self.emit(
-            out,
-            Event::Cancelled {
-                market: m,
-                id: ix,
-                remaining: Qty::raw(remaining),
-                reason: CancelReason::User,
-            },
-        );
+        self.mark_cancelled(m, ix, remaining, CancelReason::User, out);
     }
 
     fn amend(&mut self, a: &Amend, out: &mut Vec<Event>) {

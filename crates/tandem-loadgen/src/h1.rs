@@ -38,7 +38,8 @@ const READ_CHUNK: usize = 16 * 1024;
 #[derive(Debug)]
 pub(crate) struct Conn {
     io: TcpStream,
-    /// Bytes read and not yet consumed (always empty between answers).
+    /// Bytes read and not yet consumed; any left after an answer make the
+    /// connection stale.
     rbuf: BytesMut,
     /// The request being written.
     wbuf: Vec<u8>,
