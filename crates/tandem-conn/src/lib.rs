@@ -8,6 +8,8 @@
 //!   successor process on SIGUSR2 without refusing a connection.
 //! - [`tls`]: rustls on the listeners (certificate reload, ALPN, client
 //!   certificates) and to upstreams (the edge's connector).
+//! - [`h1`]: HTTP/1.1 answers decoded for the clients that drive their
+//!   own connections (the load generator's, the edge's to its nodes).
 //! - [`percent`]: the one percent-decoder (strict: a malformed escape is
 //!   an error, answered `400` naming the field).
 //! - Here: connection timing, with two rules that hyper alone does not
@@ -36,6 +38,7 @@
 //! The scaffold's connection stream (`server`) records the times;
 //! [`Timing::verdict`] says what to do.
 
+pub mod h1;
 pub mod handover;
 pub mod percent;
 pub mod server;

@@ -508,3 +508,43 @@ impl hyper::rt::Write for MaybeTls {
         }
     }
 }
+
+/// The same connection as tokio I/O, for the clients that read and write
+/// it themselves (the edge's HTTP/1.1 connections to its nodes).
+impl tokio::io::AsyncRead for MaybeTls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(io) => Pin::new(io.inner_mut()).poll_read(cx, buf),
+            MaybeTls::Tls(io) => Pin::new(io.inner_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for MaybeTls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(io) => Pin::new(io.inner_mut()).poll_write(cx, buf),
+            MaybeTls::Tls(io) => Pin::new(io.inner_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(io) => Pin::new(io.inner_mut()).poll_flush(cx),
+            MaybeTls::Tls(io) => Pin::new(io.inner_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(io) => Pin::new(io.inner_mut()).poll_shutdown(cx),
+            MaybeTls::Tls(io) => Pin::new(io.inner_mut()).poll_shutdown(cx),
+        }
+    }
+}

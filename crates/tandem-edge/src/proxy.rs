@@ -29,7 +29,7 @@ pub use crate::attempt::repeatable;
 use crate::config::EdgeConfig;
 use crate::metrics::EdgeMetrics;
 use crate::table::{lock, read, write, NodeState, Routes, TableCluster};
-use crate::upstream::{SendError, Upstreams};
+use crate::upstream::{Outgoing, SendError, Upstreams};
 use crate::{BoxBody, BoxError};
 
 /// Headers that belong to one connection, never forwarded (`host` is set
@@ -572,13 +572,7 @@ pub async fn proxy(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody
         .and_then(|v| tandem_route::Role::from_header(v.as_bytes()));
     // What every attempt sends: the path and query (origin form; the
     // node's address goes in `host`) and the headers less hop-by-hop.
-    let origin = http::Uri::from(
-        parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-    );
+    let origin = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut forward = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut forward);
     let key = edge.counter.fetch_add(1, Ordering::Relaxed);
@@ -607,11 +601,13 @@ pub async fn proxy(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody
             edge.metrics.bad_request();
             return edge_error(StatusCode::BAD_REQUEST, "path: not a valid URI", None);
         };
-        let mut up = Request::new(Full::new(body.clone()));
-        *up.method_mut() = parts.method.clone();
-        *up.uri_mut() = origin.clone();
-        *up.headers_mut() = forward.clone();
-        up.headers_mut().insert(header::HOST, host.clone());
+        let up = Outgoing {
+            method: &parts.method,
+            path: origin,
+            headers: &forward,
+            host,
+            body: &body,
+        };
         node.in_flight.fetch_add(1, Ordering::Relaxed);
         let res = tokio::time::timeout(
             Duration::from_millis(edge.cfg.upstream.request_timeout_ms),
@@ -636,7 +632,7 @@ pub async fn proxy(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody
         match (plan.judge(tried), resp) {
             (attempt::Verdict::Answer, Some(resp)) => {
                 let status = resp.status().as_u16();
-                let mut resp = resp.map(|b| b.map_err(BoxError::from).boxed_unsync());
+                let mut resp = resp.map(|b| b.map_err(|never| match never {}).boxed_unsync());
                 if let Some(v) = &cluster.name_header {
                     resp.headers_mut()
                         .insert(HeaderName::from_static("x-tandem-cluster"), v.clone());
@@ -668,7 +664,7 @@ pub async fn proxy(edge: &Arc<Edge>, req: Request<Incoming>) -> Response<BoxBody
             }
             (attempt::Verdict::TryAnother, resp) => {
                 if let Some(resp) = resp {
-                    last = Some(resp.map(|b| b.map_err(BoxError::from).boxed_unsync()));
+                    last = Some(resp.map(|b| b.map_err(|never| match never {}).boxed_unsync()));
                 }
             }
         }

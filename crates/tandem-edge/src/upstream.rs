@@ -1,64 +1,72 @@
 //! HTTP/1.1 keep-alive connections to the nodes for buffered requests,
-//! driven on the task of the request that uses them.
+//! read and written by the task of the request that uses them.
 //!
-//! hyper-util's pooled client runs each upstream connection on a task of
-//! its own and hands every request to it over a channel and every answer
-//! back over another, so a proxied request woke three tasks and crossed
-//! two channels (and often the other runtime thread). Here a request takes
-//! an idle connection of its node (or opens one), polls the connection
-//! itself until the answer's head is in, and the answer's body keeps
-//! polling it while the client's connection reads the body; once the body
-//! has ended the connection goes back to its node's idle list. Nothing
-//! else polls an idle connection: one the node closed is found closed when
-//! it is taken (it is dropped and another taken), and one idle longer than
+//! A request takes an idle connection of its node (or opens one), writes
+//! its head and body in one buffer, and reads the answer whole on its own
+//! task; the answer is decoded in place by `tandem_conn::h1` (shared with
+//! the load generator), its header values and body slices of the bytes
+//! read. Once the answer is in, the connection goes back to its node's
+//! idle list. hyper's client, used before, ran a dispatcher per
+//! connection with a callback channel for the answer and a body channel
+//! behind it: its share of the edge's CPU was about a fifth of the user
+//! space a proxied request costs. Nothing polls an idle connection: one
+//! the node closed (or that carries bytes nobody asked for) is found so
+//! when it is taken, and dropped; one idle longer than
 //! `upstream.pool_idle_secs` (below the nodes' idle timeout, so the edge
 //! never sends on a connection the node is closing) is dropped unused.
 //!
 //! What an attempt's failure means is kept as the pooled client reported
 //! it: a failed connect (or TLS handshake) is [`SendError::Connect`], the
-//! request never reached the node; a request a reused connection refused
-//! before writing a byte of it is sent again on a new connection, as
-//! hyper-util does; anything else is [`SendError::Dropped`].
+//! request never reached the node; a reused connection that refused the
+//! request before a byte of it was written is given up for a new one;
+//! anything else (the connection broke, or the answer was malformed or
+//! larger than `tandem_conn::h1::MAX_BODY`) is [`SendError::Dropped`].
 
 use std::fmt;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Request, Response, Uri};
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode, Uri};
 use http_body_util::Full;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1;
+use tandem_conn::h1;
 use tandem_conn::tls::{Connector, MaybeTls};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tower_service::Service;
 
 use crate::table::lock;
 
-/// One connection to a node: the request side and the connection future,
-/// polled by whoever holds it. Held boxed ([`Held`]): hyper's connection
-/// state is several hundred bytes, and it moves at every take and return
-/// and with the request's future; a box moves as a pointer.
+/// Bytes asked of the socket at a time (a node's answer is a few hundred).
+const READ_CHUNK: usize = 8 * 1024;
+
+/// One connection to a node with its read buffer (bytes read past the
+/// last answer: none, or the connection is not reused) and the buffer
+/// its requests are written from. Held boxed ([`Held`]) so that taking
+/// and returning it moves a pointer.
 struct Conn {
-    send: http1::SendRequest<Full<Bytes>>,
-    /// `None` once it has closed or failed: dropping it fails what is
-    /// still queued on `send` at once, instead of leaving it waiting.
-    conn: Option<http1::Connection<MaybeTls, Full<Bytes>>>,
+    io: MaybeTls,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
 }
 
 impl Conn {
-    /// Polls the connection once: false when it has closed or failed.
-    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(conn) = &mut self.conn else {
-            return false;
-        };
-        if Pin::new(conn).poll(cx).is_ready() {
-            self.conn = None;
+    /// One look at an idle connection, without waiting: false when the
+    /// node closed it, it failed, or it carries bytes nobody asked for
+    /// (a `408` before a close).
+    async fn usable(&mut self) -> bool {
+        if !self.rbuf.is_empty() {
             return false;
         }
-        true
+        poll_fn(|cx| {
+            let mut probe = [0u8; 1];
+            let mut buf = ReadBuf::new(&mut probe);
+            Poll::Ready(Pin::new(&mut self.io).poll_read(cx, &mut buf).is_pending())
+        })
+        .await
     }
 }
 
@@ -176,6 +184,17 @@ pub struct Upstreams {
     max_idle_per_node: usize,
 }
 
+/// What one attempt sends: the method, the path and query (origin form),
+/// the headers less hop-by-hop, the node's `host`, and the body.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+    pub host: &'a HeaderValue,
+    pub body: &'a Bytes,
+}
+
 impl Upstreams {
     pub fn new(connector: Connector, max_idle: Duration, max_idle_per_node: usize) -> Upstreams {
         Upstreams {
@@ -197,151 +216,203 @@ impl Upstreams {
             .call(authority.clone())
             .await
             .map_err(|_| SendError::Connect)?;
-        let (send, conn) = http1::handshake(io).await.map_err(|_| SendError::Connect)?;
         Ok(Box::new(Conn {
-            send,
-            conn: Some(conn),
+            io,
+            rbuf: BytesMut::new(),
+            wbuf: Vec::with_capacity(1024),
         }))
     }
 
-    /// An idle connection of `pool` that is open and ready for a request.
+    /// An idle connection of `pool` that is still open and clean.
     async fn idle(&self, pool: &Pool) -> Option<Held> {
         loop {
             let mut c = pool.take(self.max_idle)?;
-            // One poll of the connection (it reads the node's close, if
-            // any) and of its readiness; anything but ready is dropped.
-            let ready = poll_fn(|cx| {
-                let open = c.drive(cx);
-                Poll::Ready(open && matches!(c.send.poll_ready(cx), Poll::Ready(Ok(()))))
-            })
-            .await;
-            if ready {
+            if c.usable().await {
                 return Some(c);
             }
         }
     }
 
-    /// Sends `req` (origin-form URI, `host` set) to the node at
-    /// `authority` (`http://host:port`) over a pooled connection of
-    /// `pool`, or a new one. The answer's body returns the connection to
-    /// `pool` once it has ended.
+    /// Sends `req` to the node at `authority` (`http://host:port`) over a
+    /// pooled connection of `node`, or a new one, and reads its answer
+    /// whole; the connection then goes back to `node`'s idle list if the
+    /// answer leaves it reusable.
     pub async fn send(
         &self,
-        pool: &std::sync::Arc<crate::table::NodeState>,
+        node: &std::sync::Arc<crate::table::NodeState>,
         authority: &Uri,
-        mut req: Request<Full<Bytes>>,
-    ) -> Result<Response<PooledBody>, SendError> {
-        let mut reused = self.idle(&pool.pool).await;
-        loop {
-            let fresh = reused.is_none();
-            let mut c = match reused.take() {
-                Some(c) => c,
-                None => self.connect(authority).await?,
+        req: Outgoing<'_>,
+    ) -> Result<Response<Full<Bytes>>, SendError> {
+        let mut c = loop {
+            let (mut c, fresh) = match self.idle(&node.pool).await {
+                Some(c) => (c, false),
+                None => (self.connect(authority).await?, true),
             };
-            let sent = {
-                let mut answer = std::pin::pin!(c.send.try_send_request(req));
-                poll_fn(|cx| {
-                    c.drive(cx);
-                    answer.as_mut().poll(cx)
-                })
-                .await
-            };
-            match sent {
-                Ok(resp) => {
-                    let max = self.max_idle_per_node;
-                    let pool = std::sync::Arc::clone(pool);
-                    return Ok(resp.map(|body| PooledBody {
-                        body,
-                        conn: Some(c),
-                        pool,
-                        max,
-                    }));
-                }
-                Err(mut e) => match e.take_message() {
-                    // Refused before a byte was written: a reused
-                    // connection the node had closed. Once more, new.
-                    Some(r) if !fresh => {
-                        req = r;
-                        reused = self.idle(&pool.pool).await;
-                        if reused.is_none() {
-                            continue;
-                        }
+            write_request(&mut c.wbuf, &req);
+            match c.io.write(&c.wbuf).await {
+                Ok(n) if n > 0 => {
+                    if n < c.wbuf.len() {
+                        c.io.write_all(&c.wbuf[n..])
+                            .await
+                            .map_err(|_| SendError::Dropped)?;
                     }
-                    Some(_) => return Err(SendError::Connect),
-                    None => return Err(SendError::Dropped),
-                },
+                    break c;
+                }
+                // Refused before a byte was written: a reused connection
+                // the node had closed. Once more, on another.
+                _ if !fresh => continue,
+                _ => return Err(SendError::Connect),
             }
-        }
-    }
-}
-
-/// The body of a node's answer: reading it drives the connection it
-/// comes over, which goes back to the node's idle list when the body has
-/// ended (and is closed when the body fails or is dropped unfinished).
-pub struct PooledBody {
-    body: Incoming,
-    conn: Option<Held>,
-    pool: std::sync::Arc<crate::table::NodeState>,
-    max: usize,
-}
-
-impl fmt::Debug for PooledBody {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PooledBody")
-            .field("pooled", &self.conn.is_some())
-            .finish()
-    }
-}
-
-impl PooledBody {
-    fn release(&mut self) {
-        if let Some(c) = self.conn.take() {
-            self.pool.pool.put(c, self.max);
-        }
-    }
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        if let Some(c) = &mut this.conn {
-            if !c.drive(cx) {
-                // Closed (`connection: close`, or the node went away):
-                // what it read is in the body; it is not kept.
-                this.conn = None;
+        };
+        let head_request = req.method == Method::HEAD;
+        let mut eof = false;
+        let answer = loop {
+            match h1::decode(&mut c.rbuf, eof, head_request) {
+                Ok(Some(a)) => break a,
+                Ok(None) if !eof => {}
+                Ok(None) | Err(_) => return Err(SendError::Dropped),
             }
+            c.rbuf.reserve(READ_CHUNK);
+            let n =
+                c.io.read_buf(&mut c.rbuf)
+                    .await
+                    .map_err(|_| SendError::Dropped)?;
+            eof = n == 0;
+        };
+        let resp = response(&answer)?;
+        if answer.keep_alive && !eof && c.rbuf.is_empty() {
+            node.pool.put(c, self.max_idle_per_node);
         }
-        let r = Pin::new(&mut this.body).poll_frame(cx);
-        match &r {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Err(_))) => this.conn = None,
-            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(),
-            _ => {}
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        Ok(resp)
     }
 }
 
-impl Drop for PooledBody {
-    /// A body read to its end that the server did not poll once more
-    /// (it saw `is_end_stream`) still gives its connection back.
-    fn drop(&mut self) {
-        if self.body.is_end_stream() {
-            self.release();
+/// Headers of an answer that describe the node's connection, not the
+/// answer (the client's connection has its own).
+const ANSWER_HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The answer as the edge passes it on: status, the headers less
+/// hop-by-hop, the body.
+fn response(a: &h1::Answer) -> Result<Response<Full<Bytes>>, SendError> {
+    let mut resp = Response::new(Full::new(a.body.clone()));
+    *resp.status_mut() = StatusCode::from_u16(a.status).map_err(|_| SendError::Dropped)?;
+    let headers = resp.headers_mut();
+    for (name, value) in a.headers() {
+        if ANSWER_HOP_BY_HOP
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+        {
+            continue;
         }
+        let name = HeaderName::from_bytes(name).map_err(|_| SendError::Dropped)?;
+        let value = HeaderValue::from_maybe_shared(value).map_err(|_| SendError::Dropped)?;
+        headers.append(name, value);
+    }
+    Ok(resp)
+}
+
+/// Writes the request line, `host`, the headers, `content-length` and the
+/// body of `req` into `out`.
+fn write_request(out: &mut Vec<u8>, req: &Outgoing<'_>) {
+    out.clear();
+    out.extend_from_slice(req.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(req.path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(req.host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in req.headers {
+        if name == header::HOST || name == header::CONTENT_LENGTH {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    // As hyper's client: a body's length, and 0 for the methods that
+    // carry one even when it is empty.
+    let body_method = matches!(*req.method, Method::POST | Method::PUT | Method::PATCH);
+    if !req.body.is_empty() || body_method {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(req.body.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(req.body);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_written_whole_with_its_length_and_the_nodes_host() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("edge.example"));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
+        headers.append("x-a", HeaderValue::from_static("1"));
+        headers.append("x-a", HeaderValue::from_static("2"));
+        let host = HeaderValue::from_static("10.0.0.1:8080");
+        let body = Bytes::from_static(b"{}");
+        let mut out = Vec::new();
+        let post = Outgoing {
+            method: &Method::POST,
+            path: "/v1/orders?x=1",
+            headers: &headers,
+            host: &host,
+            body: &body,
+        };
+        write_request(&mut out, &post);
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            "POST /v1/orders?x=1 HTTP/1.1\r\nhost: 10.0.0.1:8080\r\nx-a: 1\r\nx-a: 2\r\n\
+             content-length: 2\r\n\r\n{}"
+        );
+        let empty = Bytes::new();
+        let get = Outgoing {
+            method: &Method::GET,
+            path: "/readyz",
+            body: &empty,
+            ..post
+        };
+        write_request(&mut out, &get);
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            "GET /readyz HTTP/1.1\r\nhost: 10.0.0.1:8080\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
+        );
+        let put = Outgoing {
+            method: &Method::PUT,
+            ..get
+        };
+        write_request(&mut out, &put);
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .ends_with("content-length: 0\r\n\r\n"));
+    }
+
+    #[test]
+    fn an_answer_keeps_its_headers_but_the_hop_by_hop_ones() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 201 Created\r\nConnection: keep-alive\r\nx-tandem-seq: 0:7\r\n\
+               transfer-encoding: chunked\r\nset-cookie: a\r\nset-cookie: b\r\n\r\n\
+               2\r\nok\r\n0\r\n\r\n"[..],
+        );
+        let a = h1::decode(&mut buf, false, false).unwrap().unwrap();
+        let resp = response(&a).unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let names: Vec<&str> = resp.headers().keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-tandem-seq", "set-cookie"]);
+        assert_eq!(resp.headers().get_all("set-cookie").iter().count(), 2);
+        assert_eq!(&a.body[..], b"ok");
+        assert_eq!(hyper::body::Body::size_hint(resp.body()).exact(), Some(2));
     }
 }

@@ -27,7 +27,6 @@ mod workload;
 pub use cli::{run_cli, FlagError, USAGE};
 pub use config::{LoadgenConfig, MAX_CONNECTIONS, MAX_IN_FLIGHT, MAX_REQUESTS, MAX_RETRIES};
 #[doc(hidden)]
-pub use h1::check_answer_bytes;
 pub use hist::Histogram;
 pub use report::{Errors, LatencyUs, Orders, Report, Verify};
 pub use run::run;
