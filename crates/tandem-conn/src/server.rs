@@ -170,10 +170,11 @@ pub struct Drained {
     pub open: usize,
 }
 
-/// A share of a connection's slot, in each request's extensions: whoever
-/// keeps it (a WebSocket stream after its upgrade) keeps the connection
-/// counted against the limit and waited for by the drain. The stream of
-/// an upgraded connection holds one too, so keeping it is optional.
+/// A share of a connection's slot, in the extensions of each request that
+/// may take its connection over (`upgrade`, `CONNECT`): whoever keeps it
+/// (a WebSocket stream after its upgrade) keeps the connection counted
+/// against the limit and waited for by the drain. The stream of an
+/// upgraded connection holds one too, so keeping it is optional.
 #[derive(Clone)]
 pub struct ConnSlot(#[allow(dead_code)] Arc<dyn Any + Send + Sync>);
 
@@ -678,7 +679,14 @@ impl<S: Service> Shared<S> {
                 if !seen.swap(true, Ordering::AcqRel) {
                     first.notify_one();
                 }
-                req.extensions_mut().insert(slot.clone());
+                // Only a request that may take the connection over needs
+                // the slot (a first insert allocates the extensions' map,
+                // which every plain request then paid for).
+                if req.method() == http::Method::CONNECT
+                    || req.headers().contains_key(http::header::UPGRADE)
+                {
+                    req.extensions_mut().insert(slot.clone());
+                }
                 if let Some(p) = &peer {
                     req.extensions_mut().insert(p.clone());
                 }

@@ -260,7 +260,7 @@ pub fn events_json(seq: u64, eng: &Engine, evs: &[Event]) -> Bytes {
 }
 
 /// The market and id a command names (none for an invalid one).
-fn key_of(cmd: &Command) -> Option<Bytes> {
+pub fn key_of(cmd: &Command) -> Option<Bytes> {
     let (m, id) = match cmd {
         Command::Place(p) => (&p.market, &p.id),
         Command::Cancel(c) => (&c.market, &c.id),
@@ -268,6 +268,67 @@ fn key_of(cmd: &Command) -> Option<Bytes> {
         Command::Invalid(_) => return None,
     };
     Some(order_key(m.as_bytes(), id.as_bytes()))
+}
+
+/// What [`Answers::applied`] makes of an applied command before it
+/// touches the windows: the answer, and for an accepted place or a
+/// cancel or amend, the order key and the canonical bytes to keep.
+#[derive(Debug)]
+pub struct Prepared {
+    outcome: Arc<Outcome>,
+    kind: Kind,
+    key: Option<Bytes>,
+    payload: Option<Bytes>,
+}
+
+/// Which window an applied command may go to.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    AcceptedPlace,
+    Change { rejected: bool },
+    Other,
+}
+
+impl Prepared {
+    /// The answer of the command applied at `seq` with events `evs`, and
+    /// what the windows would keep of it.
+    pub fn new(seq: u64, cmd: &Command, eng: &Engine, evs: &[Event]) -> Prepared {
+        let duplicate_id = matches!(
+            evs.first(),
+            Some(Event::Rejected {
+                reason: RejectReason::DuplicateId,
+                ..
+            })
+        );
+        let outcome = Arc::new(Outcome {
+            seq,
+            events: events_json(seq, eng, evs),
+            duplicate_id,
+        });
+        let kind = match (cmd, evs.first()) {
+            (Command::Place(_), Some(Event::Accepted { .. })) => Kind::AcceptedPlace,
+            (Command::Cancel(_) | Command::Amend(_), first) => Kind::Change {
+                rejected: matches!(first, Some(Event::Rejected { .. })),
+            },
+            _ => Kind::Other,
+        };
+        let (key, payload) = match kind {
+            Kind::Other => (None, None),
+            _ => (key_of(cmd), Some(canonical(cmd))),
+        };
+        Prepared {
+            outcome,
+            kind,
+            key,
+            payload,
+        }
+    }
+
+    /// The answer for whoever appended this copy, unless the windows say
+    /// otherwise ([`Answers::applied_prepared`]).
+    pub fn outcome(&self) -> &Arc<Outcome> {
+        &self.outcome
+    }
 }
 
 impl Answers {
@@ -304,16 +365,22 @@ impl Answers {
     /// Before appending `cmd` (canonical bytes `payload`): a repeat of an
     /// applied request is answered from here.
     pub fn before(&self, cmd: &Command, payload: &[u8]) -> Before {
-        let Some(key) = key_of(cmd) else {
+        self.before_keyed(cmd, key_of(cmd).as_deref(), payload)
+    }
+
+    /// [`Answers::before`] with the command's order key made already
+    /// (`key_of`), so that a caller can make it before taking a lock.
+    pub fn before_keyed(&self, cmd: &Command, key: Option<&[u8]>, payload: &[u8]) -> Before {
+        let Some(key) = key else {
             return Before::Append;
         };
         match cmd {
-            Command::Place(_) => match self.replay(&key, payload) {
+            Command::Place(_) => match self.replay(key, payload) {
                 Replay::Same(o) => Before::Answer(o),
                 Replay::Conflict => Before::Conflict,
                 Replay::Unknown => Before::Append,
             },
-            _ => match self.replay_change(&key, payload) {
+            _ => match self.replay_change(key, payload) {
                 Some(o) => Before::Answer(o),
                 None => Before::Append,
             },
@@ -344,28 +411,28 @@ impl Answers {
         eng: &Engine,
         evs: &[Event],
     ) -> Arc<Outcome> {
-        let duplicate_id = matches!(
-            evs.first(),
-            Some(Event::Rejected {
-                reason: RejectReason::DuplicateId,
-                ..
-            })
-        );
-        let outcome = Arc::new(Outcome {
-            seq,
-            events: events_json(seq, eng, evs),
-            duplicate_id,
-        });
-        let rejected = matches!(evs.first(), Some(Event::Rejected { .. }));
-        match cmd {
-            Command::Place(_) if self.place_window > 0 => {
-                if let (Some(Event::Accepted { .. }), Some(key)) = (evs.first(), key_of(cmd)) {
-                    self.remember(key, canonical(cmd), Arc::clone(&outcome));
-                }
+        self.applied_prepared(Prepared::new(seq, cmd, eng, evs))
+    }
+
+    /// [`Answers::applied`] with what does not need the windows (the
+    /// events' JSON, the order key, the canonical bytes) made already by
+    /// [`Prepared::new`], so that a caller can make it before taking a
+    /// lock.
+    pub fn applied_prepared(&mut self, p: Prepared) -> Arc<Outcome> {
+        let Prepared {
+            outcome,
+            kind,
+            key,
+            payload,
+        } = p;
+        let (Some(key), Some(payload)) = (key, payload) else {
+            return outcome;
+        };
+        match kind {
+            Kind::AcceptedPlace if self.place_window > 0 => {
+                self.remember(key, payload, Arc::clone(&outcome));
             }
-            Command::Cancel(_) | Command::Amend(_) if self.change_window > 0 => {
-                let key = key_of(cmd).expect("a cancel or amend names an order");
-                let payload = canonical(cmd);
+            Kind::Change { rejected } if self.change_window > 0 => {
                 if !rejected {
                     self.remember_change(key, payload, Arc::clone(&outcome));
                 } else if let Some(orig) = self.changes.get(&key).filter(|c| c.payload == payload) {

@@ -410,12 +410,21 @@ impl Partition {
     /// Before appending `cmd`: a repeat of an applied request is answered
     /// from the windows (`answers::Answers::before`).
     pub fn before(&self, cmd: &Command, payload: &[u8]) -> Before {
-        lock(&self.results).answers.before(cmd, payload)
+        // The key is made before the lock: the appender takes it for
+        // every command it applies, and a request waiting on it sleeps.
+        let key = crate::answers::key_of(cmd);
+        lock(&self.results)
+            .answers
+            .before_keyed(cmd, key.as_deref(), payload)
     }
 
     /// Once the request's own copy was applied with `own`
     /// (`answers::Answers::after`).
     pub fn after(&self, cmd: &Command, payload: &[u8], own: Arc<Outcome>) -> After {
+        // Nearly every answer is its own: no lock for those.
+        if !own.duplicate_id {
+            return After::Answer(own);
+        }
         lock(&self.results).answers.after(cmd, payload, own)
     }
 
@@ -904,28 +913,30 @@ impl Partition {
                 }
             }
         }
-        let mut r = lock(&self.results);
-        // The answer for whoever appended this copy (the original's, for
-        // a repeated cancel or amend appended after it took effect).
-        let outcome = r.answers.applied(seq, cmd, eng, evs);
+        // What needs no window (the events' JSON, the key, the canonical
+        // bytes) is made before the results lock, which the requests'
+        // `before` takes too: the shorter it is held, the fewer requests
+        // sleep on it.
+        let prepared = crate::answers::Prepared::new(seq, cmd, eng, evs);
         if self.stream.receiver_count() > 0 {
-            // The stream carries what this seq itself emitted.
-            let emitted = if outcome.seq == seq {
-                outcome.events.clone()
-            } else {
-                crate::answers::events_json(seq, eng, evs)
-            };
+            // The stream carries what this seq itself emitted (the replica
+            // lock, held by the caller, keeps the stream in seq order).
             let _ = self.stream.send(Arc::new(Published {
                 seq,
                 market: cmd.market().cloned(),
-                events: emitted,
+                events: prepared.outcome().events.clone(),
             }));
         }
+        let mut r = lock(&self.results);
+        // The answer for whoever appended this copy (the original's, for
+        // a repeated cancel or amend appended after it took effect).
+        let outcome = r.answers.applied_prepared(prepared);
         if own {
             return Some(outcome);
         }
         match r.waiters.remove(&seq) {
             Some(tx) => {
+                drop(r);
                 let _ = tx.send(outcome);
             }
             None => {
