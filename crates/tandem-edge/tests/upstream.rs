@@ -152,3 +152,125 @@ async fn concurrent_requests_keep_their_connections_to_the_node() {
         "800 requests in 8 lanes opened {n} connections to the node"
     );
 }
+
+/// A node that answers from a script by path, with the bytes as written
+/// (framings and answers hyper's server would never send), and counts its
+/// connections. It reads each request's head and `content-length` body,
+/// keeps the connection for the next, and closes it after `/close`.
+async fn scripted_node() -> (SocketAddr, Arc<AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            count.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let body_len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + body_len {
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    }
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                    buf.drain(..end + 4 + body_len);
+                    let answer: &[u8] = match path.as_str() {
+                        "/chunked" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-node: s\r\nkeep-alive: timeout=5\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n",
+                        "/interim" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok",
+                        "/head" => b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\nx-node: s\r\n\r\n",
+                        "/malformed" => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nabc",
+                        "/close" => b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nbye",
+                        _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                    };
+                    if stream.write_all(answer).await.is_err()
+                        || path == "/close"
+                        || path == "/malformed"
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn answers_in_every_framing_pass_through_and_a_malformed_one_is_not_passed_on() {
+    let (node, accepted) = scripted_node().await;
+    let edge = edge_for(node).await;
+    let client = common::client();
+    let get = |path: &str| request("GET", &edge.url(path), &[], "");
+
+    // Chunked: de-chunked, sent on with its length, hop-by-hop headers
+    // (`transfer-encoding`, `keep-alive`) left behind.
+    let a = common::send(&client, get("/chunked"))
+        .await
+        .expect("answer");
+    assert_eq!((a.status, a.body.as_str()), (200, "hello world"));
+    assert_eq!(a.header("x-node"), Some("s"));
+    assert_eq!(a.header("content-length"), Some("11"));
+    assert!(a.header("transfer-encoding").is_none() && a.header("keep-alive").is_none());
+
+    // An interim 100 before the answer is skipped.
+    let a = common::send(&client, get("/interim"))
+        .await
+        .expect("answer");
+    assert_eq!((a.status, a.body.as_str()), (201, "ok"));
+
+    // A HEAD's answer has no body whatever its length says, and the
+    // connection stays in step for the next request.
+    let a = common::send(&client, request("HEAD", &edge.url("/head"), &[], ""))
+        .await
+        .expect("answer");
+    assert_eq!((a.status, a.body.as_str()), (200, ""));
+    assert_eq!(a.header("content-length"), Some("9"));
+    let a = common::send(&client, get("/after-head"))
+        .await
+        .expect("answer");
+    assert_eq!((a.status, a.body.as_str()), (200, "ok"));
+    let before = accepted.load(Ordering::Relaxed);
+
+    // Framed by the close: the body is whole, and the connection is not
+    // kept (the next request opens one).
+    let a = common::send(&client, get("/close")).await.expect("answer");
+    assert_eq!((a.status, a.body.as_str()), (200, "bye"));
+    let a = common::send(&client, get("/next")).await.expect("answer");
+    assert_eq!((a.status, a.body.as_str()), (200, "ok"));
+    assert_eq!(accepted.load(Ordering::Relaxed), before + 1);
+
+    // Two different lengths: the answer is not passed on. The one node
+    // dropped it, so the edge answers with its own 5xx, JSON.
+    let a = common::send(&client, get("/malformed"))
+        .await
+        .expect("answer");
+    assert!(a.status == 502 || a.status == 503, "{a:?}");
+    assert!(a.body.contains("\"error\""), "{a:?}");
+    // And goes on serving.
+    let a = common::send(&client, get("/chunked"))
+        .await
+        .expect("answer");
+    assert_eq!((a.status, a.body.as_str()), (200, "hello world"));
+}
