@@ -19,10 +19,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tandem_edge::config::Role;
 use tokio::net::TcpListener;
 
-/// An HTTP/1.1 server that counts the connections it accepted and closes
-/// a keep-alive connection idle for `idle` (as a node's idle timeout does).
-/// Every request gets 200 with its method and path as the body.
-async fn counting_node(idle: Duration) -> (SocketAddr, Arc<AtomicU64>) {
+/// Listens on a loopback port and runs `serve` on a task of its own for
+/// each connection accepted; returns the address and the count of
+/// connections accepted so far.
+async fn counting_listener<F, Fut>(serve: F) -> (SocketAddr, Arc<AtomicU64>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let accepted = Arc::new(AtomicU64::new(0));
@@ -33,21 +37,29 @@ async fn counting_node(idle: Duration) -> (SocketAddr, Arc<AtomicU64>) {
                 continue;
             };
             count.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                    let what = format!("{} {}", req.method(), req.uri().path());
-                    let _ = req.into_body().collect().await;
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(what))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(idle)
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+            tokio::spawn(serve(stream));
         }
     });
     (addr, accepted)
+}
+
+/// An HTTP/1.1 server that counts the connections it accepted and closes
+/// a keep-alive connection idle for `idle` (as a node's idle timeout does).
+/// Every request gets 200 with its method and path as the body.
+async fn counting_node(idle: Duration) -> (SocketAddr, Arc<AtomicU64>) {
+    counting_listener(move |stream| async move {
+        let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+            let what = format!("{} {}", req.method(), req.uri().path());
+            let _ = req.into_body().collect().await;
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(what))))
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(idle)
+            .serve_connection(TokioIo::new(stream), svc)
+            .await;
+    })
+    .await
 }
 
 /// Health checks every 10 s: their connection is one more, opened once.
@@ -159,62 +171,50 @@ async fn concurrent_requests_keep_their_connections_to_the_node() {
 /// keeps the connection for the next, and closes it after `/close`.
 async fn scripted_node() -> (SocketAddr, Arc<AtomicU64>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let accepted = Arc::new(AtomicU64::new(0));
-    let count = Arc::clone(&accepted);
-    tokio::spawn(async move {
+    counting_listener(|mut stream| async move {
+        let mut buf = Vec::new();
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
+            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                let mut chunk = [0u8; 4096];
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
                 continue;
             };
-            count.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        let mut chunk = [0u8; 4096];
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                    let body_len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if buf.len() < end + 4 + body_len {
-                        let mut chunk = [0u8; 4096];
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                        continue;
-                    }
-                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
-                    buf.drain(..end + 4 + body_len);
-                    let answer: &[u8] = match path.as_str() {
-                        "/chunked" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-node: s\r\nkeep-alive: timeout=5\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n",
-                        "/interim" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok",
-                        "/head" => b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\nx-node: s\r\n\r\n",
-                        "/malformed" => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nabc",
-                        "/close" => b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nbye",
-                        _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
-                    };
-                    if stream.write_all(answer).await.is_err()
-                        || path == "/close"
-                        || path == "/malformed"
-                    {
-                        return;
-                    }
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let body_len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() < end + 4 + body_len {
+                let mut chunk = [0u8; 4096];
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 }
-            });
+                continue;
+            }
+            let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+            buf.drain(..end + 4 + body_len);
+            let answer: &[u8] = match path.as_str() {
+                "/chunked" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-node: s\r\nkeep-alive: timeout=5\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n",
+                "/interim" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok",
+                "/head" => b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\nx-node: s\r\n\r\n",
+                "/malformed" => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nabc",
+                "/close" => b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nbye",
+                _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            };
+            if stream.write_all(answer).await.is_err()
+                || path == "/close"
+                || path == "/malformed"
+            {
+                return;
+            }
         }
-    });
-    (addr, accepted)
+    })
+    .await
 }
 
 #[tokio::test]
