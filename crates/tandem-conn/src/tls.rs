@@ -471,16 +471,26 @@ impl Connection for MaybeTls {
     }
 }
 
+/// Runs `$e` with `$io` bound to the connection's `TokioIo`, plain or TLS.
+macro_rules! with_io {
+    ($this:expr, |$io:ident| $e:expr) => {
+        match $this {
+            MaybeTls::Plain($io) => $e,
+            MaybeTls::Tls(boxed) => {
+                let $io = &mut **boxed;
+                $e
+            }
+        }
+    };
+}
+
 impl hyper::rt::Read for MaybeTls {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            MaybeTls::Plain(io) => Pin::new(io).poll_read(cx, buf),
-            MaybeTls::Tls(io) => Pin::new(&mut **io).poll_read(cx, buf),
-        }
+        with_io!(self.get_mut(), |io| Pin::new(io).poll_read(cx, buf))
     }
 }
 
@@ -490,22 +500,13 @@ impl hyper::rt::Write for MaybeTls {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            MaybeTls::Plain(io) => Pin::new(io).poll_write(cx, buf),
-            MaybeTls::Tls(io) => Pin::new(&mut **io).poll_write(cx, buf),
-        }
+        with_io!(self.get_mut(), |io| Pin::new(io).poll_write(cx, buf))
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            MaybeTls::Plain(io) => Pin::new(io).poll_flush(cx),
-            MaybeTls::Tls(io) => Pin::new(&mut **io).poll_flush(cx),
-        }
+        with_io!(self.get_mut(), |io| Pin::new(io).poll_flush(cx))
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            MaybeTls::Plain(io) => Pin::new(io).poll_shutdown(cx),
-            MaybeTls::Tls(io) => Pin::new(&mut **io).poll_shutdown(cx),
-        }
+        with_io!(self.get_mut(), |io| Pin::new(io).poll_shutdown(cx))
     }
 }
 
@@ -517,10 +518,8 @@ impl tokio::io::AsyncRead for MaybeTls {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            MaybeTls::Plain(io) => Pin::new(io.inner_mut()).poll_read(cx, buf),
-            MaybeTls::Tls(io) => Pin::new(io.inner_mut()).poll_read(cx, buf),
-        }
+        with_io!(self.get_mut(), |io| Pin::new(io.inner_mut())
+            .poll_read(cx, buf))
     }
 }
 
@@ -530,21 +529,14 @@ impl tokio::io::AsyncWrite for MaybeTls {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            MaybeTls::Plain(io) => Pin::new(io.inner_mut()).poll_write(cx, buf),
-            MaybeTls::Tls(io) => Pin::new(io.inner_mut()).poll_write(cx, buf),
-        }
+        with_io!(self.get_mut(), |io| Pin::new(io.inner_mut())
+            .poll_write(cx, buf))
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            MaybeTls::Plain(io) => Pin::new(io.inner_mut()).poll_flush(cx),
-            MaybeTls::Tls(io) => Pin::new(io.inner_mut()).poll_flush(cx),
-        }
+        with_io!(self.get_mut(), |io| Pin::new(io.inner_mut()).poll_flush(cx))
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            MaybeTls::Plain(io) => Pin::new(io.inner_mut()).poll_shutdown(cx),
-            MaybeTls::Tls(io) => Pin::new(io.inner_mut()).poll_shutdown(cx),
-        }
+        with_io!(self.get_mut(), |io| Pin::new(io.inner_mut())
+            .poll_shutdown(cx))
     }
 }
