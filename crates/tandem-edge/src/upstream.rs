@@ -256,6 +256,9 @@ impl Upstreams {
                             .await
                             .map_err(|_| SendError::Dropped)?;
                     }
+                    // TLS may hold records back when the socket is full;
+                    // plain TCP has nothing to flush.
+                    c.io.flush().await.map_err(|_| SendError::Dropped)?;
                     break c;
                 }
                 // Refused before a byte was written: a reused connection
