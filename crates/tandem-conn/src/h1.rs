@@ -48,8 +48,6 @@ pub struct Answer {
     head: Bytes,
     /// Each header's name and value, as offsets into `head`.
     fields: Vec<(Range<usize>, Range<usize>)>,
-    /// Whether the body came chunked.
-    chunked: bool,
 }
 
 impl Answer {
@@ -67,12 +65,6 @@ impl Answer {
             .iter()
             .find(|(n, _)| self.head[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, v)| self.head.slice(v.clone()))
-    }
-
-    /// Whether the body came with chunked transfer coding (its
-    /// `transfer-encoding` header no longer describes `body`).
-    pub fn was_chunked(&self) -> bool {
-        self.chunked
     }
 }
 
@@ -124,19 +116,18 @@ pub fn decode(
         }
         break head;
     };
-    let answer = |head: Head, bytes: Bytes, body: Bytes, keep_alive: bool, chunked: bool| Answer {
+    let answer = |head: Head, bytes: Bytes, body: Bytes, keep_alive: bool| Answer {
         status: head.status,
         keep_alive,
         body,
         head: bytes,
         fields: head.fields,
-        chunked,
     };
     let keep = head.keep_alive;
     match head.framing {
         Framing::Empty => {
             let bytes = buf.split_to(head.len).freeze();
-            Ok(Some(answer(head, bytes, Bytes::new(), keep, false)))
+            Ok(Some(answer(head, bytes, Bytes::new(), keep)))
         }
         Framing::Length(n) => {
             if n > MAX_BODY {
@@ -149,7 +140,7 @@ pub fn decode(
             let message = buf.split_to(end).freeze();
             let body = message.slice(head.len..end);
             let bytes = message.slice(..head.len);
-            Ok(Some(answer(head, bytes, body, keep, false)))
+            Ok(Some(answer(head, bytes, body, keep)))
         }
         Framing::Close => {
             if !eof {
@@ -162,7 +153,7 @@ pub fn decode(
             let message = buf.split().freeze();
             let body = message.slice(head.len..);
             let bytes = message.slice(..head.len);
-            Ok(Some(answer(head, bytes, body, false, false)))
+            Ok(Some(answer(head, bytes, body, false)))
         }
         Framing::Chunked => match dechunk(&buf[head.len..])? {
             None if eof => Err(Malformed),
@@ -170,7 +161,7 @@ pub fn decode(
             Some((body, used)) => {
                 let bytes = buf.split_to(head.len).freeze();
                 buf.advance(used);
-                Ok(Some(answer(head, bytes, Bytes::from(body), keep, true)))
+                Ok(Some(answer(head, bytes, Bytes::from(body), keep)))
             }
         },
     }
@@ -375,7 +366,7 @@ mod tests {
         let mut buf = BytesMut::from(&text[..]);
         buf.extend_from_slice(b"HTTP/1.1 204 No Content\r\n\r\n");
         let a = decode(&mut buf, false, false).unwrap().unwrap();
-        assert!(a.keep_alive && !a.was_chunked());
+        assert!(a.keep_alive);
         assert_eq!(a.status, 429);
         assert_eq!(&a.body[..], b"hello");
         assert_eq!(a.header("x-tandem-seq").unwrap(), "2:17@00ff");
@@ -414,8 +405,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(
-            (a.status, &a.body[..], a.keep_alive, a.was_chunked()),
-            (200, &b"abc0123456789"[..], true, true)
+            (a.status, &a.body[..], a.keep_alive),
+            (200, &b"abc0123456789"[..], true)
         );
         let a = one(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nto the end")
             .unwrap()

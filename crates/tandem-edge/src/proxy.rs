@@ -502,9 +502,14 @@ fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
     }
 }
 
+/// Whether `name` belongs to one connection (never passed on, either way).
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
 fn copy_request_headers(from: &http::HeaderMap, to: &mut http::HeaderMap) {
     for (k, v) in from {
-        if !HOP_BY_HOP.contains(k) {
+        if !is_hop_by_hop(k) {
             to.append(k.clone(), v.clone());
         }
     }

@@ -290,18 +290,6 @@ impl Upstreams {
     }
 }
 
-/// Headers of an answer that describe the node's connection, not the
-/// answer (the client's connection has its own).
-const ANSWER_HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
 /// The answer as the edge passes it on: status, the headers less
 /// hop-by-hop, the body.
 fn response(a: &h1::Answer) -> Result<Response<Full<Bytes>>, SendError> {
@@ -309,13 +297,12 @@ fn response(a: &h1::Answer) -> Result<Response<Full<Bytes>>, SendError> {
     *resp.status_mut() = StatusCode::from_u16(a.status).map_err(|_| SendError::Dropped)?;
     let headers = resp.headers_mut();
     for (name, value) in a.headers() {
-        if ANSWER_HOP_BY_HOP
-            .iter()
-            .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
-        {
+        let name = HeaderName::from_bytes(name).map_err(|_| SendError::Dropped)?;
+        // The node's connection headers are not the client's (the same
+        // list the request goes without).
+        if crate::proxy::is_hop_by_hop(&name) {
             continue;
         }
-        let name = HeaderName::from_bytes(name).map_err(|_| SendError::Dropped)?;
         let value = HeaderValue::from_maybe_shared(value).map_err(|_| SendError::Dropped)?;
         headers.append(name, value);
     }

@@ -108,14 +108,14 @@ pub(crate) fn decode(
     let Some(a) = h1::decode(buf, eof, false).map_err(|_| AttemptError::Connect)? else {
         return Ok(None);
     };
-    let text = |name: &str| {
-        a.header(name)
-            .and_then(|v| std::str::from_utf8(&v).ok().map(str::to_owned))
-    };
+    let (seq, retry) = (a.header("x-tandem-seq"), a.header("retry-after"));
+    fn text(v: &Option<bytes::Bytes>) -> Option<&str> {
+        v.as_deref().and_then(|v| std::str::from_utf8(v).ok())
+    }
     let answer = Answer {
         status: a.status,
-        token: text("x-tandem-seq").as_deref().and_then(parse_token),
-        retry_after: text("retry-after")
+        token: text(&seq).and_then(parse_token),
+        retry_after: text(&retry)
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(std::time::Duration::from_secs),
         cluster: a
