@@ -23,9 +23,11 @@
 //! each snapshot (`window`).
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use hashbrown::HashTable;
 use tandem_core::{Command, Engine, Event, RejectReason};
 
 /// The answer to one applied command.
@@ -69,18 +71,17 @@ pub enum After {
     Conflict,
 }
 
+/// One remembered answer. The window's queue holds the only copy; its
+/// index holds the entry's position in the queue.
 #[derive(Debug, Clone)]
-struct Kept {
+struct Noted {
+    /// The key's hash under the window's hasher, kept so that forgetting
+    /// the entry does not read its key again.
+    hash: u64,
+    key: Bytes,
     /// Canonical bytes of the command.
     payload: Bytes,
     outcome: Arc<Outcome>,
-}
-
-/// One remembered answer, as a window's queue holds it.
-#[derive(Debug, Clone)]
-struct Noted {
-    key: Bytes,
-    kept: Kept,
 }
 
 /// Entries a full block of a [`Fifo`] holds.
@@ -93,6 +94,9 @@ const BLOCK: usize = 1024;
 /// under the results lock, which every request also takes: copying the
 /// 400 k entries of the default windows there stopped every request for
 /// 0.35–0.45 s (measured in `tandem-bench node --stream`).
+///
+/// Every entry ever pushed has a serial (0, 1, 2, …), by which
+/// [`Fifo::get`] finds it while it is queued.
 #[derive(Debug, Default)]
 struct Fifo {
     blocks: VecDeque<Arc<[Noted]>>,
@@ -101,11 +105,30 @@ struct Fifo {
     /// The block being filled (taken from its front while `blocks` is
     /// empty).
     tail: VecDeque<Noted>,
+    /// Serial of the oldest entry queued (of the next one when empty).
+    first: u64,
 }
 
 impl Fifo {
     fn len(&self) -> usize {
         self.blocks.len() * BLOCK - self.head + self.tail.len()
+    }
+
+    /// The serial the next pushed entry gets.
+    fn next_serial(&self) -> u64 {
+        self.first + self.len() as u64
+    }
+
+    /// The queued entry with this serial (`first <= serial <
+    /// next_serial()`).
+    fn get(&self, serial: u64) -> &Noted {
+        let off = (serial - self.first) as usize + self.head;
+        let full = self.blocks.len() * BLOCK;
+        if off < full {
+            &self.blocks[off / BLOCK][off % BLOCK]
+        } else {
+            &self.tail[off - full]
+        }
     }
 
     fn push(&mut self, n: Noted) {
@@ -116,19 +139,23 @@ impl Fifo {
         }
     }
 
-    /// The oldest entry's key and seq, taken out.
-    fn pop(&mut self) -> Option<(Bytes, u64)> {
-        let Some(first) = self.blocks.front() else {
-            return self.tail.pop_front().map(|n| (n.key, n.kept.outcome.seq));
+    /// Takes out the oldest entry: its serial and its key's hash.
+    fn pop(&mut self) -> Option<(u64, u64)> {
+        let serial = self.first;
+        let hash = match self.blocks.front() {
+            None => self.tail.pop_front()?.hash,
+            Some(first) => {
+                let hash = first[self.head].hash;
+                self.head += 1;
+                if self.head == BLOCK {
+                    self.blocks.pop_front();
+                    self.head = 0;
+                }
+                hash
+            }
         };
-        let n = &first[self.head];
-        let taken = (n.key.clone(), n.kept.outcome.seq);
-        self.head += 1;
-        if self.head == BLOCK {
-            self.blocks.pop_front();
-            self.head = 0;
-        }
-        Some(taken)
+        self.first += 1;
+        Some((serial, hash))
     }
 
     /// What the queue holds now, for a reader that may outlive this
@@ -139,6 +166,85 @@ impl Fifo {
             head: self.head,
             tail: self.tail.iter().cloned().collect(),
         }
+    }
+}
+
+/// One bounded window: its queue owns the entries, oldest first, and an
+/// index finds the current entry of a key by its serial in the queue.
+///
+/// This replaced a map from key to entry beside a queue of clones: each
+/// remembered answer was then two copies (a second reference to each of
+/// its byte buffers), and forgetting one hashed its key again and
+/// compared it in the map. In the default 200 k-entry window that memory
+/// is cold by the time it is forgotten; under wrk those cache misses were
+/// about 1 µs an order in the appender (`perf record`, issue 15). Here
+/// forgetting reads the queue in order (the hash is kept there) and one
+/// slot of the index, and no entry is referenced twice.
+///
+/// The hasher is std's, keyed at random per process: keys are chosen by
+/// clients. Nothing is ever listed in the index's order.
+#[derive(Debug, Default)]
+struct Window {
+    bound: usize,
+    hasher: RandomState,
+    /// Serials of the current entries, one per key.
+    index: HashTable<u64>,
+    queue: Fifo,
+}
+
+impl Window {
+    fn new(bound: usize) -> Window {
+        Window {
+            bound,
+            index: HashTable::with_capacity(bound.min(PRESIZE_MAX).saturating_mul(2)),
+            ..Window::default()
+        }
+    }
+
+    /// Keys remembered.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The current entry of `key`.
+    fn get(&self, key: &[u8]) -> Option<&Noted> {
+        let hash = self.hasher.hash_one(key);
+        let queue = &self.queue;
+        self.index
+            .find(hash, |&s| queue.get(s).key[..] == *key)
+            .map(|&s| queue.get(s))
+    }
+
+    /// Makes this the current entry of `key`, forgetting the oldest
+    /// queued entries first while the queue is at its bound (an entry of
+    /// a key remembered again since is already not current: only its
+    /// place in the queue goes).
+    fn remember(&mut self, key: Bytes, payload: Bytes, outcome: Arc<Outcome>) {
+        while self.queue.len() >= self.bound {
+            let Some((serial, hash)) = self.queue.pop() else {
+                break;
+            };
+            if let Ok(e) = self.index.find_entry(hash, |&s| s == serial) {
+                e.remove();
+            }
+        }
+        let hash = self.hasher.hash_one(&key[..]);
+        let serial = self.queue.next_serial();
+        let queue = &self.queue;
+        match self.index.find_mut(hash, |&s| queue.get(s).key == key) {
+            Some(current) => *current = serial,
+            None => {
+                self.index
+                    .insert_unique(hash, serial, |&s| queue.get(s).hash);
+            }
+        }
+        self.queue.push(Noted {
+            hash,
+            key,
+            payload,
+            outcome,
+        });
     }
 }
 
@@ -177,22 +283,22 @@ impl WindowView {
     pub fn entries(&self, seq: u64) -> Vec<crate::window::Entry> {
         let mut latest: HashMap<&Bytes, u64> = HashMap::new();
         for n in self.changes.iter() {
-            latest.insert(&n.key, n.kept.outcome.seq);
+            latest.insert(&n.key, n.outcome.seq);
         }
         let changes = self
             .changes
             .iter()
-            .filter(|n| latest.get(&n.key) == Some(&n.kept.outcome.seq));
+            .filter(|n| latest.get(&n.key) == Some(&n.outcome.seq));
         let mut entries: Vec<crate::window::Entry> = self
             .places
             .iter()
             .chain(changes)
-            .filter(|n| n.kept.outcome.seq <= seq)
+            .filter(|n| n.outcome.seq <= seq)
             .map(|n| crate::window::Entry {
-                seq: n.kept.outcome.seq,
+                seq: n.outcome.seq,
                 key: n.key.clone(),
-                payload: n.kept.payload.clone(),
-                events: n.kept.outcome.events.clone(),
+                payload: n.payload.clone(),
+                events: n.outcome.events.clone(),
             })
             .collect();
         entries.sort_by_key(|e| e.seq);
@@ -203,30 +309,21 @@ impl WindowView {
 /// See the module doc.
 #[derive(Debug, Default)]
 pub struct Answers {
-    place_window: usize,
-    change_window: usize,
-    accepted: HashMap<Bytes, Kept>,
-    accepted_order: Fifo,
-    /// The latest change per order key, and the changes in the order they
-    /// were made, for the bound. A key changed again is pushed again;
-    /// its older place in the queue is skipped when it comes out (the seq
-    /// says which place is current).
-    changes: HashMap<Bytes, Kept>,
-    changes_order: Fifo,
+    /// The accepted places.
+    places: Window,
+    /// The latest change per order key. A key changed again is queued
+    /// again; its older entry is no longer current and only leaves the
+    /// queue when its turn comes.
+    changes: Window,
 }
 
-/// Room made up front in a window's map: twice its bound, so that the map
+/// Room made up front in a window's index: twice its bound, so that it
 /// never grows while it fills (a growth rehashed ~100 k entries under the
 /// results lock: 20–90 ms during which no request was answered) and,
 /// at most half full, forgetting an entry rarely leaves a tombstone that
 /// would later make it rehash in place. Up to this many entries the
 /// room is made at once; a larger window grows as it fills.
 const PRESIZE_MAX: usize = 1 << 22;
-
-/// A map with room for a window of `bound` entries (see `PRESIZE_MAX`).
-fn window_map(bound: usize) -> HashMap<Bytes, Kept> {
-    HashMap::with_capacity(bound.min(PRESIZE_MAX).saturating_mul(2))
-}
 
 /// Key of an order id in a market in the windows.
 pub fn order_key(market: &[u8], id: &[u8]) -> Bytes {
@@ -336,17 +433,14 @@ impl Answers {
     /// `change_window` changed orders (0 turns one off).
     pub fn new(place_window: usize, change_window: usize) -> Answers {
         Answers {
-            place_window,
-            change_window,
-            accepted: window_map(place_window),
-            changes: window_map(change_window),
-            ..Answers::default()
+            places: Window::new(place_window),
+            changes: Window::new(change_window),
         }
     }
 
     /// How a place with these bytes and this order key is answered.
     pub fn replay(&self, key: &[u8], payload: &[u8]) -> Replay {
-        match self.accepted.get(key) {
+        match self.places.get(key) {
             None => Replay::Unknown,
             Some(a) if a.payload[..] == *payload => Replay::Same(Arc::clone(&a.outcome)),
             Some(_) => Replay::Conflict,
@@ -429,12 +523,12 @@ impl Answers {
             return outcome;
         };
         match kind {
-            Kind::AcceptedPlace if self.place_window > 0 => {
-                self.remember(key, payload, Arc::clone(&outcome));
+            Kind::AcceptedPlace if self.places.bound > 0 => {
+                self.places.remember(key, payload, Arc::clone(&outcome));
             }
-            Kind::Change { rejected } if self.change_window > 0 => {
+            Kind::Change { rejected } if self.changes.bound > 0 => {
                 if !rejected {
-                    self.remember_change(key, payload, Arc::clone(&outcome));
+                    self.changes.remember(key, payload, Arc::clone(&outcome));
                 } else if let Some(orig) = self.changes.get(&key).filter(|c| c.payload == payload) {
                     return Arc::clone(&orig.outcome);
                 }
@@ -444,47 +538,13 @@ impl Answers {
         outcome
     }
 
-    /// Remembers an accepted place (bounded FIFO).
-    fn remember(&mut self, key: Bytes, payload: Bytes, outcome: Arc<Outcome>) {
-        if self.accepted_order.len() >= self.place_window {
-            if let Some((old, _)) = self.accepted_order.pop() {
-                self.accepted.remove(&old);
-            }
-        }
-        let kept = Kept { payload, outcome };
-        self.accepted_order.push(Noted {
-            key: key.clone(),
-            kept: kept.clone(),
-        });
-        self.accepted.insert(key, kept);
-    }
-
-    /// Remembers the latest change that took effect on an order (oldest
-    /// change forgotten first).
-    fn remember_change(&mut self, key: Bytes, payload: Bytes, outcome: Arc<Outcome>) {
-        while self.changes_order.len() >= self.change_window {
-            let Some((old, seq)) = self.changes_order.pop() else {
-                break;
-            };
-            if self.changes.get(&old).is_some_and(|c| c.outcome.seq == seq) {
-                self.changes.remove(&old);
-            }
-        }
-        let kept = Kept { payload, outcome };
-        self.changes_order.push(Noted {
-            key: key.clone(),
-            kept: kept.clone(),
-        });
-        self.changes.insert(key, kept);
-    }
-
     /// The windows as they are now, cheap to take (a pointer a block of
     /// entries): what to save beside the snapshot at a seq is then
     /// [`WindowView::entries`], computed off the lock.
     pub fn window(&self) -> WindowView {
         WindowView {
-            places: self.accepted_order.view(),
-            changes: self.changes_order.view(),
+            places: self.places.queue.view(),
+            changes: self.changes.queue.view(),
         }
     }
 
@@ -498,11 +558,11 @@ impl Answers {
                 duplicate_id: false,
             });
             match tandem_codec::decode_command(&e.payload) {
-                Command::Place(_) if self.place_window > 0 => {
-                    self.remember(e.key, e.payload, outcome)
+                Command::Place(_) if self.places.bound > 0 => {
+                    self.places.remember(e.key, e.payload, outcome)
                 }
-                Command::Cancel(_) | Command::Amend(_) if self.change_window > 0 => {
-                    self.remember_change(e.key, e.payload, outcome)
+                Command::Cancel(_) | Command::Amend(_) if self.changes.bound > 0 => {
+                    self.changes.remember(e.key, e.payload, outcome)
                 }
                 _ => {}
             }
@@ -570,7 +630,7 @@ mod tests {
                 // while their older change is still queued.
                 let key = Bytes::from(format!("c{}", (seq * 7919) % 700));
                 let (payload, outcome) = kept(seq);
-                a.remember_change(key.clone(), payload, outcome);
+                a.changes.remember(key.clone(), payload, outcome);
                 while m.changes_order.len() >= change_window {
                     let (s, k) = m.changes_order.pop_front().unwrap();
                     if m.changes.get(&k) == Some(&s) {
@@ -582,7 +642,7 @@ mod tests {
             } else {
                 let key = Bytes::from(format!("p{seq}"));
                 let (payload, outcome) = kept(seq);
-                a.remember(key.clone(), payload, outcome);
+                a.places.remember(key.clone(), payload, outcome);
                 if m.places_order.len() >= place_window {
                     let k = m.places_order.pop_front().unwrap();
                     m.places.remove(&k);
@@ -590,8 +650,15 @@ mod tests {
                 m.places_order.push_back(key.clone());
                 m.places.insert(key, seq);
             }
-            assert_eq!(a.accepted.len(), m.places.len(), "at {seq}");
+            assert_eq!(a.places.len(), m.places.len(), "at {seq}");
             assert_eq!(a.changes.len(), m.changes.len(), "at {seq}");
+            // Lookups: the current change of an order, and a place that
+            // is still held or was forgotten.
+            let c = Bytes::from(format!("c{}", (seq * 31) % 700));
+            let held = |w: &Window, k: &Bytes| w.get(k).map(|n| n.outcome.seq);
+            assert_eq!(held(&a.changes, &c), m.changes.get(&c).copied());
+            let p = Bytes::from(format!("p{}", seq.saturating_sub(seq % 2 * 5000)));
+            assert_eq!(held(&a.places, &p), m.places.get(&p).copied());
             if seq % 997 == 0 {
                 // A view, and what it must list whatever happens after it.
                 let at = seq - 50;
@@ -615,21 +682,27 @@ mod tests {
         let mut popped = 0u64;
         for seq in 1..=(3 * BLOCK + 17) as u64 {
             let (payload, outcome) = kept(seq);
+            assert_eq!(f.next_serial(), seq - 1);
             f.push(Noted {
+                hash: seq * 3,
                 key: Bytes::from(seq.to_string()),
-                kept: Kept { payload, outcome },
+                payload,
+                outcome,
             });
             if seq % 4 == 0 {
                 popped += 1;
-                assert_eq!(f.pop().map(|(_, s)| s), Some(popped));
+                assert_eq!(f.pop(), Some((popped - 1, popped * 3)));
             }
-            let listed: Vec<u64> = f.view().iter().map(|n| n.kept.outcome.seq).collect();
+            for serial in popped..seq {
+                assert_eq!(f.get(serial).outcome.seq, serial + 1);
+            }
+            let listed: Vec<u64> = f.view().iter().map(|n| n.outcome.seq).collect();
             assert_eq!(listed.len(), f.len());
             assert!(listed.iter().copied().eq(popped + 1..=seq), "at {seq}");
         }
-        while let Some((_, s)) = f.pop() {
-            popped += 1;
+        while let Some((s, _)) = f.pop() {
             assert_eq!(s, popped);
+            popped += 1;
         }
         assert_eq!(f.len(), 0);
         assert_eq!(popped, (3 * BLOCK + 17) as u64);
