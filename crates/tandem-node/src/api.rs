@@ -713,7 +713,12 @@ pub async fn order_entry_outcome(
             Bytes::from(r)
         }
     };
-    match part.submit(record, node.cfg.wait()).await {
+    // The appender applies the command as decoded here: the record's
+    // command part is `payload`, written from it just above.
+    match part
+        .submit_decoded(record, Some(cmd.clone()), node.cfg.wait())
+        .await
+    {
         Ok(o) => match part.after(&cmd, &payload, o) {
             After::Answer(o) => Ok((p, o)),
             After::Conflict => Err(conflict(p)),

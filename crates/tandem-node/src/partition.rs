@@ -136,6 +136,10 @@ pub enum SubmitError {
 
 struct Submit {
     payload: Bytes,
+    /// The command `payload` holds, when the submitter has it decoded
+    /// (`Partition::submit_decoded`): the appender applies it without
+    /// decoding the record again.
+    cmd: Option<Command>,
     reply: oneshot::Sender<Result<Reply, String>>,
 }
 
@@ -436,9 +440,26 @@ impl Partition {
         payload: Bytes,
         bound: Duration,
     ) -> Result<Arc<Outcome>, SubmitError> {
+        self.submit_decoded(payload, None, bound).await
+    }
+
+    /// [`Partition::submit`] with the command the record holds, as its
+    /// submitter decoded it (the record's command part is
+    /// `tandem_codec::write_command(&cmd)`): the appender does not decode
+    /// the record again.
+    pub async fn submit_decoded(
+        &self,
+        payload: Bytes,
+        cmd: Option<Command>,
+        bound: Duration,
+    ) -> Result<Arc<Outcome>, SubmitError> {
         let (reply, rx) = oneshot::channel();
         let sent = match read(&self.submit).as_ref() {
-            Some(tx) => tx.try_send(Submit { payload, reply }),
+            Some(tx) => tx.try_send(Submit {
+                payload,
+                cmd,
+                reply,
+            }),
             None => return Err(SubmitError::Stopping),
         };
         match sent {
@@ -494,6 +515,7 @@ impl Partition {
                     Err(_) => break,
                 }
             }
+            let known: Vec<Option<Command>> = batch.iter_mut().map(|s| s.cmd.take()).collect();
             let records: Vec<&[u8]> = batch.iter().map(|s| &s.payload[..]).collect();
             let t = Instant::now();
             let result = log.append(&records);
@@ -509,7 +531,7 @@ impl Partition {
                     // from the bytes just appended (`apply_appended`), not
                     // read back; otherwise the log is read (`step_once`).
                     own.clear();
-                    let stepped = match self.apply_appended(first, &records, &mut own) {
+                    let stepped = match self.apply_appended(first, &records, known, &mut own) {
                         Ok(true) => Ok(()),
                         Ok(false) => self.step_once().map(drop),
                         Err(e) => Err(e),
@@ -693,10 +715,11 @@ impl Partition {
         &self,
         first: u64,
         records: &[&[u8]],
+        known: Vec<Option<Command>>,
         own: &mut Vec<Arc<Outcome>>,
     ) -> Result<bool, tandem_replica::ReplicaError> {
         let (n, _) = self.with_replica(|r| {
-            r.apply_appended(first, records, |seq, cmd, eng, evs| {
+            r.apply_appended_known(first, records, known, |seq, cmd, eng, evs| {
                 own.extend(self.applied_one(seq, cmd, eng, evs, true));
             })
         })?;

@@ -518,15 +518,43 @@ impl Replica {
         &mut self,
         first: u64,
         records: &[&[u8]],
+        on_applied: impl FnMut(u64, &Command, &Engine, &[Event]),
+    ) -> Result<Option<usize>, ReplicaError> {
+        self.apply_appended_known(first, records, Vec::new(), on_applied)
+    }
+
+    /// [`Replica::apply_appended`] with some commands already decoded:
+    /// `known[i]`, where it is `Some`, is what `records[i]` decodes to
+    /// (the caller made the record from that command with
+    /// `tandem_codec::write_command`, whose output decodes back to the
+    /// same command), so it is not decoded again. Debug builds decode it
+    /// anyway and check. `known` may be shorter than `records`.
+    pub fn apply_appended_known(
+        &mut self,
+        first: u64,
+        records: &[&[u8]],
+        mut known: Vec<Option<Command>>,
         mut on_applied: impl FnMut(u64, &Command, &Engine, &[Event]),
     ) -> Result<Option<usize>, ReplicaError> {
         if records.is_empty() || first != self.engine.seq() + 1 {
             return Ok(None);
         }
+        known.resize(records.len(), None);
         let cmds: Vec<(u64, Command)> = records
             .iter()
+            .zip(known)
             .zip(first..)
-            .map(|(r, seq)| (seq, tandem_codec::decode_command(r)))
+            .map(|((r, k), seq)| match k {
+                Some(cmd) => {
+                    debug_assert_eq!(
+                        tandem_codec::decode_command(r),
+                        cmd,
+                        "a known command differs from its record"
+                    );
+                    (seq, cmd)
+                }
+                None => (seq, tandem_codec::decode_command(r)),
+            })
             .collect();
         self.apply_batch(&cmds, &mut on_applied)?;
         Ok(Some(cmds.len()))
