@@ -54,9 +54,11 @@ pub(crate) struct IndexTable {
     old: Vec<Line>,
     /// Lines of `old` moved into `lines`.
     moved: usize,
-    /// Entries from which an insert takes a growth step (`usize::MAX`:
-    /// never; the table then grows at once when full).
-    step_at: usize,
+    /// Entries from which an insert takes the slow way: a growth step
+    /// (0 while one is under way; from 5/8 full, or what was reserved,
+    /// on a large table) or, at 3/4 full, a growth at once. One compare
+    /// on the common way.
+    slow_at: usize,
     /// Entries `reserve` made room for: growth does not start below.
     held: usize,
     /// Growths spread over inserts so far.
@@ -73,7 +75,7 @@ impl Default for IndexTable {
             next_lines: 0,
             old: Vec::new(),
             moved: 0,
-            step_at: usize::MAX,
+            slow_at: 0,
             held: 0,
             #[cfg(test)]
             growths_spread: 0,
@@ -163,7 +165,7 @@ fn limit(slots: usize) -> usize {
 }
 
 /// `IndexTable::find_or_vacant` in one table of `lines` (not empty).
-#[inline]
+#[inline(always)]
 fn probe(lines: &[Line], h: u64, mut eq: impl FnMut(u32) -> bool) -> Result<u32, usize> {
     let tag = h >> 32;
     let last_line = lines.len() - 1;
@@ -207,24 +209,19 @@ impl IndexTable {
             self.resize(n);
         }
         self.held = self.held.max(want);
-        self.step_at = self.idle_step_at();
+        self.set_slow_at();
     }
 
-    /// `step_at` while no growth is under way.
-    fn idle_step_at(&self) -> usize {
-        if self.slots() < INCREMENTAL_SLOTS {
+    /// `slow_at` for the table as it is now.
+    fn set_slow_at(&mut self) {
+        let step = if self.next_lines > 0 || !self.old.is_empty() {
+            0
+        } else if self.slots() < INCREMENTAL_SLOTS {
             usize::MAX
         } else {
             (self.slots() / 8 * 5).max(self.held)
-        }
-    }
-
-    /// One growth step (called by an insert from `step_at` entries on):
-    /// starts the next table, writes some of it, or moves some entries.
-    #[cold]
-    #[inline(never)]
-    fn grow_step(&mut self) {
-        self.grow_by(FILL_LINES, MOVE_LINES);
+        };
+        self.slow_at = step.min(limit(self.slots()));
     }
 
     /// Finishes a growth under way at once.
@@ -241,7 +238,7 @@ impl IndexTable {
             self.next_lines = n;
             self.next = Vec::with_capacity(n);
             crate::mem::advise_huge(&self.next);
-            self.step_at = 0;
+            self.slow_at = 0;
             #[cfg(test)]
             {
                 self.growths_spread += 1;
@@ -275,7 +272,7 @@ impl IndexTable {
         if self.moved == self.old.len() {
             self.old = Vec::new();
             self.moved = 0;
-            self.step_at = self.idle_step_at();
+            self.set_slow_at();
         }
     }
 
@@ -355,7 +352,7 @@ impl IndexTable {
     /// whose outcome depends on how full the line is (those mispredicted
     /// on most lookups), and `eq` runs only on a tag match before the
     /// first empty slot.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn find_or_vacant(
         &self,
         h: u64,
@@ -366,30 +363,36 @@ impl IndexTable {
         }
         match probe(&self.lines, h, &mut eq) {
             // While entries move, the rest are in the previous table.
-            Err(vacant) if !self.old.is_empty() => probe(&self.old, h, eq).or(Err(vacant)),
+            Err(vacant) if !self.old.is_empty() => self.probe_old(h, eq, vacant),
             found => found,
         }
     }
 
+    /// `find_or_vacant`'s probe of the previous table while entries
+    /// move, out of line so that the common case stays small.
+    #[cold]
+    #[inline(never)]
+    fn probe_old(&self, h: u64, eq: impl FnMut(u32) -> bool, vacant: usize) -> Result<u32, usize> {
+        probe(&self.old, h, eq).or(Err(vacant))
+    }
+
     /// Adds `ix` under hash `h` at `vacant`, which `find_or_vacant(h, ..)`
-    /// returned with no change to the table since; probes afresh when the
-    /// table must grow first.
+    /// returned with no change to the table since; takes the slow way
+    /// (`insert_new`: a growth step or a growth, then a fresh probe) from
+    /// `slow_at` entries on.
     #[inline]
     pub(crate) fn insert_at(&mut self, vacant: usize, h: u64, ix: u32) {
-        if vacant == usize::MAX || self.len + 1 > limit(self.slots()) {
+        if vacant == usize::MAX || self.len >= self.slow_at {
             return self.insert_growing(h, ix);
         }
         assert!(ix < u32::MAX, "index table holds at most 2^32 - 1 entries");
         debug_assert_eq!(self.slot(vacant), EMPTY);
         self.set_slot(vacant, (h >> 32 << 32) | u64::from(ix));
         self.len += 1;
-        if self.len >= self.step_at {
-            self.grow_step();
-        }
     }
 
-    /// `insert` for `insert_at`'s rare case (first insert, or the table
-    /// is full), kept out of line so the common case inlines small.
+    /// `insert` for `insert_at`'s rare case (first insert, growth),
+    /// kept out of line so the common case inlines small.
     #[cold]
     #[inline(never)]
     fn insert_growing(&mut self, h: u64, ix: u32) {
@@ -412,14 +415,8 @@ impl IndexTable {
         mut same: impl FnMut(u32) -> bool,
     ) -> Result<(), u32> {
         assert!(ix < u32::MAX, "index table holds at most 2^32 - 1 entries");
-        if self.len + 1 > limit(self.slots()) {
-            // Full: a growth under way is finished, or one made at once.
-            self.finish_growth();
-            if self.len + 1 > limit(self.slots()) {
-                let n = (self.slots() * 2).max(16);
-                self.resize(n);
-            }
-            self.step_at = self.idle_step_at();
+        if self.len >= self.slow_at {
+            self.slow_step();
         }
         let vacant = match self.find_or_vacant(h, &mut same) {
             Ok(there) => return Err(there),
@@ -427,10 +424,26 @@ impl IndexTable {
         };
         self.set_slot(vacant, (h >> 32 << 32) | u64::from(ix));
         self.len += 1;
-        if self.len >= self.step_at {
-            self.grow_step();
-        }
         Ok(())
+    }
+
+    /// What an insert does from `slow_at` entries on, before its probe:
+    /// when the table is full (3/4), a growth under way is finished at
+    /// once, or the table grows at once; otherwise one growth step
+    /// (starts the next table, writes some of it, or moves some entries).
+    #[cold]
+    #[inline(never)]
+    fn slow_step(&mut self) {
+        if self.len + 1 > limit(self.slots()) {
+            self.finish_growth();
+            if self.len + 1 > limit(self.slots()) {
+                let n = (self.slots() * 2).max(16);
+                self.resize(n);
+            }
+        } else {
+            self.grow_by(FILL_LINES, MOVE_LINES);
+        }
+        self.set_slow_at();
     }
 
     /// Builds the table for indices `0..n` (the table must be empty), where
