@@ -41,7 +41,7 @@ const LINE: usize = 8;
 struct Line([u64; LINE]);
 
 /// See the module doc.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct IndexTable {
     lines: Vec<Line>,
     /// Entries held (in `lines` and in `old`'s lines not yet moved).
@@ -64,23 +64,6 @@ pub(crate) struct IndexTable {
     /// Growths spread over inserts so far.
     #[cfg(test)]
     growths_spread: usize,
-}
-
-impl Default for IndexTable {
-    fn default() -> Self {
-        IndexTable {
-            lines: Vec::new(),
-            len: 0,
-            next: Vec::new(),
-            next_lines: 0,
-            old: Vec::new(),
-            moved: 0,
-            slow_at: 0,
-            held: 0,
-            #[cfg(test)]
-            growths_spread: 0,
-        }
-    }
 }
 
 /// Slots from which a table grows over inserts instead of at once (at
