@@ -378,9 +378,11 @@ pub struct Limits {
     /// Order ids (every id ever taken: the registry keeps them for good)
     /// and resting orders each partition's engine sizes its tables for at
     /// start or restore, its memory written then. An engine that outgrows
-    /// a table doubles it while applying, which stalls that partition
-    /// (copying a registry of 1 M ids takes tens of ms); reserving moves
-    /// that to start. 56 bytes an id plus its index slot, 32 an order.
+    /// a table grows it while applying: the registry by `mremap`, its
+    /// index a few lines an insert, so no command waits long, but each new
+    /// page is faulted in while applying (up to 5 ms for a 2 MiB huge
+    /// page on a VM that zeroes slowly); reserving moves that to start.
+    /// 56 bytes an id plus its index slot, 32 an order.
     /// Not a rule of the state machine: nodes may differ. 0: grow as
     /// needed.
     pub reserve_ids: usize,
