@@ -27,7 +27,9 @@
 //! whole until its last line is moved, so its probe runs are intact).
 //! Both steps end long before the table is 3/4 full; if one has not, it
 //! is finished at once. A table sized by `reserve` does not start
-//! growing before it holds what was reserved.
+//! growing before it holds what was reserved; when growth starts that
+//! late, each insert writes enough lines (what is left over the inserts
+//! left before 3/4) that the next table is still written over inserts.
 
 /// A slot no entry uses (an entry's index is below `u32::MAX`).
 const EMPTY: u64 = u64::MAX;
@@ -64,6 +66,10 @@ pub(crate) struct IndexTable {
     /// Growths spread over inserts so far.
     #[cfg(test)]
     growths_spread: usize,
+    /// Growths of a table holding entries made or finished at once so
+    /// far (it was full).
+    #[cfg(test)]
+    growths_at_once: usize,
 }
 
 /// Slots from which a table grows over inserts instead of at once (at
@@ -228,7 +234,13 @@ impl IndexTable {
             }
         }
         if self.next_lines > 0 {
-            let k = fill.min(self.next_lines - self.next.len());
+            // At least what is left over the inserts left before the
+            // table is full: a growth that started late (a table sized by
+            // `reserve` close to full, as a restore sizes one) still ends
+            // over inserts.
+            let left = self.next_lines - self.next.len();
+            let room = limit(self.slots()).saturating_sub(self.len).max(1);
+            let k = fill.max(left.div_ceil(room)).min(left);
             self.next
                 .extend(std::iter::repeat_n(Line([EMPTY; LINE]), k));
             if self.next.len() == self.next_lines {
@@ -279,6 +291,7 @@ impl IndexTable {
     /// may be under way.
     fn resize(&mut self, n: usize) {
         debug_assert!(self.next_lines == 0 && self.old.is_empty());
+
         // Ask for huge pages before the first write, or the kernel has
         // already backed the table with 4 KiB pages (and every lookup pays
         // a TLB miss on top of its cache miss).
@@ -418,6 +431,10 @@ impl IndexTable {
     #[inline(never)]
     fn slow_step(&mut self) {
         if self.len + 1 > limit(self.slots()) {
+            #[cfg(test)]
+            {
+                self.growths_at_once += usize::from(self.len > 0);
+            }
             self.finish_growth();
             if self.len + 1 > limit(self.slots()) {
                 let n = (self.slots() * 2).max(16);
@@ -607,6 +624,31 @@ mod tests {
         }
         assert_eq!((t.slots(), t.growths_spread), (slots, spread));
         for k in (0..n + 1_000_000).step_by(101) {
+            assert_eq!(t.find(h(k), |ix| ix == k as u32), Some(k as u32));
+        }
+    }
+
+    #[test]
+    fn a_table_reserved_close_to_full_still_grows_over_inserts() {
+        // Sized for 98 000 entries: 131 072 slots, full (3/4) at 98 304.
+        // Growth may not start before the reserved count; from there the
+        // next table (32 Ki lines) must be written in the 304 inserts
+        // left, and is.
+        let mut t = IndexTable::default();
+        t.reserve(98_000);
+        assert_eq!(t.slots(), 131_072);
+        for k in 0..98_000u64 {
+            t.insert(h(k), k as u32);
+        }
+        assert_eq!((t.growths_spread, t.growths_at_once), (0, 0));
+        for k in 98_000..160_000u64 {
+            let hk = h(k);
+            let vacant = t.find_or_vacant(hk, |_| false).unwrap_err();
+            t.insert_at(vacant, hk, k as u32);
+        }
+        assert_eq!(t.slots(), 262_144);
+        assert_eq!((t.growths_spread, t.growths_at_once), (1, 0));
+        for k in (0..160_000u64).step_by(7) {
             assert_eq!(t.find(h(k), |ix| ix == k as u32), Some(k as u32));
         }
     }
