@@ -48,10 +48,9 @@ pub(crate) struct IndexTable {
     lines: Vec<Line>,
     /// Entries held (in `lines` and in `old`'s lines not yet moved).
     len: usize,
-    /// While the next table is written: the lines written so far.
+    /// While the next table is written (twice the lines of `lines`):
+    /// the lines written so far. Empty otherwise.
     next: Vec<Line>,
-    /// Lines of the next table (0: none is being written).
-    next_lines: usize,
     /// While entries move: the previous table, whole.
     old: Vec<Line>,
     /// Lines of `old` moved into `lines`.
@@ -203,7 +202,7 @@ impl IndexTable {
 
     /// `slow_at` for the table as it is now.
     fn set_slow_at(&mut self) {
-        let step = if self.next_lines > 0 || !self.old.is_empty() {
+        let step = if self.growing() {
             0
         } else if self.slots() < INCREMENTAL_SLOTS {
             usize::MAX
@@ -213,19 +212,25 @@ impl IndexTable {
         self.slow_at = step.min(limit(self.slots()));
     }
 
+    /// Is a growth under way (the next table being written, or entries
+    /// moving into it)?
+    fn growing(&self) -> bool {
+        !self.next.is_empty() || !self.old.is_empty()
+    }
+
     /// Finishes a growth under way at once.
     fn finish_growth(&mut self) {
-        while self.next_lines > 0 || !self.old.is_empty() {
+        while self.growing() {
             self.grow_by(usize::MAX, usize::MAX);
         }
     }
 
     fn grow_by(&mut self, fill: usize, move_lines: usize) {
-        if self.old.is_empty() && self.next_lines == 0 {
-            // Start: the next table, its pages not yet written.
-            let n = self.lines.len() * 2;
-            self.next_lines = n;
-            self.next = Vec::with_capacity(n);
+        let next_lines = self.lines.len() * 2;
+        if !self.growing() {
+            // Start: the next table, its pages not yet written (the fill
+            // below writes at least one line, so `growing` holds after).
+            self.next = Vec::with_capacity(next_lines);
             crate::mem::advise_huge(&self.next);
             self.slow_at = 0;
             #[cfg(test)]
@@ -233,33 +238,27 @@ impl IndexTable {
                 self.growths_spread += 1;
             }
         }
-        if self.next_lines > 0 {
+        if self.old.is_empty() {
             // At least what is left over the inserts left before the
             // table is full: a growth that started late (a table sized by
             // `reserve` close to full, as a restore sizes one) still ends
             // over inserts.
-            let left = self.next_lines - self.next.len();
+            let left = next_lines - self.next.len();
             let room = limit(self.slots()).saturating_sub(self.len).max(1);
             let k = fill.max(left.div_ceil(room)).min(left);
             self.next
                 .extend(std::iter::repeat_n(Line([EMPTY; LINE]), k));
-            if self.next.len() == self.next_lines {
+            if self.next.len() == next_lines {
                 self.old = std::mem::replace(&mut self.lines, std::mem::take(&mut self.next));
-                self.next_lines = 0;
                 self.moved = 0;
             }
             return;
         }
-        let mask = self.slots() - 1;
         let end = self.old.len().min(self.moved.saturating_add(move_lines));
         for li in self.moved..end {
             for s in self.old[li].0 {
                 if s != EMPTY {
-                    let mut i = start(s >> 32, mask);
-                    while self.slot(i) != EMPTY {
-                        i = (i + 1) & mask;
-                    }
-                    self.set_slot(i, s);
+                    self.place(s);
                 }
             }
         }
@@ -290,7 +289,7 @@ impl IndexTable {
     /// Grows (or first makes) the table at once to `n` slots. No growth
     /// may be under way.
     fn resize(&mut self, n: usize) {
-        debug_assert!(self.next_lines == 0 && self.old.is_empty());
+        debug_assert!(!self.growing());
 
         // Ask for huge pages before the first write, or the kernel has
         // already backed the table with 4 KiB pages (and every lookup pays
@@ -299,14 +298,20 @@ impl IndexTable {
         crate::mem::advise_huge(&fresh);
         fresh.resize(n / LINE, Line([EMPTY; LINE]));
         let old = std::mem::replace(&mut self.lines, fresh);
-        let mask = n - 1;
         for s in old.iter().flat_map(|l| l.0).filter(|&s| s != EMPTY) {
-            let mut i = start(s >> 32, mask);
-            while self.slot(i) != EMPTY {
-                i = (i + 1) & mask;
-            }
-            self.set_slot(i, s);
+            self.place(s);
         }
+    }
+
+    /// Puts an occupied slot `s` of another table into the first empty
+    /// slot of its probe run here (a rehash: its tag says where).
+    fn place(&mut self, s: u64) {
+        let mask = self.slots() - 1;
+        let mut i = start(s >> 32, mask);
+        while self.slot(i) != EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.set_slot(i, s);
     }
 
     /// Starts loading the line a lookup of `h` will read first.
@@ -589,12 +594,12 @@ mod tests {
             let slots = t.slots();
             let vacant = t.find_or_vacant(hk, |_| false).unwrap_err();
             t.insert_at(vacant, hk, k as u32);
-            if t.slots() != slots && t.old.is_empty() && t.next_lines == 0 {
+            if t.slots() != slots && !t.growing() {
                 // Grew at once (only while small).
                 assert!(slots < INCREMENTAL_SLOTS, "grew at once at {slots} slots");
                 at_once += 1;
             }
-            steps_seen[0] |= t.next_lines > 0;
+            steps_seen[0] |= !t.next.is_empty();
             steps_seen[1] |= !t.old.is_empty();
             if k % 1013 == 0 || t.moved == 1 {
                 for j in (0..=k).step_by(((k as usize) / 300).max(1)) {
@@ -616,7 +621,7 @@ mod tests {
         assert_eq!(t.len(), n as usize);
         // A reserve finishes a growth under way and holds what it sized.
         t.reserve(1_000_000);
-        assert!(t.old.is_empty() && t.next_lines == 0);
+        assert!(!t.growing());
         let slots = t.slots();
         let spread = t.growths_spread;
         for k in n..n + 1_000_000 {

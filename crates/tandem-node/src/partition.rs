@@ -527,9 +527,11 @@ impl Partition {
                     // with its command's outcome: one wake-up per request,
                     // and the replica thread (which still follows the log
                     // for other writers' appends) is not involved. When the
-                    // batch directly follows the applied seq it is decoded
-                    // from the bytes just appended (`apply_appended`), not
-                    // read back; otherwise the log is read (`step_once`).
+                    // batch directly follows the applied seq it is applied
+                    // from what was just appended (`apply_appended`: the
+                    // commands the requests decoded, the rest decoded from
+                    // their bytes), not read back; otherwise the log is
+                    // read (`step_once`).
                     own.clear();
                     let stepped = match self.apply_appended(first, &records, known, &mut own) {
                         Ok(true) => Ok(()),
