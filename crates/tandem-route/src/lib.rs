@@ -150,21 +150,37 @@ pub fn route_excluding(
     // weights among them.
     let equal = req.pin.is_some() && (0..n).all(|i| !candidate(i) || clusters[i].weight == 0);
 
+    // The candidates' hashes, then their `-log2` side by side, a few at a
+    // time (each is a chain of 52 dependent squarings: one after another
+    // they waited on each other), then the lowest score.
+    const L: usize = score::LANES;
     let mut best: Option<(usize, score::Score)> = None;
+    let (mut idx, mut hashes, mut logs) = ([0usize; L], [0u64; L], [0u64; L]);
+    let mut k = 0;
+    let mut settle = |idx: &[usize], hashes: &[u64], logs: &mut [u64]| {
+        score::neg_log2_units(hashes, logs);
+        for (&i, &log) in idx.iter().zip(logs.iter()) {
+            let c = &clusters[i];
+            let s = score::Score::from_log(log, if equal { 1 } else { c.weight });
+            match best {
+                Some((b, ref bs)) if !s.beats(bs, c.name, clusters[b].name) => {}
+                _ => best = Some((i, s)),
+            }
+        }
+    };
     for (i, c) in clusters.iter().enumerate().take(n) {
-        if !candidate(i) {
+        if !candidate(i) || (!equal && c.weight == 0) {
             continue;
         }
-        let weight = if equal { 1 } else { c.weight };
-        if weight == 0 {
-            continue;
-        }
-        let s = score::Score::new(c.name, weight, req.account, req.key);
-        match best {
-            Some((b, ref bs)) if !s.beats(bs, c.name, clusters[b].name) => {}
-            _ => best = Some((i, s)),
+        idx[k] = i;
+        hashes[k] = score::unit_hash(c.name, req.account, req.key);
+        k += 1;
+        if k == L {
+            settle(&idx, &hashes, &mut logs);
+            k = 0;
         }
     }
+    settle(&idx[..k], &hashes[..k], &mut logs[..k]);
     best.map(|(i, _)| i)
 }
 

@@ -45,6 +45,57 @@ pub fn neg_log2_unit(x: u64) -> u64 {
     (64u64 << FRAC_BITS) - ((int_part << FRAC_BITS) | frac)
 }
 
+/// [`neg_log2_unit`] of each of `xs`, into `out` (the same length),
+/// computed [`LANES`] at a time: the squarings of one value form a chain
+/// where each step waits for the last multiply, so values side by side
+/// keep the multiplier busy. The same bits as one at a time.
+pub fn neg_log2_units(mut xs: &[u64], mut out: &mut [u64]) {
+    debug_assert_eq!(xs.len(), out.len());
+    while !xs.is_empty() {
+        let n = xs.len().min(LANES);
+        let (x, rest) = xs.split_at(n);
+        let (o, rest_out) = core::mem::take(&mut out).split_at_mut(n);
+        match n {
+            1 => o[0] = neg_log2_unit(x[0]),
+            2 => side_by_side::<2>(x, o),
+            3 => side_by_side::<3>(x, o),
+            _ => side_by_side::<LANES>(x, o),
+        }
+        (xs, out) = (rest, rest_out);
+    }
+}
+
+/// [`neg_log2_unit`] of `N` values at once (`x` and `o` hold `N`).
+#[inline(always)]
+fn side_by_side<const N: usize>(x: &[u64], o: &mut [u64]) {
+    let (Ok(x), Ok(o)) = (<&[u64; N]>::try_from(x), <&mut [u64; N]>::try_from(o)) else {
+        unreachable!("the caller passes N of each");
+    };
+    let mut m = [0u64; N];
+    let mut int_part = [0u64; N];
+    for l in 0..N {
+        let x = x[l].max(1);
+        let lz = x.leading_zeros();
+        int_part[l] = u64::from(63 - lz);
+        m[l] = x << lz;
+    }
+    let mut frac = [0u64; N];
+    for _ in 0..FRAC_BITS {
+        for l in 0..N {
+            let sq = (u128::from(m[l]) * u128::from(m[l])) >> 63;
+            let carry = (sq >> 64) as u32;
+            frac[l] = (frac[l] << 1) | u64::from(carry);
+            m[l] = (sq >> carry) as u64;
+        }
+    }
+    for l in 0..N {
+        o[l] = (64u64 << FRAC_BITS) - ((int_part[l] << FRAC_BITS) | frac[l]);
+    }
+}
+
+/// Values [`neg_log2_units`] computes side by side.
+pub const LANES: usize = 4;
+
 /// The 64-bit hash of `key` for the cluster named `name`: the `u` of the
 /// score, scaled by 2^64.
 pub fn unit_hash(name: &str, account: Option<&[u8]>, request_key: u64) -> u64 {
@@ -63,6 +114,12 @@ pub struct Score {
 }
 
 impl Score {
+    /// A score from its `-log2(u)` ([`neg_log2_unit`] of [`unit_hash`])
+    /// and the cluster's weight.
+    pub fn from_log(log: u64, weight: u32) -> Score {
+        Score { log, weight }
+    }
+
     /// The score of the cluster named `name` with weight `weight` (> 0)
     /// for the account, or for the request key if there is no account.
     pub fn new(name: &str, weight: u32, account: Option<&[u8]>, request_key: u64) -> Score {
@@ -106,6 +163,30 @@ mod tests {
         }
         assert_eq!(neg_log2_unit(1 << 63), 1 << FRAC_BITS);
         assert_eq!(neg_log2_unit(0), 64 << FRAC_BITS);
+    }
+
+    #[test]
+    fn side_by_side_equals_one_at_a_time() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for len in 0..=11 {
+            let mut xs = [0u64; 11];
+            for (i, v) in xs.iter_mut().enumerate().take(len) {
+                x = x
+                    .wrapping_mul(0x5851_f42d_4c95_7f2d)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                // Small values and the edges too.
+                *v = match i % 5 {
+                    0 => x >> (x % 64),
+                    1 => [0, 1, u64::MAX][i % 3],
+                    _ => x,
+                };
+            }
+            let mut out = [0u64; 11];
+            neg_log2_units(&xs[..len], &mut out[..len]);
+            for i in 0..len {
+                assert_eq!(out[i], neg_log2_unit(xs[i]), "{:?}", &xs[..len]);
+            }
+        }
     }
 
     #[test]
