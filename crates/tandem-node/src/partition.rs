@@ -51,7 +51,7 @@ use crate::checkpoints::{Checkpoint, Checkpoints};
 use crate::metrics::Metrics;
 
 pub use crate::answers::{order_key, Outcome, Replay};
-use crate::answers::{After, Answers, Before, Retired};
+use crate::answers::{After, Answers, Before};
 
 /// A mutex guard even if a panicking thread held the lock (see the module
 /// doc).
@@ -193,9 +193,6 @@ pub struct Partition {
     /// command by whoever applies it (which holds the replica's write
     /// lock, so in seq order).
     checkpoints: Mutex<Checkpoints>,
-    /// To the reclaimer thread, which drops the idempotency windows'
-    /// forgotten blocks (`Answers::take_retired`) off the order path.
-    reclaim: std::sync::mpsc::Sender<Retired>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -231,13 +228,6 @@ impl Partition {
         stop: Arc<AtomicBool>,
     ) -> Arc<Partition> {
         let (tx, rx) = std::sync::mpsc::sync_channel(max_pending);
-        let (reclaim, retired) = std::sync::mpsc::channel::<Retired>();
-        // Ends when the partition (the only sender) is dropped. If it
-        // cannot start, the receiver is dropped and every send fails:
-        // the appender frees the blocks itself, as before.
-        let _ = std::thread::Builder::new()
-            .name(format!("reclaim-{id}"))
-            .spawn(move || retired.into_iter().for_each(drop));
         let (applied, _) = watch::channel(0);
         let identity = log.identity();
         let part = Arc::new(Partition {
@@ -266,7 +256,6 @@ impl Partition {
             created: Instant::now(),
             lag_checked: AtomicU64::new(0),
             checkpoints: Mutex::new(Checkpoints::new(checkpoint_every, checkpoints_kept)),
-            reclaim,
         });
         let p = Arc::clone(&part);
         let appender_log = Arc::clone(&log);
@@ -967,38 +956,25 @@ impl Partition {
         // The answer for whoever appended this copy (the original's, for
         // a repeated cancel or amend appended after it took effect).
         let outcome = r.answers.applied_prepared(prepared);
-        let retired = r.answers.take_retired();
-        let mine = if own {
-            drop(r);
-            Some(outcome)
-        } else {
-            match r.waiters.remove(&seq) {
-                Some(tx) => {
-                    drop(r);
-                    let _ = tx.send(outcome);
-                }
-                None => {
-                    if r.recent_order.len() >= RECENT {
-                        if let Some(old) = r.recent_order.pop_front() {
-                            r.recent.remove(&old);
-                        }
-                    }
-                    r.recent_order.push_back(seq);
-                    r.recent.insert(seq, outcome);
-                }
+        if own {
+            return Some(outcome);
+        }
+        match r.waiters.remove(&seq) {
+            Some(tx) => {
+                drop(r);
+                let _ = tx.send(outcome);
             }
-            None
-        };
-        if !retired.is_empty() {
-            // Forgotten answers are freed by the reclaimer thread: a block
-            // of 1024, cold by now, took hundreds of µs to free here, on
-            // the thread every request of the partition waits for. If that
-            // thread is gone, they are freed here.
-            if let Err(back) = self.reclaim.send(retired) {
-                drop(back.0);
+            None => {
+                if r.recent_order.len() >= RECENT {
+                    if let Some(old) = r.recent_order.pop_front() {
+                        r.recent.remove(&old);
+                    }
+                }
+                r.recent_order.push_back(seq);
+                r.recent.insert(seq, outcome);
             }
         }
-        mine
+        None
     }
 
     /// Commands in the last append batch (for metrics and tests).
