@@ -542,6 +542,62 @@ fn print_broker_floor(case: &str, orders: &Report, f: &tandem_kafka::floor::Floo
     );
 }
 
+/// One node's appends so far, from its `/metrics`: (appends, commands
+/// appended, seconds spent in `Log::append`).
+type Appends = Option<(f64, f64, f64)>;
+
+/// Each target's [`Appends`] (`None` for a node that did not answer).
+fn appends(targets: &[String]) -> Vec<Appends> {
+    targets.iter().map(|t| scrape_appends(t)).collect()
+}
+
+/// GET `/metrics` over a plain TCP connection (HTTP/1.0: the answer ends
+/// with the connection) and the sums of the append series.
+fn scrape_appends(target: &str) -> Appends {
+    use std::io::Read as _;
+    let addr = target.strip_prefix("http://")?;
+    let mut c = std::net::TcpStream::connect(addr).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(c, "GET /metrics HTTP/1.0\r\nhost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    c.read_to_string(&mut text).ok()?;
+    let sum = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    Some((
+        sum("tandem_log_append_batches_total"),
+        sum("tandem_log_append_commands_total"),
+        sum("tandem_log_append_duration_seconds_sum"),
+    ))
+}
+
+/// Per node over a run (the difference of two scrapes): the batches it
+/// appended, their mean size, and the mean time of one `Log::append`
+/// (over Kafka: produce until the broker's acknowledgement).
+fn print_appends(case: &str, before: &[Appends], after: &[Appends]) {
+    let parts: Vec<String> = before
+        .iter()
+        .zip(after)
+        .enumerate()
+        .map(|(i, (b, a))| match (b, a) {
+            (Some(b), Some(a)) if a.0 > b.0 => {
+                let n = a.0 - b.0;
+                format!(
+                    "node {}: {n:.0} batches of {:.1} commands, append {:.2} ms mean",
+                    i + 1,
+                    (a.1 - b.1) / n,
+                    (a.2 - b.2) / n * 1e3
+                )
+            }
+            _ => format!("node {}: no appends seen", i + 1),
+        })
+        .collect();
+    println!("{case}: appends over the orders run: {}", parts.join("; "));
+}
+
 /// Says so when a run that fell short may have been held back by the
 /// client's connections rather than the server: HTTP/1.1 carries one request at a time per
 /// connection, so `connections` requests in flight at latency L bound the
@@ -582,7 +638,11 @@ fn run_case(
             let beside = broker
                 .filter(|_| !floor)
                 .map(|b| broker_floor(b, rate, a, *seed));
+            let before = broker.filter(|_| !floor).map(|_| appends(targets));
             let r = load(targets, rate, a, floor, *seed)?;
+            if let Some(before) = before {
+                print_appends(case, &before, &appends(targets));
+            }
             let measured = beside.map(|t| {
                 t.join()
                     .unwrap_or_else(|_| Err("the broker floor's thread panicked".into()))
