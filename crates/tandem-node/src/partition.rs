@@ -956,25 +956,36 @@ impl Partition {
         // The answer for whoever appended this copy (the original's, for
         // a repeated cancel or amend appended after it took effect).
         let outcome = r.answers.applied_prepared(prepared);
-        if own {
-            return Some(outcome);
-        }
-        match r.waiters.remove(&seq) {
-            Some(tx) => {
-                drop(r);
-                let _ = tx.send(outcome);
-            }
-            None => {
-                if r.recent_order.len() >= RECENT {
-                    if let Some(old) = r.recent_order.pop_front() {
-                        r.recent.remove(&old);
-                    }
+        // A block of forgotten answers (one per 1024) is freed after the
+        // lock: freeing 1024 cold entries took about 250 µs, during which
+        // every request's lookup waited. It is freed on this thread, whose
+        // next answers then reuse the memory (freeing it on another
+        // thread cost streamed order entry 4.6 %).
+        let retired = r.answers.take_retired();
+        let mine = if own {
+            drop(r);
+            Some(outcome)
+        } else {
+            match r.waiters.remove(&seq) {
+                Some(tx) => {
+                    drop(r);
+                    let _ = tx.send(outcome);
                 }
-                r.recent_order.push_back(seq);
-                r.recent.insert(seq, outcome);
+                None => {
+                    if r.recent_order.len() >= RECENT {
+                        if let Some(old) = r.recent_order.pop_front() {
+                            r.recent.remove(&old);
+                        }
+                    }
+                    r.recent_order.push_back(seq);
+                    r.recent.insert(seq, outcome);
+                    drop(r);
+                }
             }
-        }
-        None
+            None
+        };
+        drop(retired);
+        mine
     }
 
     /// Commands in the last append batch (for metrics and tests).
