@@ -36,9 +36,11 @@ pub(crate) const NONE: u32 = u32::MAX;
 pub(crate) const DEEP_MARKETS: usize = 1 << 16;
 
 /// Hints the CPU to bring `p` into cache: used where a loop knows the
-/// random addresses it will touch a few iterations ahead.
+/// random addresses it will touch a few iterations ahead (the node's
+/// idempotency window uses it too). Changes no value; nothing elsewhere
+/// than x86-64.
 #[inline(always)]
-pub(crate) fn prefetch<T>(p: &T) {
+pub fn prefetch<T>(p: &T) {
     #[cfg(target_arch = "x86_64")]
     #[allow(unsafe_code)]
     // SAFETY: a prefetch is only a hint: it never faults, reads nothing

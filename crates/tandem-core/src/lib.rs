@@ -21,7 +21,7 @@ mod table;
 
 pub use chain::chain_hex;
 pub use command::{Amend, Cancel, Command, Invalid, OrderKind, Place, Side, Tif};
-pub use engine::{Config, Engine, OrderInfo, OrderStatus};
+pub use engine::{prefetch, Config, Engine, OrderInfo, OrderStatus};
 pub use event::{CancelReason, Event, IdIx, MarketIx, RejectReason};
 pub use num::{parse_units, write_units, DecimalError, Price, Qty, DECIMALS, MAX_UNITS, SCALE};
 pub use snapshot::SnapshotError;

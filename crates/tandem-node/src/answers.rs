@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hashbrown::HashTable;
-use tandem_core::{Command, Engine, Event, RejectReason};
+use tandem_core::{prefetch, Command, Engine, Event, RejectReason};
 
 /// The answer to one applied command.
 #[derive(Debug)]
@@ -92,23 +92,6 @@ const MAX_RETIRED: usize = 8;
 
 /// How many entries ahead of the oldest [`Fifo::pop`] prefetches.
 const PREFETCH_AHEAD: usize = 4;
-
-/// Hints the CPU to bring `p`'s first cache line into cache; nothing
-/// elsewhere than x86-64.
-#[inline(always)]
-fn prefetch<T>(p: &T) {
-    #[cfg(target_arch = "x86_64")]
-    #[allow(unsafe_code)]
-    // SAFETY: a prefetch is only a hint: it never faults, reads nothing
-    // into the program and writes nothing; `p` is a valid reference anyway.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            (p as *const T).cast::<i8>(),
-        );
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
 
 /// A window's queue, oldest first, that can be listed without copying
 /// every entry: full blocks of [`BLOCK`] entries are shared (`Arc`), so
