@@ -31,18 +31,9 @@ const REQUEST_KEY_DOMAIN: u64 = 0x7265_715f_6b65_795f; // "req_key_"
 /// squaring truncates, so the last few bits are not exact, but they are the
 /// same everywhere, which is what matters here.
 pub fn neg_log2_unit(x: u64) -> u64 {
-    let x = x.max(1);
-    let lz = x.leading_zeros();
-    let int_part = u64::from(63 - lz);
-    let mut m = x << lz; // in [2^63, 2^64): 1.0 is 2^63
-    let mut frac = 0u64;
-    for _ in 0..FRAC_BITS {
-        let sq = (u128::from(m) * u128::from(m)) >> 63; // in [2^63, 2^65)
-        let carry = (sq >> 64) as u32; // 1 if the square is 2 or more
-        frac = (frac << 1) | u64::from(carry);
-        m = (sq >> carry) as u64;
-    }
-    (64u64 << FRAC_BITS) - ((int_part << FRAC_BITS) | frac)
+    let mut o = [0];
+    side_by_side::<1>(&[x], &mut o);
+    o[0]
 }
 
 /// [`neg_log2_unit`] of each of `xs`, into `out` (the same length),
@@ -56,7 +47,7 @@ pub fn neg_log2_units(mut xs: &[u64], mut out: &mut [u64]) {
         let (x, rest) = xs.split_at(n);
         let (o, rest_out) = core::mem::take(&mut out).split_at_mut(n);
         match n {
-            1 => o[0] = neg_log2_unit(x[0]),
+            1 => side_by_side::<1>(x, o),
             2 => side_by_side::<2>(x, o),
             3 => side_by_side::<3>(x, o),
             _ => side_by_side::<LANES>(x, o),
@@ -77,13 +68,13 @@ fn side_by_side<const N: usize>(x: &[u64], o: &mut [u64]) {
         let x = x[l].max(1);
         let lz = x.leading_zeros();
         int_part[l] = u64::from(63 - lz);
-        m[l] = x << lz;
+        m[l] = x << lz; // in [2^63, 2^64): 1.0 is 2^63
     }
     let mut frac = [0u64; N];
     for _ in 0..FRAC_BITS {
         for l in 0..N {
-            let sq = (u128::from(m[l]) * u128::from(m[l])) >> 63;
-            let carry = (sq >> 64) as u32;
+            let sq = (u128::from(m[l]) * u128::from(m[l])) >> 63; // in [2^63, 2^65)
+            let carry = (sq >> 64) as u32; // 1 if the square is 2 or more
             frac[l] = (frac[l] << 1) | u64::from(carry);
             m[l] = (sq >> carry) as u64;
         }
@@ -114,19 +105,10 @@ pub struct Score {
 }
 
 impl Score {
-    /// A score from its `-log2(u)` ([`neg_log2_unit`] of [`unit_hash`])
-    /// and the cluster's weight.
+    /// A score from its `-log2(u)` ([`neg_log2_unit`] of [`unit_hash`],
+    /// or [`neg_log2_units`] of several) and the cluster's weight (> 0).
     pub fn from_log(log: u64, weight: u32) -> Score {
         Score { log, weight }
-    }
-
-    /// The score of the cluster named `name` with weight `weight` (> 0)
-    /// for the account, or for the request key if there is no account.
-    pub fn new(name: &str, weight: u32, account: Option<&[u8]>, request_key: u64) -> Score {
-        Score {
-            log: neg_log2_unit(unit_hash(name, account, request_key)),
-            weight,
-        }
     }
 
     /// True if `self` (of the cluster named `name`) wins over `other` (of
@@ -165,6 +147,7 @@ mod tests {
         assert_eq!(neg_log2_unit(0), 64 << FRAC_BITS);
     }
 
+    /// Lanes computed together do not disturb each other.
     #[test]
     fn side_by_side_equals_one_at_a_time() {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
