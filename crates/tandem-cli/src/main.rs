@@ -168,8 +168,10 @@ usage: tandem rollout run --plan FILE [--time-scale K] [--listen ADDR]
                     CONSUL_HTTP_TOKEN
   --consul-service NAME
                     the mesh service the nodes are registered as [tandem-node]
-  --kubeconfig FILE the kubeconfig of the --kube contexts (token or client
-                    certificate; exec plugins are not run)
+  --kubeconfig FILE the kubeconfig of the --kube contexts (token, client
+                    certificate, or an exec credential plugin such as
+                    `aws eks get-token`, run once before the rollout starts
+                    and again when its token expires or is refused)
   --kube CLUSTER=CONTEXT[/NAMESPACE/STATEFULSET]
                     start this `start: cold` cluster on Kubernetes: scale the
                     StatefulSet [tandem/tandem-node] from 0 to one replica per
@@ -836,6 +838,13 @@ fn cmd_rollout_run(args: &[String]) -> Result<()> {
             return Err(flags.error("--kube needs --kubeconfig FILE".into()));
         };
         let k = tandem_rollout::kube_actuator::KubeCluster::load(file, t, request_timeout)?;
+        if let Some(plugin) = k.exec() {
+            // A credential plugin is run once now: a missing plugin or an
+            // expired login is found before the rollout starts.
+            plugin
+                .prime()
+                .with_context(|| format!("--kube {}: context {}", t.cluster, t.context))?;
+        }
         kube_clusters.push((k, c.zones.len().max(1) as u32));
     }
     let cloudflare = match (cf_account, cf_namespace) {

@@ -3,7 +3,9 @@
 //! plan that breaks a rule exits 1 with `FILE:LINE:COL: FIELD: message` on
 //! standard error; `--help` exits 0; a bad command line exits 2 (also for
 //! `run` and the control commands); a control command with no controller
-//! there, or `run` without the admin token, exits 1.
+//! there, or `run` without the admin token, exits 1; `run` with a
+//! kubeconfig whose credential plugin fails exits 1 naming it, before
+//! anything starts.
 
 mod common;
 
@@ -231,4 +233,52 @@ fn run_without_the_admin_token_fails_before_anything_changes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("TANDEM_EDGE_ADMIN_TOKEN"), "{err}");
+}
+
+#[test]
+fn run_runs_a_kubeconfig_credential_plugin_before_anything_changes() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("kube-plugin");
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    let plugin = dir.join("bin/get-token");
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\necho ran >> \"$(dirname \"$0\")/../runs\"\necho 'error: the SSO session has expired; run: aws sso login' >&2\nexit 255\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let kc = dir.join("kubeconfig");
+    std::fs::write(
+        &kc,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: aks\n  cluster:\n    server: https://127.0.0.1:6443\n\
+         contexts:\n- name: aks-prod\n  context:\n    cluster: aks\n    user: u\n\
+         users:\n- name: u\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: ./bin/get-token\n      interactiveMode: Never\n",
+    )
+    .unwrap();
+    let state = dir.join("state.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["rollout", "run", "--plan", seed().to_str().unwrap()])
+        .args(["--state", state.to_str().unwrap()])
+        .args([
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "--kube",
+            "azure=aks-prod",
+        ])
+        .env("TANDEM_EDGE_ADMIN_TOKEN", "admin-token-for-the-test")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tandem");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        "tandem: --kube azure: context aks-prod: credential plugin \"./bin/get-token\" (users[u].user.exec): exited with exit status: 255: error: the SSO session has expired; run: aws sso login"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("runs")).unwrap(),
+        "ran\n",
+        "run once, relative to the kubeconfig's directory"
+    );
+    assert!(!state.exists(), "nothing started");
 }

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::exec_credential::{ExecError, ExecSource};
 use crate::https::{Https, HttpsError};
 use crate::kubeconfig::{self, KubeconfigError};
 use crate::kubernetes::{self, Api, KubeError, RolloutState};
@@ -85,6 +86,9 @@ pub enum Failure {
     Kube(KubeError),
     #[error("{0}")]
     Transport(HttpsError),
+    /// The context's credential plugin gave no token.
+    #[error("{0}")]
+    Plugin(ExecError),
     /// `readyReplicas` did not reach the wanted count in time.
     #[error("{ready} of {want} replicas ready after {after_ms} ms (the deadline)")]
     NotReady {
@@ -125,6 +129,9 @@ pub struct KubeCluster {
     pub statefulset: String,
     api: Api,
     https: Https,
+    /// The context's credential plugin, when it has one (the token of
+    /// every request comes from it).
+    exec: Option<Arc<ExecSource>>,
 }
 
 impl KubeCluster {
@@ -153,6 +160,7 @@ impl KubeCluster {
                 token: ctx.token.clone().unwrap_or_default(),
             },
             https,
+            exec: ctx.exec.clone().map(|p| Arc::new(ExecSource::new(p))),
         })
     }
 
@@ -197,13 +205,43 @@ impl KubeCluster {
         }
     }
 
-    /// Sends a built request; the status and body.
+    /// The credential plugin's source, when the context has one.
+    pub fn exec(&self) -> Option<&ExecSource> {
+        self.exec.as_deref()
+    }
+
+    /// Sends a built request; the status and body. With a credential
+    /// plugin the request carries its token, and a 401 is answered by
+    /// running the plugin again and sending the request once more.
     async fn send(
         &self,
         req: Result<http::Request<Vec<u8>>, KubeError>,
     ) -> Result<(u16, Bytes), Failure> {
         let req = req.map_err(Failure::Kube)?;
-        let (status, body) = self.https.send(req).await.map_err(Failure::Transport)?;
+        let Some(exec) = &self.exec else {
+            let (status, body) = self.https.send(req).await.map_err(Failure::Transport)?;
+            return Ok((status.as_u16(), body));
+        };
+        let again = copy_request(&req);
+        let token = exec.token().await.map_err(Failure::Plugin)?;
+        let (status, body) = self
+            .https
+            .send(with_bearer(req, &token)?)
+            .await
+            .map_err(Failure::Transport)?;
+        if status != http::StatusCode::UNAUTHORIZED {
+            return Ok((status.as_u16(), body));
+        }
+        exec.forget(&token).await;
+        let fresh = exec.token().await.map_err(Failure::Plugin)?;
+        if fresh == token {
+            return Ok((status.as_u16(), body));
+        }
+        let (status, body) = self
+            .https
+            .send(with_bearer(again, &fresh)?)
+            .await
+            .map_err(Failure::Transport)?;
         Ok((status.as_u16(), body))
     }
 
@@ -331,6 +369,28 @@ impl KubeCluster {
         }
         Ok(pods.len())
     }
+}
+
+/// The same request again (a 401 is answered by sending it once more).
+fn copy_request(req: &http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {
+    let mut copy = http::Request::new(req.body().clone());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+/// `req` with `Authorization: Bearer token`.
+fn with_bearer(
+    mut req: http::Request<Vec<u8>>,
+    token: &str,
+) -> Result<http::Request<Vec<u8>>, Failure> {
+    let mut v = http::HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| Failure::Kube(KubeError::BadToken))?;
+    v.set_sensitive(true);
+    req.headers_mut().insert(http::header::AUTHORIZATION, v);
+    Ok(req)
 }
 
 /// Time from the scale to every replica ready, per cluster started.

@@ -8,11 +8,11 @@
 //!   (a file, relative to the kubeconfig's directory); neither: the
 //!   system's roots. `insecure-skip-tls-verify: true` and `proxy-url` are
 //!   refused.
-//! - `users[].user`: `token` or `tokenFile`, and/or
+//! - `users[].user`: `token` or `tokenFile`, or `exec` (a credential
+//!   plugin, run as `kubectl` runs it: `exec_credential`), and/or
 //!   `client-certificate-data` + `client-key-data` (or the file forms
-//!   `client-certificate` + `client-key`). `exec` and `auth-provider`
-//!   (credential plugins) are refused: the controller runs no plugin; a
-//!   ServiceAccount token (`kubectl create token`) does the job.
+//!   `client-certificate` + `client-key`). `auth-provider` (the plugins
+//!   built into old `kubectl`s) and basic authentication are refused.
 //!
 //! Every refusal names the file and the field.
 
@@ -23,6 +23,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use yaml_rust2::{Yaml, YamlLoader};
 
+use crate::exec_credential::{ExecPlugin, API_VERSIONS};
 use crate::https::{ClientAuth, Roots};
 
 /// Largest kubeconfig read.
@@ -48,6 +49,8 @@ pub struct Context {
     /// Where the CA came from, for errors (`clusters[aks].cluster.certificate-authority-data`).
     pub roots_field: String,
     pub token: Option<String>,
+    /// A credential plugin giving the token instead (`users[].user.exec`).
+    pub exec: Option<ExecPlugin>,
     pub client: Option<ClientAuth>,
     /// The user's field, for errors about the client certificate.
     pub user_field: String,
@@ -63,6 +66,7 @@ impl std::fmt::Debug for Context {
             .field("server", &self.server)
             .field("roots", &self.roots_field)
             .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("exec", &self.exec)
             .field("client_cert", &self.client.is_some())
             .field("namespace", &self.namespace)
             .finish()
@@ -260,14 +264,12 @@ pub fn parse(
     };
 
     let (u, uf) = r.named(doc, "users", &user, "user")?;
-    for key in ["exec", "auth-provider"] {
-        r.refuse(
-            u,
-            &uf,
-            key,
-            "credential plugins are not run by the controller: give a token (for example a ServiceAccount's, from `kubectl create token`) or a client certificate",
-        )?;
-    }
+    r.refuse(
+        u,
+        &uf,
+        "auth-provider",
+        "not supported (the plugins built into old kubectl versions): use `exec` (for example `gke-gcloud-auth-plugin`, `kubelogin`), a token or a client certificate",
+    )?;
     for key in ["username", "password"] {
         r.refuse(
             u,
@@ -328,10 +330,29 @@ pub fn parse(
             ))
         }
     };
-    if token.is_none() && client.is_none() {
+    let exec = match &u["exec"] {
+        Yaml::BadValue | Yaml::Null => None,
+        e @ Yaml::Hash(_) => {
+            let field = format!("{uf}.exec");
+            if token.is_some() {
+                return Err(r.err(
+                    &field,
+                    "give either a token (token, tokenFile) or a credential plugin (exec), not both",
+                ));
+            }
+            let ca = match &roots {
+                Roots::Pem(pem) => Some(base64::engine::general_purpose::STANDARD.encode(pem)),
+                _ => None,
+            };
+            let cluster = (server.trim_end_matches('/').to_owned(), ca);
+            Some(exec_plugin(&r, e, field, cluster)?)
+        }
+        _ => return Err(r.err(&format!("{uf}.exec"), "not a mapping")),
+    };
+    if token.is_none() && exec.is_none() && client.is_none() {
         return Err(r.err(
             &uf,
-            "no credentials: give token, tokenFile or client-certificate-data with client-key-data",
+            "no credentials: give token, tokenFile, exec or client-certificate-data with client-key-data",
         ));
     }
     Ok(Context {
@@ -340,9 +361,109 @@ pub fn parse(
         roots,
         roots_field,
         token,
+        exec,
         client,
         user_field: uf,
         namespace,
+    })
+}
+
+/// A user's `exec` mapping, checked; `cluster`: the server and its CA
+/// (base64 PEM), passed to the plugin when it asks (`provideClusterInfo`).
+fn exec_plugin(
+    r: &Reader<'_>,
+    e: &Yaml,
+    field: String,
+    cluster: (String, Option<String>),
+) -> Result<ExecPlugin, KubeconfigError> {
+    let f = |key: &str| format!("{field}.{key}");
+    let api_version = r
+        .string(e, &field, "apiVersion")?
+        .ok_or_else(|| r.err(&f("apiVersion"), "missing"))?;
+    if !API_VERSIONS.contains(&api_version.as_str()) {
+        return Err(r.err(
+            &f("apiVersion"),
+            format!("{api_version:?} is not one of {}", API_VERSIONS.join(", ")),
+        ));
+    }
+    let command = r
+        .string(e, &field, "command")?
+        .ok_or_else(|| r.err(&f("command"), "missing"))?;
+    // As kubectl: a path with a separator is relative to the kubeconfig's
+    // directory; a bare name is looked up on PATH when it is run.
+    let program = if command.contains('/') {
+        r.path(&command)
+    } else {
+        PathBuf::from(&command)
+    };
+    let strings = |key: &str| -> Result<Vec<String>, KubeconfigError> {
+        match &e[key] {
+            Yaml::BadValue | Yaml::Null => Ok(Vec::new()),
+            Yaml::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    Yaml::String(s) => Ok(s.clone()),
+                    _ => Err(r.err(&format!("{field}.{key}[{i}]"), "not a string")),
+                })
+                .collect(),
+            _ => Err(r.err(&f(key), "not a list")),
+        }
+    };
+    let args = strings("args")?;
+    let env = match &e["env"] {
+        Yaml::BadValue | Yaml::Null => Vec::new(),
+        Yaml::Array(items) => {
+            let mut env = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let base = format!("{field}.env[{i}]");
+                let name = r
+                    .string(item, &base, "name")?
+                    .ok_or_else(|| r.err(&format!("{base}.name"), "missing"))?;
+                if name.contains(['=', '\0']) {
+                    return Err(r.err(&format!("{base}.name"), "not a variable name"));
+                }
+                let value = match &item["value"] {
+                    Yaml::String(v) => v.clone(),
+                    Yaml::BadValue | Yaml::Null => String::new(),
+                    _ => return Err(r.err(&format!("{base}.value"), "not a string")),
+                };
+                env.push((name, value));
+            }
+            env
+        }
+        _ => return Err(r.err(&f("env"), "not a list")),
+    };
+    let install_hint = r.string(e, &field, "installHint")?;
+    let provide = match &e["provideClusterInfo"] {
+        Yaml::BadValue | Yaml::Null => false,
+        Yaml::Boolean(b) => *b,
+        _ => return Err(r.err(&f("provideClusterInfo"), "not true or false")),
+    };
+    match r.string(e, &field, "interactiveMode")?.as_deref() {
+        None | Some("Never" | "IfAvailable") => {}
+        Some("Always") => {
+            return Err(r.err(
+                &f("interactiveMode"),
+                "\"Always\" is refused: the controller runs plugins without a terminal; use \"Never\" or \"IfAvailable\" and log in beforehand",
+            ))
+        }
+        Some(other) => {
+            return Err(r.err(
+                &f("interactiveMode"),
+                format!("{other:?} is not Never, IfAvailable or Always"),
+            ))
+        }
+    }
+    Ok(ExecPlugin {
+        api_version,
+        command,
+        program,
+        args,
+        env,
+        install_hint,
+        cluster: provide.then_some(cluster),
+        field,
     })
 }
 

@@ -8,9 +8,10 @@
 //!   `window`: judging windows that do not overlap; `observe`: readings
 //!   to what `decide` sees; `timeline`: the timeline's lines.
 //! - `cloudflare`, `consul`, `kubernetes`: those layers' requests and
-//!   answers; `https`, `kubeconfig`, `kube_actuator`, `layers`: sending
-//!   them (a StatefulSet scaled from 0 for `start: cold`, Consul and
-//!   Cloudflare KV told every weight change after the edges).
+//!   answers; `https`, `kubeconfig` (with `exec_credential`, its
+//!   credential plugins), `kube_actuator`, `layers`: sending them (a
+//!   StatefulSet scaled from 0 for `start: cold`, Consul and Cloudflare
+//!   KV told every weight change after the edges).
 //!
 //! Decisions are pure (`decide(state, observations, now) -> actions`, no
 //! I/O, no clock, no runtime); observers and actuators are thin shells
@@ -20,6 +21,7 @@ pub mod cloudflare;
 pub mod consul;
 pub mod decide;
 pub mod duration;
+pub mod exec_credential;
 pub mod https;
 pub mod judge;
 pub mod kube_actuator;

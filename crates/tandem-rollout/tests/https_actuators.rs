@@ -15,8 +15,11 @@
 //!   certificate is of another CA is refused before any request; 401
 //!   names the cluster and the context; 409 on the scale is tried again;
 //!   restart and drain (429 from a PodDisruptionBudget, 404 for a pod
-//!   gone); a client certificate from the kubeconfig (mutual TLS); bad
-//!   kubeconfigs refused naming file and field.
+//!   gone); a client certificate from the kubeconfig (mutual TLS); a
+//!   credential plugin (`exec`, a shell script here) giving the token,
+//!   run again after a 401 and when its token expires, and named when it
+//!   fails, is missing, hangs or prints something else; bad kubeconfigs
+//!   refused naming file and field.
 //! - Cloudflare: the KV write carries the routes document of the weights;
 //!   429 is kept and written on the next flush; 401 is reported and
 //!   dropped; the token is in no error and no debug output.
@@ -750,6 +753,211 @@ async fn a_client_certificate_from_the_kubeconfig_authenticates() {
     );
 }
 
+/// A credential plugin in `dir/bin/NAME` (a shell script running
+/// `body`); the kubeconfig names it `./bin/NAME` (relative to its
+/// directory, as kubectl reads it).
+fn plugin(dir: &Path, name: &str, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let p = bin.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A plugin that counts its runs in `$STATE/runs`, keeps what it got
+/// (`KUBERNETES_EXEC_INFO`, its arguments) and prints the token on the
+/// line of `$STATE/tokens` that is its run's number (the last line after
+/// that), expiring at `$EXPIRES`.
+const COUNTING_PLUGIN: &str = r#"n=$(cat "$STATE/runs" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$STATE/runs"
+printf '%s' "$KUBERNETES_EXEC_INFO" > "$STATE/info-$n"
+echo "$@" > "$STATE/args-$n"
+tok=$(sed -n "${n}p" "$STATE/tokens"); [ -n "$tok" ] || tok=$(tail -n 1 "$STATE/tokens")
+printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"%s","expirationTimestamp":"%s"}}' "$tok" "$EXPIRES""#;
+
+/// The user fields of a kubeconfig running `./bin/NAME` with `STATE` and
+/// `EXPIRES` in its environment.
+fn exec_user(name: &str, state: &Path, expires: &str) -> String {
+    format!(
+        "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: ./bin/{name}\n      args: [eks, get-token, --cluster-name, aks-test]\n      env:\n      - name: STATE\n        value: {}\n      - name: EXPIRES\n        value: '{expires}'\n      provideClusterInfo: true\n      interactiveMode: IfAvailable\n      installHint: install the get-token plugin",
+        state.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_plugin_gives_the_token_and_runs_again_after_a_401() {
+    let dir = TempDir::new("https-kube-exec");
+    let ca = Ca::new("fake kubernetes ca");
+    let (h, replicas) = rising_statefulset(None);
+    let api = Fake::start(&ca, None, h).await;
+    plugin(dir.path(), "get-token", COUNTING_PLUGIN);
+    // The first token is stale: the API server refuses it; the second is
+    // good until 2999.
+    std::fs::write(
+        dir.path().join("tokens"),
+        format!("stale-token-77\n{KUBE_TOKEN}\n"),
+    )
+    .unwrap();
+    let user = exec_user("get-token", dir.path(), "2999-01-01T00:00:00Z");
+    let kc = kubeconfig(dir.path(), &api.url(), &ca.pem, &user);
+    let k = cluster(&kc);
+    assert!(!format!("{k:?}").contains("get-token --cluster-name"));
+    let exec_runs = {
+        let k = k.clone();
+        move || k.exec().expect("a plugin").runs()
+    };
+    let mut starter = KubeStarter::new(
+        vec![(k, 3)],
+        Box::new(NoOther),
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+    );
+    starter.start("azure").expect("under way");
+    let r = report(&mut starter, Duration::from_secs(20)).await;
+    r.ready_ms.expect("ready");
+    assert_eq!(replicas.load(Ordering::SeqCst), 3);
+    // Run twice: the first token refused (401), then one token for the
+    // scale and every poll.
+    assert_eq!(exec_runs(), 2);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("runs"))
+            .unwrap()
+            .trim(),
+        "2"
+    );
+    let seen = api.seen();
+    assert_eq!(seen[0].header("authorization"), "Bearer stale-token-77");
+    assert_eq!(seen[0].path, format!("{STS_PATH}/scale"));
+    assert_eq!(seen[1].path, format!("{STS_PATH}/scale"));
+    assert_eq!(seen[1].json(), json!({"spec": {"replicas": 3}}));
+    assert_eq!(seen.len(), 6, "the 401, the scale again, four polls");
+    for s in &seen[1..] {
+        assert_eq!(s.header("authorization"), format!("Bearer {KUBE_TOKEN}"));
+    }
+    // What the plugin was given: its arguments, and the cluster it asked
+    // for (provideClusterInfo) in a non-interactive ExecCredential.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("args-1"))
+            .unwrap()
+            .trim(),
+        "eks get-token --cluster-name aks-test"
+    );
+    let info: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("info-1")).unwrap())
+            .expect("KUBERNETES_EXEC_INFO is JSON");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(ca.pem.as_bytes());
+    assert_eq!(
+        info,
+        json!({"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
+               "spec": {"interactive": false,
+                        "cluster": {"server": api.url(), "certificate-authority-data": b64}}})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_plugin_token_is_asked_for_again_and_a_failing_plugin_is_named() {
+    let dir = TempDir::new("https-kube-exec-expired");
+    let ca = Ca::new("fake kubernetes ca");
+    let (h, _) = rising_statefulset(None);
+    let api = Fake::start(&ca, None, h).await;
+    plugin(dir.path(), "get-token", COUNTING_PLUGIN);
+    std::fs::write(dir.path().join("tokens"), format!("{KUBE_TOKEN}\n")).unwrap();
+    // Every token the plugin gives has already expired: each call runs it.
+    let user = exec_user("get-token", dir.path(), "2000-01-01T00:00:00Z");
+    let kc = kubeconfig(dir.path(), &api.url(), &ca.pem, &user);
+    let k = cluster(&kc);
+    k.scale(2).await.expect("scaled");
+    assert_eq!(k.state().await.expect("read").replicas, 2);
+    k.state().await.expect("read");
+    assert_eq!(k.exec().unwrap().runs(), 3);
+    assert_eq!(api.seen().len(), 3);
+
+    // A plugin that fails: named with what it said; nothing is sent.
+    plugin(
+        dir.path(),
+        "fails",
+        "echo 'error: you must be logged in to the server (run: cloud login)' >&2; exit 3",
+    );
+    let kc = kubeconfig(
+        dir.path(),
+        &api.url(),
+        &ca.pem,
+        &exec_user("fails", dir.path(), ""),
+    );
+    let before = api.seen().len();
+    let why = cluster(&kc).scale(3).await.unwrap_err().to_string();
+    assert_eq!(
+        why,
+        format!(
+            "kubernetes cluster azure (context azure-ctx, {}): credential plugin \"./bin/fails\" (users[rollout].user.exec): exited with exit status: 3: error: you must be logged in to the server (run: cloud login)",
+            api.url()
+        )
+    );
+    // Not installed: the install hint says what to do.
+    let kc = kubeconfig(
+        dir.path(),
+        &api.url(),
+        &ca.pem,
+        &exec_user("missing", dir.path(), ""),
+    );
+    let why = cluster(&kc).scale(3).await.unwrap_err().to_string();
+    assert!(
+        why.contains("credential plugin \"./bin/missing\"")
+            && why.contains("No such file or directory")
+            && why.ends_with("; install the get-token plugin"),
+        "{why}"
+    );
+    // Something that is not an ExecCredential, and a client certificate
+    // instead of a token.
+    for (body, want) in [
+        (
+            "echo 'token: abc'",
+            "its output is not an ExecCredential (not JSON",
+        ),
+        (
+            r#"printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"clientCertificateData":"x","clientKeyData":"y"}}'"#,
+            "it gave a client certificate",
+        ),
+        (
+            r#"printf '{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredential","status":{"token":"t"}}'"#,
+            "apiVersion Some(\"client.authentication.k8s.io/v1beta1\")",
+        ),
+    ] {
+        plugin(dir.path(), "odd", body);
+        let kc = kubeconfig(
+            dir.path(),
+            &api.url(),
+            &ca.pem,
+            &exec_user("odd", dir.path(), ""),
+        );
+        let why = cluster(&kc).state().await.unwrap_err().to_string();
+        assert!(why.contains(want), "{body}: {why}");
+    }
+    assert_eq!(api.seen().len(), before, "no request without a token");
+
+    // A plugin that hangs is killed at the deadline.
+    plugin(dir.path(), "hangs", "sleep 30");
+    let kc = kubeconfig(
+        dir.path(),
+        &api.url(),
+        &ca.pem,
+        &exec_user("hangs", dir.path(), ""),
+    );
+    let ctx = tandem_rollout::kubeconfig::load(&kc, "azure-ctx").unwrap();
+    let t0 = Instant::now();
+    let e = ctx
+        .exec
+        .expect("a plugin")
+        .run(Duration::from_millis(300))
+        .unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert!(
+        e.to_string()
+            .ends_with("did not finish within 300ms (killed)"),
+        "{e}"
+    );
+}
+
 #[test]
 fn bad_kubeconfigs_are_refused_naming_file_and_field() {
     let dir = TempDir::new("https-kubeconfig");
@@ -779,7 +987,43 @@ fn bad_kubeconfigs_are_refused_naming_file_and_field() {
     let cases = [
         (
             "    exec:\n      command: kubelogin",
-            "users[rollout].user.exec: credential plugins are not run",
+            "users[rollout].user.exec.apiVersion: missing",
+        ),
+        (
+            "    exec:\n      apiVersion: client.authentication.k8s.io/v1alpha1\n      command: kubelogin",
+            "users[rollout].user.exec.apiVersion: \"client.authentication.k8s.io/v1alpha1\" is not one of",
+        ),
+        (
+            "    exec:\n      apiVersion: client.authentication.k8s.io/v1",
+            "users[rollout].user.exec.command: missing",
+        ),
+        (
+            "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: kubelogin\n      args: get-token",
+            "users[rollout].user.exec.args: not a list",
+        ),
+        (
+            "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: kubelogin\n      args: [get-token, 3]",
+            "users[rollout].user.exec.args[1]: not a string",
+        ),
+        (
+            "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: kubelogin\n      env:\n      - value: x",
+            "users[rollout].user.exec.env[0].name: missing",
+        ),
+        (
+            "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: kubelogin\n      interactiveMode: Always",
+            "users[rollout].user.exec.interactiveMode: \"Always\" is refused",
+        ),
+        (
+            "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: kubelogin\n      provideClusterInfo: yes please",
+            "users[rollout].user.exec.provideClusterInfo: not true or false",
+        ),
+        (
+            "    token: t\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: kubelogin",
+            "users[rollout].user.exec: give either a token",
+        ),
+        (
+            "    auth-provider:\n      name: gcp",
+            "users[rollout].user.auth-provider: not supported",
         ),
         ("    token: ''", "users[rollout].user.token: empty"),
         (
