@@ -47,6 +47,8 @@ pub mod test_pki;
 pub mod tls;
 mod x509;
 
+pub use x509::days_from_civil;
+
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

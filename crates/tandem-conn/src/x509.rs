@@ -150,8 +150,9 @@ fn time(tag: u8, text: &[u8]) -> Option<i64> {
     Some(days_from_civil(year, mo, d) * 86_400 + h * 3600 + mi * 60 + s)
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+/// Days since 1970-01-01 of a proleptic Gregorian date (also used by
+/// `tandem-rollout` for the expiry times of credential plugins).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;

@@ -2,6 +2,8 @@
 //! standard output, the expiry time in it) and of kubeconfigs with an
 //! `exec` user: never a panic, and what is accepted reads back as written.
 
+mod mutate;
+
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -9,6 +11,9 @@ use proptest::prelude::*;
 use tandem_rollout::exec_credential::{parse_output, parse_rfc3339, API_VERSIONS};
 
 const OUTPUT: &str = r#"{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","spec":{"interactive":false},"status":{"token":"k8s-aws-v1.aHR0cHM6Ly9zdHM","expirationTimestamp":"2026-12-06T14:05:09Z"}}"#;
+
+/// What the mutations insert.
+const CHARS: &str = " -~\\n\\t{}\\[\\]:,\"\\\\-";
 
 const KUBECONFIG: &str = "apiVersion: v1
 kind: Config
@@ -35,29 +40,6 @@ users:
       provideClusterInfo: false
 ";
 
-/// `text` with a few random cuts and insertions.
-fn mutated(text: &'static str) -> impl Strategy<Value = String> {
-    proptest::collection::vec(
-        (0..text.len(), 0usize..16, "[ -~\n\t{}\\[\\]:,\"\\\\-]{0,6}"),
-        1..5,
-    )
-    .prop_map(move |edits| {
-        let mut s = text.to_owned();
-        for (at, cut, insert) in edits {
-            let mut at = at.min(s.len());
-            while !s.is_char_boundary(at) {
-                at -= 1;
-            }
-            let mut end = (at + cut).min(s.len());
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            s.replace_range(at..end, &insert);
-        }
-        s
-    })
-}
-
 /// The civil date of a day count since 1970-01-01 (an independent
 /// reckoning to check the parser against).
 fn civil(days: i64) -> (i64, i64, i64) {
@@ -80,7 +62,7 @@ proptest! {
     })]
 
     #[test]
-    fn any_plugin_output_is_read_or_refused(out in mutated(OUTPUT)) {
+    fn any_plugin_output_is_read_or_refused(out in mutate::mutated(OUTPUT, CHARS)) {
         if let Ok(t) = parse_output(API_VERSIONS[0], out.as_bytes()) {
             prop_assert!(!t.token.is_empty() && t.token.trim() == t.token);
             let header = format!("Bearer {}", t.token);
@@ -112,7 +94,7 @@ proptest! {
     }
 
     #[test]
-    fn any_kubeconfig_with_a_plugin_is_read_or_refused(text in mutated(KUBECONFIG)) {
+    fn any_kubeconfig_with_a_plugin_is_read_or_refused(text in mutate::mutated(KUBECONFIG, CHARS)) {
         if let Ok(ctx) = tandem_rollout::kubeconfig::parse(&text, "kubeconfig", Path::new("/tmp"), "aws") {
             if let Some(p) = &ctx.exec {
                 prop_assert!(API_VERSIONS.contains(&p.api_version.as_str()));

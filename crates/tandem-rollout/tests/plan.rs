@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+mod mutate;
+
 use proptest::prelude::*;
 use tandem_rollout::plan::{
     check_time_scale, Cluster, Gates, MetricsSource, OnFailure, Phase, Plan, PlanError, Start,
@@ -691,29 +693,7 @@ fn the_summary_shows_every_part_of_the_plan() {
 /// The seed with pieces cut out and bytes inserted: text close to a plan,
 /// where a loader is most likely to trip.
 fn mutated_seed() -> impl Strategy<Value = String> {
-    proptest::collection::vec(
-        (
-            0..SEED.len(),
-            0usize..24,
-            "[ -~\n\t{}\\[\\]:,&*!|>'\"#-]{0,8}",
-        ),
-        1..6,
-    )
-    .prop_map(|edits| {
-        let mut s = SEED.to_owned();
-        for (at, cut, insert) in edits {
-            let mut at = at.min(s.len());
-            while !s.is_char_boundary(at) {
-                at -= 1;
-            }
-            let mut end = (at + cut).min(s.len());
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            s.replace_range(at..end, &insert);
-        }
-        s
-    })
+    mutate::mutated(SEED, " -~\n\t{}\\[\\]:,&*!|>'\"#-")
 }
 
 proptest! {
