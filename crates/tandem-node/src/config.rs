@@ -329,6 +329,10 @@ pub struct SnapshotConfig {
     /// while one is written (Linux); memory may grow by the pages changed
     /// meanwhile (copy-on-write).
     pub background: bool,
+    /// A directory laid out as a node's `data_dir` (a copy of another
+    /// node's of the same log): a partition with no snapshot of its own
+    /// starts from the newest one there (`seed`).
+    pub seed_from: Option<PathBuf>,
 }
 
 /// A bound on everything a client controls.
@@ -464,6 +468,7 @@ impl Default for SnapshotConfig {
             every_secs: 300,
             keep: 3,
             background: true,
+            seed_from: None,
         }
     }
 }
@@ -698,6 +703,20 @@ impl NodeConfig {
         if self.snapshot.keep == 0 {
             return bad("snapshot.keep", "must be at least 1");
         }
+        if let Some(from) = &self.snapshot.seed_from {
+            if from.as_os_str().is_empty() {
+                return bad(
+                    "snapshot.seed_from",
+                    "must be a directory laid out as a node's data_dir",
+                );
+            }
+            if from == &self.data_dir {
+                return bad(
+                    "snapshot.seed_from",
+                    "is this node's own data_dir: give a copy of another node's",
+                );
+            }
+        }
         for (key, value) in &self.log.kafka_properties {
             let fail = |message: String| {
                 Err(ConfigError::KafkaProperty {
@@ -871,6 +890,31 @@ mod tests {
             t.client_ca.as_deref(),
             Some(Path::new("/etc/tandem/tls/edges-ca.crt"))
         );
+    }
+
+    #[test]
+    fn a_seed_is_optional_and_not_the_nodes_own_data_dir() {
+        assert_eq!(NodeConfig::default().snapshot.seed_from, None);
+        let cfg = NodeConfig::parse(
+            "data_dir = \"/var/lib/tandem\"\n[snapshot]\nseed_from = \"/seed\"\n",
+        )
+        .unwrap();
+        cfg.check().unwrap();
+        assert_eq!(cfg.snapshot.seed_from.as_deref(), Some(Path::new("/seed")));
+        for (seed, want) in [
+            ("", "must be a directory"),
+            ("/var/lib/tandem", "own data_dir"),
+        ] {
+            let cfg = NodeConfig::parse(&format!(
+                "data_dir = \"/var/lib/tandem\"\n[snapshot]\nseed_from = \"{seed}\"\n"
+            ))
+            .unwrap();
+            let e = cfg.check().unwrap_err().to_string();
+            assert!(
+                e.starts_with("snapshot.seed_from:") && e.contains(want),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod node;
 pub mod partition;
+pub mod seed;
 pub mod server;
 pub mod window;
 pub mod ws;

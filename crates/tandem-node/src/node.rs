@@ -109,6 +109,23 @@ impl Node {
             ("role", cfg.role.as_str()),
         ]));
         let stop = Arc::new(AtomicBool::new(false));
+        // Seeding first, for every partition: a refused seed starts nothing.
+        for id in 0..logs.len() as u32 {
+            if let Some(from) = &cfg.snapshot.seed_from {
+                let src = from.join(format!("snapshots-{id}"));
+                let seeded = crate::seed::seed(&src, &snapshot_dir(&cfg, id))
+                    .map_err(|e| anyhow::anyhow!("snapshot.seed_from: {e}"))?;
+                if let Some(s) = seeded {
+                    eprintln!(
+                    "{{\"msg\":\"snapshot seeded\",\"partition\":{id},\"seq\":{},\"from\":{:?},\"files\":{:?},\"window\":{}}}",
+                    s.seq,
+                    src.display().to_string(),
+                    s.files,
+                    !s.without_window
+                );
+                }
+            }
+        }
         let mut partitions = Vec::with_capacity(logs.len());
         for (id, log) in logs.into_iter().enumerate() {
             let id = id as u32;

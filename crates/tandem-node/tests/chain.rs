@@ -4,8 +4,10 @@
 //! restarted from its snapshot has the checkpoints it had before, and
 //! continues the rule as a node that never stopped; a node whose engine
 //! limit differs agrees up to the first differing command and differs at
-//! the first checkpoint after it. Bad partitions and queries are 4xx
-//! naming the field.
+//! the first checkpoint after it. A new node seeded from a copy of
+//! another node's snapshots (`snapshot.seed_from`) starts from the newest
+//! one with its window and checkpoints, on a log that no longer holds the
+//! seqs before it. Bad partitions and queries are 4xx naming the field.
 
 mod common;
 
@@ -305,6 +307,81 @@ fn a_node_restarted_from_its_snapshot_keeps_its_checkpoints() {
         a.place(&format!("o{i}"), "acc0", "10");
     }
     assert_eq!(seqs(&a.checkpoints(0)), vec![55]);
+}
+
+#[test]
+fn a_new_node_seeded_from_another_nodes_snapshot_needs_only_the_log_after_it() {
+    let dir = TempDir::new("chain-seed");
+    // Small segments, so that the log can drop the seqs a snapshot covers
+    // (as a Kafka topic's retention would).
+    let fc = FileLogConfig {
+        fsync: FsyncPolicy::Never,
+        segment_bytes: 2048,
+        ..FileLogConfig::default()
+    };
+    let log: Arc<dyn Log> =
+        Arc::new(FileLog::open(dir.path().join("log"), fc).expect("open file log"));
+    let a = TestNode::start(config(&dir, "a", 7), &log);
+    let mut first = None;
+    for i in 0..30 {
+        let body = place_body(
+            "M",
+            &format!("o{i}"),
+            &format!("acc{}", i % 3),
+            "buy",
+            "10",
+            "1",
+        );
+        let r = request(a.addr, "POST", "/v1/orders", &[], body.as_bytes()).unwrap();
+        assert_eq!(r.status, 200, "{r}");
+        first.get_or_insert(r.text());
+    }
+    let before = a.checkpoints(0);
+    a.stop();
+    // A copy of a's data directory, as an operator would bring it over.
+    let copy = dir.path().join("copy-of-a");
+    std::fs::create_dir_all(copy.join("snapshots-0")).unwrap();
+    for e in std::fs::read_dir(dir.path().join("a").join("snapshots-0")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), copy.join("snapshots-0").join(e.file_name())).unwrap();
+    }
+    log.truncate_before(30).expect("truncate");
+    assert!(log.first_seq() > 1, "the log no longer holds seq 1");
+
+    // Seeded: restored at 30, the log from 31 on is enough.
+    let mut cfg = config(&dir, "b", 7);
+    cfg.snapshot.seed_from = Some(copy.clone());
+    let b = TestNode::start(cfg.clone(), &log);
+    assert_eq!(b.node.partitions[0].applied_seq(), 30);
+    assert_eq!(b.checkpoints(0), before);
+    // The window came with it: a repeat of the first place gets its answer.
+    let body = place_body("M", "o0", "acc0", "buy", "10", "1");
+    let r = request(b.addr, "POST", "/v1/orders", &[], body.as_bytes()).unwrap();
+    assert_eq!((r.status, r.text()), (200, first.clone().unwrap()));
+    assert_eq!(b.place("o30", "acc0", "10"), 31);
+    b.stop();
+    // Restarted, b uses its own newer snapshot, not the seed.
+    let b = TestNode::start(cfg, &log);
+    assert_eq!(b.node.partitions[0].applied_seq(), 31);
+    b.stop();
+
+    // Not seeded, a new node cannot catch up on this log.
+    let c = Node::start_with_logs(config(&dir, "c", 7), vec![Arc::clone(&log)]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!c.is_caught_up());
+    assert!(c.stopped_thread().is_some_and(|t| t == "replica-0"));
+    c.stop();
+
+    // A seed that cannot be read stops the start, naming the setting.
+    let bad = dir.path().join("not-a-dir");
+    std::fs::write(&bad, "x").unwrap();
+    let mut cfg = config(&dir, "d", 7);
+    cfg.snapshot.seed_from = Some(dir.path().join("not-a-dir").join(".."));
+    let e = match Node::start_with_logs(cfg, vec![Arc::clone(&log)]) {
+        Ok(_) => panic!("a seed that cannot be read was used"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.starts_with("snapshot.seed_from: "), "{e}");
 }
 
 #[test]

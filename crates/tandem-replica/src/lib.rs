@@ -129,7 +129,7 @@ pub struct OpenInfo {
 }
 
 /// A snapshot file name holds its seq: `snapshot-<seq, 20 digits>.tsnap`.
-fn snapshot_name(seq: u64) -> String {
+pub fn snapshot_name(seq: u64) -> String {
     format!("snapshot-{seq:020}.tsnap")
 }
 
