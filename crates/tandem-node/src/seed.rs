@@ -26,6 +26,8 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::window::seq_of;
+
 /// What was copied into a snapshot directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seeded {
@@ -36,14 +38,6 @@ pub struct Seeded {
     /// The window file was not beside the snapshot: repeated places of
     /// orders placed before it are answered 409.
     pub without_window: bool,
-}
-
-/// The seq of a `PREFIX<20 digits>SUFFIX` name.
-fn seq_of(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
-    let digits = name.strip_prefix(prefix)?.strip_suffix(suffix)?;
-    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| digits.parse().ok())
-        .flatten()
 }
 
 /// Snapshot seqs and window seqs in `dir`.

@@ -34,7 +34,9 @@ pub fn path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("answers-{seq:020}.bin"))
 }
 
-fn seq_of(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
+/// The seq of a `PREFIX<seq>SUFFIX` file name (snapshots and the files
+/// beside them).
+pub(crate) fn seq_of(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
     name.strip_prefix(prefix)?
         .strip_suffix(suffix)?
         .parse()
