@@ -300,7 +300,15 @@ impl World {
         )
         .await?;
 
-        // Nodes: one per zone of every cluster.
+        // Nodes: one per zone of every cluster. A cold cluster's nodes
+        // start from the newest snapshot of the first stable cluster's
+        // first node (`snapshot.seed_from`: snapshots are portable across
+        // replicas of one log).
+        let seed_source = seed_plan
+            .clusters
+            .iter()
+            .find(|c| c.version != Version::Canary && c.start != Start::Cold)
+            .map(|c| setup.dir.join(format!("{}-1", c.name)).join("state"));
         let mut nodes = Vec::new();
         for c in &seed_plan.clusters {
             for (i, zone) in c.zones.iter().enumerate() {
@@ -327,7 +335,13 @@ impl World {
                 };
                 std::fs::write(
                     &spec.config,
-                    node_config(&spec, broker_addr, open_limit, setup.fetch_wait_ms),
+                    node_config(
+                        &spec,
+                        broker_addr,
+                        open_limit,
+                        setup.fetch_wait_ms,
+                        seed_source.as_deref().filter(|_| spec.cold),
+                    ),
                 )?;
                 nodes.push(spec);
             }
@@ -504,43 +518,21 @@ impl World {
         .expect("a loopback URL")
     }
 
-    /// The shell line the controller runs to start a cold cluster: for
-    /// each node, copy the newest snapshot of a running stable node into
-    /// its snapshot directory (snapshots are portable across replicas of
-    /// one log), then start it in the background and write its pid.
+    /// The shell line the controller runs to start a cold cluster: each
+    /// node started in the background, its pid written. Each starts from
+    /// a stable node's newest snapshot (`snapshot.seed_from` in its
+    /// config), with the answers window and chain checkpoints beside it.
     pub fn cold_start_command(&self, cluster: &str) -> String {
         let bin = tandem_bin();
-        let source = self
-            .nodes
-            .iter()
-            .find(|n| !n.canary && !n.cold)
-            .map(|n| n.data.join("state").join("snapshots-0"));
         let mut parts = Vec::new();
         for n in self.nodes.iter().filter(|n| n.cluster == cluster) {
-            let dest = n.data.join("state").join("snapshots-0");
-            let mut s = format!("mkdir -p '{}'", dest.display());
-            if let Some(src) = &source {
-                // The newest snapshot and the files saved beside it at the
-                // same seq (the answers window, the chain checkpoints):
-                // without them a restored node would answer a repeated
-                // place with 409 and could not show older checkpoints.
-                s.push_str(&format!(
-                    " && (f=$(ls -1 '{src}'/snapshot-*.tsnap 2>/dev/null | tail -n 1); \
-                     if [ -n \"$f\" ]; then n=${{f##*/snapshot-}}; n=${{n%.tsnap}}; \
-                     for g in '{src}'/*-$n.*; do [ \"$g\" = \"$f\" ] || cp \"$g\" '{dest}'/; done; \
-                     cp \"$f\" '{dest}'/; fi)",
-                    src = src.display(),
-                    dest = dest.display()
-                ));
-            }
-            s.push_str(&format!(
-                "; '{bin}' node --config '{config}' >> '{log}' 2>&1 & echo $! > '{pid}'",
+            parts.push(format!(
+                "'{bin}' node --config '{config}' >> '{log}' 2>&1 & echo $! > '{pid}'",
                 bin = bin.display(),
                 config = n.config.display(),
                 log = n.log.display(),
                 pid = n.pid_file.display(),
             ));
-            parts.push(s);
         }
         parts.join("; ")
     }
@@ -771,6 +763,7 @@ fn node_config(
     broker: SocketAddr,
     open_limit: Option<u32>,
     fetch_wait_ms: u64,
+    seed_from: Option<&Path>,
 ) -> String {
     let (role, version) = if n.canary {
         ("canary", "2.0.0")
@@ -779,6 +772,9 @@ fn node_config(
     };
     let limit = open_limit
         .map(|l| format!("max_open_orders_per_account = {l}\n"))
+        .unwrap_or_default();
+    let seed = seed_from
+        .map(|p| format!("seed_from = \"{}\"\n", p.display()))
         .unwrap_or_default();
     format!(
         r#"# Written by tandem demo.
@@ -806,7 +802,7 @@ max_batch = 256
 every_commands = 5000
 every_secs = 0
 keep = 2
-
+{seed}
 [limits]
 account_rate = 0
 wait_ms = 10000
