@@ -48,6 +48,9 @@ commands:
   verify-log --log PATH [--chain-id N] [--require-signed]
         verify the signature of every signed record of an order log (a
         file log directory or a JSONL file) and name the first bad one
+  snapshot-export --from DATA_DIR --out DIR
+        copy a node's newest snapshots, with the files beside them, into
+        DIR for another node's [snapshot] seed_from
   help [command]
         this text, or a command's flags (as `tandem <command> --help`)
 
@@ -215,6 +218,97 @@ usage: tandem rollout check --plan FILE [--time-scale K]
   -h, --help        this text
 ";
 
+const SNAPSHOT_EXPORT_USAGE: &str = "\
+usage: tandem snapshot-export --from DATA_DIR --out DIR
+
+  copy the newest snapshot of each partition of a node's data directory,
+  with the idempotency window and chain checkpoints saved beside it, into
+  DIR (laid out as a data directory: DIR/snapshots-P/), for a new node's
+  `[snapshot] seed_from`. Safe on a running node's directory: only
+  finished files are taken (the newest snapshot whose window is written),
+  each copied under a temporary name, synced and renamed. Prints one line
+  per partition; exits 1 when DATA_DIR holds no snapshot, or DIR already
+  holds one for a partition.
+
+  --from DATA_DIR  the node's data_dir (holding snapshots-0/, ...)
+  --out DIR        where the copies go (created if missing)
+  -h, --help       this text
+";
+
+fn cmd_snapshot_export(args: &[String]) -> Result<()> {
+    use std::path::PathBuf;
+    let (mut from, mut out) = (None::<PathBuf>, None::<PathBuf>);
+    let mut flags = Flags::new("snapshot-export", SNAPSHOT_EXPORT_USAGE, args);
+    while let Some(f) = flags.next_flag() {
+        if is_help(&f) {
+            print!("{SNAPSHOT_EXPORT_USAGE}");
+            return Ok(());
+        }
+        match f.name {
+            "--from" => from = Some(flags.value(&f, "a data directory")?.into()),
+            "--out" => out = Some(flags.value(&f, "a directory")?.into()),
+            _ => return Err(flags.unknown(&f)),
+        }
+    }
+    let (Some(from), Some(out)) = (from, out) else {
+        return Err(flags.error("--from DATA_DIR and --out DIR are required".into()));
+    };
+    let mut partitions: Vec<(u32, PathBuf)> = std::fs::read_dir(&from)
+        .with_context(|| format!("--from {}", from.display()))?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let p: u32 = e
+                .file_name()
+                .to_str()?
+                .strip_prefix("snapshots-")?
+                .parse()
+                .ok()?;
+            e.path().is_dir().then(|| (p, e.path()))
+        })
+        .collect();
+    partitions.sort();
+    let mut exported = 0;
+    for (p, src) in &partitions {
+        let dest = out.join(format!("snapshots-{p}"));
+        let has_own = std::fs::read_dir(&dest).is_ok_and(|mut d| {
+            d.any(|e| {
+                e.is_ok_and(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.starts_with("snapshot-") && n.ends_with(".tsnap"))
+                })
+            })
+        });
+        anyhow::ensure!(
+            !has_own,
+            "{} already holds a snapshot: export into an empty directory",
+            dest.display()
+        );
+        match tandem_node::seed::seed(src, &dest).map_err(anyhow::Error::msg)? {
+            Some(s) => {
+                exported += 1;
+                println!(
+                    "snapshots-{p}: seq {} ({}){}",
+                    s.seq,
+                    s.files.join(", "),
+                    if s.without_window {
+                        "; no idempotency window beside it: repeated places of earlier orders will be answered 409"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            None => println!("snapshots-{p}: no snapshot"),
+        }
+    }
+    anyhow::ensure!(
+        exported > 0,
+        "{} holds no snapshot (no snapshots-P/ with a snapshot-*.tsnap)",
+        from.display()
+    );
+    Ok(())
+}
+
 const KEYGEN_USAGE: &str = "\
 usage: tandem keygen [--scheme ed25519|eip712] [--out FILE]
 
@@ -327,6 +421,7 @@ fn run(args: Vec<String>) -> Result<()> {
         "keygen" => cmd_keygen(rest),
         "order" => cmd_order(rest),
         "verify-log" => cmd_verify_log(rest),
+        "snapshot-export" => cmd_snapshot_export(rest),
         "help" | "--help" | "-h" => {
             let text = match rest.first().map(String::as_str) {
                 None => USAGE,
@@ -339,6 +434,7 @@ fn run(args: Vec<String>) -> Result<()> {
                 Some("keygen") => KEYGEN_USAGE,
                 Some("order") => ORDER_USAGE,
                 Some("verify-log") => VERIFY_LOG_USAGE,
+                Some("snapshot-export") => SNAPSHOT_EXPORT_USAGE,
                 Some(other) => {
                     return Err(usage_error(USAGE, format!("unknown command {other:?}")))
                 }
