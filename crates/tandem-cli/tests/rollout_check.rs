@@ -18,12 +18,8 @@ fn seed() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rollout/seed.yaml")
 }
 
-/// A scratch directory for this test, emptied first.
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rollout_check-{name}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
+    common::scratch(&format!("rollout_check-{name}"))
 }
 
 #[test]

@@ -10,12 +10,8 @@ use std::path::{Path, PathBuf};
 
 use common::tandem;
 
-/// A scratch directory for this test, emptied first.
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("snapshot_export-{name}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
+    common::scratch(&format!("snapshot_export-{name}"))
 }
 
 fn names(d: &Path) -> Vec<String> {
