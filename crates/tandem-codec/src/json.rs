@@ -21,7 +21,7 @@ pub enum Val<'a> {
 }
 
 /// Known keys of a command object.
-pub const KEYS: [&str; 10] = [
+pub const KEYS: [&str; 11] = [
     "op",
     "market",
     "id",
@@ -32,6 +32,7 @@ pub const KEYS: [&str; 10] = [
     "qty",
     "tif",
     "post_only",
+    "base",
 ];
 
 /// Position of a known key in `KEYS`.
@@ -48,6 +49,7 @@ fn key_index(key: &[u8]) -> Option<usize> {
         b"qty" => 7,
         b"tif" => 8,
         b"post_only" => 9,
+        b"base" => 10,
         _ => return None,
     })
 }

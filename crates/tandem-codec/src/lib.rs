@@ -24,6 +24,7 @@ const PRICE: usize = 6;
 const QTY: usize = 7;
 const TIF: usize = 8;
 const POST_ONLY: usize = 9;
+const BASE: usize = 10;
 
 /// True for a line that holds only JSON whitespace (skipped, but counted).
 pub fn is_blank(line: &[u8]) -> bool {
@@ -53,6 +54,29 @@ pub fn decode_command(line: &[u8]) -> Command {
     match read_object(line) {
         Err(_) => invalid(None, None, "body"),
         Ok(f) => from_fields(&f, None),
+    }
+}
+
+/// Decodes one record of a node's order log: a command line as
+/// [`decode_command`] reads it, plus what only a node writes there (an
+/// amend's `"base":"N"`, see `Amend::base`; [`write_record`]). `tandem
+/// match` input is read with [`decode_command`], which ignores that field
+/// as it ignores every unknown one. A base that is not a decimal string of
+/// 0..=65535 is no base.
+pub fn decode_record(line: &[u8]) -> Command {
+    match read_object(line) {
+        Err(_) => invalid(None, None, "body"),
+        Ok(f) => {
+            let mut cmd = from_fields(&f, None);
+            if let (Command::Amend(a), Some(Val::Str(s))) = (&mut cmd, &f[BASE]) {
+                a.base = s
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| s.parse().ok())
+                    .flatten();
+            }
+            cmd
+        }
     }
 }
 
@@ -130,6 +154,7 @@ pub fn from_fields(f: &json::Fields, fixed: Option<Op>) -> Command {
                 account,
                 price: price.and_then(Price::from_units),
                 qty: qty.and_then(Qty::from_units),
+                base: None,
             })
         }
         Op::Place => {
@@ -295,9 +320,10 @@ pub fn write_book(eng: &Engine, m: MarketIx, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
-/// Appends `cmd` as one canonical JSONL command object (no newline): what
-/// a node writes to the order log, readable back by [`decode_command`] and
-/// by `tandem match`. Fields come in a fixed order, decimals in their
+/// Appends `cmd` as one canonical JSONL command object (no newline), as
+/// the contract has it: an amend's `base` is not written (see
+/// [`write_record`]); readable back by [`decode_command`] and by `tandem
+/// match`. Fields come in a fixed order, decimals in their
 /// shortest exact form, so equal commands encode to equal bytes. Returns
 /// false (writing nothing) for `Command::Invalid`, which is never logged.
 pub fn write_command(cmd: &Command, out: &mut Vec<u8>) -> bool {
@@ -344,6 +370,23 @@ pub fn write_command(cmd: &Command, out: &mut Vec<u8>) -> bool {
         Command::Cancel(_) | Command::Invalid(_) => {}
     }
     out.push(b'}');
+    true
+}
+
+/// Appends `cmd` as a node writes it to its order log: [`write_command`]
+/// plus an amend's base (`,"base":"N"` before the closing brace), readable
+/// back by [`decode_record`]. Returns false (writing nothing) for
+/// `Command::Invalid`.
+pub fn write_record(cmd: &Command, out: &mut Vec<u8>) -> bool {
+    if !write_command(cmd, out) {
+        return false;
+    }
+    if let Command::Amend(Amend { base: Some(b), .. }) = cmd {
+        out.pop();
+        out.extend_from_slice(b",\"base\":\"");
+        out.extend_from_slice(b.to_string().as_bytes());
+        out.extend_from_slice(b"\"}");
+    }
     true
 }
 

@@ -1,9 +1,11 @@
-//! `write_command` is what a node puts in the order log: it must decode
-//! back to the very command it encoded, for any valid command, and equal
-//! commands must encode to equal bytes.
+//! `write_record` is what a node puts in the order log: it must decode
+//! back (`decode_record`) to the very command it encoded, for any valid
+//! command, and equal commands must encode to equal bytes. `write_command`
+//! is the contract's canonical form (no amend base), which `decode_command`
+//! (`tandem match`) reads back, and reads out of a record too.
 
 use proptest::prelude::*;
-use tandem_codec::{decode_command, write_command};
+use tandem_codec::{decode_command, decode_record, write_command, write_record};
 use tandem_core::{Amend, Cancel, Command, Invalid, OrderKind, Place, Price, Qty, Side, Sym, Tif};
 
 fn sym() -> impl Strategy<Value = Sym> {
@@ -60,17 +62,19 @@ fn command() -> impl Strategy<Value = Command> {
         sym(),
         proptest::option::of(units()),
         proptest::option::of(units()),
+        proptest::option::of(any::<u16>()),
     )
         .prop_filter("amend needs a price or a qty", |t| {
             t.3.is_some() || t.4.is_some()
         })
-        .prop_map(|(market, id, account, price, qty)| {
+        .prop_map(|(market, id, account, price, qty, base)| {
             Command::Amend(Amend {
                 market,
                 id,
                 account,
                 price: price.and_then(Price::from_units),
                 qty: qty.and_then(Qty::from_units),
+                base,
             })
         });
     prop_oneof![place, cancel, amend]
@@ -80,12 +84,53 @@ proptest! {
     #[test]
     fn written_commands_decode_to_themselves(cmd in command()) {
         let mut line = Vec::new();
-        prop_assert!(write_command(&cmd, &mut line));
-        prop_assert_eq!(decode_command(&line), cmd.clone());
+        prop_assert!(write_record(&cmd, &mut line));
+        prop_assert_eq!(decode_record(&line), cmd.clone());
         let mut again = Vec::new();
-        write_command(&decode_command(&line), &mut again);
-        prop_assert_eq!(line, again);
+        write_record(&decode_record(&line), &mut again);
+        prop_assert_eq!(&line, &again);
+        let mut contract = cmd;
+        if let Command::Amend(a) = &mut contract {
+            a.base = None;
+        }
+        prop_assert_eq!(decode_command(&line), contract.clone());
+        let mut canonical = Vec::new();
+        prop_assert!(write_command(&contract, &mut canonical));
+        prop_assert_eq!(decode_command(&canonical), contract);
     }
+}
+
+#[test]
+fn an_amend_base_is_read_only_from_records_and_only_as_a_u16_string() {
+    let base = |line: &str| match decode_record(line.as_bytes()) {
+        Command::Amend(a) => a.base,
+        other => panic!("{line}: {other:?}"),
+    };
+    let line = |v: &str| {
+        format!(r#"{{"op":"amend","market":"M","id":"o1","account":"a","qty":"2","base":{v}}}"#)
+    };
+    assert_eq!(base(&line("\"7\"")), Some(7));
+    assert_eq!(base(&line("\"0\"")), Some(0));
+    assert_eq!(base(&line("\"65535\"")), Some(65535));
+    for v in [
+        "\"65536\"",
+        "\"-1\"",
+        "\"+1\"",
+        "\"\"",
+        "\" 1\"",
+        "7",
+        "true",
+        "null",
+    ] {
+        assert_eq!(base(&line(v)), None, "{v}");
+    }
+    assert!(matches!(
+        decode_command(line("\"7\"").as_bytes()),
+        Command::Amend(a) if a.base.is_none()
+    ));
+    // On a place or cancel the field means nothing.
+    let place = br#"{"op":"place","market":"M","id":"o1","account":"a","side":"buy","price":"1","qty":"1","base":"3"}"#;
+    assert_eq!(decode_record(place), decode_command(place));
 }
 
 #[test]

@@ -25,7 +25,7 @@
 //! 3 cancelled : ordinal u64, remaining, reason u8 (user 0, ioc 1, fok 2, self_trade 3)
 //! 4 amended   : ordinal u64, price, qty
 //! 5 rejected  : market str?, id str?, reason u8 (invalid 0, duplicate_id 1, post_only 2,
-//!               unknown_order 3, limit 4)
+//!               unknown_order 3, limit 4, stale 5)
 //! ```
 
 use xxhash_rust::xxh3::xxh3_128;

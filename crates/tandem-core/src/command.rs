@@ -86,6 +86,16 @@ pub struct Amend {
     pub account: Sym,
     pub price: Option<Price>,
     pub qty: Option<Qty>,
+    /// The order's count of based amends (`Engine::order_changes`) as the
+    /// node that accepted this one read it: set by a node in its log
+    /// records (`log.retry_safe_amends`), never by `tandem match` input.
+    /// An amend with a base applies only if no based amend of the order
+    /// took effect since that read; otherwise it is rejected (`stale`).
+    /// So a second copy of one request (a retry, a copy delayed in a
+    /// node's queue) never applies twice, whatever happened between. An
+    /// amend without a base applies as `contracts/match-jsonl.md` says,
+    /// every time.
+    pub base: Option<u16>,
 }
 
 /// A command that could not be decoded; kept for its seq and its event.

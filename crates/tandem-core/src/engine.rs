@@ -133,6 +133,9 @@ const F_POST_ONLY: u8 = 2;
 const F_MARKET: u8 = 4;
 const F_STATUS_SHIFT: u8 = 3;
 const F_STATUS_MASK: u8 = 3 << F_STATUS_SHIFT;
+/// In a snapshot only: the entry's `changes` follows its flags (entries
+/// with no based amend, and every snapshot before bases existed, omit it).
+pub(crate) const F_HAS_CHANGES: u8 = 1 << 5;
 
 /// One taken id. Kept for good: ids are never reused in a market.
 #[derive(Debug, Clone)]
@@ -147,7 +150,14 @@ pub(crate) struct IdEntry {
     pub(crate) price: u64,
     /// Quantity in units, as last placed/amended.
     pub(crate) qty: u64,
+    /// Based amends (`Amend::base`) that took effect on this order,
+    /// wrapping (it sits in the entry's padding: no memory added).
+    pub(crate) changes: u16,
 }
+
+// `changes` lives in what was padding: an id still costs 56 bytes.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<IdEntry>() == 56);
 
 impl IdEntry {
     fn prefault_filler() -> Self {
@@ -159,6 +169,7 @@ impl IdEntry {
             flags: 0,
             price: 0,
             qty: 0,
+            changes: 0,
         }
     }
     pub(crate) fn side(&self) -> Side {
@@ -467,6 +478,18 @@ impl Engine {
             status: e.status(),
             post_only: e.post_only(),
         })
+    }
+
+    /// How many based amends (`Amend::base`) took effect on this order,
+    /// wrapping at 65,536; 0 for an id not taken (yet) or another
+    /// account's. A node puts it in the amends it appends as their base.
+    pub fn order_changes(&self, market: &[u8], id: &[u8], account: &[u8]) -> u16 {
+        let found = self.find_market(market).and_then(|m| {
+            let a = self.find_account(account)?;
+            let e = &self.ids[self.find_id(m, id)? as usize];
+            (e.account == a).then_some(e.changes)
+        });
+        found.unwrap_or(0)
     }
 
     /// Resting orders of one side of a market, best first, then by time:
@@ -889,6 +912,7 @@ impl Engine {
                 flags: IdEntry::make_flags(p.side, p.post_only, limit.is_none(), OrderStatus::Open),
                 price: limit.unwrap_or(0),
                 qty: p.qty.units(),
+                changes: 0,
             },
         );
         self.emit(out, Event::Accepted { market: m, id: ix });
@@ -1247,6 +1271,14 @@ impl Engine {
         let price = a.price.map_or(old_price, Price::units);
         let qty = a.qty.map_or(ord.qty, Qty::units);
         let e = &self.ids[ix as usize];
+        if a.base.is_some_and(|b| b != e.changes) {
+            // Accepted before another based amend of this order took
+            // effect: a copy of that one, or a change to a state that is
+            // gone. Applying it would top up what filled since, or undo
+            // the later change.
+            return self.reject(&a.market, &a.id, RejectReason::Stale, out);
+        }
+        let counted = u16::from(a.base.is_some());
         let side = e.side();
         let amended = Event::Amended {
             market: m,
@@ -1256,7 +1288,9 @@ impl Engine {
         };
         if price == old_price && qty <= ord.qty {
             self.orders[o as usize].qty = qty;
-            self.ids[ix as usize].qty = qty;
+            let e = &mut self.ids[ix as usize];
+            e.qty = qty;
+            e.changes = e.changes.wrapping_add(counted);
             return self.emit(out, amended);
         }
         if e.post_only() && self.crosses(m, side, price) {
@@ -1267,6 +1301,7 @@ impl Engine {
         let e = &mut self.ids[ix as usize];
         e.price = price;
         e.qty = qty;
+        e.changes = e.changes.wrapping_add(counted);
         self.emit(out, amended);
         self.enter(m, ix, account, side, Some(price), Some(price), qty, out);
     }

@@ -45,6 +45,9 @@ pub enum RejectReason {
     UnknownOrder,
     /// A configured capacity limit was reached.
     Limit,
+    /// An amend based on an older state of the order (`Amend::base`):
+    /// another based amend of it took effect since it was accepted.
+    Stale,
 }
 
 impl RejectReason {
@@ -56,6 +59,7 @@ impl RejectReason {
             RejectReason::PostOnly => "post_only",
             RejectReason::UnknownOrder => "unknown_order",
             RejectReason::Limit => "limit",
+            RejectReason::Stale => "stale",
         }
     }
     pub(crate) fn code(self) -> u8 {

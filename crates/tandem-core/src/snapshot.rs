@@ -7,8 +7,13 @@
 //!   seq | chain state (varint len ‖ folded state ‖ pending bytes, see chain.rs)
 //!   accounts:  str × n_accounts                  (index order)
 //!   markets:   name str × n_markets              (index order)
-//!   ids:       (market, id str, account, flags u8, price, qty) × n_ids,
-//!              in two halves (the second starts at off_ids2)
+//!   ids:       (market, id str, account, flags u8, [changes], price, qty)
+//!              × n_ids, in two halves (the second starts at off_ids2);
+//!              flags bit 5 says a varint `changes` (1..=65535, the
+//!              order's based amends) follows. Entries without it are
+//!              what builds before amend bases wrote, so such a snapshot
+//!              stays readable by them; one with it is refused by them
+//!              (unknown flag) and skipped, never misread.
 //!   books:     per market, bids then asks, best level first:
 //!              levels | (price | orders | (id index, qty) × orders) × levels
 //!   section table, ten u64 LE: n_accounts, n_markets, n_ids, n_ids_first,
@@ -32,7 +37,7 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 use crate::command::Side;
 use crate::engine::{
     id_table_of, key_of, name_tables_of, prefetch, Config, Engine, IdEntry, Ladder, Level, Market,
-    Order, OrderStatus, Rung, NONE,
+    Order, OrderStatus, Rung, F_HAS_CHANGES, NONE,
 };
 use crate::num::MAX_UNITS;
 use crate::Sym;
@@ -330,9 +335,19 @@ fn decode_ids<'a>(
         let id = r.sym()?;
         let account = r.index(n_accounts, "id's account")?;
         let flags = r.u8()?;
-        if flags & !0b1_1111 != 0 || (flags >> 3) == 3 {
+        if flags & !0b11_1111 != 0 || (flags >> 3) & 3 == 3 {
             return Err(r.err(format!("id flags {flags:#x} invalid")));
         }
+        let changes = if flags & F_HAS_CHANGES != 0 {
+            let c = r.varint()?;
+            match u16::try_from(c) {
+                Ok(c) if c != 0 => c,
+                _ => return Err(r.err(format!("id's change count {c} invalid"))),
+            }
+        } else {
+            0
+        };
+        let flags = flags & !F_HAS_CHANGES;
         let price = r.varint()?;
         let qty = r.units("id's qty")?;
         if price > MAX_UNITS || id.is_empty() {
@@ -346,6 +361,7 @@ fn decode_ids<'a>(
             flags,
             price,
             qty,
+            changes,
         });
     }
     Ok(out)
@@ -549,7 +565,12 @@ impl Engine {
             w.varint(u64::from(e.market))?;
             w.str(&e.id)?;
             w.varint(u64::from(e.account))?;
-            w.put(&[e.flags])?;
+            if e.changes == 0 {
+                w.put(&[e.flags])?;
+            } else {
+                w.put(&[e.flags | F_HAS_CHANGES])?;
+                w.varint(u64::from(e.changes))?;
+            }
             w.varint(e.price)?;
             w.varint(e.qty)?;
         }

@@ -77,6 +77,7 @@ fn flow(markets: u64) -> Vec<Command> {
                 account: Sym::new(&format!("a{oacct}")),
                 price: None,
                 qty: Some(Qty::parse("1").unwrap()),
+                base: (oid % 2 == 0).then_some(0),
             }),
             _ => {
                 let c = place(m, next_id, acct, side, None, 1 + rnd(9));

@@ -157,6 +157,9 @@ fn decode(g: &Genome, markets: usize, accounts: usize) -> (Command, Option<u8>) 
                 account,
                 price,
                 qty,
+                // A node's amend; `aim` gives most of them the base a node
+                // would read.
+                base: (g[16] & 1 == 1).then_some(u16::from(g[16] >> 6)),
             })
         }
         _ => Command::Invalid(Invalid {
@@ -183,22 +186,46 @@ fn commands(n: usize) -> impl Strategy<Value = Vec<Command>> {
 /// Points each cancel or amend paired with `Some(v)` at an order that is
 /// live at that point (found by replaying the model; `v` picks which),
 /// keeping its change, so that they often reach one. The rest keep their
-/// random names.
+/// random names. An amend with a base (a node's) and an odd `v` is instead
+/// a copy of the last such amend (a client's retry, or a copy delayed in a
+/// node's queue, often after fills or other amends); one with `v & 2` keeps
+/// its random base (a node that had not seen the latest amend); the others
+/// get the base a node would read now.
 fn aim(cmds: Vec<(Command, Option<u8>)>) -> Vec<Command> {
     let mut model = Model::new();
+    let mut last_based: Option<Command> = None;
     cmds.into_iter()
         .map(|(mut cmd, target)| {
-            if let (Some(v), Command::Cancel(_) | Command::Amend(_)) = (target, &cmd) {
-                let live = model.live();
-                if !live.is_empty() {
-                    let (m, id, a) = &live[usize::from(v) * live.len() / 256];
-                    let (m, id, a) = (Sym::new(m), Sym::new(id), Sym::new(a));
-                    match &mut cmd {
-                        Command::Cancel(c) => (c.market, c.id, c.account) = (m, id, a),
-                        Command::Amend(c) => (c.market, c.id, c.account) = (m, id, a),
-                        _ => {}
+            let based = matches!(&cmd, Command::Amend(a) if a.base.is_some());
+            match (target, &last_based) {
+                (Some(v), Some(last)) if based && v & 1 == 1 => cmd = last.clone(),
+                (Some(v), _) => {
+                    if let Command::Cancel(_) | Command::Amend(_) = &cmd {
+                        let live = model.live();
+                        if !live.is_empty() {
+                            let (m, id, a) = &live[usize::from(v) * live.len() / 256];
+                            let (m, id, a) = (Sym::new(m), Sym::new(id), Sym::new(a));
+                            match &mut cmd {
+                                Command::Cancel(c) => (c.market, c.id, c.account) = (m, id, a),
+                                Command::Amend(c) => (c.market, c.id, c.account) = (m, id, a),
+                                _ => {}
+                            }
+                        }
+                    }
+                    if let Command::Amend(a) = &mut cmd {
+                        if a.base.is_some() && v & 2 == 0 {
+                            a.base = Some(model.changes(
+                                a.market.as_str(),
+                                a.id.as_str(),
+                                a.account.as_str(),
+                            ));
+                        }
                     }
                 }
+                _ => {}
+            }
+            if matches!(&cmd, Command::Amend(a) if a.base.is_some()) {
+                last_based = Some(cmd.clone());
             }
             model.apply(&cmd);
             cmd
@@ -247,6 +274,7 @@ fn decode_deep(g: &[u8; 10]) -> (Command, Option<u8>) {
             price: (g[7] & 1 == 0)
                 .then(|| Price::from_units((u64::from(g[4]) % 300 + 1) * SCALE).expect("price")),
             qty: (g[7] & 2 == 0).then(|| gen_qty(g[6], g[5], g[3])),
+            base: (g[7] & 4 != 0).then_some(0),
         }),
     };
     (cmd, Some(g[8]))
@@ -299,6 +327,9 @@ fn jsonl(cmd: &Command) -> String {
             }
             if let Some(q) = a.qty {
                 s += &format!(",\"qty\":\"{q}\"");
+            }
+            if let Some(b) = a.base {
+                s += &format!(",\"base\":\"{b}\"");
             }
             s + "}"
         }
@@ -655,6 +686,7 @@ impl RefChain {
                         "post_only",
                         "unknown_order",
                         "limit",
+                        "stale",
                     ];
                     self.pending
                         .push(codes.iter().position(|c| c == reason).unwrap() as u8);
@@ -846,7 +878,23 @@ mod scenarios {
             account: Sym::new(account),
             price: price.map(|p| Price::from_units(p * SCALE).expect("price")),
             qty: qty.map(|q| Qty::from_units(q * SCALE).expect("qty")),
+            base: None,
         })
+    }
+
+    /// A node's amend, with the base it read (`Amend::base`).
+    fn based_amend(
+        id: &str,
+        account: &str,
+        price: Option<u64>,
+        qty: Option<u64>,
+        base: u16,
+    ) -> Command {
+        let Command::Amend(mut a) = amend(id, account, price, qty) else {
+            unreachable!()
+        };
+        a.base = Some(base);
+        Command::Amend(a)
     }
 
     fn events(cmds: &[Command]) -> Vec<Vec<ModelEvent>> {
@@ -947,6 +995,47 @@ mod scenarios {
             ]
         );
         assert_eq!(ev[9], vec![rejected("s1", "duplicate_id")]);
+    }
+
+    #[test]
+    fn a_based_amend_applies_once_and_only_to_the_state_it_was_based_on() {
+        use Side::*;
+        let amended = |id: &str, price: u64, qty: u64| ModelEvent::Amended {
+            market: "M".into(),
+            id: id.into(),
+            price: price * SCALE,
+            qty: qty * SCALE,
+        };
+        let ev = events(&[
+            place("s1", "alice", Sell, Some(5), 5, Tif::Gtc, false),
+            based_amend("s1", "alice", None, Some(3), 0),
+            place("b1", "bob", Buy, Some(5), 2, Tif::Ioc, false),
+            // A second copy of that amend (a retry whose first copy took
+            // effect): not topped up from 1 back to 3.
+            based_amend("s1", "alice", None, Some(3), 0),
+            // Another account's amend is not this order's at all.
+            based_amend("s1", "bob", None, Some(3), 1),
+            // The next change, based on what the first left: applied
+            // (1 -> 2 re-enters).
+            based_amend("s1", "alice", Some(5), Some(2), 1),
+            // A copy of the first delayed past it: it would undo it.
+            based_amend("s1", "alice", None, Some(3), 0),
+            // The contract's amend (what `tandem match` reads) is applied
+            // every time and is not counted.
+            amend("s1", "alice", Some(5), Some(2)),
+            amend("s1", "alice", Some(5), Some(2)),
+            based_amend("s1", "alice", Some(5), Some(2), 2),
+            place("b2", "bob", Buy, Some(5), 9, Tif::Ioc, false),
+        ]);
+        assert_eq!(ev[1], vec![amended("s1", 5, 3)]);
+        assert_eq!(ev[3], vec![rejected("s1", "stale")]);
+        assert_eq!(ev[4], vec![rejected("s1", "unknown_order")]);
+        assert_eq!(ev[5], vec![amended("s1", 5, 2)]);
+        assert_eq!(ev[6], vec![rejected("s1", "stale")]);
+        assert_eq!(ev[7], vec![amended("s1", 5, 2)]);
+        assert_eq!(ev[8], vec![amended("s1", 5, 2)]);
+        assert_eq!(ev[9], vec![amended("s1", 5, 2)]);
+        assert_eq!(ev[10][1], trade("s1", "b2", 5, 2));
     }
 
     #[test]

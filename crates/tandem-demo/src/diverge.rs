@@ -142,7 +142,7 @@ pub fn first_difference(
             if seq > end {
                 return Ok(None);
             }
-            let cmd = tandem_codec::decode_command(&record.payload);
+            let cmd = tandem_codec::decode_record(&record.payload);
             if let Command::Invalid(invalid) = &cmd {
                 return Err(DivergeError::Undecodable {
                     seq,

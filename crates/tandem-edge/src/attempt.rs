@@ -47,14 +47,16 @@ pub fn retryable(status: u16) -> bool {
 /// connection, a 502/503/504), be sent again, to another node? Only when
 /// repeating it cannot do something twice: reads (`GET`, `HEAD`), and the
 /// order writes whose second copy cannot take effect: `POST /v1/orders`
-/// (a place is idempotent by its id: the engine refuses a taken id) and
+/// (a place is idempotent by its id: the engine refuses a taken id),
 /// `DELETE /v1/orders/{market}/{id}` (a second cancel is refused by the
-/// engine and the node answers the original). Not `PATCH`: a node answers
-/// a repeated amend with the original only once it has applied the first,
-/// and when both copies reach the log (the first still in flight, or
-/// another node behind) the engine applies the amend twice, which after a
-/// fill in between raises the remaining quantity again (the simulation,
-/// `tandem-sim`, found this). Anything else is answered with what the
+/// engine and the node answers the original) and `PATCH
+/// /v1/orders/{market}/{id}` (the node marks the amends it appends
+/// retry-safe, `log.retry_safe_amends`: a second copy equal to the order's
+/// latest change is refused, `repeat`, and answered with the original).
+/// Before that mark an amend's second copy applied again, raising the
+/// remaining quantity after a fill (the simulation, `tandem-sim`, found
+/// it): an edge in front of nodes older than the mark, or with it turned
+/// off, must not repeat amends. Anything else is answered with what the
 /// first attempt got. (A request that never reached a node — its
 /// connection failed — may always go to another; see [`Plan::judge`].)
 pub fn repeatable(method: &Method, path: &str) -> bool {
@@ -68,7 +70,9 @@ pub fn repeatable(method: &Method, path: &str) -> bool {
     let rest: Vec<&str> = seg.collect();
     match rest.as_slice() {
         [] => method == Method::POST,
-        [market, id] if !market.is_empty() && !id.is_empty() => method == Method::DELETE,
+        [market, id] if !market.is_empty() && !id.is_empty() => {
+            method == Method::DELETE || method == Method::PATCH
+        }
         _ => false,
     }
 }
@@ -258,6 +262,7 @@ mod tests {
             ("HEAD", "/anything"),
             ("POST", "/v1/orders"),
             ("DELETE", "/v1/orders/M/o1"),
+            ("PATCH", "/v1/orders/M/o1"),
             ("DELETE", "/v1/orders/BTC-USD/o%2F1"),
         ];
         let no = [
@@ -271,7 +276,6 @@ mod tests {
             ("DELETE", "/v1/orders/M/"),
             ("DELETE", "/v1/orders//o1"),
             ("DELETE", "/v1/orders/M/o1/x"),
-            ("PATCH", "/v1/orders/M/o1"),
             ("PATCH", "/v1/orders/M"),
             ("PATCH", "/v2/orders/M/o1"),
             ("OPTIONS", "/v1/orders"),
@@ -306,12 +310,18 @@ mod tests {
                 3,
             )
         };
-        let (cancel, amend) = (plan(&Method::DELETE), plan(&Method::PATCH));
+        let (cancel, amend, put) = (
+            plan(&Method::DELETE),
+            plan(&Method::PATCH),
+            plan(&Method::PUT),
+        );
         assert_eq!(cancel.judge(Tried::TimedOut), Verdict::TryAnother);
-        assert_eq!(amend.judge(Tried::TimedOut), Verdict::NotRepeated);
-        assert_eq!(amend.judge(Tried::Dropped), Verdict::NotRepeated);
-        assert_eq!(amend.judge(Tried::ConnectFailed), Verdict::TryAnother);
-        assert_eq!(amend.judge(Tried::Answered(503)), Verdict::Answer);
+        assert_eq!(amend.judge(Tried::TimedOut), Verdict::TryAnother);
+        assert_eq!(amend.judge(Tried::Answered(503)), Verdict::TryAnother);
+        assert_eq!(put.judge(Tried::TimedOut), Verdict::NotRepeated);
+        assert_eq!(put.judge(Tried::Dropped), Verdict::NotRepeated);
+        assert_eq!(put.judge(Tried::ConnectFailed), Verdict::TryAnother);
+        assert_eq!(put.judge(Tried::Answered(503)), Verdict::Answer);
         assert_eq!(cancel.judge(Tried::Answered(503)), Verdict::TryAnother);
         assert_eq!(cancel.judge(Tried::Answered(400)), Verdict::Answer);
         assert!(is_failure(Tried::Answered(502)) && !is_failure(Tried::Answered(409)));

@@ -277,13 +277,10 @@ async fn a_request_is_repeated_only_when_it_is_known_safe() {
         ("GET", "/v1/status"),
         ("POST", "/v1/orders"),
         ("DELETE", "/v1/orders/M/o1?account=a1"),
-    ];
-    // An amend is not repeated: both copies could reach the log.
-    let unsafe_ = [
-        ("POST", "/v1/other"),
-        ("PUT", "/v1/orders/M/o1"),
+        // Nodes refuse an amend's second copy by its base.
         ("PATCH", "/v1/orders/M/o1"),
     ];
+    let unsafe_ = [("POST", "/v1/other"), ("PUT", "/v1/orders/M/o1")];
     for (m, p) in safe {
         let (b0, g0) = (bad.hits(), good.hits());
         let a = send(&c, request(m, &edge.url(p), &[], body)).await.unwrap();

@@ -692,6 +692,26 @@ pub async fn order_entry_outcome(
     let mut payload = Vec::with_capacity(192);
     tandem_codec::write_command(&cmd, &mut payload);
     let part = &node.partitions[p as usize];
+    // An amend's base (`Amend::base`): the order's count of based amends
+    // as this replica has applied them, read *before* the windows are
+    // asked. Then a copy of an amend that took effect is either found in
+    // the window below, or carries a base from before it and is refused
+    // (`stale`) by every replica: never applied twice. The base is the
+    // node's, outside the signed fields and the canonical bytes.
+    if let (Command::Amend(a), true) = (&mut cmd, node.cfg.log.retry_safe_amends) {
+        let read = part.read(node.cfg.wait(), |e| {
+            e.order_changes(a.market.as_bytes(), a.id.as_bytes(), a.account.as_bytes())
+        });
+        match read.await {
+            Some(base) => a.base = Some(base),
+            None => {
+                return Err(Answer::unavailable(
+                    "replica busy: could not read the order to amend; retry",
+                )
+                .on(p))
+            }
+        }
+    }
     // A retry of an order (or of a cancel or amend) this replica has
     // already applied needs no append: the original answer. A cancel or
     // amend is a retry when its canonical bytes (account, market, id,
@@ -703,13 +723,17 @@ pub async fn order_entry_outcome(
         Before::Conflict => return Err(conflict(p)),
         Before::Append => {}
     }
+    let based = matches!(&cmd, Command::Amend(a) if a.base.is_some());
     let payload = Bytes::from(payload);
-    let record = match &creds {
+    let record = match (&creds, based) {
         // An unsigned command's record is its canonical bytes: shared.
-        None => payload.clone(),
-        Some(c) => {
-            let mut r = payload.to_vec();
-            auth::append_credentials(&mut r, c);
+        (None, false) => payload.clone(),
+        _ => {
+            let mut r = Vec::with_capacity(payload.len() + 32);
+            tandem_codec::write_record(&cmd, &mut r);
+            if let Some(c) = &creds {
+                auth::append_credentials(&mut r, c);
+            }
             Bytes::from(r)
         }
     };

@@ -151,6 +151,20 @@ pub struct LogConfig {
     /// an fdatasync syncs data only and no new file size
     /// (`tandem_log::FileLogConfig::preallocate_bytes`; 0 turns it off).
     pub write_ahead_bytes: u64,
+    /// Amends this node appends carry a base (`tandem_core::Amend::base`):
+    /// the order's count of based amends as this node's replica read it.
+    /// Every replica refuses (`stale`) an amend whose base is not the
+    /// order's count when it applies, so a second copy of one request (a
+    /// client's or the edge's retry, or a copy delayed in a node's queue)
+    /// never applies twice, whatever filled or changed between; a client
+    /// or the edge may retry a `PATCH` whose answer it lost. The cost: an
+    /// amend sent to a node that has not yet applied the same order's
+    /// previous amend is refused `stale` (send `x-tandem-min-seq` with the
+    /// token of that answer). Off only while nodes of a version before
+    /// bases (which ignore them and apply every copy) follow the same log;
+    /// the base is in the record, so a log replays alike whatever this
+    /// says.
+    pub retry_safe_amends: bool,
     /// Kafka: longest time the broker holds a fetch at the tail
     /// (`fetch.wait.max.ms`), and the tail poll interval. Lower answers
     /// sooner at the cost of more idle fetches.
@@ -455,6 +469,7 @@ impl Default for LogConfig {
             kafka_min_insync_replicas: 2,
             max_batch: 1024,
             write_ahead_bytes: tandem_log::FileLogConfig::default().preallocate_bytes,
+            retry_safe_amends: true,
             kafka_fetch_wait_ms: 2,
             kafka_properties: BTreeMap::new(),
         }

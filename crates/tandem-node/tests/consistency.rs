@@ -262,11 +262,12 @@ fn a_repeated_amend_answers_the_original_while_it_is_the_latest_change() {
     assert!(back.json()["seq"].as_u64() > less.json()["seq"].as_u64());
 }
 
-/// The canonical log record of a request, as the node appends it.
+/// The log record of a request, as the node appends it (an amend's
+/// `"base"` included).
 fn record(line: &str) -> bytes::Bytes {
-    let cmd = tandem_codec::decode_command(line.as_bytes());
+    let cmd = tandem_codec::decode_record(line.as_bytes());
     let mut b = Vec::new();
-    tandem_codec::write_command(&cmd, &mut b);
+    tandem_codec::write_record(&cmd, &mut b);
     b.into()
 }
 
@@ -290,6 +291,64 @@ fn a_cancel_appended_twice_answers_the_original_for_both() {
         (first.json()["seq"].as_u64().unwrap(), Some("cancelled")),
         "the second copy is answered with the original"
     );
+}
+
+#[test]
+fn an_amend_appended_twice_applies_once_whatever_came_between() {
+    let dir = TempDir::new("amend-twice");
+    let n = TestNode::start(config(&dir, "a"), file_log(&dir, "log"));
+    rest(&n, "o1", "acc");
+    let body = r#"{"account":"acc","qty":"0.5"}"#;
+    let first = n.call("PATCH", "/v1/orders/M/o1", &[], body.as_bytes());
+    assert_eq!(event_names(&first.json()), ["amended"], "{first}");
+    // A sell takes 0.2 of the 0.5 that rests.
+    let fill = n.post(&place_body("M", "s1", "acc2", "sell", "10", "0.2"));
+    assert_eq!(event_names(&fill.json()), ["accepted", "trade"], "{fill}");
+    // The amend's second copy reaches the log after the fill, as when a
+    // client retried on a node that had not applied the first: it carries
+    // the base that node read (0 amends). Without bases the engine set the
+    // remaining back to 0.5 (and sent the order behind others).
+    let part = Arc::clone(&n.node.partitions[0]);
+    let copy =
+        record(r#"{"op":"amend","market":"M","id":"o1","account":"acc","qty":"0.5","base":"0"}"#);
+    let o =
+        n.rt.block_on(part.submit(copy.clone(), Duration::from_secs(5)))
+            .expect("appended");
+    let events: serde_json::Value = serde_json::from_slice(&o.events).unwrap();
+    assert_eq!(
+        (o.seq, events),
+        (
+            first.json()["seq"].as_u64().unwrap(),
+            first.json()["events"].clone()
+        ),
+        "the second copy is answered with the original"
+    );
+    let remaining = || n.get("/v1/orders/M/o1?account=acc").json()["remaining"].clone();
+    assert_eq!(remaining(), "0.3");
+    // Through the API, the same body again is the repeat.
+    let again = n.call("PATCH", "/v1/orders/M/o1", &[], body.as_bytes());
+    assert_eq!(again.body, first.body);
+    // Another change, then the first amend's copy once more (delayed in a
+    // queue): it would undo that change; it is refused, at its own seq.
+    let less = n.call(
+        "PATCH",
+        "/v1/orders/M/o1",
+        &[],
+        br#"{"account":"acc","qty":"0.1"}"#,
+    );
+    assert_eq!(event_names(&less.json()), ["amended"], "{less}");
+    let o =
+        n.rt.block_on(part.submit(copy, Duration::from_secs(5)))
+            .expect("appended");
+    let events: serde_json::Value = serde_json::from_slice(&o.events).unwrap();
+    assert!(o.seq > less.json()["seq"].as_u64().unwrap());
+    assert_eq!(events[0]["event"], "rejected", "{events}");
+    assert_eq!(events[0]["reason"], "stale", "{events}");
+    assert_eq!(remaining(), "0.1");
+    // A new amend with the first body is a new change: applied.
+    let back = n.call("PATCH", "/v1/orders/M/o1", &[], body.as_bytes());
+    assert_eq!(event_names(&back.json()), ["amended"], "{back}");
+    assert_eq!(remaining(), "0.5");
 }
 
 #[test]

@@ -250,7 +250,7 @@ fn read_decoded(log: &dyn Log, from: u64, max: usize) -> Result<Vec<(u64, Comman
     Ok(log
         .read_from(from, max)?
         .iter()
-        .map(|r| (r.seq, tandem_codec::decode_command(&r.payload)))
+        .map(|r| (r.seq, tandem_codec::decode_record(&r.payload)))
         .collect())
 }
 
@@ -498,7 +498,7 @@ impl Replica {
             .log
             .read_known(from, self.cfg.read_batch)?
             .iter()
-            .map(|r| (r.seq, tandem_codec::decode_command(&r.payload)))
+            .map(|r| (r.seq, tandem_codec::decode_record(&r.payload)))
             .collect();
         self.apply_batch(&cmds, &mut on_applied)?;
         Ok(cmds.len())
@@ -547,13 +547,13 @@ impl Replica {
             .map(|((r, k), seq)| match k {
                 Some(cmd) => {
                     debug_assert_eq!(
-                        tandem_codec::decode_command(r),
+                        tandem_codec::decode_record(r),
                         cmd,
                         "a known command differs from its record"
                     );
                     (seq, cmd)
                 }
-                None => (seq, tandem_codec::decode_command(r)),
+                None => (seq, tandem_codec::decode_record(r)),
             })
             .collect();
         self.apply_batch(&cmds, &mut on_applied)?;

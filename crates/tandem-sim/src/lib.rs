@@ -46,13 +46,14 @@ pub fn revert(name: &str, opts: &mut Options) -> Result<(), String> {
         // same table overwrite each other (the lost update generations
         // close).
         "generation" => opts.writes_without_generation = true,
-        // The edge and clients repeat amends (an amend whose first copy
-        // also reached the log applies twice).
-        "amend-retry" => opts.repeat_amends = true,
+        // Amends appended without a base, while the edge and clients
+        // repeat them: an amend whose first copy also reached the log
+        // applies twice.
+        "retry-safe-amends" => opts.retry_safe_amends = false,
         other => {
             return Err(format!(
-                "unknown fix {other:?}: change-window, reload-weights, generation, amend-retry"
-            ))
+            "unknown fix {other:?}: change-window, reload-weights, generation, retry-safe-amends"
+        ))
         }
     }
     Ok(())

@@ -93,9 +93,12 @@ pub struct Options {
     pub reload_takes_file_weights: bool,
     /// Weight writers send no generation (last writer wins).
     pub writes_without_generation: bool,
-    /// The edge and the clients repeat amends like cancels (the edge's
-    /// rule before the simulation found that an amend can apply twice).
-    pub repeat_amends: bool,
+    /// The nodes give the amends they append a base
+    /// (`log.retry_safe_amends`), so the edge and the clients may repeat
+    /// an amend like a cancel. Off: a repeated amend whose first copy also
+    /// reached the log applies twice (what the simulation found before
+    /// bases existed; the edge then did not repeat amends).
+    pub retry_safe_amends: bool,
     /// The edge's upstream timeout (`upstream.request_timeout_ms`).
     pub edge_timeout_ms: u64,
 }
@@ -118,7 +121,7 @@ impl Options {
             reloads: rng.range(0, 2) as usize,
             reload_takes_file_weights: false,
             writes_without_generation: false,
-            repeat_amends: false,
+            retry_safe_amends: true,
             edge_timeout_ms: rng.range(20, 2_000),
         }
     }
@@ -529,12 +532,10 @@ impl World {
                 self.summary.failed += 1;
             }
             Some(Reply::Unavailable) | None => {
-                // A client repeats a failed place or cancel (their second
-                // copy cannot take effect), not an amend: whether the
-                // first copy reached the log is unknown, and a second copy
-                // would apply again (the client reads the order instead).
-                let repeatable = !matches!(r.cmd, Command::Amend(_)) || self.opts.repeat_amends;
-                if repeatable && r.sends < MAX_SENDS {
+                // A client repeats a failed place, cancel or amend: their
+                // second copy cannot take effect (a taken id, a cancelled
+                // order, an amend equal to the order's latest change).
+                if r.sends < MAX_SENDS {
                     let backoff = 5_000 * u64::from(r.sends);
                     self.sched.after(backoff, Ev::ClientSend { req });
                     return;
@@ -558,13 +559,7 @@ impl World {
     /// the table as it is now (the real `attempt::Plan`).
     fn edge_start(&mut self, req: usize, send: u32) {
         let r = &self.reqs[req];
-        // With the old rule (`repeat_amends`), an amend was repeated like
-        // a cancel.
-        let method = if self.opts.repeat_amends && r.method == http::Method::PATCH {
-            http::Method::DELETE
-        } else {
-            r.method.clone()
-        };
+        let method = r.method.clone();
         let who = Routed {
             pin: None,
             account: Some(format!("acct-{}", r.client).into_bytes()),
@@ -752,12 +747,25 @@ impl World {
     fn node_recv(&mut self, n: usize, attempt: usize) {
         let req = self.attempts[attempt].req;
         let r = &self.reqs[req];
+        // As the node's API: an amend's base is read from this node's
+        // replica before the windows are asked (`Amend::base`).
+        let mut cmd = r.cmd.clone();
+        if let (Command::Amend(a), true) = (&mut cmd, self.opts.retry_safe_amends) {
+            let replica = self.nodes[n].replica.as_ref().expect("up");
+            a.base = Some(replica.engine().order_changes(
+                a.market.as_bytes(),
+                a.id.as_bytes(),
+                a.account.as_bytes(),
+            ));
+        }
         let before = self.nodes[n].answers.before(&r.cmd, &r.payload);
         match before {
             Before::Answer(o) => self.reply(n, attempt, Reply::Ok(o)),
             Before::Conflict => self.reply(n, attempt, Reply::Conflict),
             Before::Append => {
-                let payload = r.payload.clone();
+                let mut record = Vec::with_capacity(r.payload.len() + 16);
+                tandem_codec::write_record(&cmd, &mut record);
+                let payload = Bytes::from(record);
                 let node = &mut self.nodes[n];
                 node.queue.push_back((attempt, payload));
                 if !node.appending {
@@ -1042,9 +1050,15 @@ impl World {
         }
         let engine = self.nodes[0].replica.as_ref().expect("up").engine();
         for (i, r) in self.reqs.iter().enumerate() {
-            // Every acknowledgement names a seq that holds this request.
+            // Every acknowledgement names a seq that holds this request
+            // (its canonical bytes: the record's, less an amend's base).
             for (seq, _) in &r.answers {
-                if self.log.get(*seq).as_deref() != Some(&r.payload[..]) {
+                let held = self.log.get(*seq).map(|rec| {
+                    let mut canon = Vec::new();
+                    tandem_codec::write_command(&tandem_codec::decode_record(&rec), &mut canon);
+                    canon
+                });
+                if held.as_deref() != Some(&r.payload[..]) {
                     return Err(self.violation(format!(
                         "request {i} was acknowledged at seq {seq}, which holds another command"
                     )));

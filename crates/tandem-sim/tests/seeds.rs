@@ -80,8 +80,9 @@ fn it_finds_each_bug_with_its_fix_turned_off() {
         // ...and two writers that read the same table lost one's write.
         ("generation", "lost or undone"),
         // Found by the simulation: an amend repeated by the edge applied
-        // twice.
-        ("amend-retry", "took effect twice"),
+        // twice (the edge then stopped repeating amends; now the nodes
+        // give them a base and the edge repeats them again).
+        ("retry-safe-amends", "took effect twice"),
     ] {
         let v = first_violation(fix, 1000)
             .unwrap_or_else(|| panic!("with {fix} off, no seed of 1000 broke an invariant"));

@@ -171,6 +171,8 @@ pub struct Taken {
     pub qty: u64,
     pub post_only: bool,
     pub status: OrderStatus,
+    /// Amends with a base (`Amend::base`) that took effect, wrapping.
+    pub changes: u16,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -303,6 +305,16 @@ impl Model {
             .sum()
     }
 
+    /// The base a node would give an amend of this order now (0 for an id
+    /// not taken or another account's).
+    pub fn changes(&self, market: &str, id: &str, account: &str) -> u16 {
+        self.markets
+            .get(market)
+            .and_then(|b| b.taken.get(id))
+            .filter(|t| t.account == account)
+            .map_or(0, |t| t.changes)
+    }
+
     /// Every live order as `(market, id, account)`.
     pub fn live(&self) -> Vec<(String, String, String)> {
         let mut v = Vec::new();
@@ -380,6 +392,7 @@ impl Model {
                 qty,
                 post_only: p.post_only,
                 status: OrderStatus::Open,
+                changes: 0,
             },
         );
         out.push(ModelEvent::Accepted {
@@ -534,6 +547,10 @@ impl Model {
             return Self::rejected(market, id, "unknown_order", out);
         };
         let book = self.markets.get_mut(market).expect("found");
+        // A based amend applies only to the state its base names.
+        if a.base.is_some_and(|b| b != book.taken[id].changes) {
+            return Self::rejected(market, id, "stale", out);
+        }
         let old = book.side(side)[i].clone();
         let price = a.price.map_or(old.price, |p| p.units());
         let qty = a.qty.map_or(old.qty, |q| q.units());
@@ -544,6 +561,9 @@ impl Model {
         let t = book.taken.get_mut(id).expect("taken");
         t.price = Some(price);
         t.qty = qty;
+        if a.base.is_some() {
+            t.changes = t.changes.wrapping_add(1);
+        }
         let amended = ModelEvent::Amended {
             market: market.to_owned(),
             id: id.to_owned(),

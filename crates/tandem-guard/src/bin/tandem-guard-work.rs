@@ -200,7 +200,7 @@ fn guard_region_node(
             "body decodes"
         );
         let seq = log.append(&[&payload]).expect("append");
-        let logged = tandem_codec::decode_command(&payload);
+        let logged = tandem_codec::decode_record(&payload);
         evs.clear();
         eng.apply(seq, &logged, &mut evs);
         answer.clear();

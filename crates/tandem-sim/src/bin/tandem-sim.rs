@@ -10,7 +10,8 @@ const USAGE: &str =
   --revert change-window   nodes do not deduplicate cancels and amends
   --revert reload-weights  a SIGHUP reload takes the file's weights
   --revert generation      weight writers send no generation
-  --revert amend-retry     the edge and clients repeat amends";
+  --revert retry-safe-amends  amends appended without a base (the edge
+                              and clients still repeat them)";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
