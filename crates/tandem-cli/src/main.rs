@@ -113,6 +113,9 @@ usage: tandem rollout check --plan FILE [--time-scale K]
        tandem rollout run --plan FILE [--time-scale K] [--listen ADDR]
                           [--timeline FILE] [--state FILE] [--start CLUSTER=COMMAND]...
        tandem rollout status|pause|resume|promote|abort [--controller URL]
+       tandem rollout restart --kubeconfig FILE --kube CLUSTER=CONTEXT[/NS/STS] [--wait SECS]
+       tandem rollout drain --kubeconfig FILE --kube CLUSTER=CONTEXT --machine NAME
+                            [--timeout SECS]
 
   the release plane (contracts/rollout-plan.md): moves client traffic
   between clusters phase by phase, judges every phase, rolls back
@@ -130,6 +133,12 @@ usage: tandem rollout check --plan FILE [--time-scale K]
   pause, resume, promote, abort
         send that command to the running controller
   --controller URL  the controller's --listen address  [http://127.0.0.1:8090]
+  restart
+        restart every pod of a cluster's StatefulSet on Kubernetes, one at
+        a time (`tandem rollout restart --help`)
+  drain
+        cordon a Kubernetes machine and evict its pods, honouring
+        PodDisruptionBudgets (`tandem rollout drain --help`)
 
   -h, --help     this text
 ";
@@ -189,6 +198,47 @@ usage: tandem rollout run --plan FILE [--time-scale K] [--listen ADDR]
   -h, --help        this text
 
 The edges' admin token is read from TANDEM_EDGE_ADMIN_TOKEN.
+";
+
+const ROLLOUT_RESTART_USAGE: &str = "\
+usage: tandem rollout restart --kubeconfig FILE --kube CLUSTER=CONTEXT[/NAMESPACE/STATEFULSET]
+                              [--wait SECONDS]
+
+  restart every pod of a cluster's StatefulSet [tandem/tandem-node], as
+  `kubectl rollout restart` does: the pod template's annotation
+  kubectl.kubernetes.io/restartedAt is set to now, and the StatefulSet's
+  update strategy replaces its pods one at a time (each node drains on
+  SIGTERM; its successor starts from its snapshot). Exits 1 naming the
+  cluster and context when the API refuses, or when --wait runs out
+
+  --kubeconfig FILE  the kubeconfig (token, client certificate, or an exec
+                     credential plugin, run once before anything is sent)
+  --kube CLUSTER=CONTEXT[/NAMESPACE/STATEFULSET]
+                     the cluster's name (for messages), its context, and
+                     the StatefulSet                    [tandem/tandem-node]
+  --wait SECONDS     then wait until every replica runs the new template and
+                     is ready (as `kubectl rollout status`), polling every
+                     second, and print how long that took
+  -h, --help         this text
+";
+
+const ROLLOUT_DRAIN_USAGE: &str = "\
+usage: tandem rollout drain --kubeconfig FILE --kube CLUSTER=CONTEXT --machine NAME
+                            [--timeout SECONDS]
+
+  take a machine (a Kubernetes node) out of service, as `kubectl drain`
+  does: cordon it, then evict its pods (DaemonSet pods stay) through the
+  eviction API, so PodDisruptionBudgets hold: an eviction a budget refuses
+  for now is asked again every second until the timeout. Prints how many
+  pods were evicted. Exits 1 naming the cluster and context when the API
+  refuses or the timeout runs out (the machine stays cordoned)
+
+  --kubeconfig FILE  the kubeconfig (as for restart)
+  --kube CLUSTER=CONTEXT
+                     the cluster's name (for messages) and its context
+  --machine NAME     the Kubernetes node to drain
+  --timeout SECONDS  how long budgets may hold evictions back        [300]
+  -h, --help         this text
 ";
 
 const ROLLOUT_CONTROL_USAGE: &str = "\
@@ -792,6 +842,8 @@ fn cmd_rollout(args: &[String]) -> Result<()> {
         "check" => cmd_rollout_check(rest),
         "run" => cmd_rollout_run(rest),
         "status" => cmd_rollout_control(rest, None),
+        "restart" => cmd_rollout_kube(rest, KubeOp::Restart),
+        "drain" => cmd_rollout_kube(rest, KubeOp::Drain),
         "pause" => cmd_rollout_control(rest, Some(Command::Pause)),
         "resume" => cmd_rollout_control(rest, Some(Command::Resume)),
         "promote" => cmd_rollout_control(rest, Some(Command::Promote)),
@@ -1037,6 +1089,104 @@ fn cmd_rollout_run(args: &[String]) -> Result<()> {
         }
         other => anyhow::bail!("rollout run: stopped at {other:?}"),
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KubeOp {
+    Restart,
+    Drain,
+}
+
+fn seconds<'a>(flags: &mut Flags<'a>, f: &Flag<'a>) -> Result<std::time::Duration> {
+    let v = flags.value(f, "a number of seconds")?;
+    match v.parse::<u64>() {
+        Ok(n) if (1..=86_400).contains(&n) => Ok(std::time::Duration::from_secs(n)),
+        _ => Err(flags.error(format!(
+            "{}: {v:?} is not a whole number of seconds from 1 to 86400",
+            f.name
+        ))),
+    }
+}
+
+/// `tandem rollout restart` and `tandem rollout drain`.
+fn cmd_rollout_kube(args: &[String], op: KubeOp) -> Result<()> {
+    use std::time::Duration;
+    use tandem_rollout::kube_actuator::{self, KubeCluster, KubeTarget};
+    let (name, usage) = match op {
+        KubeOp::Restart => ("rollout restart", ROLLOUT_RESTART_USAGE),
+        KubeOp::Drain => ("rollout drain", ROLLOUT_DRAIN_USAGE),
+    };
+    let (mut kubeconfig, mut kube, mut machine) = (None, None, None);
+    let (mut wait, mut timeout) = (None, Duration::from_secs(300));
+    let mut flags = Flags::new(name, usage, args);
+    while let Some(f) = flags.next_flag() {
+        if is_help(&f) {
+            print!("{usage}");
+            return Ok(());
+        }
+        match (f.name, op) {
+            ("--kubeconfig", _) => {
+                kubeconfig = Some(std::path::PathBuf::from(flags.value(&f, "a file")?))
+            }
+            ("--kube", _) => {
+                let v = flags.value(&f, "CLUSTER=CONTEXT[/NAMESPACE/STATEFULSET]")?;
+                let t = KubeTarget::parse(&v).map_err(|m| flags.error(format!("--kube: {m}")))?;
+                if op == KubeOp::Drain && t.statefulset.is_some() {
+                    return Err(flags.error(format!(
+                        "--kube: {v:?}: a drain takes CLUSTER=CONTEXT (it is about a machine, not a StatefulSet)"
+                    )));
+                }
+                kube = Some(t);
+            }
+            ("--wait", KubeOp::Restart) => wait = Some(seconds(&mut flags, &f)?),
+            ("--machine", KubeOp::Drain) => {
+                let v = flags.value(&f, "a Kubernetes node name")?;
+                tandem_rollout::kubernetes::check_name("machine", &v)
+                    .map_err(|e| flags.error(format!("--machine: {e}")))?;
+                machine = Some(v);
+            }
+            ("--timeout", KubeOp::Drain) => timeout = seconds(&mut flags, &f)?,
+            _ => return Err(flags.unknown(&f)),
+        }
+    }
+    let Some(file) = kubeconfig else {
+        return Err(flags.error("--kubeconfig FILE is required".into()));
+    };
+    let Some(target) = kube else {
+        return Err(flags.error("--kube CLUSTER=CONTEXT is required".into()));
+    };
+    if op == KubeOp::Drain && machine.is_none() {
+        return Err(flags.error("--machine NAME is required".into()));
+    }
+    let k = KubeCluster::load(&file, &target, Duration::from_secs(10))?;
+    let at = format!("--kube {}: context {}", target.cluster, target.context);
+    if let Some(plugin) = k.exec() {
+        plugin.prime().with_context(|| at.clone())?;
+    }
+    let every = Duration::from_secs(1);
+    match (op, machine) {
+        (KubeOp::Drain, Some(m)) => {
+            let t0 = std::time::Instant::now();
+            let n = kube_actuator::drain_blocking(&k, &m, timeout, every)?;
+            println!(
+                "drained machine {m} ({at}): {n} pods evicted in {:.1} s",
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        _ => {
+            let now = tandem_rollout::exec_credential::format_rfc3339(std::time::SystemTime::now());
+            match kube_actuator::restart_blocking(&k, &now, wait, every)? {
+                Some(took) => println!(
+                    "restarted ({at}, restartedAt {now}): every replica updated and ready after {:.1} s",
+                    took.as_secs_f64()
+                ),
+                None => println!(
+                    "restart requested ({at}, restartedAt {now}); `tandem rollout restart --wait SECONDS` waits for it"
+                ),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn cmd_rollout_control(args: &[String], command: Option<Command>) -> Result<()> {

@@ -5,7 +5,9 @@
 //! `run` and the control commands); a control command with no controller
 //! there, or `run` without the admin token, exits 1; `run` with a
 //! kubeconfig whose credential plugin fails exits 1 naming it, before
-//! anything starts.
+//! anything starts; so do `restart` and `drain`, whose command lines are
+//! checked like the others'. (Their requests are tested against a fake
+//! API server in `tandem-rollout/tests/https_actuators.rs`.)
 
 mod common;
 
@@ -233,24 +235,8 @@ fn run_without_the_admin_token_fails_before_anything_changes() {
 
 #[test]
 fn run_runs_a_kubeconfig_credential_plugin_before_anything_changes() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = scratch("kube-plugin");
-    std::fs::create_dir_all(dir.join("bin")).unwrap();
-    let plugin = dir.join("bin/get-token");
-    std::fs::write(
-        &plugin,
-        "#!/bin/sh\necho ran >> \"$(dirname \"$0\")/../runs\"\necho 'error: the SSO session has expired; run: aws sso login' >&2\nexit 255\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let kc = dir.join("kubeconfig");
-    std::fs::write(
-        &kc,
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: aks\n  cluster:\n    server: https://127.0.0.1:6443\n\
-         contexts:\n- name: aks-prod\n  context:\n    cluster: aks\n    user: u\n\
-         users:\n- name: u\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: ./bin/get-token\n      interactiveMode: Never\n",
-    )
-    .unwrap();
+    let kc = failing_plugin_kubeconfig(&dir);
     let state = dir.join("state.json");
     let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
         .args(["rollout", "run", "--plan", seed().to_str().unwrap()])
@@ -277,4 +263,189 @@ fn run_runs_a_kubeconfig_credential_plugin_before_anything_changes() {
         "run once, relative to the kubeconfig's directory"
     );
     assert!(!state.exists(), "nothing started");
+}
+
+/// A kubeconfig in `dir` whose user's credential plugin fails (an expired
+/// login) and counts its runs in `dir/runs`.
+fn failing_plugin_kubeconfig(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    let plugin = dir.join("bin/get-token");
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\necho ran >> \"$(dirname \"$0\")/../runs\"\necho 'error: the SSO session has expired; run: aws sso login' >&2\nexit 255\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let kc = dir.join("kubeconfig");
+    std::fs::write(
+        &kc,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: aks\n  cluster:\n    server: https://127.0.0.1:6443\n\
+         contexts:\n- name: aks-prod\n  context:\n    cluster: aks\n    user: u\n\
+         users:\n- name: u\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: ./bin/get-token\n      interactiveMode: Never\n",
+    )
+    .unwrap();
+    kc
+}
+
+#[test]
+fn restart_and_drain_check_their_command_line_and_the_login_first() {
+    let dir = scratch("kube-ops");
+    let kc = failing_plugin_kubeconfig(&dir);
+    let kc = kc.to_str().unwrap();
+    for sub in ["restart", "drain"] {
+        let (code, out, err) = tandem(&["rollout", sub, "--help"]);
+        assert_eq!(code, 0, "{sub}: {err}");
+        assert!(
+            out.starts_with(&format!("usage: tandem rollout {sub}")),
+            "{out}"
+        );
+    }
+    for args in [
+        vec!["rollout", "restart"],
+        vec!["rollout", "restart", "--kubeconfig", kc],
+        vec!["rollout", "restart", "--kube", "azure=aks-prod"],
+        vec!["rollout", "restart", "--kubeconfig", kc, "--kube", "azure"],
+        vec![
+            "rollout",
+            "restart",
+            "--kubeconfig",
+            kc,
+            "--kube",
+            "azure=aks-prod/Tandem/x",
+        ],
+        vec![
+            "rollout",
+            "restart",
+            "--kubeconfig",
+            kc,
+            "--kube",
+            "azure=aks-prod",
+            "--wait",
+            "0",
+        ],
+        vec![
+            "rollout",
+            "restart",
+            "--kubeconfig",
+            kc,
+            "--kube",
+            "azure=aks-prod",
+            "--wait",
+            "soon",
+        ],
+        vec![
+            "rollout",
+            "restart",
+            "--kubeconfig",
+            kc,
+            "--kube",
+            "azure=aks-prod",
+            "--machine",
+            "m",
+        ],
+        vec![
+            "rollout",
+            "drain",
+            "--kubeconfig",
+            kc,
+            "--kube",
+            "azure=aks-prod",
+        ],
+        vec![
+            "rollout",
+            "drain",
+            "--kubeconfig",
+            kc,
+            "--kube",
+            "azure=aks-prod/tandem/tandem-node",
+            "--machine",
+            "m",
+        ],
+        vec![
+            "rollout",
+            "drain",
+            "--kubeconfig",
+            kc,
+            "--kube",
+            "azure=aks-prod",
+            "--machine",
+            "Not_A_Name",
+        ],
+        vec![
+            "rollout",
+            "drain",
+            "--kubeconfig",
+            kc,
+            "--kube",
+            "azure=aks-prod",
+            "--machine",
+            "m",
+            "--timeout",
+            "-1",
+        ],
+        vec![
+            "rollout",
+            "drain",
+            "--kubeconfig",
+            kc,
+            "--kube",
+            "azure=aks-prod",
+            "--machine",
+            "m",
+            "--wait",
+            "5",
+        ],
+    ] {
+        let (code, out, err) = tandem(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(out, "", "{args:?}");
+        assert!(err.contains("usage: tandem rollout"), "{args:?}: {err}");
+    }
+    // A good command line whose login has expired: exit 1 naming the
+    // plugin, run once, nothing sent.
+    for args in [
+        vec![
+            "rollout",
+            "restart",
+            "--kubeconfig",
+            kc,
+            "--kube",
+            "azure=aks-prod",
+            "--wait",
+            "60",
+        ],
+        vec![
+            "rollout",
+            "drain",
+            "--kubeconfig",
+            kc,
+            "--kube",
+            "azure=aks-prod",
+            "--machine",
+            "aks-pool-1",
+        ],
+    ] {
+        let _ = std::fs::remove_file(dir.join("runs"));
+        let (code, out, err) = tandem(&args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert_eq!(out, "", "{args:?}");
+        assert_eq!(
+            err.trim_end(),
+            "tandem: --kube azure: context aks-prod: credential plugin \"./bin/get-token\" (users[u].user.exec): exited with exit status: 255: error: the SSO session has expired; run: aws sso login",
+            "{args:?}"
+        );
+        assert_eq!(std::fs::read_to_string(dir.join("runs")).unwrap(), "ran\n");
+    }
+    // A kubeconfig without that context: exit 1 naming file and context.
+    let (code, _, err) = tandem(&[
+        "rollout",
+        "restart",
+        "--kubeconfig",
+        kc,
+        "--kube",
+        "azure=eks-prod",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("eks-prod") && err.contains(kc), "{err}");
 }

@@ -342,6 +342,33 @@ pub fn parse_output(api_version: &str, stdout: &[u8]) -> Result<ExecToken, Strin
     Ok(ExecToken { token, expires })
 }
 
+/// `t` as `YYYY-MM-DDTHH:MM:SSZ` (UTC, whole seconds; a time before 1970
+/// is written as 1970-01-01T00:00:00Z): what Kubernetes writes in
+/// timestamps and annotations such as `kubectl.kubernetes.io/restartedAt`.
+pub fn format_rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // The civil date of a day count since 1970-01-01 (proleptic
+    // Gregorian), by 400-year eras of 146,097 days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 /// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` as a time; `None` otherwise.
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
@@ -418,6 +445,23 @@ mod tests {
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn rfc3339_times_are_written_as_they_are_read() {
+        assert_eq!(format_rfc3339(at(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(at(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(format_rfc3339(at(1_796_565_909)), "2026-12-06T14:05:09Z");
+        assert_eq!(format_rfc3339(at(4_107_542_399)), "2100-02-28T23:59:59Z");
+        // Every day of 1969-2400 through the parser and back.
+        for day in -1..157_000i64 {
+            let t = day * 86_400 + (day * 7_919).rem_euclid(86_400);
+            let Ok(secs) = u64::try_from(t) else { continue };
+            let text = format_rfc3339(at(secs));
+            assert_eq!(parse_rfc3339(&text), Some(at(secs)), "{text}");
+        }
+        let before = SystemTime::UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!(format_rfc3339(before), "1970-01-01T00:00:00Z");
     }
 
     #[test]

@@ -89,6 +89,16 @@ pub enum Failure {
     /// The context's credential plugin gave no token.
     #[error("{0}")]
     Plugin(ExecError),
+    /// A restart's rolling update did not finish in time.
+    #[error("the rolling update is not done after {after_ms} ms (the deadline): {ready} of {want} replicas ready, not all on the new template")]
+    NotUpdated {
+        ready: u32,
+        want: u32,
+        after_ms: u64,
+    },
+    /// This process could not make the runtime the calls run on.
+    #[error("no runtime for the calls: {0}")]
+    Runtime(String),
     /// `readyReplicas` did not reach the wanted count in time.
     #[error("{ready} of {want} replicas ready after {after_ms} ms (the deadline)")]
     NotReady {
@@ -321,6 +331,37 @@ impl KubeCluster {
         }
     }
 
+    /// Polls the StatefulSet every `every` until every wanted replica runs
+    /// its newest spec and is ready ([`RolloutState::done`]), as `kubectl
+    /// rollout status` waits; the time that took. Transient answers are
+    /// polled through. After `deadline`: `NotUpdated` with the last counts
+    /// seen.
+    pub async fn wait_updated(
+        &self,
+        deadline: Duration,
+        every: Duration,
+    ) -> Result<Duration, ActError> {
+        let t0 = tokio::time::Instant::now();
+        let (mut ready, mut want) = (0, 0);
+        loop {
+            match self.state_failure().await {
+                Ok(s) if s.done() => return Ok(t0.elapsed()),
+                Ok(s) => (ready, want) = (s.ready, s.replicas),
+                Err(f) if f.transient() => {}
+                Err(f) => return Err(self.fail(f)),
+            }
+            let elapsed = t0.elapsed();
+            if elapsed >= deadline {
+                return Err(self.fail(Failure::NotUpdated {
+                    ready,
+                    want,
+                    after_ms: elapsed.as_millis() as u64,
+                }));
+            }
+            tokio::time::sleep(every.min(deadline - elapsed)).await;
+        }
+    }
+
     /// Restarts every pod of the StatefulSet (its update strategy paces
     /// it): the pod-template annotation `kubectl.kubernetes.io/restartedAt`
     /// set to `at` (RFC 3339), as `canary.sh` did with `kubectl rollout
@@ -368,6 +409,47 @@ impl KubeCluster {
             }
         }
         Ok(pods.len())
+    }
+}
+
+/// `tandem rollout restart` on a runtime of its own: [`KubeCluster::restart`]
+/// at `at` (RFC 3339), then, with `wait`, [`KubeCluster::wait_updated`]
+/// polling every `every`: how long the pods took, or `None` without `wait`.
+pub fn restart_blocking(
+    k: &KubeCluster,
+    at: &str,
+    wait: Option<Duration>,
+    every: Duration,
+) -> Result<Option<Duration>, Box<ActError>> {
+    blocking(k, async {
+        k.restart(at).await?;
+        match wait {
+            Some(deadline) => k.wait_updated(deadline, every).await.map(Some),
+            None => Ok(None),
+        }
+    })
+}
+
+/// `tandem rollout drain` on a runtime of its own: [`KubeCluster::drain`].
+pub fn drain_blocking(
+    k: &KubeCluster,
+    node: &str,
+    deadline: Duration,
+    every: Duration,
+) -> Result<usize, Box<ActError>> {
+    blocking(k, k.drain(node, deadline, every))
+}
+
+fn blocking<T>(
+    k: &KubeCluster,
+    f: impl std::future::Future<Output = Result<T, ActError>>,
+) -> Result<T, Box<ActError>> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(f).map_err(Box::new),
+        Err(e) => Err(Box::new(k.fail(Failure::Runtime(e.to_string())))),
     }
 }
 

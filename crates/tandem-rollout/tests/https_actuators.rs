@@ -704,6 +704,127 @@ async fn restart_patches_the_template_and_drain_waits_out_a_disruption_budget() 
     );
 }
 
+/// A StatefulSet in the middle of a rolling update: `generation` against
+/// the `observed` one, pods on the `current` and `update` revisions,
+/// `updated` of them on the newest, `ready` ready (of 3).
+fn rolling(observed: u64, current: &str, update: &str, updated: u32, ready: u32) -> String {
+    json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+           "metadata": {"name": "tandem-node", "namespace": "tandem", "generation": 3},
+           "spec": {"replicas": 3, "serviceName": "tandem-node"},
+           "status": {"observedGeneration": observed, "replicas": 3, "readyReplicas": ready,
+                      "updatedReplicas": updated, "currentRevision": current,
+                      "updateRevision": update}})
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_wait_ends_once_every_replica_runs_the_new_template() {
+    use tandem_rollout::kube_actuator::restart_blocking;
+    let dir = TempDir::new("https-kube-restart-wait");
+    let ca = Ca::new("fake kubernetes ca");
+    let gets = Arc::new(AtomicU32::new(0));
+    let stuck = Arc::new(AtomicBool::new(false));
+    let (g, st) = (Arc::clone(&gets), Arc::clone(&stuck));
+    let h: Handler = Arc::new(move |s: &Seen| {
+        if let Some(r) = kube_refusal(s, Some(KUBE_TOKEN)) {
+            return r;
+        }
+        match (s.method.as_str(), s.path.as_str()) {
+            ("PATCH", STS_PATH) => (200, rolling(2, "rev-a", "rev-a", 3, 3)),
+            ("GET", STS_PATH) if st.load(Ordering::SeqCst) => {
+                (200, rolling(3, "rev-a", "rev-b", 2, 3))
+            }
+            ("GET", STS_PATH) => {
+                let body = match g.fetch_add(1, Ordering::SeqCst) {
+                    // The controller has not seen the new template yet:
+                    // every pod ready, but that is the old state.
+                    0 => rolling(2, "rev-a", "rev-a", 3, 3),
+                    1 => {
+                        (
+                            503,
+                            status(503, "ServiceUnavailable", "etcd leader changed"),
+                        )
+                            .1
+                    }
+                    2 => rolling(3, "rev-a", "rev-b", 1, 2),
+                    3 => rolling(3, "rev-a", "rev-b", 3, 2),
+                    _ => rolling(3, "rev-b", "rev-b", 3, 3),
+                };
+                let code = if body.contains("ServiceUnavailable") {
+                    503
+                } else {
+                    200
+                };
+                (code, body)
+            }
+            _ => (
+                404,
+                status(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                ),
+            ),
+        }
+    });
+    let api = Fake::start(&ca, None, h).await;
+    let kc = kubeconfig(dir.path(), &api.url(), &ca.pem, &token_user());
+    let k = cluster(&kc);
+    let every = Duration::from_millis(20);
+    let done = tokio::task::spawn_blocking(move || {
+        let took = restart_blocking(
+            &k,
+            "2026-12-06T16:00:00Z",
+            Some(Duration::from_secs(5)),
+            every,
+        );
+        (k, took)
+    })
+    .await
+    .unwrap();
+    let (k, took) = done;
+    assert!(took.expect("restarted").is_some());
+    assert_eq!(
+        gets.load(Ordering::SeqCst),
+        5,
+        "polled until all three were updated and ready"
+    );
+    // Without --wait: the patch only.
+    let (k, took) = tokio::task::spawn_blocking(move || {
+        let took = restart_blocking(&k, "2026-12-06T16:01:00Z", None, every);
+        (k, took)
+    })
+    .await
+    .unwrap();
+    assert_eq!(took.expect("restarted"), None);
+    assert_eq!(gets.load(Ordering::SeqCst), 5);
+    // An update that never ends: the deadline names what was seen.
+    stuck.store(true, Ordering::SeqCst);
+    let e = tokio::task::spawn_blocking(move || {
+        restart_blocking(
+            &k,
+            "2026-12-06T16:02:00Z",
+            Some(Duration::from_millis(200)),
+            every,
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert!(
+        matches!(
+            e.failure,
+            Failure::NotUpdated {
+                ready: 3,
+                want: 3,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("context azure-ctx"), "{e}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_certificate_from_the_kubeconfig_authenticates() {
     let dir = TempDir::new("https-kube-mtls");
