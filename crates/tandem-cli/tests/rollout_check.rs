@@ -301,102 +301,53 @@ fn restart_and_drain_check_their_command_line_and_the_login_first() {
             "{out}"
         );
     }
-    for args in [
-        vec!["rollout", "restart"],
-        vec!["rollout", "restart", "--kubeconfig", kc],
-        vec!["rollout", "restart", "--kube", "azure=aks-prod"],
-        vec!["rollout", "restart", "--kubeconfig", kc, "--kube", "azure"],
+    // Each case: the subcommand and its flags after the kubeconfig.
+    let line = |sub: &'static str, rest: &[&'static str]| -> Vec<String> {
+        let mut v = vec!["rollout".to_owned(), sub.to_owned()];
+        v.extend(["--kubeconfig", kc].map(str::to_owned));
+        v.extend(rest.iter().map(|s| (*s).to_owned()));
+        v
+    };
+    let aks = ["--kube", "azure=aks-prod"];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> { [&aks[..], extra].concat() };
+    let mut bad = vec![
+        vec!["rollout".to_owned(), "restart".to_owned()],
         vec![
-            "rollout",
-            "restart",
-            "--kubeconfig",
-            kc,
-            "--kube",
-            "azure=aks-prod/Tandem/x",
+            "rollout".into(),
+            "restart".into(),
+            "--kube".into(),
+            "azure=aks-prod".into(),
         ],
-        vec![
-            "rollout",
-            "restart",
-            "--kubeconfig",
-            kc,
-            "--kube",
-            "azure=aks-prod",
-            "--wait",
-            "0",
-        ],
-        vec![
-            "rollout",
-            "restart",
-            "--kubeconfig",
-            kc,
-            "--kube",
-            "azure=aks-prod",
-            "--wait",
-            "soon",
-        ],
-        vec![
-            "rollout",
-            "restart",
-            "--kubeconfig",
-            kc,
-            "--kube",
-            "azure=aks-prod",
-            "--machine",
-            "m",
-        ],
-        vec![
-            "rollout",
+        line("restart", &[]),
+        line("restart", &["--kube", "azure"]),
+        line("restart", &["--kube", "azure=aks-prod/Tandem/x"]),
+        line(
             "drain",
-            "--kubeconfig",
-            kc,
-            "--kube",
-            "azure=aks-prod",
-        ],
-        vec![
-            "rollout",
-            "drain",
-            "--kubeconfig",
-            kc,
-            "--kube",
-            "azure=aks-prod/tandem/tandem-node",
-            "--machine",
-            "m",
-        ],
-        vec![
-            "rollout",
-            "drain",
-            "--kubeconfig",
-            kc,
-            "--kube",
-            "azure=aks-prod",
-            "--machine",
-            "Not_A_Name",
-        ],
-        vec![
-            "rollout",
-            "drain",
-            "--kubeconfig",
-            kc,
-            "--kube",
-            "azure=aks-prod",
-            "--machine",
-            "m",
-            "--timeout",
-            "-1",
-        ],
-        vec![
-            "rollout",
-            "drain",
-            "--kubeconfig",
-            kc,
-            "--kube",
-            "azure=aks-prod",
-            "--machine",
-            "m",
-            "--wait",
-            "5",
-        ],
+            &[
+                "--kube",
+                "azure=aks-prod/tandem/tandem-node",
+                "--machine",
+                "m",
+            ],
+        ),
+    ];
+    for extra in [
+        &["--wait", "0"][..],
+        &["--wait", "soon"],
+        &["--machine", "m"],
     ] {
+        bad.push(line("restart", &with(extra)));
+    }
+    for extra in [
+        &[][..],
+        &["--machine", "Not_A_Name"],
+        &["--machine", "m", "--timeout", "-1"],
+        &["--machine", "m", "--wait", "5"],
+    ] {
+        bad.push(line("drain", &with(extra)));
+    }
+    for args in bad {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (code, out, err) = tandem(&args);
         assert_eq!(code, 2, "{args:?}: {err}");
         assert_eq!(out, "", "{args:?}");
@@ -405,27 +356,10 @@ fn restart_and_drain_check_their_command_line_and_the_login_first() {
     // A good command line whose login has expired: exit 1 naming the
     // plugin, run once, nothing sent.
     for args in [
-        vec![
-            "rollout",
-            "restart",
-            "--kubeconfig",
-            kc,
-            "--kube",
-            "azure=aks-prod",
-            "--wait",
-            "60",
-        ],
-        vec![
-            "rollout",
-            "drain",
-            "--kubeconfig",
-            kc,
-            "--kube",
-            "azure=aks-prod",
-            "--machine",
-            "aks-pool-1",
-        ],
+        line("restart", &with(&["--wait", "60"])),
+        line("drain", &with(&["--machine", "aks-pool-1"])),
     ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let _ = std::fs::remove_file(dir.join("runs"));
         let (code, out, err) = tandem(&args);
         assert_eq!(code, 1, "{args:?}: {err}");

@@ -47,7 +47,7 @@ pub mod test_pki;
 pub mod tls;
 mod x509;
 
-pub use x509::days_from_civil;
+pub use x509::{civil_from_days, days_from_civil};
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use proptest::prelude::*;
+use tandem_conn::civil_from_days;
 use tandem_rollout::exec_credential::{parse_output, parse_rfc3339, API_VERSIONS};
 
 const OUTPUT: &str = r#"{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","spec":{"interactive":false},"status":{"token":"k8s-aws-v1.aHR0cHM6Ly9zdHM","expirationTimestamp":"2026-12-06T14:05:09Z"}}"#;
@@ -40,20 +41,6 @@ users:
       provideClusterInfo: false
 ";
 
-/// The civil date of a day count since 1970-01-01 (an independent
-/// reckoning to check the parser against).
-fn civil(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 proptest! {
     // PROPTEST_CASES sets the number of cases (default 256).
     #![proptest_config(ProptestConfig {
@@ -78,7 +65,7 @@ proptest! {
 
     #[test]
     fn written_times_read_back(secs in 0i64..253_402_300_800, nanos in 0u32..1_000_000_000, off in -1439i64..1440) {
-        let (y, mo, d) = civil(secs.div_euclid(86_400));
+        let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
         let tod = secs.rem_euclid(86_400);
         let z = format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", tod / 3600, tod / 60 % 60, tod % 60);
         let want = UNIX_EPOCH + Duration::new(secs as u64, nanos);
@@ -86,7 +73,7 @@ proptest! {
         // The same instant written in another zone.
         let local = secs + off * 60;
         prop_assume!(local >= 0);
-        let (y, mo, d) = civil(local.div_euclid(86_400));
+        let (y, mo, d) = civil_from_days(local.div_euclid(86_400));
         let tod = local.rem_euclid(86_400);
         let sign = if off < 0 { '-' } else { '+' };
         let zoned = format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}{sign}{:02}:{:02}", tod / 3600, tod / 60 % 60, tod % 60, off.abs() / 60, off.abs() % 60);

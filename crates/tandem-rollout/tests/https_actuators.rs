@@ -241,6 +241,11 @@ fn statefulset(replicas: u32, ready: u32) -> String {
     .to_string()
 }
 
+/// The API server's 404 with its `Status` body.
+fn not_found(message: &str) -> (u16, String) {
+    (404, status(404, "NotFound", message))
+}
+
 /// The autoscaling/v1 Scale a `scale` patch returns.
 fn scale_answer(replicas: u32) -> String {
     json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
@@ -368,14 +373,7 @@ fn rising_statefulset(stuck: Option<u32>) -> (Handler, Arc<AtomicU32>) {
                 let ready = stuck.unwrap_or(g).min(n);
                 (200, statefulset(n, ready))
             }
-            _ => (
-                404,
-                status(
-                    404,
-                    "NotFound",
-                    "the server could not find the requested resource",
-                ),
-            ),
+            _ => not_found("the server could not find the requested resource"),
         }
     });
     (h, replicas)
@@ -556,14 +554,7 @@ async fn a_conflicting_scale_is_tried_again_and_a_missing_statefulset_is_named()
                 }
                 (200, scale_answer(3))
             }
-            _ => (
-                404,
-                status(
-                    404,
-                    "NotFound",
-                    "statefulsets.apps \"tandem-node\" not found",
-                ),
-            ),
+            _ => not_found("statefulsets.apps \"tandem-node\" not found"),
         }
     });
     let api = Fake::start(&ca, None, h).await;
@@ -642,12 +633,12 @@ async fn restart_patches_the_template_and_drain_waits_out_a_disruption_budget() 
                         (201, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}).to_string())
                     }
                     "/api/v1/namespaces/tandem/pods/tandem-edge-5f6d-abcde/eviction" => {
-                        (404, status(404, "NotFound", "pods \"tandem-edge-5f6d-abcde\" not found"))
+                        not_found("pods \"tandem-edge-5f6d-abcde\" not found")
                     }
-                    _ => (404, status(404, "NotFound", "no such pod")),
+                    _ => not_found("no such pod"),
                 }
             }
-            _ => (404, status(404, "NotFound", "the server could not find the requested resource")),
+            _ => not_found("the server could not find the requested resource"),
         }
     });
     let api = Fake::start(&ca, None, h).await;
@@ -757,14 +748,7 @@ async fn a_restart_with_wait_ends_once_every_replica_runs_the_new_template() {
                 };
                 (code, body)
             }
-            _ => (
-                404,
-                status(
-                    404,
-                    "NotFound",
-                    "the server could not find the requested resource",
-                ),
-            ),
+            _ => not_found("the server could not find the requested resource"),
         }
     });
     let api = Fake::start(&ca, None, h).await;
@@ -1613,14 +1597,7 @@ async fn the_run_loop_starts_a_cold_cluster_on_kubernetes_and_tells_cloudflare_t
                     statefulset(n, u32::from(rd.load(Ordering::SeqCst)).min(n)),
                 )
             }
-            _ => (
-                404,
-                status(
-                    404,
-                    "NotFound",
-                    "the server could not find the requested resource",
-                ),
-            ),
+            _ => not_found("the server could not find the requested resource"),
         }
     });
     let ca = Ca::new("fake kubernetes ca");
