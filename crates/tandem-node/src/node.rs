@@ -110,9 +110,12 @@ impl Node {
         ]));
         let stop = Arc::new(AtomicBool::new(false));
         // Seeding first, for every partition: a refused seed starts nothing.
-        for id in 0..logs.len() as u32 {
+        for (id, log) in (0u32..).zip(&logs) {
+            let identity = log.identity();
             if let Some(from) = &cfg.snapshot.seed_from {
                 let src = from.join(format!("snapshots-{id}"));
+                crate::seed::check_seed(&src, &identity)
+                    .map_err(|e| anyhow::anyhow!("snapshot.seed_from: {e}"))?;
                 let seeded = crate::seed::seed(&src, &snapshot_dir(&cfg, id))
                     .map_err(|e| anyhow::anyhow!("snapshot.seed_from: {e}"))?;
                 if let Some(s) = seeded {
@@ -125,6 +128,7 @@ impl Node {
                 );
                 }
             }
+            crate::seed::claim(&snapshot_dir(&cfg, id), &identity).map_err(anyhow::Error::msg)?;
         }
         let mut partitions = Vec::with_capacity(logs.len());
         for (id, log) in logs.into_iter().enumerate() {

@@ -17,16 +17,86 @@
 //!
 //! The snapshot's bytes are checked where every snapshot is, when the
 //! replica restores it (checksum, structure); one it refuses is skipped and
-//! the log replayed from seq 1. Not checked: that the seed comes from a
-//! node of the same log. A snapshot of another exchange restores and then
-//! diverges; the chain checkpoints (`GET /v1/chain`) compared with the
-//! other nodes show it.
+//! the log replayed from seq 1.
+//!
+//! Whose log: every node writes its log's identity (`Log::identity`: the
+//! file log's id, or the Kafka cluster id and topic) into each of its
+//! snapshot directories ([`LOG_FILE`]), and refuses to start when one
+//! names another log (a data directory moved to another exchange would
+//! restore that exchange's books and diverge). A seed naming another log
+//! is refused the same way, before anything is copied; a seed without the
+//! file (written before it existed) is taken unchecked, as is any check
+//! against a Kafka identity without a cluster id (`kafka:?BROKERS/TOPIC`,
+//! which changes with how the brokers are spelt). Then a snapshot of
+//! another exchange restores and diverges, which the chain checkpoints
+//! (`GET /v1/chain`) compared with the other nodes show.
 
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::window::seq_of;
+
+/// The file in a partition's snapshot directory that names the log its
+/// state comes from (`Log::identity`, one line).
+pub const LOG_FILE: &str = "log-identity";
+
+/// An identity that says which log it is (not a Kafka one without a
+/// cluster id).
+fn reliable(identity: &str) -> bool {
+    !identity.starts_with("kafka:?")
+}
+
+/// The identity written in `dir`, if any.
+fn written(dir: &Path) -> Result<Option<String>, String> {
+    let path = dir.join(LOG_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok(Some(s.trim_end_matches('\n').to_owned())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Refuses a seed directory whose state comes from another log than
+/// `identity` (see the module doc).
+pub fn check_seed(src: &Path, identity: &str) -> Result<(), String> {
+    match written(src)? {
+        Some(theirs) if theirs != identity && reliable(&theirs) && reliable(identity) => {
+            Err(format!(
+                "{} holds the state of log {theirs:?}, and this node's log is {identity:?}: \
+             a seed must come from a node of the same log",
+                src.display()
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// At start, before the replica opens `dir`: refuses a snapshot directory
+/// whose state comes from another log than `identity`, and otherwise
+/// writes `identity` there (temporary file, sync, rename).
+pub fn claim(dir: &Path, identity: &str) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    match written(dir)? {
+        Some(theirs) if theirs == identity => return Ok(()),
+        Some(theirs) if reliable(&theirs) && reliable(identity) => {
+            return Err(format!(
+                "{} holds the state of log {theirs:?}, and this node's log is {identity:?}: \
+                 a node's snapshots must come from its own log (empty the directory, or seed \
+                 it from a node of this log with snapshot.seed_from)",
+                dir.display()
+            ))
+        }
+        _ => {}
+    }
+    let path = dir.join(LOG_FILE);
+    let tmp = dir.join(format!("{LOG_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{identity}\n"))
+        .and_then(|()| File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .and_then(|()| File::open(dir)?.sync_all())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
 
 /// What was copied into a snapshot directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +157,9 @@ pub fn seed(src: &Path, dest: &Path) -> Result<Option<Seeded>, String> {
             if src.join(&name).is_file() {
                 names.push(name);
             }
+        }
+        if src.join(LOG_FILE).is_file() {
+            names.insert(0, LOG_FILE.to_owned());
         }
         names.push(tandem_replica::snapshot_name(seq));
         match names
@@ -210,6 +283,51 @@ mod tests {
         assert!(names(&dest4).is_empty());
         for d in ["src", "dest", "src2", "dest2", "dest3", "src4", "dest4"] {
             let _ = std::fs::remove_dir_all(dir(d));
+        }
+    }
+
+    #[test]
+    fn a_directory_and_a_seed_name_their_log_and_another_log_is_refused() {
+        let (d, src) = (dir("claim"), dir("claim-src"));
+        claim(&d, "file:aaaa").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.join(LOG_FILE)).unwrap(),
+            "file:aaaa\n"
+        );
+        claim(&d, "file:aaaa").unwrap();
+        let e = claim(&d, "kafka:c1/orders").unwrap_err();
+        assert!(
+            e.contains("\"file:aaaa\"") && e.contains("\"kafka:c1/orders\""),
+            "{e}"
+        );
+        // A Kafka identity without a cluster id says too little to refuse
+        // on: the file is rewritten.
+        let k = dir("claim-kafka");
+        claim(&k, "kafka:?b1:9092/orders").unwrap();
+        claim(&k, "kafka:?b1:9092,b2:9092/orders").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(k.join(LOG_FILE)).unwrap(),
+            "kafka:?b1:9092,b2:9092/orders\n"
+        );
+
+        // A seed without the file is taken unchecked; with it, only for
+        // the same log; and the file comes with the seed.
+        check_seed(&src, "file:aaaa").unwrap();
+        check_seed(&src.join("missing"), "file:aaaa").unwrap();
+        touch(&src, LOG_FILE, "file:bbbb\n");
+        assert!(check_seed(&src, "file:aaaa")
+            .unwrap_err()
+            .contains("a seed must come from a node of the same log"));
+        check_seed(&src, "file:bbbb").unwrap();
+        check_seed(&src, "kafka:?b1:9092/orders").unwrap();
+        touch(&src, &format!("snapshot-{:020}.tsnap", 4), "s4");
+        let dest = dir("claim-dest");
+        let got = seed(&src, &dest).unwrap().expect("seeded");
+        assert_eq!(got.files[0], LOG_FILE);
+        claim(&dest, "file:bbbb").unwrap();
+        assert!(claim(&dest, "file:aaaa").is_err());
+        for x in ["claim", "claim-src", "claim-kafka", "claim-dest"] {
+            let _ = std::fs::remove_dir_all(dir(x));
         }
     }
 }

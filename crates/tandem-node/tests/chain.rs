@@ -382,6 +382,46 @@ fn a_new_node_seeded_from_another_nodes_snapshot_needs_only_the_log_after_it() {
         Err(e) => e.to_string(),
     };
     assert!(e.starts_with("snapshot.seed_from: "), "{e}");
+
+    // The copy of a names a's log: a node of another log refuses it as a
+    // seed, before anything is copied into its data directory.
+    let other: Arc<dyn Log> = Arc::new(
+        FileLog::open(
+            dir.path().join("other-log"),
+            FileLogConfig {
+                fsync: FsyncPolicy::Never,
+                ..FileLogConfig::default()
+            },
+        )
+        .expect("open file log"),
+    );
+    let mut cfg = config(&dir, "e", 7);
+    cfg.snapshot.seed_from = Some(copy.clone());
+    let e = match Node::start_with_logs(cfg.clone(), vec![Arc::clone(&other)]) {
+        Ok(_) => panic!("a seed of another log was used"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.starts_with("snapshot.seed_from: ")
+            && e.contains("a seed must come from a node of the same log"),
+        "{e}"
+    );
+    assert!(!dir
+        .path()
+        .join("e/snapshots-0")
+        .join("log-identity")
+        .exists());
+    // And b's data directory, started over the other log, is refused: it
+    // would restore a's books there.
+    let e = match Node::start_with_logs(config(&dir, "b", 7), vec![other]) {
+        Ok(_) => panic!("a data directory of another log was used"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains("a node's snapshots must come from its own log"),
+        "{e}"
+    );
+    assert!(e.contains(&log.identity()), "{e}");
 }
 
 #[test]
