@@ -45,7 +45,7 @@ commands:
         print its account
   order place|cancel|amend --key FILE --node URL [flags]
         sign one order-entry command with a key file and send it to a node
-  verify-log --log PATH [--chain-id N] [--require-signed]
+  verify-log (--log PATH | --config FILE) [--chain-id N] [--require-signed]
         verify the signature of every signed record of an order log (a
         file log directory or a JSONL file) and name the first bad one
   snapshot-export --from DATA_DIR --out DIR
@@ -398,18 +398,23 @@ common flags:
 ";
 
 const VERIFY_LOG_USAGE: &str = "\
-usage: tandem verify-log --log PATH [--chain-id N] [--require-signed]
+usage: tandem verify-log (--log PATH | --config FILE) [--chain-id N] [--require-signed]
 
   verify the signature of every signed record of an order log again, as an
   auditor would (docs/signing.md): the command is decoded as the engine
   applied it and its signature checked over it. Prints one JSON line of
   counts; exits 1 naming the first record that fails (its seq: the log's
-  seq, or the line number of a JSONL file)
+  seq, or the line number of a JSONL file; on a Kafka log of several
+  partitions, the partition too)
 
   --log PATH        a file log directory (the node's data_dir/log, not in use
                     by a running node: it is locked), or a JSONL file of
                     records
-  --chain-id N      the exchange's signing.chain_id                       [1]
+  --config FILE     a node's config: its log as the node opens it (a file
+                    log, or every partition of its Kafka topic, with its
+                    [log.kafka_properties]; a missing topic is an error,
+                    never created), and its signing.chain_id
+  --chain-id N      the exchange's signing.chain_id    [1, or the config's]
   --require-signed  a valid command without a signature fails too
   -h, --help        this text
 ";
@@ -687,7 +692,7 @@ fn cmd_order(args: &[String]) -> Result<()> {
 
 fn cmd_verify_log(args: &[String]) -> Result<()> {
     use tandem_node::auth::{audit, Policy};
-    let (mut log, mut chain_id, mut require_signed) = (None, 1u64, false);
+    let (mut log, mut config, mut chain_id, mut require_signed) = (None, None, None, false);
     let mut flags = Flags::new("verify-log", VERIFY_LOG_USAGE, args);
     while let Some(f) = flags.next_flag() {
         if is_help(&f) {
@@ -696,25 +701,39 @@ fn cmd_verify_log(args: &[String]) -> Result<()> {
         }
         match (f.name, f.inline) {
             ("--log", _) => log = Some(flags.value(&f, "a path")?),
+            ("--config", _) => config = Some(flags.value(&f, "a file")?),
             ("--chain-id", _) => {
-                chain_id = flags
-                    .value(&f, "a number")?
-                    .parse()
-                    .map_err(|_| flags.error("--chain-id: expected a number".into()))?
+                chain_id = Some(
+                    flags
+                        .value(&f, "a number")?
+                        .parse::<u64>()
+                        .map_err(|_| flags.error("--chain-id: expected a number".into()))?,
+                )
             }
             ("--require-signed", None) => require_signed = true,
             _ => return Err(flags.unknown(&f)),
         }
     }
-    let Some(log) = log else {
-        return Err(flags.error("--log is required".into()));
+    let (report, log) = match (log, config) {
+        (Some(log), None) => {
+            let policy = Policy::new(chain_id.unwrap_or(1), 0, 0);
+            let r = audit::verify_path(std::path::Path::new(&log), &policy, require_signed)
+                .context("verify-log")?;
+            (r, log)
+        }
+        (None, Some(file)) => {
+            // As `tandem node` reads it (TANDEM_* variables included).
+            let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+            let cfg = tandem_node::NodeConfig::load(Some(std::path::Path::new(&file)), &env)
+                .context("verify-log")?;
+            let policy = Policy::new(chain_id.unwrap_or(cfg.signing.chain_id), 0, 0);
+            let logs = tandem_node::node::open_logs_to_read(&cfg)
+                .with_context(|| format!("verify-log: the log of {file}"))?;
+            let r = audit::verify_logs(logs, &policy, require_signed);
+            (r, format!("the log of {file}"))
+        }
+        _ => return Err(flags.error("give --log PATH or --config FILE (one of them)".into())),
     };
-    let report = audit::verify_path(
-        std::path::Path::new(&log),
-        &Policy::new(chain_id, 0, 0),
-        require_signed,
-    )
-    .context("verify-log")?;
     println!("{}", report.to_json());
     match report.first_bad {
         None => Ok(()),

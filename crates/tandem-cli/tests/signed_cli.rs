@@ -192,6 +192,22 @@ fn keygen_order_and_verify_log_as_a_user_runs_them() {
     let (code, _, err) = tandem(&["verify-log", "--log", &log, "--chain-id", "5"]);
     assert_eq!(code, 1);
     assert!(err.contains("record 1 "), "{err}");
+    // The node's config names the same log (and the chain id, 1).
+    let cfg = dir.path("node.toml");
+    let (code, by_config, err) = tandem(&["verify-log", "--config", &cfg, "--require-signed"]);
+    assert_eq!((code, by_config), (0, out.clone()), "{err}");
+    let (code, _, err) = tandem(&["verify-log", "--config", &cfg, "--chain-id", "5"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("record 1 of the log of"), "{err}");
+    // One of the two, not both, not neither.
+    for args in [
+        vec!["verify-log", "--config", &cfg, "--log", &log],
+        vec!["verify-log", "--require-signed"],
+    ] {
+        let (code, _, err) = tandem(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("give --log PATH or --config FILE"), "{err}");
+    }
 
     // The same records as JSONL, the second one's (the amend's) quantity changed.
     let records = read_records(Path::new(&log));

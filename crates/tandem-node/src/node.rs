@@ -242,6 +242,16 @@ fn snapshot_dir(cfg: &NodeConfig, partition: u32) -> PathBuf {
     cfg.data_dir.join(format!("snapshots-{partition}"))
 }
 
+/// The logs of the node `cfg` describes, opened to read them (`tandem
+/// verify-log --config`): as the node opens them, except that a missing
+/// Kafka topic is an error, never created. A file log is locked while
+/// open: a running node's cannot be read this way.
+pub fn open_logs_to_read(cfg: &NodeConfig) -> Result<Vec<Arc<dyn Log>>> {
+    let mut cfg = cfg.clone();
+    cfg.log.kafka_create_topic = false;
+    open_logs(&cfg)
+}
+
 fn open_logs(cfg: &NodeConfig) -> Result<Vec<Arc<dyn Log>>> {
     match cfg.log.kind {
         LogKind::File => {

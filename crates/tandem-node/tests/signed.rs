@@ -6,11 +6,14 @@
 //! message names, and for appending nothing: the log's last seq and the
 //! replica's applied seq are the same before and after.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use common::TempDir;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -18,7 +21,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tandem_core::Command;
-use tandem_log::conformance::TempDir;
 use tandem_log::{FileLog, FileLogConfig, FsyncPolicy, Log};
 use tandem_node::auth::keys::SecretKey;
 use tandem_node::auth::{self, audit, to_hex, Credentials, Policy, Scheme};
@@ -661,4 +663,97 @@ async fn verify_log_passes_a_signed_log_and_names_a_tampered_record() {
     let (seq, why) = r.first_bad.expect("the tampered record fails");
     assert_eq!(seq, 4, "{why}");
     assert!(why.contains("x-tandem-signature"), "{why}");
+}
+
+/// `verify-log --config` over a node's Kafka log: every partition read to
+/// its end, a tampered record named with its partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_log_reads_every_partition_of_a_kafka_log_as_the_node_config_names_it() {
+    let n = TestNode::start("signed-audit-kafka", Some(AuthMode::Signed)).await;
+    for i in 0..6u64 {
+        let key = SecretKey::derive(Scheme::Ed25519, 9, i);
+        let s = signed_place(&key, &format!("k{i}"), "7", "1", now() + 30);
+        let (st, v) = n
+            .call(Method::POST, "/v1/orders", &s.headers, Some(&s.body))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+    }
+    let recs = n.records();
+    let dir = n.stop().await;
+    let broker = common::Broker::start(&dir.path().join("broker"));
+    let bootstrap = broker.bootstrap();
+    let topic = "audited-orders";
+    tokio::task::spawn_blocking({
+        let bootstrap = bootstrap.clone();
+        move || {
+            tandem_kafka::create_topic(&bootstrap, topic, 2, 1, &[], Duration::from_secs(30))
+                .expect("create topic");
+            for (p, part) in recs.chunks(3).enumerate() {
+                let log = tandem_kafka::KafkaLog::open(tandem_kafka::KafkaLogConfig::new(
+                    &bootstrap, topic, p as u32,
+                ))
+                .expect("open partition");
+                let refs: Vec<&[u8]> = part.iter().map(|(_, r)| &r[..]).collect();
+                log.append(&refs).expect("append");
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let mut cfg = NodeConfig::default();
+    cfg.log.kind = tandem_node::config::LogKind::Kafka;
+    cfg.log.kafka_brokers = bootstrap.clone();
+    cfg.log.kafka_topic = topic.into();
+    cfg.log.kafka_partitions = 2;
+    cfg.signing.chain_id = CHAIN_ID;
+    let verify = {
+        let cfg = cfg.clone();
+        move || {
+            let logs = tandem_node::node::open_logs_to_read(&cfg).expect("open the logs");
+            audit::verify_logs(logs, &Policy::new(cfg.signing.chain_id, 0, 0), true)
+        }
+    };
+    let r = tokio::task::spawn_blocking(verify.clone()).await.unwrap();
+    assert_eq!(
+        (r.records, r.signed, r.first_bad.clone()),
+        (6, 6, None),
+        "{r:?}"
+    );
+    // A record whose price was changed after it was signed, in partition 1.
+    tokio::task::spawn_blocking({
+        let (bootstrap, rec) = (bootstrap.clone(), n_th_record_tampered(&dir, 1));
+        move || {
+            let log = tandem_kafka::KafkaLog::open(tandem_kafka::KafkaLogConfig::new(
+                &bootstrap, topic, 1,
+            ))
+            .expect("open partition");
+            log.append(&[&rec[..]]).expect("append");
+        }
+    })
+    .await
+    .unwrap();
+    let r = tokio::task::spawn_blocking(verify).await.unwrap();
+    let (_, why) = r.first_bad.expect("the tampered record fails");
+    assert!(why.starts_with("partition 1, seq "), "{why}");
+    assert!(why.contains("x-tandem-signature"), "{why}");
+    assert_eq!(r.records, 7, "every record read up to the bad one");
+    // A topic that is not there is an error, not created.
+    cfg.log.kafka_topic = "no-such-topic".into();
+    let e = tokio::task::spawn_blocking(move || tandem_node::node::open_logs_to_read(&cfg).err())
+        .await
+        .unwrap()
+        .expect("a missing topic is an error");
+    assert!(format!("{e:#}").contains("no-such-topic"), "{e:#}");
+}
+
+/// Record `i` of the node's file log in `dir` with its price changed.
+fn n_th_record_tampered(dir: &TempDir, i: usize) -> Vec<u8> {
+    let recs: Vec<(u64, Vec<u8>)> = audit::file_log_records(&dir.path().join("log"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    String::from_utf8(recs[i].1.clone())
+        .unwrap()
+        .replace("\"price\":\"7\"", "\"price\":\"70\"")
+        .into_bytes()
 }

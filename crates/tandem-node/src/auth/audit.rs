@@ -236,7 +236,6 @@ pub fn jsonl_records(
 pub fn file_log_records(
     dir: &Path,
 ) -> anyhow::Result<impl Iterator<Item = Result<(u64, Vec<u8>), String>>> {
-    use tandem_log::Log;
     anyhow::ensure!(
         dir.join("log.id").exists(),
         "{} is not a file log directory (no log.id)",
@@ -244,10 +243,48 @@ pub fn file_log_records(
     );
     let log = tandem_log::FileLog::open(dir, tandem_log::FileLogConfig::default())
         .map_err(|e| anyhow::anyhow!("open log {}: {e}", dir.display()))?;
+    Ok(log_records(std::sync::Arc::new(log)))
+}
+
+/// Verifies every partition of a node's log (as `node::open_logs_to_read`
+/// opens them from its config: a file log, or each Kafka partition), in
+/// partition order, into one report. With more than one partition, the
+/// first bad record is named `partition P, seq S` in its message.
+pub fn verify_logs(
+    logs: Vec<std::sync::Arc<dyn tandem_log::Log>>,
+    policy: &Policy,
+    require_signed: bool,
+) -> AuditReport {
+    let many = logs.len() > 1;
+    let mut total = AuditReport::default();
+    for (p, log) in logs.into_iter().enumerate() {
+        let r = verify_records(log_records(log), policy, require_signed);
+        total.records += r.records;
+        total.signed += r.signed;
+        total.unsigned += r.unsigned;
+        total.invalid += r.invalid;
+        if let Some((seq, why)) = r.first_bad {
+            let why = if many {
+                format!("partition {p}, seq {seq}: {why}")
+            } else {
+                why
+            };
+            total.first_bad = Some((seq, why));
+            break;
+        }
+    }
+    total
+}
+
+/// The records of any log, from its first readable seq to the end it
+/// reports (`Log::read_from` until an empty page), in seq order.
+pub fn log_records(
+    log: std::sync::Arc<dyn tandem_log::Log>,
+) -> impl Iterator<Item = Result<(u64, Vec<u8>), String>> {
     let mut next = log.first_seq();
     let mut buf: std::collections::VecDeque<tandem_log::Record> = Default::default();
     let mut failed = false;
-    Ok(std::iter::from_fn(move || {
+    std::iter::from_fn(move || {
         if failed {
             return None;
         }
@@ -263,7 +300,7 @@ pub fn file_log_records(
         let r = buf.pop_front()?;
         next = r.seq + 1;
         Some(Ok((r.seq, r.payload)))
-    }))
+    })
 }
 
 #[cfg(test)]
