@@ -3,7 +3,8 @@
 //!
 //! - arbitrary bytes and "JSON-ish" lines (mixes of braces, quotes, the
 //!   contract's field names and values, escapes, numbers and UTF-8
-//!   fragments) go through `decode_command` + `Engine::apply`, which must
+//!   fragments) go through `decode_command` (and `decode_record`, which
+//!   also reads an amend's base) + `Engine::apply`, which must
 //!   emit at least one event, each a strict JSON object;
 //! - streams of such lines go through `run_match`, which must return `Ok`
 //!   and write UTF-8 lines that are each a JSON object, the same on a second
@@ -19,7 +20,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
 use tandem_codec::{
-    decode_command, is_blank, json::read_object, run_match, write_book, write_event,
+    decode_command, decode_record, is_blank, json::read_object, run_match, write_book, write_event,
 };
 use tandem_core::{Command, Config, Engine};
 
@@ -196,10 +197,17 @@ fn command_line() -> impl Strategy<Value = Vec<u8>> {
         ),
         member("tif", 0.3, &["\"gtc\"", "\"ioc\"", "\"fok\""], &["\"day\""]),
         member("post_only", 0.2, &["false", "true"], &["\"true\"", "1"]),
+        // A node's amend base (`decode_record` reads it).
+        member(
+            "base",
+            0.2,
+            &["\"0\"", "\"1\"", "\"65535\""],
+            &["\"65536\"", "-1", "\"x\"", "\"\""],
+        ),
         proptest::bool::weighted(0.1),
     )
-        .prop_map(|(a, b, c, d, e, f, g, h, i, j, junk)| {
-            let mut members: Vec<String> = [a, b, c, d, e, f, g, h, i, j]
+        .prop_map(|(a, b, c, d, e, f, g, h, i, j, k, junk)| {
+            let mut members: Vec<String> = [a, b, c, d, e, f, g, h, i, j, k]
                 .into_iter()
                 .flatten()
                 .collect();
@@ -272,11 +280,14 @@ fn apply_checked(
 /// One line through the decoder and a fresh engine, twice (the second
 /// time reaches duplicate ids and live orders).
 fn check_line(line: &[u8]) -> Result<(), TestCaseError> {
-    let cmd = decode_command(line);
-    let mut eng = Engine::new(Config::default());
-    let mut out = Vec::new();
-    apply_checked(&mut eng, 1, &cmd, &mut out)?;
-    apply_checked(&mut eng, 2, &cmd, &mut out)
+    // As `tandem match` reads it, and as a replica reads a log record.
+    for cmd in [decode_command(line), decode_record(line)] {
+        let mut eng = Engine::new(Config::default());
+        let mut out = Vec::new();
+        apply_checked(&mut eng, 1, &cmd, &mut out)?;
+        apply_checked(&mut eng, 2, &cmd, &mut out)?;
+    }
+    Ok(())
 }
 
 /// `run_match` on `input`: `Ok`, UTF-8, one JSON object per line.
