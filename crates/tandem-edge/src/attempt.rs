@@ -47,18 +47,12 @@ pub fn retryable(status: u16) -> bool {
 /// connection, a 502/503/504), be sent again, to another node? Only when
 /// repeating it cannot do something twice: reads (`GET`, `HEAD`), and the
 /// order writes whose second copy cannot take effect: `POST /v1/orders`
-/// (a place is idempotent by its id: the engine refuses a taken id),
+/// (a place is idempotent by its id: the engine refuses a taken id) and
 /// `DELETE /v1/orders/{market}/{id}` (a second cancel is refused by the
-/// engine and the node answers the original) and `PATCH
-/// /v1/orders/{market}/{id}` (the node marks the amends it appends
-/// retry-safe, `log.retry_safe_amends`: a second copy equal to the order's
-/// latest change is refused, `repeat`, and answered with the original).
-/// Before that mark an amend's second copy applied again, raising the
-/// remaining quantity after a fill (the simulation, `tandem-sim`, found
-/// it): an edge in front of nodes older than the mark, or with it turned
-/// off, must not repeat amends. Anything else is answered with what the
-/// first attempt got. (A request that never reached a node — its
-/// connection failed — may always go to another; see [`Plan::judge`].)
+/// engine and the node answers the original). Anything else is answered
+/// with what the first attempt got. (A request that never reached a node
+/// — its connection failed — may always go to another; see
+/// [`Plan::judge`].) An amend is [`repeatable_after_answer`] only.
 pub fn repeatable(method: &Method, path: &str) -> bool {
     if method == Method::GET || method == Method::HEAD {
         return true;
@@ -70,11 +64,23 @@ pub fn repeatable(method: &Method, path: &str) -> bool {
     let rest: Vec<&str> = seg.collect();
     match rest.as_slice() {
         [] => method == Method::POST,
-        [market, id] if !market.is_empty() && !id.is_empty() => {
-            method == Method::DELETE || method == Method::PATCH
-        }
+        [market, id] if !market.is_empty() && !id.is_empty() => method == Method::DELETE,
         _ => false,
     }
+}
+
+/// May a request a node *answered* with 502/503/504 go to another node?
+/// What [`repeatable`] allows, and `PATCH /v1/orders/{market}/{id}`: a
+/// node that answered is done with the amend (it refused it before the
+/// log, or appended it with its base, `log.retry_safe_amends`), and a
+/// second copy of an amend that took effect is refused `stale` by every
+/// replica. Not after a timeout or a dropped connection: the first node
+/// may not have read the order's base yet, and reading it after the client
+/// has amended the order again would let that copy apply. An edge in front
+/// of nodes older than bases, or with `log.retry_safe_amends` off, must
+/// not repeat amends at all.
+pub fn repeatable_after_answer(method: &Method, path: &str) -> bool {
+    repeatable(method, path) || (method == Method::PATCH && repeatable(&Method::DELETE, path))
 }
 
 /// The nearest available node of `cluster` not tried yet: the edge's own
@@ -151,7 +157,10 @@ pub struct Plan<'z> {
     excluded: u64,
     tried: Vec<Arc<NodeState>>,
     max_attempts: u32,
+    /// After a timeout or a dropped connection ([`repeatable`]).
     may_repeat: bool,
+    /// After a 502–504 answer ([`repeatable_after_answer`]).
+    may_repeat_answered: bool,
 }
 
 /// Who a request is, as routing sees it.
@@ -184,6 +193,7 @@ impl<'z> Plan<'z> {
             tried: Vec::new(),
             max_attempts,
             may_repeat: repeatable(method, path),
+            may_repeat_answered: repeatable_after_answer(method, path),
         }
     }
 
@@ -234,7 +244,7 @@ impl<'z> Plan<'z> {
     /// What an attempt's outcome means for the request.
     pub fn judge(&self, t: Tried) -> Verdict {
         match t {
-            Tried::Answered(s) if !retryable(s) || !self.may_repeat => Verdict::Answer,
+            Tried::Answered(s) if !retryable(s) || !self.may_repeat_answered => Verdict::Answer,
             Tried::Answered(_) | Tried::ConnectFailed => Verdict::TryAnother,
             Tried::TimedOut | Tried::Dropped if !self.may_repeat => Verdict::NotRepeated,
             Tried::TimedOut | Tried::Dropped => Verdict::TryAnother,
@@ -262,7 +272,6 @@ mod tests {
             ("HEAD", "/anything"),
             ("POST", "/v1/orders"),
             ("DELETE", "/v1/orders/M/o1"),
-            ("PATCH", "/v1/orders/M/o1"),
             ("DELETE", "/v1/orders/BTC-USD/o%2F1"),
         ];
         let no = [
@@ -276,6 +285,7 @@ mod tests {
             ("DELETE", "/v1/orders/M/"),
             ("DELETE", "/v1/orders//o1"),
             ("DELETE", "/v1/orders/M/o1/x"),
+            ("PATCH", "/v1/orders/M/o1"),
             ("PATCH", "/v1/orders/M"),
             ("PATCH", "/v2/orders/M/o1"),
             ("OPTIONS", "/v1/orders"),
@@ -283,9 +293,12 @@ mod tests {
         ];
         for (m, p) in yes {
             assert!(repeatable(&m.parse().unwrap(), p), "{m} {p}");
+            assert!(repeatable_after_answer(&m.parse().unwrap(), p), "{m} {p}");
         }
         for (m, p) in no {
             assert!(!repeatable(&m.parse().unwrap(), p), "{m} {p}");
+            let after = repeatable_after_answer(&m.parse().unwrap(), p);
+            assert_eq!(after, (m, p) == ("PATCH", "/v1/orders/M/o1"), "{m} {p}");
         }
     }
 
@@ -316,8 +329,12 @@ mod tests {
             plan(&Method::PUT),
         );
         assert_eq!(cancel.judge(Tried::TimedOut), Verdict::TryAnother);
-        assert_eq!(amend.judge(Tried::TimedOut), Verdict::TryAnother);
+        // An amend goes on after a node's 503 (it is done with it), not
+        // after a timeout (it may not have read the order's base yet).
         assert_eq!(amend.judge(Tried::Answered(503)), Verdict::TryAnother);
+        assert_eq!(amend.judge(Tried::TimedOut), Verdict::NotRepeated);
+        assert_eq!(amend.judge(Tried::Dropped), Verdict::NotRepeated);
+        assert_eq!(amend.judge(Tried::ConnectFailed), Verdict::TryAnother);
         assert_eq!(put.judge(Tried::TimedOut), Verdict::NotRepeated);
         assert_eq!(put.judge(Tried::Dropped), Verdict::NotRepeated);
         assert_eq!(put.judge(Tried::ConnectFailed), Verdict::TryAnother);

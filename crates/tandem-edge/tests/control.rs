@@ -277,7 +277,8 @@ async fn a_request_is_repeated_only_when_it_is_known_safe() {
         ("GET", "/v1/status"),
         ("POST", "/v1/orders"),
         ("DELETE", "/v1/orders/M/o1?account=a1"),
-        // Nodes refuse an amend's second copy by its base.
+        // After a node's 502 an amend goes on too (the node is done with
+        // it; a second copy is refused by its base).
         ("PATCH", "/v1/orders/M/o1"),
     ];
     let unsafe_ = [("POST", "/v1/other"), ("PUT", "/v1/orders/M/o1")];

@@ -157,7 +157,7 @@ pub struct LogConfig {
     /// order's count when it applies, so a second copy of one request (a
     /// client's or the edge's retry, or a copy delayed in a node's queue)
     /// never applies twice, whatever filled or changed between; a client
-    /// or the edge may retry a `PATCH` whose answer it lost. The cost: an
+    /// may retry a `PATCH` whose answer it lost (the edge: after a node's 502–504). The cost: an
     /// amend sent to a node that has not yet applied the same order's
     /// previous amend is refused `stale` (send `x-tandem-min-seq` with the
     /// token of that answer). Off only while nodes of a version before

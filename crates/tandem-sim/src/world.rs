@@ -94,10 +94,11 @@ pub struct Options {
     /// Weight writers send no generation (last writer wins).
     pub writes_without_generation: bool,
     /// The nodes give the amends they append a base
-    /// (`log.retry_safe_amends`), so the edge and the clients may repeat
-    /// an amend like a cancel. Off: a repeated amend whose first copy also
-    /// reached the log applies twice (what the simulation found before
-    /// bases existed; the edge then did not repeat amends).
+    /// (`log.retry_safe_amends`), so the clients may repeat an amend like
+    /// a cancel, and the edge passes one on after a node's 502–504. Off: a
+    /// repeated amend whose first copy also reached the log applies twice
+    /// (what the simulation found before bases existed, when the edge
+    /// repeated amends after timeouts too).
     pub retry_safe_amends: bool,
     /// The edge's upstream timeout (`upstream.request_timeout_ms`).
     pub edge_timeout_ms: u64,
