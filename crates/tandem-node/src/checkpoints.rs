@@ -200,7 +200,9 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, Vec<Checkpoint>), String> {
 /// removes checkpoints files whose snapshot is gone.
 pub fn save(dir: &Path, seq: u64, bytes: &[u8]) -> std::io::Result<()> {
     let final_path = path(dir, seq);
-    let tmp = dir.join(format!("checkpoints-{seq:020}.bin.tmp"));
+    let tmp = dir.join(tandem_replica::tmp_name(&format!(
+        "checkpoints-{seq:020}.bin"
+    )));
     let mut f = fs::File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;

@@ -223,7 +223,7 @@ fn save_with(
     write: impl FnOnce(&mut fs::File) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     let final_path = path(dir, seq);
-    let tmp = dir.join(format!("answers-{seq:020}.bin.tmp"));
+    let tmp = dir.join(tandem_replica::tmp_name(&format!("answers-{seq:020}.bin")));
     let mut f = fs::File::create(&tmp)?;
     write(&mut f)?;
     f.sync_all()?;

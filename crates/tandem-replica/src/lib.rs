@@ -154,15 +154,14 @@ fn list_snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>, ReplicaError> {
 }
 
 /// Removes temporary files of snapshots never finished (a writer killed
-/// before its rename).
+/// before its rename), but not another live process's (`abandoned_tmp`).
 fn remove_partial_snapshots(dir: &Path) -> Result<(), ReplicaError> {
     for entry in fs::read_dir(dir).map_err(io_err("list snapshots in", dir))? {
         let entry = entry.map_err(io_err("list snapshots in", dir))?;
         let name = entry.file_name();
         let partial = name
             .to_str()
-            .and_then(|n| n.strip_suffix(".tmp"))
-            .is_some_and(|n| parse_snapshot_name(n).is_some());
+            .is_some_and(|n| abandoned_tmp(n, |f| parse_snapshot_name(f).is_some()));
         if partial {
             let path = entry.path();
             fs::remove_file(&path).map_err(io_err("remove partial snapshot", &path))?;
@@ -338,10 +337,45 @@ pub fn inject_snapshot_child_panic(on: bool) {
     let _ = on;
 }
 
+/// This process's id, read once (a forked snapshot child keeps its
+/// parent's): temporary files carry it, so that two processes writing into
+/// one snapshot directory (a hand-over on Kafka, where no log lock keeps
+/// them apart) never write the same temporary file.
+fn owner() -> u32 {
+    static OWNER: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *OWNER.get_or_init(std::process::id)
+}
+
+/// The temporary name `name` is written under before its rename:
+/// `NAME.<pid>.tmp` (see [`owner`]); the node's window and checkpoints
+/// files use it too.
+pub fn tmp_name(name: &str) -> String {
+    format!("{name}.{}.tmp", owner())
+}
+
+/// Is `file` the temporary file of a `name` (as [`is_final`] says) that
+/// nobody is writing any more: one of this process, of a process that is
+/// gone, or of a build before temporary names carried a pid? Another live
+/// process's is left alone.
+pub fn abandoned_tmp(file: &str, is_final: impl Fn(&str) -> bool) -> bool {
+    let Some(stem) = file.strip_suffix(".tmp") else {
+        return false;
+    };
+    if is_final(stem) {
+        return true;
+    }
+    let Some((name, pid)) = stem.rsplit_once('.') else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    is_final(name) && (pid == owner() || !Path::new("/proc").join(pid.to_string()).exists())
+}
+
 fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(tmp_name(&name))
 }
 
 /// The follow loop, written once: until `stop` is set, `step` applies
@@ -416,6 +450,8 @@ impl Replica {
     ) -> Result<(Replica, OpenInfo), ReplicaError> {
         let dir = cfg.snapshot_dir.clone();
         fs::create_dir_all(&dir).map_err(io_err("create snapshot directory", &dir))?;
+        // Read now, in the parent: a forked child names its file with it.
+        owner();
         remove_partial_snapshots(&dir)?;
         let mut info = OpenInfo::default();
         let mut engine = None;
@@ -877,5 +913,45 @@ impl Drop for Replica {
             }
             let _ = fs::remove_file(tmp_path(&p.path));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_abandoned_temporary_snapshots_are_removed() {
+        let dir = std::env::temp_dir().join(format!("tandem-replica-tmp-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let snap = snapshot_name(7);
+        let own = tmp_name(&snap);
+        let names = [
+            format!("{snap}.tmp"),            // a build before pids: abandoned
+            own.clone(),                      // this process's: abandoned at open
+            format!("{snap}.4000000000.tmp"), // a process that is gone
+            format!("{snap}.1.tmp"),          // a live process's (pid 1): kept
+            "answers-7.bin.1.tmp".to_owned(), // not a snapshot: kept
+            snap.clone(),                     // a finished snapshot: kept
+        ];
+        for n in &names {
+            fs::write(dir.join(n), b"x").unwrap();
+        }
+        assert!(own.ends_with(&format!(".{}.tmp", std::process::id())));
+        remove_partial_snapshots(&dir).unwrap();
+        let mut left: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut want = vec![
+            format!("{snap}.1.tmp"),
+            "answers-7.bin.1.tmp".to_owned(),
+            snap,
+        ];
+        want.sort();
+        assert_eq!(left, want);
+        let _ = fs::remove_dir_all(&dir);
     }
 }
