@@ -2,7 +2,8 @@
 //! achieved, change weights or whole cluster lists live, reload the config
 //! file. Every change is checked before it is installed and is atomic for
 //! requests (they route over one table or the next, never a mix). Changes
-//! need `authorization: Bearer <token>`; `/metrics` and `/healthz` do not.
+//! need `authorization: Bearer <token>`; `/metrics`, `/healthz` and the
+//! description (`GET /openapi.json`, `admin-openapi.json`) do not.
 //! With no token configured the admin API is disabled and says so.
 //!
 //! Weight writes carry a generation: every read shows it (`generation` in
@@ -33,6 +34,10 @@ use crate::config::{ClusterConfig, EdgeConfig};
 use crate::proxy::{edge_error, Edge};
 use crate::table::WriteError;
 use crate::BoxBody;
+
+/// The admin API's OpenAPI 3.1 description (`crates/tandem-edge/admin-openapi.json`),
+/// served at `GET /openapi.json` on the admin listener, without a token.
+pub const ADMIN_OPENAPI_JSON: &str = include_str!("../admin-openapi.json");
 
 /// The admin API's refusal while no token is configured.
 pub const DISABLED: &str =
@@ -406,6 +411,18 @@ pub async fn handle(
     match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => {
             return json(StatusCode::OK, serde_json::json!({"status": "ok"}))
+        }
+        (&Method::GET, "/openapi.json") => {
+            let mut r = Response::new(
+                Full::new(Bytes::from_static(ADMIN_OPENAPI_JSON.as_bytes()))
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            );
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return r;
         }
         (&Method::GET, "/metrics") => {
             let edge_labels = format!("zone=\"{}\"", tandem_metrics::escape(&edge.cfg.zone));
