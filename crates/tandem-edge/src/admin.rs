@@ -43,17 +43,21 @@ pub const ADMIN_OPENAPI_JSON: &str = include_str!("../admin-openapi.json");
 pub const DISABLED: &str =
     "admin API disabled: no admin_token set (config admin_token or TANDEM_EDGE_ADMIN_TOKEN)";
 
-fn json(status: StatusCode, v: serde_json::Value) -> Response<BoxBody> {
+/// A 200 answer of `body` with its content type.
+fn typed(body: Bytes, content_type: &'static str) -> Response<BoxBody> {
     let mut r = Response::new(
-        Full::new(Bytes::from(v.to_string()))
+        Full::new(body)
             .map_err(|never| match never {})
             .boxed_unsync(),
     );
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn json(status: StatusCode, v: serde_json::Value) -> Response<BoxBody> {
+    let mut r = typed(Bytes::from(v.to_string()), "application/json");
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
     if let Some(g) = v.get("generation").and_then(serde_json::Value::as_u64) {
         if let Ok(e) = HeaderValue::from_str(&format!("\"{g}\"")) {
             r.headers_mut().insert(header::ETAG, e);
@@ -413,32 +417,17 @@ pub async fn handle(
             return json(StatusCode::OK, serde_json::json!({"status": "ok"}))
         }
         (&Method::GET, "/openapi.json") => {
-            let mut r = Response::new(
-                Full::new(Bytes::from_static(ADMIN_OPENAPI_JSON.as_bytes()))
-                    .map_err(|never| match never {})
-                    .boxed_unsync(),
-            );
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            return r;
+            return typed(
+                Bytes::from_static(ADMIN_OPENAPI_JSON.as_bytes()),
+                "application/json",
+            )
         }
         (&Method::GET, "/metrics") => {
             let edge_labels = format!("zone=\"{}\"", tandem_metrics::escape(&edge.cfg.zone));
             let mut text = edge.metrics.render(&edge_labels);
             let (per_node, distinct) = edge.logs();
             crate::metrics::render_logs(&mut text, &edge_labels, &per_node, distinct);
-            let mut r = Response::new(
-                Full::new(Bytes::from(text))
-                    .map_err(|never| match never {})
-                    .boxed_unsync(),
-            );
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            return r;
+            return typed(Bytes::from(text), "text/plain; version=0.0.4");
         }
         _ => {}
     }
