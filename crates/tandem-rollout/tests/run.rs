@@ -687,7 +687,12 @@ async fn a_slow_canary_is_rolled_back(prometheus: bool) {
         .iter()
         .filter_map(|c| c.as_u64())
         .sum();
-    assert_eq!(Some(counted), gcp["requests"].as_u64(), "{gcp}");
+    // The edge renders its request counters and then its histogram: a
+    // request answered between the two reads of one scrape is in one and
+    // not yet in the other (112 against 111 was seen), so a window's two
+    // figures agree within what was answered during a scrape.
+    let requests = gcp["requests"].as_u64().expect("requests");
+    assert!(counted.abs_diff(requests) <= 4, "{gcp}");
     assert!(gcp["vs_stable"]["p99_ratio"].as_f64().is_some(), "{gcp}");
     assert!(
         !gcp["breaches"].as_array().expect("breaches").is_empty(),
