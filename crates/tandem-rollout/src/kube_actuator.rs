@@ -310,25 +310,17 @@ impl KubeCluster {
         deadline: Duration,
         every: Duration,
     ) -> Result<Duration, ActError> {
-        let t0 = tokio::time::Instant::now();
-        let mut ready = 0;
-        loop {
-            match self.state_failure().await {
-                Ok(s) if s.replicas == want && s.ready == want => return Ok(t0.elapsed()),
-                Ok(s) => ready = s.ready,
-                Err(f) if f.transient() => {}
-                Err(f) => return Err(self.fail(f)),
-            }
-            let elapsed = t0.elapsed();
-            if elapsed >= deadline {
-                return Err(self.fail(Failure::NotReady {
-                    ready,
-                    want,
-                    after_ms: elapsed.as_millis() as u64,
-                }));
-            }
-            tokio::time::sleep(every.min(deadline - elapsed)).await;
-        }
+        self.poll_until(
+            deadline,
+            every,
+            |s| s.replicas == want && s.ready == want,
+            |last, after_ms| Failure::NotReady {
+                ready: last.map_or(0, |s| s.ready),
+                want,
+                after_ms,
+            },
+        )
+        .await
     }
 
     /// Polls the StatefulSet every `every` until every wanted replica runs
@@ -341,22 +333,38 @@ impl KubeCluster {
         deadline: Duration,
         every: Duration,
     ) -> Result<Duration, ActError> {
+        self.poll_until(deadline, every, RolloutState::done, |last, after_ms| {
+            Failure::NotUpdated {
+                ready: last.map_or(0, |s| s.ready),
+                want: last.map_or(0, |s| s.replicas),
+                after_ms,
+            }
+        })
+        .await
+    }
+
+    /// Reads the StatefulSet every `every` until `done` holds of it (the
+    /// time that took), polling through transient answers; after
+    /// `deadline`, the failure `late` makes of the last state read.
+    async fn poll_until(
+        &self,
+        deadline: Duration,
+        every: Duration,
+        done: impl Fn(&RolloutState) -> bool,
+        late: impl Fn(Option<RolloutState>, u64) -> Failure,
+    ) -> Result<Duration, ActError> {
         let t0 = tokio::time::Instant::now();
-        let (mut ready, mut want) = (0, 0);
+        let mut last = None;
         loop {
             match self.state_failure().await {
-                Ok(s) if s.done() => return Ok(t0.elapsed()),
-                Ok(s) => (ready, want) = (s.ready, s.replicas),
+                Ok(s) if done(&s) => return Ok(t0.elapsed()),
+                Ok(s) => last = Some(s),
                 Err(f) if f.transient() => {}
                 Err(f) => return Err(self.fail(f)),
             }
             let elapsed = t0.elapsed();
             if elapsed >= deadline {
-                return Err(self.fail(Failure::NotUpdated {
-                    ready,
-                    want,
-                    after_ms: elapsed.as_millis() as u64,
-                }));
+                return Err(self.fail(late(last, elapsed.as_millis() as u64)));
             }
             tokio::time::sleep(every.min(deadline - elapsed)).await;
         }
